@@ -1,0 +1,3781 @@
+"""cosmic.py: typed web APIs in one file, standard library only.
+
+Declare an API once, with actions (RPC) and models (REST resources) typed by a
+small Teleport-like schema system, and get from that one object a WSGI server,
+a JSON spec at ``/spec.json``, an HTTP client built at run time from that spec,
+an in-process client with the same interface, an OpenAPI 3.1 document, a docs
+page and a command line::
+
+    from cosmic.api import API
+    from cosmic.types import String
+
+    words = API("words")
+
+    @words.action(accepts=String, returns=String)
+    def pluralize(word):
+        return word[:-1] + "ies" if word.endswith("y") else word + "s"
+
+    # python -m cosmic serve words.py
+    # curl -X POST -H 'Content-Type: application/json' -d '"pencil"' \\
+    #      http://127.0.0.1:8000/actions/pluralize          -> "pencils"
+
+Sections (search for ``# --``): exceptions; schema types; API, spec and
+models; WSGI server; development server; client; thread-local globals;
+OpenAPI and docs page; compatibility modules; command line.
+
+How the server handles one request::
+
+    wsgi_app(environ)
+      -> ensure_thread_local()          request-scoped globals
+      -> dispatch_request(request)      route: 404 / 405 + Allow / OPTIONS
+         -> view(endpoint, request)     hook: may answer early (401, ...)
+            -> parse_request(...)       body: 413, Content-Type, charset,
+                                        UTF-8, strict JSON, schema -> 400
+            -> endpoint handler         user code; NotFound -> 404,
+                                        HTTPError(code) -> code
+            -> build_response(...)      return value checked -> 200/201/204
+      -> unhandled_exception_hook       anything else -> 500, logged
+"""
+
+from __future__ import annotations
+
+import base64 as _base64
+import contextlib as _contextlib
+import contextvars as _contextvars
+import datetime as _datetime
+import json as _json
+import re as _re
+import sys as _sys
+import threading as _threading
+from collections import OrderedDict as _OrderedDict
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, Callable, Iterable
+
+__version__ = "1.0.0"
+
+MODEL_METHODS = ["get_by_id", "get_list", "create", "update", "delete"]
+
+__all__ = [
+    # types
+    "Integer", "Float", "Boolean", "String", "Binary", "DateTime", "JSON",
+    "Array", "Map", "OrderedMap", "Struct", "Schema", "Model", "Link",
+    "Representation", "Patch", "APISpec", "URLParams", "Box", "required",
+    "optional", "required_link", "optional_link",
+    # exceptions
+    "ValidationError", "UnicodeDecodeValidationError",
+    "UnknownTypeValidationError", "SpecError", "NotFound", "HTTPError",
+    "RemoteHTTPError", "ThreadLocalMissing",
+    # API and models
+    "API", "BaseAPI", "BaseModel", "Object", "MODEL_METHODS",
+    # server
+    "Server", "Request", "Response", "error_response", "Endpoint",
+    "SpecEndpoint", "ActionEndpoint", "GetByIdEndpoint", "CreateEndpoint",
+    "UpdateEndpoint", "DeleteEndpoint", "GetListEndpoint", "serve_wsgi",
+    # client
+    "BaseAPIClient", "APIClient", "WsgiAPIClient", "ClientLoggingMixin",
+    "connect",
+    # globals
+    "ThreadLocalDict", "SwappableDict", "thread_local",
+    "ensure_thread_local", "thread_local_middleware", "storage", "cosmos",
+    # tools
+    "openapi", "docs_html", "main",
+]
+
+_MISSING = object()
+
+
+# -- Exceptions ---------------------------------------------------------------
+
+_REPR_CAP = 200
+_MAX_ERRORS = 100
+
+
+def _short_repr(obj: Any) -> str:
+    """repr() capped so a huge input is never echoed back whole."""
+    text = repr(obj)
+    if len(text) > _REPR_CAP:
+        text = text[:_REPR_CAP] + "..."
+    return text
+
+
+def _pointer(path: list) -> str:
+    """RFC 6901 JSON Pointer for a list of keys and indexes."""
+    return "".join(
+        "/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+class ValidationError(Exception):
+    """Invalid data: ``str(err)`` is ``Item at [0]['bar'] Invalid Integer: False``.
+
+    ``message`` says what was wrong, ``obj`` (when given) is the bad value,
+    ``stack`` the keys and indexes leading to it, innermost first. ``errors``
+    lists every problem found in the value that failed (up to 100), each a
+    dict with ``path`` (outermost first), ``pointer`` (RFC 6901) and
+    ``message``.
+    """
+
+    def __init__(self, message: str, *obj: Any) -> None:
+        super().__init__(message, *obj)
+        self.message = message
+        self.stack: list = []
+        self._has_obj = bool(obj)
+        self.obj = obj[0] if obj else None
+        self._errors: list | None = None
+        self._source: tuple | None = None
+
+    def _text(self) -> str:
+        if self._has_obj:
+            return "%s: %s" % (self.message, _short_repr(self.obj))
+        return self.message
+
+    def __str__(self) -> str:
+        if self.stack:
+            where = "".join("[%s]" % _short_repr(k) for k in reversed(self.stack))
+            return "Item at %s %s" % (where, self._text())
+        return self._text()
+
+    @property
+    def path(self) -> list:
+        """Keys and indexes from the outermost to the bad value."""
+        return list(reversed(self.stack))
+
+    @property
+    def errors(self) -> list:
+        """Every problem found, each ``{"path", "pointer", "message"}``."""
+        if self._errors is None:
+            found: list = []
+            if self._source is not None:
+                schema, datum = self._source
+                try:
+                    schema._errors(datum, [], found)
+                except RecursionError:
+                    found = []
+            if not found:
+                found = [self._entry([])]
+            self._errors = found[:_MAX_ERRORS]
+        return self._errors
+
+    def _entry(self, prefix: list) -> dict:
+        path = prefix + self.path
+        return {"path": path, "pointer": _pointer(path), "message": self._text()}
+
+
+class UnicodeDecodeValidationError(ValidationError):
+    """Text that is not valid UTF-8 (kept for compatibility)."""
+
+
+class UnknownTypeValidationError(ValidationError):
+    """A schema names a type that does not exist."""
+
+
+class SpecError(Exception):
+    """A programming or contract error: bad names, signatures, responses."""
+
+
+class NotFound(Exception):
+    """Raised by model code, and by clients on a 404."""
+
+
+class HTTPError(Exception):
+    """An HTTP error answer: ``HTTPError(401, "Unauthorized")``."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return "%s %s" % (self.code, self.message)
+
+
+class RemoteHTTPError(HTTPError):
+    """A client call answered with an error status.
+
+    ``errors`` holds the server's list of problems (RFC 9457 ``errors``)
+    when it sent one, else an empty list.
+    """
+
+    def __init__(self, code: int, message: str | None = None,
+                 errors: list | None = None) -> None:
+        super().__init__(code, message)
+        self.errors = errors or []
+
+
+class ThreadLocalMissing(Exception):
+    """A ThreadLocalDict was used outside thread_local()."""
+
+    def __init__(self, message: str = (
+            "No thread-local storage here; use thread_local() or wrap the "
+            "app in thread_local_middleware()")) -> None:
+        super().__init__(message)
+
+
+# -- Schema types -------------------------------------------------------------
+#
+# Every type has the same small protocol, used by the containers:
+#   _load(datum)       JSON -> native, raises ValidationError (the fast path)
+#   _dump(value)       native -> JSON, type-checked
+#   _exact             a Python type whose values load and dump unchanged
+#   _errors(d, p, out) the slow path: append every problem to out
+#   _schema_json()     the Schema JSON form; json_schema(): JSON Schema 2020-12
+# Containers compile their children's _load into closures once, when built.
+# A failing closure adds its key to err.stack on the way up, so valid data
+# pays nothing for error paths.
+
+class _Type:
+    """Base of every type object."""
+
+    type_name = ""
+    _exact: type | None = None
+    _string_based = False
+
+    def from_json(self, datum: Any) -> Any:
+        """Validate a JSON value and return its native form."""
+        try:
+            return self._load(datum)
+        except ValidationError as err:
+            err._source = (self, datum)
+            raise
+        except RecursionError:
+            raise ValidationError("Nesting too deep") from None
+
+    def to_json(self, value: Any) -> Any:
+        """Type-check a native value and return its JSON form."""
+        try:
+            return self._dump(value)
+        except RecursionError:
+            raise ValidationError("Nesting too deep") from None
+
+    def _errors(self, datum: Any, path: list, out: list) -> None:
+        try:
+            self._load(datum)
+        except ValidationError as err:
+            out.append(err._entry(path))
+
+    def _schema_json(self) -> dict:
+        return {"type": self.type_name}
+
+    def _bind(self, api: Any) -> None:
+        """Bind Model references named after api to it (see API.model)."""
+
+    def json_schema(self) -> dict:
+        """This type as JSON Schema 2020-12."""
+        raise SpecError("%s cannot be described as JSON Schema" % self)
+
+    def __repr__(self) -> str:
+        return self.type_name or type(self).__name__
+
+
+def _invalid(what: str):
+    """A loader that refuses every value as an invalid ``what``."""
+    def fail(datum):
+        raise ValidationError("Invalid " + what, datum)
+    return fail
+
+
+class _IntegerType(_Type):
+    type_name = "Integer"
+    _exact = int
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is int:
+            return datum
+        if type(datum) is float and datum.is_integer():
+            return int(datum)
+        raise ValidationError("Invalid Integer", datum)
+
+    _dump = _load
+
+    def json_schema(self):
+        return {"type": "integer"}
+
+
+class _FloatType(_Type):
+    type_name = "Float"
+    _exact = float
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is float:
+            if datum - datum != 0.0:  # inf and nan
+                raise ValidationError("Invalid Float", datum)
+            return datum
+        if type(datum) is int:
+            try:
+                return float(datum)
+            except OverflowError:
+                pass
+        raise ValidationError("Invalid Float", datum)
+
+    _dump = _load
+
+    def json_schema(self):
+        return {"type": "number"}
+
+
+class _BooleanType(_Type):
+    type_name = "Boolean"
+    _exact = bool
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is bool:
+            return datum
+        raise ValidationError("Invalid Boolean", datum)
+
+    _dump = _load
+
+    def json_schema(self):
+        return {"type": "boolean"}
+
+
+class _StringType(_Type):
+    type_name = "String"
+    _exact = str
+    _string_based = True
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is str:
+            return datum
+        raise ValidationError("Invalid String", datum)
+
+    _dump = _load
+
+    def json_schema(self):
+        return {"type": "string"}
+
+
+# Standard base64 with padding (RFC 4648 section 4), checked before decoding
+# so that Binary and its JSON Schema accept exactly the same strings.
+_B64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_B64_RE = _re.compile(_B64.replace("$", r"\Z"))
+
+
+class _BinaryType(_Type):
+    type_name = "Binary"
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is not str:
+            raise ValidationError("Invalid Binary data", datum)
+        if not _B64_RE.match(datum):
+            raise ValidationError("Invalid base64 encoding", datum)
+        return _base64.b64decode(datum)
+
+    @staticmethod
+    def _dump(value):
+        if isinstance(value, (bytes, bytearray)):
+            return _base64.b64encode(value).decode("ascii")
+        raise ValidationError("Invalid Binary data", value)
+
+    def json_schema(self):
+        return {"type": "string", "contentEncoding": "base64", "pattern": _B64}
+
+
+# ISO 8601 extended format with an upper-case T (WIRE.md 8.4). [0-9], not \d,
+# which would match other scripts' digits.
+_DATETIME_RE = _re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})"
+    r"(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?"
+    r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?\Z")
+_DATETIME_PATTERN = (
+    "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    "T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,6})?)?"
+    "(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?$")
+
+
+def _parse_datetime(text: str) -> _datetime.datetime:
+    m = _DATETIME_RE.match(text)
+    if m is None:
+        raise ValidationError("Invalid DateTime", text)
+    year, month, day, hour, minute, sec, frac, zone = m.groups()
+    tz = None
+    if zone == "Z":
+        tz = _datetime.timezone.utc
+    elif zone:
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+        if hours > 23 or minutes > 59:
+            raise ValidationError("Invalid DateTime", text)
+        tz = _datetime.timezone(
+            sign * _datetime.timedelta(hours=hours, minutes=minutes))
+    try:
+        return _datetime.datetime(
+            int(year), int(month), int(day), int(hour), int(minute),
+            int(sec or 0), int((frac or "0").ljust(6, "0")), tz)
+    except ValueError:
+        raise ValidationError("Invalid DateTime", text) from None
+
+
+class _DateTimeType(_Type):
+    type_name = "DateTime"
+    _string_based = True
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is not str:
+            raise ValidationError("Invalid String", datum)
+        return _parse_datetime(datum)
+
+    @staticmethod
+    def _dump(value):
+        if isinstance(value, _datetime.datetime):
+            return value.isoformat()
+        raise ValidationError("Invalid DateTime", value)
+
+    def json_schema(self):
+        return {"type": "string", "format": "date-time",
+                "pattern": _DATETIME_PATTERN}
+
+
+class Box:
+    """A JSON value, so that JSON ``null`` (``Box(None)``) differs from None."""
+
+    __slots__ = ("datum",)
+
+    def __init__(self, datum: Any) -> None:
+        self.datum = datum
+
+    def __eq__(self, other: Any) -> bool:
+        if isinstance(other, Box):
+            return self.datum == other.datum
+        return self.datum == other
+
+    def __hash__(self) -> int:
+        return hash(_json.dumps(self.datum, sort_keys=True))
+
+    def __repr__(self) -> str:
+        return "Box(%r)" % (self.datum,)
+
+
+class _JSONType(_Type):
+    type_name = "JSON"
+
+    @staticmethod
+    def _load(datum):
+        return Box(datum)
+
+    @staticmethod
+    def _dump(value):
+        return value.datum if isinstance(value, Box) else value
+
+    def _errors(self, datum, path, out):
+        pass
+
+    def json_schema(self):
+        return {}
+
+
+Integer = _IntegerType()
+Float = _FloatType()
+Boolean = _BooleanType()
+String = _StringType()
+Binary = _BinaryType()
+DateTime = _DateTimeType()
+JSON = _JSONType()
+
+
+def _push(err: ValidationError, key: Any) -> ValidationError:
+    err.stack.append(key)
+    return err
+
+
+def _type_set(exact: type | None) -> frozenset:
+    return frozenset((exact,)) if exact is not None else frozenset()
+
+
+class Array(_Type):
+    """A JSON array whose items all have type ``param``; native: a list."""
+
+    type_name = "Array"
+
+    def __init__(self, param: Any) -> None:
+        self.param = _as_type(param)
+        item_load = self.param._load
+        item_dump = self.param._dump
+        exact = _type_set(self.param._exact)
+
+        def load(datum):
+            if type(datum) is not list:
+                raise ValidationError("Invalid Array", datum)
+            if exact and set(map(type, datum)) <= exact:
+                return datum[:]
+            out = []
+            append = out.append
+            i = 0
+            try:
+                for i, item in enumerate(datum):
+                    append(item_load(item))
+            except ValidationError as err:
+                raise _push(err, i)
+            return out
+
+        def dump(value):
+            if not isinstance(value, (list, tuple)):
+                raise ValidationError("Invalid Array", value)
+            if exact and set(map(type, value)) <= exact:
+                return list(value)
+            out = []
+            i = 0
+            try:
+                for i, item in enumerate(value):
+                    out.append(item_dump(item))
+            except ValidationError as err:
+                raise _push(err, i)
+            return out
+
+        self._load = load
+        self._dump = dump
+
+    def _errors(self, datum, path, out):
+        if type(datum) is not list:
+            return _Type._errors(self, datum, path, out)
+        for i, item in enumerate(datum):
+            if len(out) >= _MAX_ERRORS:
+                return
+            self.param._errors(item, path + [i], out)
+
+    def _schema_json(self):
+        return {"type": "Array", "param": self.param._schema_json()}
+
+    def _bind(self, api):
+        self.param._bind(api)
+
+    def json_schema(self):
+        return {"type": "array", "items": self.param.json_schema()}
+
+    def __repr__(self):
+        return "Array(%r)" % (self.param,)
+
+
+class Map(_Type):
+    """A JSON object with values of type ``param``; native: a dict."""
+
+    type_name = "Map"
+
+    def __init__(self, param: Any) -> None:
+        self.param = _as_type(param)
+        value_load = self.param._load
+        value_dump = self.param._dump
+        exact = _type_set(self.param._exact)
+        strs = frozenset((str,))
+
+        def check_keys(datum):
+            if not set(map(type, datum)) <= strs:
+                for key in datum:
+                    if type(key) is not str:
+                        raise ValidationError("Invalid Map key", key)
+
+        def load(datum):
+            if type(datum) is not dict:
+                raise ValidationError("Invalid Map", datum)
+            check_keys(datum)
+            if exact and set(map(type, datum.values())) <= exact:
+                return dict(datum)
+            out = {}
+            key = None
+            try:
+                for key, value in datum.items():
+                    out[key] = value_load(value)
+            except ValidationError as err:
+                raise _push(err, key)
+            return out
+
+        def dump(value):
+            if not isinstance(value, dict):
+                raise ValidationError("Invalid Map", value)
+            check_keys(value)
+            out = {}
+            key = None
+            try:
+                for key, item in value.items():
+                    out[key] = value_dump(item)
+            except ValidationError as err:
+                raise _push(err, key)
+            return out
+
+        self._load = load
+        self._dump = dump
+
+    def _errors(self, datum, path, out):
+        if type(datum) is not dict:
+            return _Type._errors(self, datum, path, out)
+        for key, value in datum.items():
+            if len(out) >= _MAX_ERRORS:
+                return
+            if type(key) is not str:
+                out.append(ValidationError("Invalid Map key", key)._entry(path))
+                continue
+            self.param._errors(value, path + [key], out)
+
+    def _schema_json(self):
+        return {"type": "Map", "param": self.param._schema_json()}
+
+    def _bind(self, api):
+        self.param._bind(api)
+
+    def json_schema(self):
+        return {"type": "object",
+                "additionalProperties": self.param.json_schema()}
+
+    def __repr__(self):
+        return "Map(%r)" % (self.param,)
+
+
+def _field(schema: Any, is_required: bool, doc: str | None) -> dict:
+    return {"schema": schema, "required": is_required, "doc": doc}
+
+
+def required(name: str, schema: Any, doc: str | None = None) -> tuple:
+    """A required field: ``(name, {"schema", "required": True, "doc"})``."""
+    return (name, _field(schema, True, doc))
+
+
+def optional(name: str, schema: Any, doc: str | None = None) -> tuple:
+    """An optional field: ``(name, {"schema", "required": False, "doc"})``."""
+    return (name, _field(schema, False, doc))
+
+
+def required_link(name: str, model: Any, doc: str | None = None) -> tuple:
+    """A required link to ``model`` (a ``Model("api.Name")``)."""
+    return (name, {"model": model, "required": True, "doc": doc})
+
+
+def optional_link(name: str, model: Any, doc: str | None = None) -> tuple:
+    """An optional link to ``model`` (a ``Model("api.Name")``)."""
+    return (name, {"model": model, "required": False, "doc": doc})
+
+
+def _fields(param: Any) -> _OrderedDict:
+    """Struct fields from a list of pairs or a mapping, schemas checked."""
+    items = param.items() if hasattr(param, "items") else param
+    fields = _OrderedDict()
+    for item in items:
+        try:
+            name, spec = item
+        except (TypeError, ValueError):
+            raise SpecError("A field must be a (name, spec) pair, as "
+                            "required() gives: %s" % _short_repr(item)) from None
+        if type(name) is not str:
+            raise SpecError("Field name must be a string: %s" % _short_repr(name))
+        if name in fields:
+            raise SpecError("Duplicate field name: %s" % name)
+        spec = dict(spec)
+        spec["schema"] = _as_type(spec["schema"])
+        spec.setdefault("required", False)
+        spec.setdefault("doc", None)
+        fields[name] = spec
+    return fields
+
+
+def _missing_and_unexpected(fields, datum):
+    missing = [n for n, f in fields.items() if f["required"] and n not in datum]
+    if missing:
+        return ValidationError("Missing fields", missing)
+    unexpected = [k for k in datum if k not in fields]
+    if unexpected:
+        return ValidationError("Unexpected fields", unexpected)
+    return None
+
+
+class Struct(_Type):
+    """A JSON object with declared fields; native: a dict of those present.
+
+    Required fields must be present, undeclared ones are refused, and
+    ``null`` is a value like any other (it is not "absent").
+    """
+
+    type_name = "Struct"
+
+    def __init__(self, param: Any) -> None:
+        self.param = fields = _fields(param)
+        plan = tuple((name, f["schema"]._load, f["schema"]._exact, f["required"])
+                     for name, f in fields.items())
+        dumps = tuple((name, f["schema"]._dump) for name, f in fields.items())
+        nfields = len(plan)
+
+        def structure_error(datum):
+            return _missing_and_unexpected(fields, datum)
+
+        def load(datum):
+            if type(datum) is not dict:
+                raise ValidationError("Invalid Struct", datum)
+            out = {}
+            seen = 0
+            for name, field_load, exact, is_required in plan:
+                if name in datum:
+                    seen += 1
+                    value = datum[name]
+                    if type(value) is exact:
+                        out[name] = value
+                        continue
+                    try:
+                        out[name] = field_load(value)
+                    except ValidationError as err:
+                        # Missing and unexpected fields are reported first.
+                        raise structure_error(datum) or _push(err, name)
+                elif is_required:
+                    raise structure_error(datum)
+            if seen != len(datum):
+                raise structure_error(datum)
+            return out
+
+        def dump(value):
+            if not isinstance(value, dict):
+                raise ValidationError("Invalid Struct", value)
+            out = {}
+            for name, field_dump in dumps:
+                item = value.get(name)
+                if item is not None:
+                    try:
+                        out[name] = field_dump(item)
+                    except ValidationError as err:
+                        raise _push(err, name)
+            return out
+
+        self._load = load
+        self._dump = dump
+        self._nfields = nfields
+
+    def _errors(self, datum, path, out):
+        if type(datum) is not dict:
+            return _Type._errors(self, datum, path, out)
+        missing = [n for n, f in self.param.items()
+                   if f["required"] and n not in datum]
+        if missing:
+            out.append(ValidationError("Missing fields", missing)._entry(path))
+        unexpected = [k for k in datum if k not in self.param]
+        if unexpected:
+            out.append(
+                ValidationError("Unexpected fields", unexpected)._entry(path))
+        for name, f in self.param.items():
+            if name in datum and len(out) < _MAX_ERRORS:
+                f["schema"]._errors(datum[name], path + [name], out)
+
+    def _schema_json(self):
+        return {"type": "Struct", "param": _FIELDS_JSON.to_json(self.param)}
+
+    def _bind(self, api):
+        for f in self.param.values():
+            f["schema"]._bind(api)
+
+    def json_schema(self):
+        schema = {
+            "type": "object",
+            "properties": {},
+            "additionalProperties": False,
+        }
+        for name, f in self.param.items():
+            prop = f["schema"].json_schema()
+            if f.get("doc"):
+                prop = dict(prop, description=f["doc"])
+            schema["properties"][name] = prop
+        names = [n for n, f in self.param.items() if f["required"]]
+        if names:
+            schema["required"] = names
+        return schema
+
+    def __repr__(self):
+        return "Struct([%s])" % ", ".join(
+            "%s(%r, %r)" % ("required" if f["required"] else "optional", n,
+                            f["schema"]) for n, f in self.param.items())
+
+
+class _Wrapper(_Type):
+    """A type made of an inner type plus a conversion (WIRE.md 8.1).
+
+    Subclasses set ``_inner`` and define ``_assemble`` (after the inner
+    load) and ``_disassemble`` (before the inner dump).
+    """
+
+    _inner: _Type
+
+    def _load(self, datum):
+        return self._assemble(self._inner._load(datum))
+
+    def _dump(self, value):
+        return self._inner._dump(self._disassemble(value))
+
+    def _errors(self, datum, path, out):
+        before = len(out)
+        self._inner._errors(datum, path, out)
+        if len(out) == before:
+            _Type._errors(self, datum, path, out)
+
+    def _bind(self, api):
+        self._inner._bind(api)
+
+
+class OrderedMap(_Wrapper):
+    """``{"map": {...}, "order": [...]}``; native: an OrderedDict."""
+
+    type_name = "OrderedMap"
+
+    def __init__(self, param: Any) -> None:
+        self.param = _as_type(param)
+        self._inner = Struct([required("map", Map(self.param)),
+                              required("order", Array(String))])
+
+    @staticmethod
+    def _assemble(datum):
+        mapping, order = datum["map"], datum["order"]
+        if len(order) != len(mapping) or set(order) != set(mapping):
+            raise ValidationError("Invalid OrderedMap", datum)
+        return _OrderedDict((key, mapping[key]) for key in order)
+
+    @staticmethod
+    def _disassemble(value):
+        if not isinstance(value, dict):
+            raise ValidationError("Invalid OrderedMap", value)
+        return {"map": value, "order": list(value)}
+
+    def _schema_json(self):
+        return {"type": "OrderedMap", "param": self.param._schema_json()}
+
+    def json_schema(self):
+        # JSON Schema cannot say that "order" lists exactly the keys of "map".
+        return {
+            "type": "object",
+            "properties": {
+                "map": Map(self.param).json_schema(),
+                "order": {"type": "array", "items": {"type": "string"},
+                          "uniqueItems": True},
+            },
+            "required": ["map", "order"],
+            "additionalProperties": False,
+        }
+
+    def __repr__(self):
+        return "OrderedMap(%r)" % (self.param,)
+
+
+def _as_type(obj: Any) -> Any:
+    """Accept a type object; a model class stands for Model("api.Name")."""
+    if isinstance(obj, _Type) or obj is Model:
+        return obj
+    raise SpecError("Not a cosmic type: %s" % _short_repr(obj))
+
+
+# The built-in schema type names, and the parametrized ones' parameter types.
+_SIMPLE = {}
+_PARAMETRIZED = {}
+
+
+class _SchemaType(_Type):
+    type_name = "Schema"
+
+    def _load(self, datum):
+        if type(datum) is not dict or "type" not in datum:
+            raise ValidationError("Invalid Schema", datum)
+        name = datum["type"]
+        if name in _SIMPLE:
+            if "param" in datum:
+                raise ValidationError("Unexpected param for %s schema" % name)
+            if len(datum) != 1:
+                raise _missing_and_unexpected(
+                    {"type": _field(String, True, None)}, datum)
+            return _SIMPLE[name]
+        if name in _PARAMETRIZED:
+            cls, param_type = _PARAMETRIZED[name]
+            if "param" not in datum:
+                raise ValidationError("Missing param for %s schema" % name)
+            if len(datum) != 2:
+                raise _missing_and_unexpected(
+                    {"type": _field(String, True, None),
+                     "param": _field(JSON, True, None)}, datum)
+            try:
+                param = param_type._load(datum["param"])
+            except ValidationError as err:
+                raise _push(err, "param")
+            return cls(param)
+        if type(name) is not str:
+            raise ValidationError("Invalid Schema", datum)
+        raise UnknownTypeValidationError("Unknown type", name)
+
+    def _dump(self, value):
+        try:
+            return _as_type(value)._schema_json()
+        except SpecError:
+            raise ValidationError("Invalid Schema", value) from None
+
+    def json_schema(self):
+        return {"type": "object", "properties": {"type": {"type": "string"}},
+                "required": ["type"]}
+
+
+Schema = _SchemaType()
+
+
+class Model:
+    """A reference to a model by full name, ``Model("places.City")``.
+
+    ``Model`` itself is also the type whose JSON form is that dotted name.
+    """
+
+    type_name = "cosmic.Model"
+    _exact = None
+    _string_based = True
+
+    def __init__(self, full_name: str, _api: Any = None) -> None:
+        if (type(full_name) is not str or "." not in full_name
+                or full_name.startswith(".") or full_name.endswith(".")):
+            raise ValidationError("Invalid Model", full_name)
+        self.full_name = full_name
+        self.api_name, self.model_name = full_name.split(".", 1)
+        self._api = _api
+
+    @property
+    def model_spec(self) -> dict:
+        """The model's spec entry, from its API or else from ``cosmos``."""
+        return self._owner().spec["models"][self.model_name]
+
+    def _owner(self) -> Any:
+        api = self._api
+        if api is None:
+            api = cosmos.get(self.api_name)
+        if api is None or self.model_name not in api.spec["models"]:
+            raise RuntimeError("Model does not exist: %s" % self.full_name)
+        return api
+
+    def __eq__(self, other):
+        return isinstance(other, Model) and other.full_name == self.full_name
+
+    def __hash__(self):
+        return hash(self.full_name)
+
+    def __repr__(self):
+        return "Model(%r)" % self.full_name
+
+    # Model as a type: these work on the class and on instances alike.
+    @staticmethod
+    def _load(datum):
+        if type(datum) is not str:
+            raise ValidationError("Invalid String", datum)
+        head, dot, tail = datum.partition(".")
+        if not head or not tail:
+            raise ValidationError("Invalid Model: %s" % _cap(datum))
+        return Model(datum)
+
+    @staticmethod
+    def _dump(value):
+        if isinstance(value, Model):
+            return value.full_name
+        raise ValidationError("Invalid Model", value)
+
+    @classmethod
+    def from_json(cls, datum: Any) -> Model:
+        """Validate a dotted ``"api.Model"`` name; native: a Model."""
+        return _Type.from_json(Model, datum)
+
+    @classmethod
+    def to_json(cls, value: Model) -> str:
+        """The dotted name of a Model."""
+        return Model._dump(value)
+
+    @staticmethod
+    def _errors(datum, path, out):
+        _Type._errors(Model, datum, path, out)
+
+    @staticmethod
+    def _schema_json():
+        return {"type": "cosmic.Model"}
+
+    @staticmethod
+    def json_schema():
+        """JSON Schema 2020-12 of the dotted name."""
+        return {"type": "string", "pattern": "^[^.]+\\.[\\s\\S]+$"}
+
+    @staticmethod
+    def _bind(api):
+        """The Model type itself holds no reference to bind."""
+
+    def _bind_model(self, api: Any) -> None:
+        if self._api is None and self.api_name == api.name:
+            self._api = api
+
+
+def _cap(text: str) -> str:
+    return text if len(text) <= _REPR_CAP else text[:_REPR_CAP] + "..."
+
+
+def _as_model(obj: Any) -> Model:
+    if isinstance(obj, Model):
+        return obj
+    if type(obj) is str:
+        return Model(obj)
+    if isinstance(obj, type) and "_cosmic_model" in obj.__dict__:
+        return obj._cosmic_model
+    raise SpecError("Expected a Model('api.Name') or a registered model "
+                    "class, got %s" % _short_repr(obj))
+
+
+class Link(_Type):
+    """A link to a model object: JSON ``"/City/3"``, native ``"3"``."""
+
+    type_name = "cosmic.Link"
+    _string_based = True
+
+    def __init__(self, param: Any) -> None:
+        self.param = _as_model(param)
+        name = self.param.model_name
+
+        def load(datum):
+            if type(datum) is not str:
+                raise ValidationError("Invalid String", datum)
+            parts = datum.rsplit("/", 2)
+            if len(parts) != 3 or parts[1] != name or not parts[2]:
+                raise ValidationError(
+                    "Invalid url for %s link: %s" % (name, _cap(datum)))
+            return parts[2]
+
+        def dump(value):
+            if type(value) is not str or not value:
+                raise ValidationError("Invalid %s id" % name, value)
+            return "/%s/%s" % (name, value)
+
+        self._load = load
+        self._dump = dump
+
+    def _schema_json(self):
+        return {"type": self.type_name, "param": self.param.full_name}
+
+    def _bind(self, api):
+        self.param._bind_model(api)
+
+    def json_schema(self):
+        return {"type": "string",
+                "pattern": "/%s/[^/]+$" % _re.escape(self.param.model_name)}
+
+    def __repr__(self):
+        return "Link(%r)" % (self.param,)
+
+
+class _ModelBody(_Wrapper):
+    """Representation and Patch: a HAL object compiled from the model spec.
+
+    The spec is read when the type is first used, so a model may refer to
+    models registered after it.
+    """
+
+    _all_optional = False
+
+    def __init__(self, param: Any) -> None:
+        self.param = _as_model(param)
+
+    def __getattr__(self, name):
+        if name != "_inner":
+            raise AttributeError(name)
+        self._inner = inner = self._compile()
+        return inner
+
+    def _compile(self) -> Struct:
+        spec = self.param.model_spec
+        opt = self._all_optional
+        model = self.param.model_name
+        links = [optional("self", Struct([required("href", Link(self.param))]))]
+        self._links = []
+        for name, link in spec["links"].items():
+            target = _as_model(link["model"])
+            if self.param._api is not None:
+                target._bind_model(self.param._api)
+            links.append((name, _field(Struct([required("href", Link(target))]),
+                                       link["required"] and not opt, None)))
+            self._links.append((name, Link(target)._dump))
+        props = [(name, _field(f["schema"], f["required"] and not opt, None))
+                 for name, f in spec["properties"].items()]
+        self._props = [(n, f["schema"]._dump) for n, f in props]
+        self._model = model
+        return Struct([optional("_links", Struct(links))] + props)
+
+    def _assemble(self, datum):
+        links = datum.pop("_links", None)
+        ident = None
+        if links:
+            self_link = links.pop("self", None)
+            if self_link is not None:
+                ident = self_link["href"]
+            for name, link in links.items():
+                datum[name] = link["href"]
+        return (ident, datum)
+
+    def _dump(self, value):
+        self._inner  # compiled on first use
+        try:
+            ident, rep = value
+        except (TypeError, ValueError):
+            raise ValidationError("Invalid %s" % self.type_name[7:],
+                                  value) from None
+        if not isinstance(rep, dict):
+            raise ValidationError("Invalid %s" % self.type_name[7:], rep)
+        links = {}
+        if ident is not None:
+            if type(ident) is not str:
+                raise ValidationError("Invalid %s id" % self._model, ident)
+            links["self"] = {"href": "/%s/%s" % (self._model, ident)}
+        for name, dump in self._links:
+            target = rep.get(name)
+            if target is not None:
+                try:
+                    links[name] = {"href": dump(target)}
+                except ValidationError as err:
+                    raise _push(err, name)
+        out = {"_links": links} if links else {}
+        for name, dump in self._props:
+            item = rep.get(name)
+            if item is not None:
+                try:
+                    out[name] = dump(item)
+                except ValidationError as err:
+                    raise _push(err, name)
+        return out
+
+    def _schema_json(self):
+        return {"type": self.type_name, "param": self.param.full_name}
+
+    def _bind(self, api):
+        self.param._bind_model(api)
+
+    def json_schema(self):
+        return self._inner.json_schema()
+
+    def __repr__(self):
+        return "%s(%r)" % (self.type_name[7:], self.param)
+
+
+class Representation(_ModelBody):
+    """A model object in HAL form; native ``(id or None, rep dict)``."""
+
+    type_name = "cosmic.Representation"
+
+
+class Patch(_ModelBody):
+    """Like Representation, every field optional; runs ``validate_patch``."""
+
+    type_name = "cosmic.Patch"
+    _all_optional = True
+
+    def _assemble(self, datum):
+        ident, patch = _ModelBody._assemble(self, datum)
+        owner = self.param._owner()
+        model = getattr(owner.models, self.param.model_name, None)
+        hook = getattr(model, "validate_patch", None)
+        if hook is not None:
+            hook(patch)
+        return (ident, patch)
+
+
+_FIELD_ENTRY = Struct([required("schema", Schema),
+                       required("required", Boolean),
+                       optional("doc", String)])
+_FIELDS_JSON = OrderedMap(_FIELD_ENTRY)
+
+
+class URLParams(_Type):
+    """Struct-like fields carried in a URL query string (WIRE.md 9.4).
+
+    String-based fields (String, DateTime, Model, Link) travel as raw text,
+    every other field as compact JSON.
+    """
+
+    type_name = ""
+
+    def __init__(self, param: Any) -> None:
+        self.param = _fields(param)
+        self._struct = Struct(self.param)
+        self._raw = frozenset(n for n, f in self.param.items()
+                              if f["schema"]._string_based)
+
+    def _load(self, datum):
+        from urllib.parse import parse_qsl
+        if type(datum) is not str:
+            raise ValidationError("Invalid query string", datum)
+        try:
+            pairs = parse_qsl(datum, keep_blank_values=True, errors="strict",
+                              max_num_fields=1000)
+        except UnicodeDecodeError:
+            raise ValidationError("Invalid UTF-8 in query string") from None
+        except ValueError:
+            raise ValidationError("Too many query parameters") from None
+        found = {}
+        for key, value in pairs:
+            if key in self.param:
+                if key in found:
+                    raise ValidationError(
+                        "Repeating query parameters not allowed: %s" % key)
+                if key in self._raw:
+                    found[key] = value
+                else:
+                    try:
+                        found[key] = _loads_strict(value)
+                    except ValueError:
+                        raise _push(ValidationError("Invalid JSON", value),
+                                    key) from None
+        return self._struct._load(found)
+
+    def _dump(self, value):
+        from urllib.parse import quote_plus
+        datum = self._struct._dump(value)
+        parts = []
+        for name in self.param:
+            if name in datum:
+                item = datum[name]
+                if name not in self._raw:
+                    item = _json.dumps(item, separators=(",", ":"))
+                parts.append("%s=%s" % (quote_plus(name), quote_plus(item)))
+        return "&".join(parts)
+
+    def _errors(self, datum, path, out):
+        _Type._errors(self, datum, path, out)
+
+    def _schema_json(self):
+        raise SpecError("URLParams cannot be described in a spec")
+
+    def _bind(self, api):
+        self._struct._bind(api)
+
+    def json_schema(self):
+        return self._struct.json_schema()
+
+
+def _strict_constant(name: str) -> Any:
+    raise ValueError("JSON does not allow " + name)
+
+
+_BIG_NUMBER = _re.compile(r"[0-9][eE]|[0-9]{300}")
+
+
+def _reject_inf(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:
+        raise ValueError("Number out of range")
+    return value
+
+
+def _loads_strict(text: str) -> Any:
+    """json.loads without NaN, Infinity or numbers that overflow to inf."""
+    if _BIG_NUMBER.search(text):
+        return _json.loads(text, parse_constant=_strict_constant,
+                           parse_float=_reject_inf)
+    return _json.loads(text, parse_constant=_strict_constant)
+
+
+class _APISpecType(_Wrapper):
+    """The whole API description served at /spec.json (WIRE.md 7)."""
+
+    type_name = "cosmic.APISpec"
+
+    def __init__(self) -> None:
+        link_entry = Struct([required("model", Model),
+                             required("required", Boolean),
+                             optional("doc", String)])
+        methods = Struct([required(m, Boolean) for m in MODEL_METHODS])
+        model_entry = Struct([
+            required("properties", _FIELDS_JSON),
+            required("links", OrderedMap(link_entry)),
+            required("query_fields", _FIELDS_JSON),
+            required("methods", methods),
+            required("list_metadata", _FIELDS_JSON),
+        ])
+        action_entry = Struct([optional("accepts", Schema),
+                               optional("returns", Schema),
+                               optional("doc", String)])
+        self._inner = Struct([
+            required("name", String),
+            optional("homepage", String),
+            required("actions", OrderedMap(action_entry)),
+            required("models", OrderedMap(model_entry)),
+        ])
+
+    @staticmethod
+    def _assemble(datum):
+        for name, model in datum["models"].items():
+            try:
+                _check_model_spec(name, model)
+            except SpecError as err:
+                raise ValidationError(str(err)) from None
+        return datum
+
+    @staticmethod
+    def _disassemble(value):
+        return value
+
+    def json_schema(self):
+        return {"type": "object"}
+
+
+def _check_model_spec(name: str, model: dict) -> None:
+    """The checks of WIRE.md 7.2, run before a model joins a spec."""
+    for kind in ("properties", "links", "query_fields", "list_metadata"):
+        for field in model.get(kind, ()):
+            validate_underscore_identifier(field)
+    for field in model.get("links", ()):
+        if field in model.get("properties", ()):
+            raise ValidationError(
+                "Model cannot contain a field and link with the same name: %s"
+                % name)
+    for kind in ("properties", "links"):
+        if "id" in model.get(kind, ()):
+            raise ValidationError("'id' is a reserved name.")
+
+
+APISpec = _APISpecType()
+
+for _t in (Integer, Float, Boolean, String, Binary, DateTime, JSON, Schema):
+    _SIMPLE[_t.type_name] = _t
+_SIMPLE["cosmic.Model"] = Model
+_SIMPLE["cosmic.APISpec"] = APISpec
+for _cls, _param in ((Array, Schema), (Map, Schema), (OrderedMap, Schema),
+                     (Struct, _FIELDS_JSON), (Link, Model),
+                     (Representation, Model), (Patch, Model)):
+    _PARAMETRIZED[_cls.type_name] = (_cls, _param)
+del _t, _cls, _param
+
+
+# -- Tools (cosmic.tools) -----------------------------------------------------
+
+_IDENTIFIER = _re.compile(r"[a-zA-Z0-9_]*\Z")
+
+
+def validate_underscore_identifier(name: str) -> None:
+    """Refuse names other than ``[a-zA-Z0-9_]`` with single inner ``_``."""
+    if type(name) is not str or not _IDENTIFIER.match(name):
+        raise SpecError(
+            "Identifier must consist of [a-zA-Z0-9_] characters only: %s"
+            % (name,))
+    if name.startswith("_") or name.endswith("_"):
+        raise SpecError(
+            "Identifier cannot start or end with an underscore: %s" % name)
+    if "__" in name:
+        raise SpecError(
+            "Identifier cannot have consecutive underscores: %s" % name)
+
+
+def get_args(func: Callable) -> tuple:
+    """``(required_names, optional_names)`` of a function's parameters."""
+    import inspect
+    required_names, optional_names = [], []
+    for p in inspect.signature(func).parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise SpecError("Cannot define action with splats (* or **)")
+        if p.default is p.empty:
+            required_names.append(p.name)
+        else:
+            optional_names.append(p.name)
+    return tuple(required_names), tuple(optional_names)
+
+
+def assert_is_compatible(schema: Any, required_args: tuple,
+                         optional_args: tuple) -> None:
+    """Check that an action's ``accepts`` fits its function's parameters."""
+    names = tuple(required_args) + tuple(optional_args)
+    if not names:
+        raise SpecError("Function needs to accept arguments")
+    if len(names) == 1:
+        return
+    if not isinstance(schema, Struct):
+        raise SpecError("Function accepts multiple arguments, so its accepts "
+                        "schema is expected to be a Struct")
+    for arg in required_args:
+        field = schema.param.get(arg)
+        if field is None or not field["required"]:
+            raise SpecError("Action argument '%s' must have a corresponding "
+                            "required field in the accepts schema" % arg)
+    for name in schema.param:
+        if name not in names:
+            raise SpecError("The '%s' field must have a corresponding "
+                            "function argument" % name)
+
+
+def args_to_datum(*args: Any, **kwargs: Any) -> Any:
+    """One positional argument, or keywords, as the action's input datum."""
+    if len(args) == 1 and not kwargs:
+        return args[0]
+    if not args and kwargs:
+        return kwargs
+    if not args and not kwargs:
+        return None
+    raise SpecError("Action must be called either with one argument or with "
+                    "one or more keyword arguments")
+
+
+def serialize_json(schema: Any, datum: Any) -> Box | None:
+    """``Box(schema.to_json(datum))``; None for no data; checks the pairing."""
+    if schema is not None and datum is None:
+        raise ValidationError("Expected data, found None")
+    if schema is None and datum is not None:
+        raise ValidationError("Expected None, found data")
+    if datum is None:
+        return None
+    return Box(schema.to_json(datum))
+
+
+def deserialize_json(schema: Any, datum: Box | None) -> Any:
+    """``schema.from_json(datum.datum)``; checks the pairing as above."""
+    if schema is not None and datum is None:
+        raise ValidationError("Expected Box, found None")
+    if schema is None and datum is not None:
+        raise ValidationError("Expected None, found Box")
+    if datum is None:
+        return None
+    return schema.from_json(datum.datum)
+
+
+def string_to_json(text: str) -> Box | None:
+    """Parse a body strictly: "" is no data (None), else a Box."""
+    if text == "":
+        return None
+    try:
+        return Box(_loads_strict(text))
+    except (ValueError, RecursionError):
+        raise ValidationError("Invalid JSON") from None
+
+
+def is_string_type(schema: Any) -> bool:
+    """Whether a type's JSON form is a string sent raw in query strings."""
+    return bool(getattr(schema, "_string_based", False))
+
+
+# -- API, spec and models -----------------------------------------------------
+
+class Object:
+    """A plain namespace: ``api.actions`` and ``api.models`` are Objects."""
+
+    def __repr__(self) -> str:
+        return "<Object %s>" % ", ".join(sorted(self.__dict__))
+
+
+class BaseAPI:
+    """What servers and clients share: ``spec``, ``actions``, ``models``."""
+
+    def __init__(self, spec: dict, actions: Object | None = None,
+                 models: Object | None = None) -> None:
+        self.spec = spec
+        self.actions = actions if actions is not None else Object()
+        self.models = models if models is not None else Object()
+
+    @property
+    def name(self) -> str:
+        """The API's name, as in its spec."""
+        return self.spec["name"]
+
+    def __repr__(self) -> str:
+        return "<%s %r>" % (type(self).__name__, self.spec.get("name"))
+
+
+class BaseModel:
+    """Base class of models; register subclasses with ``@api.model``.
+
+    Class attributes: ``properties``, ``links``, ``query_fields``,
+    ``list_metadata`` (lists of ``required(...)``/``optional(...)``
+    pairs) and ``methods`` (which of get_by_id, get_list, create, update
+    and delete are served over HTTP). Implement those as classmethods.
+    """
+
+    properties: list = []
+    links: list = []
+    query_fields: list = []
+    list_metadata: list = []
+    methods: list = []
+
+    @classmethod
+    def get_by_id(cls, id: str) -> dict:
+        """Return the representation dict of ``id``, or raise NotFound."""
+        raise NotImplementedError
+
+    @classmethod
+    def get_list(cls, **query: Any) -> Any:
+        """Return ``[(id, rep), ...]`` (with ``list_metadata``: ``(pairs, meta)``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def create(cls, patch: dict) -> tuple:
+        """Create an object from a patch; return ``(new_id, rep)``."""
+        raise NotImplementedError
+
+    @classmethod
+    def update(cls, id: str, patch: dict) -> dict:
+        """Apply a patch; return the new rep, or raise NotFound."""
+        raise NotImplementedError
+
+    @classmethod
+    def delete(cls, id: str) -> None:
+        """Delete ``id``, or raise NotFound."""
+        raise NotImplementedError
+
+    @classmethod
+    def validate_patch(cls, patch: dict) -> None:
+        """Raise ValidationError to refuse a patch sent by a client."""
+
+
+def _link_entry(name: str, spec: dict) -> dict:
+    target = spec.get("model", spec.get("schema"))
+    if target is None:
+        raise SpecError("Link %s names no model" % name)
+    try:
+        model = _as_model(target)
+    except ValidationError as err:
+        raise SpecError("Link %s: %s" % (name, err)) from None
+    except SpecError:
+        raise SpecError(
+            "Link %s must name a registered model class or Model('api.Name'),"
+            " got %s" % (name, _short_repr(target))) from None
+    return {"model": model, "required": bool(spec.get("required")),
+            "doc": spec.get("doc")}
+
+
+class API(BaseAPI):
+    """A server-side API: register actions and models, then serve it.
+
+    ``API("words", homepage=None)``; ``@api.action(accepts, returns)``,
+    ``@api.model``; ``Server(api).wsgi_app`` or ``api.run()`` to serve.
+    """
+
+    def __init__(self, name: str, homepage: str | None = None) -> None:
+        if type(name) is not str or not name or "." in name:
+            raise SpecError("API name must be a non-empty string without "
+                            "dots: %s" % _short_repr(name))
+        spec = {"name": name, "homepage": homepage,
+                "actions": _OrderedDict(), "models": _OrderedDict()}
+        super().__init__(spec)
+        self._model_classes: dict = {}
+        self._version = 0
+        cosmos[name] = self
+
+    def action(self, accepts: Any = None, returns: Any = None) -> Callable:
+        """Register a function as ``POST /actions/<name>``.
+
+        ``accepts`` and ``returns`` are types (or None for no input or no
+        output). With several parameters, ``accepts`` must be a Struct
+        whose fields match them. The function is returned unchanged.
+        """
+        accepts = None if accepts is None else _as_type(accepts)
+        returns = None if returns is None else _as_type(returns)
+
+        def decorator(func: Callable) -> Callable:
+            import inspect
+            name = func.__name__
+            validate_underscore_identifier(name)
+            required_args, optional_args = get_args(func)
+            if accepts is not None:
+                assert_is_compatible(accepts, required_args, optional_args)
+            for schema in (accepts, returns):
+                if schema is not None:
+                    schema._bind(self)
+            self.spec["actions"][name] = {
+                "accepts": accepts, "returns": returns,
+                "doc": inspect.getdoc(func)}
+            setattr(self.actions, name, func)
+            self._version += 1
+            return func
+
+        return decorator
+
+    def model(self, cls: type) -> type:
+        """Register a BaseModel subclass; its methods become REST endpoints."""
+        name = cls.__name__
+        validate_underscore_identifier(name)
+        if name == "actions":
+            raise SpecError("Model name is reserved: actions (its routes "
+                            "would clash with the actions')")
+        methods = list(cls.methods)
+        for method in methods:
+            if method not in MODEL_METHODS:
+                raise SpecError("Unknown model method %r on %s; expected some"
+                                " of %s" % (method, name, MODEL_METHODS))
+        links = _OrderedDict()
+        for item in cls.links:
+            try:
+                link_name, spec = item
+            except (TypeError, ValueError):
+                raise SpecError("A link must be a (name, spec) pair, as "
+                                "required_link() gives") from None
+            links[link_name] = _link_entry(link_name, spec)
+        model_spec = {
+            "properties": _fields(cls.properties),
+            "links": links,
+            "query_fields": _fields(cls.query_fields),
+            "methods": {m: m in methods for m in MODEL_METHODS},
+            "list_metadata": _fields(cls.list_metadata),
+        }
+        _check_model_spec(name, model_spec)
+        for kind in ("properties", "query_fields", "list_metadata"):
+            for field in model_spec[kind].values():
+                field["schema"]._bind(self)
+        for link in links.values():
+            link["model"]._bind_model(self)
+        cls._cosmic_model = Model("%s.%s" % (self.name, name), self)
+        self.spec["models"][name] = model_spec
+        namespace = Object()
+        for method in MODEL_METHODS + ["validate_patch"]:
+            setattr(namespace, method, getattr(cls, method))
+        setattr(self.models, name, namespace)
+        self._model_classes[name] = cls
+        self._version += 1
+        return cls
+
+    def run(self, port: int = 5000, debug: bool = False,
+            host: str = "127.0.0.1", **kwargs: Any) -> None:
+        """Serve on ``host:port`` with the threaded development server.
+
+        Werkzeug-only options such as ``use_reloader`` are ignored.
+        """
+        app = Server(self, debug=debug).wsgi_app
+        serve_wsgi(app, host=host, port=port, name=self.name)
+
+
+# -- WSGI server --------------------------------------------------------------
+
+_REASONS = {
+    100: "Continue", 200: "OK", 201: "Created", 204: "No Content",
+    301: "Moved Permanently", 302: "Found", 303: "See Other",
+    304: "Not Modified", 307: "Temporary Redirect",
+    308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict",
+    410: "Gone", 411: "Length Required", 412: "Precondition Failed",
+    413: "Request Entity Too Large", 414: "URI Too Long",
+    415: "Unsupported Media Type", 422: "Unprocessable Entity",
+    429: "Too Many Requests", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable",
+    504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+}
+
+
+def _status_line(code: int) -> str:
+    reason = _REASONS.get(code)
+    if reason is None:
+        try:
+            from http import HTTPStatus
+            reason = HTTPStatus(code).phrase
+        except ValueError:
+            reason = "Unknown"
+    return "%d %s" % (code, reason)
+
+
+_STATUS = {code: _status_line(code) for code in _REASONS}
+_JSON_TYPE = "application/json"
+_PROBLEM_TYPE = "application/problem+json"
+
+
+class Response:
+    """An HTTP response, callable as a WSGI app.
+
+    ``Response(body, status=200, headers=None)``: ``data`` (bytes),
+    ``status_code`` and ``headers`` (a dict). ``Content-Length`` is added
+    when it is sent.
+    """
+
+    error: str | None = None
+    _err: ValidationError | None = None
+
+    @property
+    def errors(self) -> list | None:
+        """Every problem behind a 400 for invalid data, else None."""
+        return self._err.errors if self._err is not None else None
+
+    def __init__(self, body: bytes | str = b"", status: int = 200,
+                 headers: dict | None = None) -> None:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.data = body
+        self.status_code = status
+        self.headers = headers if headers is not None else {}
+
+    def __call__(self, environ: dict, start_response: Callable) -> list:
+        code = self.status_code
+        status = _STATUS.get(code) or _status_line(code)
+        headers = [(k, v) for k, v in self.headers.items()
+                   if k.lower() != "content-length"]
+        body = self.data
+        headers.append(("Content-Length", str(len(body))))
+        start_response(status, headers)
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return []
+        return [body]
+
+    def __repr__(self) -> str:
+        return "<Response %d>" % self.status_code
+
+
+def _json_response(datum: Any, status: int = 200) -> Response:
+    response = Response.__new__(Response)
+    response.data = _json.dumps(datum).encode("ascii")
+    response.status_code = status
+    response.headers = {"Content-Type": _JSON_TYPE}
+    return response
+
+
+def error_response(message: str, code: int) -> Response:
+    """A JSON error answer ``{"error": message}`` with status ``code``."""
+    response = _json_response({"error": message}, code)
+    response.error = message
+    return response
+
+
+def _problem_response(response: Response, request_id: str | None) -> Response:
+    """Re-express an error answer as RFC 9457 problem details."""
+    code = response.status_code
+    problem = {"type": "about:blank", "title": _REASONS.get(code, "Error"),
+               "status": code, "detail": response.error}
+    if response.errors:
+        problem["errors"] = [{"detail": e["message"], "pointer": e["pointer"]}
+                             for e in response.errors]
+    if request_id:
+        problem["instance"] = "urn:request:" + request_id
+    new = _json_response(problem, code)
+    new.headers = dict(response.headers, **{"Content-Type": _PROBLEM_TYPE})
+    new.error, new._err = response.error, response._err
+    return new
+
+
+class _Headers:
+    """Case-insensitive read-only view of the HTTP headers of an environ."""
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: dict) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _key(name: str) -> str:
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            return key
+        return "HTTP_" + key
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._environ.get(self._key(name), default)
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._key(name) in self._environ
+
+    def items(self) -> list:
+        out = []
+        for key, value in self._environ.items():
+            if key.startswith("HTTP_"):
+                out.append((key[5:].replace("_", "-").title(), value))
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                out.append((key.replace("_", "-").title(), value))
+        return out
+
+    def __iter__(self):
+        return iter([k for k, v in self.items()])
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+
+class _MultiDict(dict):
+    """Query parameters: ``get`` gives the first value, ``getlist`` all."""
+
+    def __init__(self, pairs: list) -> None:
+        super().__init__()
+        self._lists: dict = {}
+        for key, value in pairs:
+            self._lists.setdefault(key, []).append(value)
+            self.setdefault(key, value)
+
+    def getlist(self, key: str) -> list:
+        return list(self._lists.get(key, ()))
+
+
+def _decode_path(raw: str) -> str:
+    """PEP 3333 PATH_INFO (latin-1 characters) as the UTF-8 text it holds."""
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise HTTPError(400, "Invalid UTF-8 in URL path") from None
+
+
+class Request:
+    """The request that server hooks receive, built lazily from an environ.
+
+    ``environ``, ``method``, ``path`` (decoded), ``headers``, ``args``,
+    ``data`` (body bytes, read on first use within the server's limits),
+    ``mimetype``, ``mimetype_params``, ``content_type``, ``request_id``.
+    """
+
+    def __init__(self, environ: dict, max_content_length: int = 1 << 20,
+                 path: str | None = None) -> None:
+        self.environ = environ
+        self.method = environ["REQUEST_METHOD"]
+        self.path = path if path is not None else _decode_path(
+            environ.get("PATH_INFO", ""))
+        self.max_content_length = max_content_length
+        self.max_json_depth = 100
+        self.request_id: str | None = None
+        self._data: bytes | None = None
+
+    @property
+    def headers(self) -> _Headers:
+        return _Headers(self.environ)
+
+    @property
+    def args(self) -> _MultiDict:
+        from urllib.parse import parse_qsl
+        return _MultiDict(parse_qsl(self.environ.get("QUERY_STRING", ""),
+                                    keep_blank_values=True))
+
+    @property
+    def content_type(self) -> str:
+        return self.environ.get("CONTENT_TYPE", "")
+
+    @property
+    def mimetype(self) -> str:
+        return self.content_type.split(";", 1)[0].strip().lower()
+
+    @property
+    def mimetype_params(self) -> dict:
+        params = {}
+        for part in self.content_type.split(";")[1:]:
+            key, eq, value = part.partition("=")
+            if eq:
+                params[key.strip().lower()] = value.strip().strip('"')
+        return params
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            self._data = _read_body(self.environ, self.max_content_length)
+        return self._data
+
+
+def _read_body(environ: dict, limit: int) -> bytes:
+    """Read the body within ``limit`` bytes; never past CONTENT_LENGTH."""
+    length = environ.get("CONTENT_LENGTH", "")
+    stream = environ["wsgi.input"]
+    if not length:
+        coding = environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if not coding:
+            return b""
+        if coding != "chunked":
+            raise HTTPError(501, "Transfer-Encoding not supported")
+        # Servers that decode chunked bodies say so (gunicorn, mod_wsgi);
+        # reading an unterminated stream would wait for ever.
+        if not environ.get("wsgi.input_terminated"):
+            raise HTTPError(411, "Length Required")
+        data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPError(413, _REASONS[413])
+        return data
+    if not (length.isascii() and length.isdigit()):
+        raise HTTPError(400, "Invalid Content-Length")
+    size = int(length)
+    if size > limit:
+        raise HTTPError(413, _REASONS[413])
+    chunks = []
+    left = size
+    while left > 0:
+        chunk = stream.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    if left:
+        raise HTTPError(400, "Incomplete body: expected %d bytes, got %d"
+                        % (size, size - left))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = _re.compile(r"[^\[\]{}]+")
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether JSON text nests arrays and objects deeper than ``limit``."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    for _ in range(limit):
+        inner = brackets.replace("[]", "").replace("{}", "")
+        if not inner or inner == brackets:
+            return False
+        brackets = inner
+    return True
+
+
+def _decode_json_body(request: Request) -> Box | None:
+    """The body as a Box, or None when empty (WIRE.md 4.1, in that order)."""
+    data = request.data
+    if not data:
+        return None
+    content_type = request.environ.get("CONTENT_TYPE", "")
+    media, _, params = content_type.partition(";")
+    media = media.strip().lower()
+    if media != _JSON_TYPE:
+        raise HTTPError(400, 'Content-Type must be "application/json" got '
+                        '"%s" instead' % _cap(media))
+    if params:
+        charset = request.mimetype_params.get("charset")
+        if charset is not None and charset.lower() != "utf-8":
+            raise HTTPError(400, 'Content-Type charset must be "utf-8" got '
+                            '%s instead' % _cap(charset))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "Unicode Decode Error") from None
+    max_depth = request.max_json_depth
+    if _too_deep(text, max_depth):
+        raise HTTPError(400, "Invalid JSON: nested deeper than %d levels"
+                        % max_depth)
+    try:
+        return Box(_loads_strict(text))
+    except (ValueError, RecursionError):
+        raise HTTPError(400, "Invalid JSON") from None
+
+
+def _call_style(func: Callable, names: Iterable, skip: int = 0) -> bool:
+    """Whether a create/update handler takes the patch as one dict.
+
+    WIRE.md 10.4: keywords when the function has ``**kwargs``, else one
+    dict when exactly one parameter remains (after ``id``) and its name is
+    not a field of the model.
+    """
+    import inspect
+    try:
+        params = list(inspect.signature(func).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return False
+    return len(params) == 1 and params[0].name not in names
+
+
+class Endpoint:
+    """One kind of HTTP exchange, used by servers and clients alike.
+
+    Server side: ``parse_request`` (request -> handler input),
+    ``handler`` and ``build_response``. Client side: ``build_request``
+    and ``parse_response``. Attributes: ``method``, ``url`` (a pattern),
+    ``acceptable_response_codes``.
+    """
+
+    method = "GET"
+    url = ""
+    on_item = False
+    body = "forbidden"  # or "required", "ignored", "action"
+    not_found_is_404 = False
+    acceptable_response_codes: tuple = (200,)
+
+    def __init__(self, api: Any = None) -> None:
+        self.api = api
+
+    def _body(self, request: Request) -> Box | None:
+        box = _decode_json_body(request)
+        if self.body == "required" and box is None or \
+                self.body == "forbidden" and box is not None:
+            raise HTTPError(400, "Invalid data")
+        return box
+
+    def parse_request(self, request: Request, **url_args: Any) -> dict:
+        """Decode a request into the handler's keyword arguments."""
+        self._body(request)
+        return dict(url_args)
+
+    def __repr__(self) -> str:
+        return "<%s %s %s>" % (type(self).__name__, self.method, self.url)
+
+
+def _client_request(method: str, url: str, box: Box | None = None):
+    if box is None:
+        return _ClientRequest(method, url, "", {})
+    return _ClientRequest(method, url, _json.dumps(box.datum),
+                          {"Content-Type": _JSON_TYPE})
+
+
+def _check_status(endpoint: Endpoint, res: Any) -> None:
+    """Raise for a status this endpoint does not expect (WIRE.md 11.4)."""
+    code = res.status_code
+    if code == 404 and endpoint.not_found_is_404:
+        raise NotFound
+    if code not in endpoint.acceptable_response_codes:
+        message, errors = None, None
+        try:
+            body = _json.loads(res.content.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = None
+        if isinstance(body, dict):
+            message = body.get("error", body.get("detail"))
+            if not isinstance(message, str):
+                message = None
+            errors = body.get("errors")
+            if not isinstance(errors, list):
+                errors = None
+        raise RemoteHTTPError(code, message, errors)
+
+
+def _response_json(res: Any) -> Any:
+    try:
+        return _loads_strict(res.content.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise SpecError("Unparseable response") from None
+
+
+class SpecEndpoint(Endpoint):
+    """``GET /spec.json``: the API's spec."""
+
+    url = "/spec.json"
+    body = "ignored"
+
+    def parse_request(self, request, **url_args):
+        return {}
+
+    def handler(self) -> dict:
+        return self.api.spec
+
+    def build_response(self, func_input, func_output) -> Response:
+        return _json_response(APISpec.to_json(func_output))
+
+    def build_request(self) -> _ClientRequest:
+        return _ClientRequest("GET", self.url, "", {})
+
+    def parse_response(self, res: Any) -> dict:
+        _check_status(self, res)
+        return APISpec.from_json(_response_json(res))
+
+
+class ActionEndpoint(Endpoint):
+    """``POST /actions/<name>``: calls the action's function."""
+
+    method = "POST"
+    body = "action"
+    acceptable_response_codes = (200, 204)
+
+    def __init__(self, api: Any, action_name: str) -> None:
+        super().__init__(api)
+        self.action_name = action_name
+        self.url = "/actions/" + action_name
+        entry = api.spec["actions"][action_name]
+        self.accepts = entry.get("accepts")
+        self.returns = entry.get("returns")
+        self.func = None
+        self._mode = "none"
+        func = getattr(api.actions, action_name, None) \
+            if isinstance(api, API) else None
+        if func is not None:
+            self.func = func
+            required_args, optional_args = get_args(func)
+            names = required_args + optional_args
+            if self.accepts is not None:
+                self._mode = "one" if len(names) == 1 else "many"
+                self._param = names[0] if names else None
+        self._load = self.accepts._load if self.accepts is not None else None
+
+    def parse_request(self, request, **url_args):
+        box = _decode_json_body(request)
+        if self.accepts is None:
+            if box is not None:
+                raise ValidationError("Expected None, found Box")
+            return {}
+        if box is None:
+            raise ValidationError("Expected Box, found None")
+        datum = self.accepts.from_json(box.datum)
+        if self._mode == "one":
+            return {self._param: datum}
+        return datum
+
+    def handler(self, **func_input: Any) -> Any:
+        return self.func(**func_input)
+
+    def build_response(self, func_input, func_output) -> Response:
+        if self.returns is None:
+            if func_output is not None:
+                raise ValidationError("Expected None, found data")
+            return Response(b"", 204)
+        if func_output is None:
+            raise ValidationError("Expected data, found None")
+        return _json_response(self.returns.to_json(func_output))
+
+    def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
+        box = serialize_json(self.accepts, args_to_datum(*args, **kwargs))
+        return _client_request("POST", self.url, box)
+
+    def parse_response(self, res: Any) -> Any:
+        _check_status(self, res)
+        if self.returns is None or not res.content:
+            return None
+        return self.returns.from_json(_response_json(res))
+
+
+class _ModelEndpoint(Endpoint):
+    """Shared by the five model endpoints."""
+
+    def __init__(self, api: Any, model_name: str) -> None:
+        super().__init__(api)
+        self.model_name = model_name
+        self.model_spec = api.spec["models"][model_name]
+        model = Model("%s.%s" % (api.name, model_name), api)
+        self.representation = Representation(model)
+        self.patch = Patch(model)
+        self.func = None
+        namespace = getattr(api.models, model_name, None) \
+            if isinstance(api, API) else None
+        if namespace is not None:
+            self.func = getattr(namespace, self.method_name)
+
+    def _href(self, ident: str) -> str:
+        return "/%s/%s" % (self.model_name, _quote(ident))
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+    return quote(text, safe="")
+
+
+class GetByIdEndpoint(_ModelEndpoint):
+    """``GET /<Model>/<id>``: one object, or 404."""
+
+    on_item = True
+    method_name = "get_by_id"
+    not_found_is_404 = True
+
+    def __init__(self, api, model_name):
+        super().__init__(api, model_name)
+        self.url = "/%s/<id>" % model_name
+
+    def handler(self, id: str) -> Any:
+        return self.func(id)
+
+    def build_response(self, func_input, func_output):
+        return _json_response(
+            self.representation.to_json((func_input["id"], func_output)))
+
+    def build_request(self, id: str) -> _ClientRequest:
+        return _ClientRequest("GET", self._href(id), "", {})
+
+    def parse_response(self, res):
+        _check_status(self, res)
+        return self.representation.from_json(_response_json(res))[1]
+
+
+class CreateEndpoint(_ModelEndpoint):
+    """``POST /<Model>``: 201 with ``Location``."""
+
+    method = "POST"
+    method_name = "create"
+    body = "required"
+    acceptable_response_codes = (201,)
+
+    def __init__(self, api, model_name):
+        super().__init__(api, model_name)
+        self.url = "/" + model_name
+        if self.func is not None:
+            names = set(self.model_spec["properties"]) | \
+                set(self.model_spec["links"])
+            self._one_dict = _call_style(self.func, names)
+
+    def parse_request(self, request, **url_args):
+        box = self._body(request)
+        return {"patch": self.patch.from_json(box.datum)[1]}
+
+    def handler(self, patch: dict) -> Any:
+        if self._one_dict:
+            return self.func(patch)
+        return self.func(**patch)
+
+    def build_response(self, func_input, func_output):
+        try:
+            ident, rep = func_output
+        except (TypeError, ValueError):
+            raise ValidationError("create must return (id, rep)",
+                                  func_output) from None
+        response = _json_response(
+            self.representation.to_json((ident, rep)), 201)
+        response.headers["Location"] = self._href(ident)
+        return response
+
+    def build_request(self, *args: Any, **fields: Any) -> _ClientRequest:
+        if len(args) == 1 and not fields and isinstance(args[0], dict):
+            fields = args[0]
+        elif args:
+            raise SpecError("create takes the fields as keywords or one dict")
+        return _client_request("POST", self.url,
+                               Box(self.patch.to_json((None, fields))))
+
+    def parse_response(self, res):
+        _check_status(self, res)
+        return self.representation.from_json(_response_json(res))
+
+
+class UpdateEndpoint(_ModelEndpoint):
+    """``PUT /<Model>/<id>``: apply a patch, or 404."""
+
+    method = "PUT"
+    on_item = True
+    method_name = "update"
+    body = "required"
+    not_found_is_404 = True
+
+    def __init__(self, api, model_name):
+        super().__init__(api, model_name)
+        self.url = "/%s/<id>" % model_name
+        if self.func is not None:
+            names = set(self.model_spec["properties"]) | \
+                set(self.model_spec["links"])
+            self._one_dict = _call_style(self.func, names, skip=1)
+
+    def parse_request(self, request, **url_args):
+        box = self._body(request)
+        return {"id": url_args["id"],
+                "patch": self.patch.from_json(box.datum)[1]}
+
+    def handler(self, id: str, patch: dict) -> Any:
+        if self._one_dict:
+            return self.func(id, patch)
+        return self.func(id, **patch)
+
+    def build_response(self, func_input, func_output):
+        return _json_response(
+            self.representation.to_json((func_input["id"], func_output)))
+
+    def build_request(self, id: str, *args: Any, **fields: Any):
+        if len(args) == 1 and not fields and isinstance(args[0], dict):
+            fields = args[0]
+        elif args:
+            raise SpecError("update takes the id, then the fields as "
+                            "keywords or one dict")
+        return _client_request("PUT", self._href(id),
+                               Box(self.patch.to_json((id, fields))))
+
+    def parse_response(self, res):
+        _check_status(self, res)
+        return self.representation.from_json(_response_json(res))[1]
+
+
+class DeleteEndpoint(_ModelEndpoint):
+    """``DELETE /<Model>/<id>``: 204, or 404."""
+
+    method = "DELETE"
+    on_item = True
+    method_name = "delete"
+    not_found_is_404 = True
+    acceptable_response_codes = (204,)
+
+    def __init__(self, api, model_name):
+        super().__init__(api, model_name)
+        self.url = "/%s/<id>" % model_name
+
+    def handler(self, id: str) -> None:
+        self.func(id)
+
+    def build_response(self, func_input, func_output):
+        return Response(b"", 204)
+
+    def build_request(self, id: str) -> _ClientRequest:
+        return _ClientRequest("DELETE", self._href(id), "", {})
+
+    def parse_response(self, res):
+        _check_status(self, res)
+
+
+class GetListEndpoint(_ModelEndpoint):
+    """``GET /<Model>?<query>``: a HAL list with ``_embedded``."""
+
+    method_name = "get_list"
+
+    def __init__(self, api, model_name):
+        super().__init__(api, model_name)
+        self.url = "/" + model_name
+        fields = self.model_spec["query_fields"]
+        self.query = URLParams(fields) if fields else None
+        meta = self.model_spec["list_metadata"]
+        self.metadata = Struct(meta) if meta else None
+
+    def parse_request(self, request, **url_args):
+        self._body(request)
+        if self.query is None:
+            return {}
+        return self.query.from_json(request.environ.get("QUERY_STRING", ""))
+
+    def handler(self, **query: Any) -> Any:
+        return self.func(**query)
+
+    def build_response(self, func_input, func_output):
+        if self.metadata is not None:
+            try:
+                items, meta = func_output
+            except (TypeError, ValueError):
+                raise ValidationError("get_list must return (items, metadata)",
+                                      func_output) from None
+        else:
+            items, meta = func_output, None
+        href = "/" + self.model_name
+        if self.query is not None and func_input:
+            query = self.query.to_json(func_input)
+            if query:
+                href += "?" + query
+        dump = self.representation._dump
+        try:
+            embedded = [dump(item) for item in items]
+        except TypeError:
+            raise ValidationError("get_list must return (id, rep) pairs",
+                                  func_output) from None
+        body = {"_links": {"self": {"href": href}},
+                "_embedded": {self.model_name: embedded}}
+        if meta is not None:
+            body.update(self.metadata.to_json(meta))
+        return _json_response(body)
+
+    def build_request(self, **query: Any) -> _ClientRequest:
+        url = self.url
+        if self.query is not None:
+            text = self.query.to_json(query)
+            if text:
+                url += "?" + text
+        elif query:
+            raise SpecError("%s has no query fields, got %s"
+                            % (self.model_name, sorted(query)))
+        return _ClientRequest("GET", url, "", {})
+
+    def parse_response(self, res):
+        _check_status(self, res)
+        body = _response_json(res)
+        if not isinstance(body, dict):
+            raise SpecError("Invalid list response")
+        embedded = body.pop("_embedded", None)
+        body.pop("_links", None)
+        try:
+            items = embedded[self.model_name]
+        except (TypeError, KeyError):
+            raise SpecError("Invalid list response") from None
+        if not isinstance(items, list):
+            raise SpecError("Invalid list response")
+        load = self.representation.from_json
+        pairs = [load(item) for item in items]
+        if self.metadata is not None:
+            return pairs, self.metadata.from_json(body)
+        return pairs
+
+
+_MODEL_ENDPOINTS = (GetByIdEndpoint, GetListEndpoint, CreateEndpoint,
+                    UpdateEndpoint, DeleteEndpoint)
+
+
+class _Route:
+    """The endpoints of one path, by method, and its ``Allow`` header."""
+
+    __slots__ = ("methods", "allow")
+
+    def __init__(self, methods: dict) -> None:
+        self.methods = methods
+        names = set(methods) | {"OPTIONS"}
+        if "GET" in names:
+            names.add("HEAD")
+        self.allow = ", ".join(sorted(names))
+
+
+class _Routes:
+    """Every route of one API, built once per change of the API."""
+
+    def __init__(self, api: API) -> None:
+        self.version = api._version
+        self.spec = _Route({"GET": SpecEndpoint(api)})
+        self.openapi = _Route({"GET": _OpenAPIEndpoint(api)})
+        self.docs = _Route({"GET": _DocsEndpoint(api)})
+        self.actions = {name: _Route({"POST": ActionEndpoint(api, name)})
+                        for name in api.spec["actions"]}
+        self.items: dict = {}
+        self.lists: dict = {}
+        for name, model in api.spec["models"].items():
+            items, lists = {}, {}
+            for cls in _MODEL_ENDPOINTS:
+                if model["methods"][cls.method_name]:
+                    table = items if cls.on_item else lists
+                    table[cls.method] = cls(api, name)
+            self.items[name] = _Route(items)
+            self.lists[name] = _Route(lists)
+
+
+_SANE_ID = _re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
+_request_counter = iter(range(1, 1 << 62))
+_ID_PREFIX = "%08x" % (abs(hash(object())) & 0xFFFFFFFF)
+
+
+class Server:
+    """Serve an API as a WSGI application: ``Server(api).wsgi_app``.
+
+    Subclass it to hook into a request: ``view``, ``parse_request``,
+    ``build_response``, ``unhandled_exception_hook``, ``dispatch_request``.
+    Limits are attributes (or keyword arguments): ``max_content_length``
+    (bytes, 1 MiB), ``max_json_depth`` (100), ``max_url_length`` (16 KiB),
+    ``handler_timeout`` (seconds, None for no limit), ``cors_origins``.
+    """
+
+    max_content_length = 1 << 20
+    max_json_depth = 100
+    max_url_length = 16384
+    handler_timeout: float | None = None
+    cors_origins: Any = ()
+    docs = True
+
+    def __init__(self, api: API, debug: bool = False, **options: Any) -> None:
+        self.api = api
+        self.debug = debug
+        for key, value in options.items():
+            if not hasattr(type(self), key) or key.startswith("_"):
+                raise TypeError("Unknown Server option: %s" % key)
+            setattr(self, key, value)
+        if isinstance(self.cors_origins, str):
+            self.cors_origins = (self.cors_origins,)
+        self.cors_origins = frozenset(self.cors_origins)
+        self._routes: _Routes | None = None
+
+    def _get_routes(self) -> _Routes:
+        routes = self._routes
+        if routes is None or routes.version != self.api._version:
+            routes = self._routes = _Routes(self.api)
+        return routes
+
+    def wsgi_app(self, environ: dict, start_response: Callable) -> Any:
+        """The WSGI application (PEP 3333)."""
+        local = _current.get()
+        if local is not None:
+            return self._respond(environ)(environ, start_response)
+        local = {}
+        token = _current.set(local)
+        ident = _get_ident()
+        previous = storage.get(ident, _MISSING)
+        storage[ident] = local
+        try:
+            return self._respond(environ)(environ, start_response)
+        finally:
+            _current.reset(token)
+            if previous is _MISSING:
+                storage.pop(ident, None)
+            else:
+                storage[ident] = previous
+
+    def _respond(self, environ: dict) -> Response:
+        request = None
+        request_id = environ.get("HTTP_X_REQUEST_ID")
+        if request_id is None or not _SANE_ID.match(request_id):
+            request_id = "%s-%d" % (_ID_PREFIX, next(_request_counter))
+        try:
+            request = Request(environ, self.max_content_length, path="")
+            request.max_json_depth = self.max_json_depth
+            request.request_id = request_id
+            response = self.dispatch_request(request)
+        except Exception as exc:
+            if self.debug:
+                raise
+            response = self.unhandled_exception_hook(exc, request)
+        headers = response.headers
+        if response.status_code >= 400 and response.error is not None and \
+                _PROBLEM_TYPE in environ.get("HTTP_ACCEPT", ""):
+            response = _problem_response(response, request_id)
+            headers = response.headers
+        headers["X-Request-ID"] = request_id
+        if self.cors_origins:
+            self._cors(environ, headers)
+        return response
+
+    def dispatch_request(self, request: Request) -> Response:
+        """Route a request (WIRE.md 2) and run ``view``; errors become JSON."""
+        environ = request.environ
+        try:
+            raw = environ.get("PATH_INFO", "")
+            if len(raw) + len(environ.get("QUERY_STRING", "")) > \
+                    self.max_url_length:
+                raise HTTPError(414, _REASONS[414])
+            path = request.path = _decode_path(raw)
+            route, url_args = self._match(path)
+            if route is None:
+                return error_response("Not Found", 404)
+            method = request.method
+            endpoint = route.methods.get("GET" if method == "HEAD" else method)
+            if endpoint is None:
+                if method == "OPTIONS":
+                    if self.cors_origins and "HTTP_ORIGIN" in environ:
+                        return self._preflight(environ, route)
+                    return Response(b"", 204, {"Allow": route.allow})
+                response = error_response("Method Not Allowed", 405)
+                response.headers["Allow"] = route.allow
+                return response
+            return self.view(endpoint, request, **url_args)
+        except HTTPError as err:
+            return error_response(
+                err.message or _REASONS.get(err.code, "Error"), err.code)
+
+    def _match(self, path: str) -> tuple:
+        routes = self._get_routes()
+        parts = path.split("/")
+        if parts[0] or len(parts) > 3:
+            return None, None
+        if len(parts) == 2:
+            name = parts[1]
+            route = routes.lists.get(name)
+            if route is not None:
+                return route, {}
+            if name == "spec.json":
+                return routes.spec, {}
+            if name == "openapi.json":
+                return routes.openapi, {}
+            if self.docs and name in ("", "docs"):
+                return routes.docs, {}
+            return None, None
+        head, tail = parts[1], parts[2]
+        if not tail:
+            return None, None
+        if head == "actions":
+            return routes.actions.get(tail), {}
+        route = routes.items.get(head)
+        return route, {"id": tail}
+
+    def view(self, endpoint: Endpoint, request: Request,
+             **url_args: Any) -> Response:
+        """Parse, call the handler, build the response.
+
+        A subclass may answer early, e.g. ``error_response("Unauthorized",
+        401)``, or raise ``HTTPError``.
+        """
+        try:
+            func_input = self.parse_request(endpoint, request, **url_args)
+        except ValidationError as err:
+            response = error_response(str(err), 400)
+            response._err = err
+            return response
+        try:
+            if self.handler_timeout is not None:
+                func_output = _call_with_timeout(
+                    endpoint.handler, func_input, self.handler_timeout)
+            else:
+                func_output = endpoint.handler(**func_input)
+        except NotFound:
+            if endpoint.not_found_is_404:
+                return error_response("Not Found", 404)
+            raise
+        return self.build_response(endpoint, func_input, func_output)
+
+    def parse_request(self, endpoint: Endpoint, request: Request,
+                      **url_args: Any) -> dict:
+        """The handler's keyword arguments, from the request."""
+        return endpoint.parse_request(request, **url_args)
+
+    def build_response(self, endpoint: Endpoint, func_input: dict,
+                       func_output: Any) -> Response:
+        """The response for a handler's result (type-checked)."""
+        return endpoint.build_response(func_input, func_output)
+
+    def unhandled_exception_hook(self, exc: BaseException,
+                                 request: Request | None) -> Response:
+        """Log the traceback; answer 500 without any exception text."""
+        import logging
+        method = path = request_id = "-"
+        if request is not None:
+            method, path = request.method, request.path
+            request_id = request.request_id
+        logging.getLogger("cosmic").error(
+            "Unhandled exception in %s %s (request %s)", method, path,
+            request_id, exc_info=(type(exc), exc, exc.__traceback__))
+        return error_response("Internal Server Error", 500)
+
+    def _cors_origin(self, environ: dict) -> str | None:
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return None
+        if origin in self.cors_origins or "*" in self.cors_origins:
+            return origin
+        return None
+
+    def _cors(self, environ: dict, headers: dict) -> None:
+        origin = self._cors_origin(environ)
+        if origin is not None:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Expose-Headers"] = "Location, X-Request-ID"
+        headers["Vary"] = "Origin"
+
+    def _preflight(self, environ: dict, route: _Route) -> Response:
+        if self._cors_origin(environ) is None:
+            return error_response("Origin not allowed", 403)
+        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
+        allowed = [h.strip() for h in requested.split(",")
+                   if _re.match(r"[A-Za-z0-9-]{1,64}\Z", h.strip())]
+        headers = {"Allow": route.allow,
+                   "Access-Control-Allow-Methods": route.allow,
+                   "Access-Control-Max-Age": "600"}
+        if allowed:
+            headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
+        return Response(b"", 204, headers)
+
+
+def _call_with_timeout(handler: Callable, kwargs: dict, timeout: float) -> Any:
+    """Run a handler in a helper thread; give up waiting after ``timeout``.
+
+    Python cannot stop a thread, so a handler that hangs keeps its (daemon)
+    thread; the client gets a 500 and the server keeps serving.
+    """
+    box: list = []
+    context = _contextvars.copy_context()
+
+    def run():
+        try:
+            box.append((True, context.run(handler, **kwargs)))
+        except BaseException as exc:  # re-raised in the request's thread
+            box.append((False, exc))
+
+    worker = _threading.Thread(target=run, daemon=True,
+                               name="cosmic-handler")
+    worker.start()
+    worker.join(timeout)
+    if not box:
+        raise TimeoutError("Handler took longer than %s s" % timeout)
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
+
+
+class _OpenAPIEndpoint(Endpoint):
+    """``GET /openapi.json``: the OpenAPI 3.1 document."""
+
+    url = "/openapi.json"
+    body = "ignored"
+
+    def parse_request(self, request, **url_args):
+        return {}
+
+    def handler(self) -> dict:
+        return openapi(self.api)
+
+    def build_response(self, func_input, func_output):
+        return _json_response(func_output)
+
+
+class _DocsEndpoint(_OpenAPIEndpoint):
+    """``GET /`` and ``GET /docs``: the documentation page."""
+
+    url = "/"
+
+    def handler(self) -> str:
+        return docs_html(self.api)
+
+    def build_response(self, func_input, func_output):
+        return Response(func_output, 200, {
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": _DOCS_CSP,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        })
+
+
+# -- Client -------------------------------------------------------------------
+
+class _ClientRequest:
+    """What a client sends: ``method``, ``url`` (relative), ``data`` (text),
+    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None)."""
+
+    def __init__(self, method: str, url: str, data: str = "",
+                 headers: dict | None = None) -> None:
+        self.method = method
+        self.url = url
+        self.data = data
+        self.headers = headers if headers is not None else {}
+        self.timeout: float | None = None
+
+    def __repr__(self) -> str:
+        return "<Request %s %s>" % (self.method, self.url)
+
+
+class _ResponseHeaders(dict):
+    """Response headers; lookups ignore case."""
+
+    def __init__(self, pairs: Iterable) -> None:
+        super().__init__()
+        for name, value in pairs:
+            key = name.lower()
+            if key in self:
+                value = dict.__getitem__(self, key) + ", " + value
+            dict.__setitem__(self, key, value)
+
+    def __getitem__(self, name: str) -> str:
+        return dict.__getitem__(self, name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict.get(self, name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+
+class _ClientResponse:
+    """What a client received: ``status_code``, ``headers``, ``content``
+    (bytes) and ``text``."""
+
+    def __init__(self, status_code: int, headers: Iterable,
+                 content: bytes) -> None:
+        self.status_code = status_code
+        self.headers = _ResponseHeaders(headers)
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return "<Response %d>" % self.status_code
+
+
+class BaseAPIClient(BaseAPI):
+    """A client whose actions and models are built from the API's spec.
+
+    ``call(endpoint, *args, **kwargs)`` runs ``build_request``, then
+    ``make_request`` (the transport, in subclasses), then
+    ``parse_response``; override any of them (e.g. to add headers).
+    Arguments are checked against the spec before anything is sent, and
+    answers are checked on arrival.
+    """
+
+    problem_details = False
+
+    def __init__(self, spec: dict | None = None) -> None:
+        if spec is None:
+            spec = self.call(SpecEndpoint())
+        elif "actions" in spec and isinstance(spec["actions"], dict) and \
+                "order" in spec["actions"]:
+            spec = APISpec.from_json(spec)
+        super().__init__(spec)
+        for model in spec["models"].values():
+            for link in model["links"].values():
+                link["model"]._bind_model(self)
+            for kind in ("properties", "query_fields", "list_metadata"):
+                for field in model[kind].values():
+                    field["schema"]._bind(self)
+        for entry in spec["actions"].values():
+            for key in ("accepts", "returns"):
+                if entry.get(key) is not None:
+                    entry[key]._bind(self)
+        registered = cosmos.get(self.name)
+        if not isinstance(registered, API):
+            cosmos[self.name] = self
+        for name in spec["actions"]:
+            setattr(self.actions, name,
+                    self._function(ActionEndpoint(self, name), name,
+                                   spec["actions"][name].get("doc")))
+        for name in spec["models"]:
+            namespace = Object()
+            for cls in _MODEL_ENDPOINTS:
+                setattr(namespace, cls.method_name, self._function(
+                    cls(self, name), cls.method_name, None))
+            namespace.validate_patch = _no_check
+            setattr(self.models, name, namespace)
+
+    def _function(self, endpoint: Endpoint, name: str,
+                  doc: str | None) -> Callable:
+        call = self.call
+
+        def remote(*args: Any, **kwargs: Any) -> Any:
+            return call(endpoint, *args, **kwargs)
+
+        remote.__name__ = remote.__qualname__ = name
+        remote.__doc__ = doc
+        remote.endpoint = endpoint
+        return remote
+
+    def call(self, endpoint: Endpoint, *args: Any, **kwargs: Any) -> Any:
+        """Build, send and parse one call to ``endpoint``.
+
+        ``_timeout=seconds`` (never a field name: fields cannot start with
+        ``_``) overrides the client's timeout for this call.
+        """
+        timeout = kwargs.pop("_timeout", None)
+        request = self.build_request(endpoint, *args, **kwargs)
+        if timeout is not None:
+            request.timeout = timeout
+        response = self.make_request(endpoint, request)
+        return self.parse_response(endpoint, response)
+
+    def build_request(self, endpoint: Endpoint, *args: Any,
+                      **kwargs: Any) -> _ClientRequest:
+        """The request for a call; validates the arguments first."""
+        request = endpoint.build_request(*args, **kwargs)
+        if self.problem_details:
+            request.headers["Accept"] = _PROBLEM_TYPE + ", " + _JSON_TYPE
+        return request
+
+    def make_request(self, endpoint: Endpoint,
+                     request: _ClientRequest) -> _ClientResponse:
+        """Send a request; subclasses provide the transport."""
+        raise NotImplementedError
+
+    def parse_response(self, endpoint: Endpoint,
+                       response: _ClientResponse) -> Any:
+        """Check the status, then decode and validate the answer."""
+        return endpoint.parse_response(response)
+
+
+def _no_check(patch: dict) -> None:
+    """Clients leave patch checks to the server."""
+
+
+_IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+class APIClient(BaseAPIClient):
+    """An HTTP client for a Cosmic API, built from its ``/spec.json``.
+
+    ``APIClient("http://127.0.0.1:8000")`` (or ``cosmic.connect(url)``),
+    or subclass it and set ``base_url``. Options, as class attributes or
+    keyword arguments: ``timeout`` (30 s), ``verify`` (TLS certificates,
+    True), ``ssl_context``, ``proxy`` (None: proxies are not used),
+    ``retries`` (2, idempotent calls only), ``max_redirects`` (5, same
+    origin only), ``problem_details`` (ask for RFC 9457 errors).
+    """
+
+    base_url: str | None = None
+    timeout: float | None = 30.0
+    verify = True
+    ssl_context: Any = None
+    proxy: str | None = None
+    retries = 2
+    retry_backoff = 0.1
+    max_redirects = 5
+
+    def __init__(self, base_url: str | None = None, spec: dict | None = None,
+                 **options: Any) -> None:
+        for key, value in options.items():
+            if key.startswith("_") or not hasattr(type(self), key):
+                raise TypeError("Unknown APIClient option: %s" % key)
+            setattr(self, key, value)
+        if base_url is not None:
+            self.base_url = base_url
+        if not self.base_url:
+            raise SpecError("APIClient needs a base_url such as "
+                            "'http://127.0.0.1:8000'")
+        self.base_url = self.base_url.rstrip("/")
+        from urllib.parse import urlsplit
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SpecError("base_url must be an http:// or https:// URL: %s"
+                            % _short_repr(self.base_url))
+        self._origin = _origin(parts)
+        self._prefix = parts.path
+        self._local = _threading.local()
+        super().__init__(spec)
+
+    @classmethod
+    def from_spec(cls, spec: dict, base_url: str, **options: Any) -> APIClient:
+        """A client for a known spec (its JSON form); fetches nothing."""
+        return cls(base_url=base_url, spec=spec, **options)
+
+    def make_request(self, endpoint: Endpoint,
+                     request: _ClientRequest) -> _ClientResponse:
+        """Send over HTTP/1.1 keep-alive; retry idempotent calls on
+        connection failures; follow same-origin redirects only."""
+        from urllib.parse import urlsplit, urljoin
+        method = request.method
+        origin = self._origin
+        target = self._prefix + request.url
+        body = request.data.encode("utf-8") if request.data else None
+        headers = dict(request.headers)
+        timeout = request.timeout if request.timeout is not None \
+            else self.timeout
+        for _ in range(self.max_redirects + 1):
+            status, pairs, content = self._send(origin, method, target, body,
+                                                headers, timeout)
+            if status not in _REDIRECTS:
+                break
+            location = _ResponseHeaders(pairs).get("location")
+            if not location:
+                break
+            url = urljoin("%s://%s:%d%s" % (origin + (target,)), location)
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or \
+                    _origin(parts) != origin:
+                break  # never carry credentials to another origin
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            if status == 303 or status in (301, 302) and method == "POST":
+                method, body = "GET", None
+                headers.pop("Content-Type", None)
+        return _ClientResponse(status, pairs, content)
+
+    def _send(self, origin: tuple, method: str, target: str,
+              body: bytes | None, headers: dict, timeout: Any) -> tuple:
+        import http.client
+        import time
+        attempts = 1 + (self.retries if method in _IDEMPOTENT else 0)
+        for attempt in range(attempts):
+            conn = self._connection(origin, timeout)
+            try:
+                conn.request(method, target, body, headers)
+                res = conn.getresponse()
+                content = res.read()
+            except (ConnectionError, http.client.BadStatusLine,
+                    http.client.IncompleteRead) as exc:
+                self._drop(origin)
+                if attempt + 1 >= attempts:
+                    raise ConnectionError("%s %s: %s" % (
+                        method, target, exc)) from exc
+                time.sleep(self.retry_backoff * (2 ** attempt))
+                continue
+            except BaseException:
+                self._drop(origin)
+                raise
+            if res.will_close:
+                self._drop(origin)
+            return res.status, res.getheaders(), content
+        raise AssertionError("unreachable")
+
+    def _connection(self, origin: tuple, timeout: Any) -> Any:
+        import http.client
+        pool = self._local.__dict__.setdefault("pool", {})
+        conn = pool.get(origin)
+        if conn is not None:
+            if conn.sock is not None and _dropped(conn.sock):
+                conn.close()
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn
+        scheme, host, port = origin
+        connect_host, connect_port = host, port
+        if self.proxy:
+            from urllib.parse import urlsplit
+            proxy = urlsplit(self.proxy)
+            connect_host, connect_port = proxy.hostname, proxy.port or 80
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(
+                connect_host, connect_port, timeout=timeout,
+                context=self._ssl_context())
+        else:
+            conn = http.client.HTTPConnection(connect_host, connect_port,
+                                              timeout=timeout)
+        if self.proxy:
+            conn.set_tunnel(host, port)
+        pool[origin] = conn
+        return conn
+
+    def _drop(self, origin: tuple) -> None:
+        conn = self._local.__dict__.get("pool", {}).pop(origin, None)
+        if conn is not None:
+            conn.close()
+
+    def _ssl_context(self) -> Any:
+        import ssl
+        if self.ssl_context is not None:
+            return self.ssl_context
+        context = ssl.create_default_context()
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def close(self) -> None:
+        """Close this thread's keep-alive connections."""
+        for origin in list(self._local.__dict__.get("pool", {})):
+            self._drop(origin)
+
+
+def _origin(parts: Any) -> tuple:
+    scheme = parts.scheme.lower()
+    return (scheme, parts.hostname,
+            parts.port or (443 if scheme == "https" else 80))
+
+
+def _dropped(sock: Any) -> bool:
+    """Whether an idle keep-alive socket was closed by the server."""
+    import select
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def connect(base_url: str, **options: Any) -> APIClient:
+    """A client for the Cosmic API at ``base_url``: ``connect(url).actions``."""
+    return APIClient(base_url=base_url, **options)
+
+
+class WsgiAPIClient(BaseAPIClient):
+    """A client that calls a WSGI app in-process, with real PEP 3333
+    environs and no sockets; the same interface as APIClient.
+
+    Set ``wsgi_app`` (class attribute or argument), or use
+    ``WsgiAPIClient.for_api(api)``. ``server_cosmos``, when set, is swapped
+    into ``cosmos`` while the app runs.
+    """
+
+    wsgi_app: Any = None
+    server_cosmos: dict | None = None
+
+    def __init__(self, wsgi_app: Callable | None = None,
+                 spec: dict | None = None) -> None:
+        if wsgi_app is None:
+            for klass in type(self).__mro__:
+                if "wsgi_app" in klass.__dict__:
+                    wsgi_app = klass.__dict__["wsgi_app"]
+                    break
+            if isinstance(wsgi_app, staticmethod):
+                wsgi_app = wsgi_app.__func__
+        if wsgi_app is None:
+            raise SpecError("WsgiAPIClient needs a wsgi_app")
+        self._app = wsgi_app
+        super().__init__(spec)
+
+    @classmethod
+    def for_api(cls, api: API, server: type | None = None,
+                **options: Any) -> WsgiAPIClient:
+        """An in-process client for an API, served by ``Server`` (or a
+        subclass) with ``options``."""
+        return cls((server or Server)(api, **options).wsgi_app)
+
+    def make_request(self, endpoint: Endpoint,
+                     request: _ClientRequest) -> _ClientResponse:
+        """Call the app with a PEP 3333 environ built from the request."""
+        environ = _make_environ(request.method, request.url,
+                                request.data.encode("utf-8"), request.headers)
+        if self.server_cosmos is not None:
+            with cosmos.swap(self.server_cosmos):
+                return _call_app(self._app, environ)
+        return _call_app(self._app, environ)
+
+
+def _make_environ(method: str, url: str, body: bytes = b"",
+                  headers: dict | None = None) -> dict:
+    """A complete PEP 3333 environ for one request."""
+    import io
+    from urllib.parse import unquote_to_bytes
+    path, _, query = url.partition("?")
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "QUERY_STRING": query,
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": _sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key == "CONTENT_LENGTH":
+            environ["CONTENT_LENGTH"] = value
+        else:
+            environ["HTTP_" + key] = value
+    return environ
+
+
+def _call_app(app: Callable, environ: dict) -> _ClientResponse:
+    captured: list = []
+
+    def start_response(status, headers, exc_info=None):
+        if exc_info is not None and captured:
+            raise exc_info[1].with_traceback(exc_info[2])
+        captured[:] = [status, headers]
+        return lambda data: chunks.append(data)
+
+    chunks: list = []
+    result = app(environ, start_response)
+    try:
+        for chunk in result:
+            chunks.append(chunk)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    status, headers = captured
+    return _ClientResponse(int(status.split(" ", 1)[0]), headers,
+                           b"".join(chunks))
+
+
+class ClientLoggingMixin:
+    """Put before a client class in the bases: ``self.log`` then lists a
+    ``(request_dict, response_dict)`` pair for every request made."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.log: list = []
+        super().__init__(*args, **kwargs)
+
+    def make_request(self, endpoint: Endpoint,
+                     request: _ClientRequest) -> _ClientResponse:
+        response = super().make_request(endpoint, request)
+        self.log.append((
+            {"method": request.method, "url": request.url,
+             "data": request.data, "headers": list(request.headers.items())},
+            {"status_code": response.status_code, "data": response.text,
+             "headers": sorted((k.title(), v)
+                               for k, v in response.headers.items())},
+        ))
+        return response
+
+
+# -- Thread-local globals -----------------------------------------------------
+#
+# Built on contextvars, so each thread and each asyncio task sees its own
+# values; ``storage`` mirrors the active locals by thread, for inspection.
+
+from collections.abc import MutableMapping as _MutableMapping  # noqa: E402
+
+_get_ident = _threading.get_ident
+_current: _contextvars.ContextVar = _contextvars.ContextVar(
+    "cosmic_local", default=None)
+storage: dict = {}
+
+
+@_contextlib.contextmanager
+def thread_local():
+    """A fresh local dict for this thread (or task) while the block runs.
+
+    Nested blocks get their own and restore the outer one; the entry is
+    removed even when the block raises.
+    """
+    local: dict = {}
+    ident = _get_ident()
+    previous = storage.get(ident, _MISSING)
+    token = _current.set(local)
+    storage[ident] = local
+    try:
+        yield local
+    finally:
+        _current.reset(token)
+        if previous is _MISSING:
+            storage.pop(ident, None)
+        else:
+            storage[ident] = previous
+
+
+@_contextlib.contextmanager
+def ensure_thread_local():
+    """Reuse the active local dict, or create one like thread_local()."""
+    local = _current.get()
+    if local is not None:
+        yield local
+    else:
+        with thread_local() as local:
+            yield local
+
+
+def thread_local_middleware(app: Callable) -> Callable:
+    """Wrap a WSGI app so that every request runs in its own thread_local()."""
+    def middleware(environ, start_response):
+        with thread_local():
+            result = app(environ, start_response)
+            if isinstance(result, list):
+                return result
+            try:
+                return list(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+    return middleware
+
+
+class _Swappable(_MutableMapping):
+    """Shared mapping methods over a ``data`` dict."""
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __setitem__(self, key, value):
+        self.data[key] = value
+
+    def __delitem__(self, key):
+        del self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __contains__(self, key):
+        return key in self.data
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+
+class SwappableDict(_Swappable):
+    """A dict-like object whose ``data`` can be swapped for a block."""
+
+    def __init__(self, data: dict | None = None) -> None:
+        self.data = data if data is not None else {}
+
+    @_contextlib.contextmanager
+    def swap(self, new: dict):
+        """Show ``new`` (the same object) inside the block, then restore."""
+        previous = self.data
+        self.data = new
+        try:
+            yield new
+        finally:
+            self.data = previous
+
+    def __repr__(self) -> str:
+        return repr(self.data)
+
+
+class ThreadLocalDict(_Swappable):
+    """A dict whose contents belong to the current thread_local() block.
+
+    Outside one, any use raises ThreadLocalMissing.
+    """
+
+    @property
+    def data(self) -> dict:
+        local = _current.get()
+        if local is None:
+            raise ThreadLocalMissing()
+        try:
+            return local[id(self)]
+        except KeyError:
+            return local.setdefault(id(self), {})
+
+    @_contextlib.contextmanager
+    def swap(self, new: dict):
+        """Show ``new`` inside the block, then restore; works with or
+        without an active thread_local()."""
+        if _current.get() is None:
+            with thread_local() as local:
+                local[id(self)] = new
+                yield new
+            return
+        local = _current.get()
+        previous = local.get(id(self), _MISSING)
+        local[id(self)] = new
+        try:
+            yield new
+        finally:
+            if previous is _MISSING:
+                local.pop(id(self), None)
+            else:
+                local[id(self)] = previous
+
+    def __repr__(self) -> str:
+        local = _current.get()
+        if local is None:
+            return "<unbound ThreadLocalDict>"
+        return repr(local.get(id(self), {}))
+
+
+cosmos = SwappableDict()
+
+
+# -- Testing helpers (cosmic.testing) -----------------------------------------
+
+db = SwappableDict()
+
+
+class DBModel(BaseModel):
+    """A model kept in memory in ``db[cls.table_name]`` (for tests)."""
+
+    table_name: str = ""
+
+    @classmethod
+    def _table(cls) -> dict:
+        return db.data.setdefault(cls.table_name or cls.__name__, {})
+
+    @classmethod
+    def get_by_id(cls, id):
+        try:
+            return cls._table()[id]
+        except KeyError:
+            raise NotFound from None
+
+    @classmethod
+    def get_list(cls, **query):
+        return [(i, rep) for i, rep in cls._table().items()
+                if all(rep.get(k) == v for k, v in query.items())]
+
+    @classmethod
+    def create(cls, **patch):
+        table = cls._table()
+        new_id = str(max([int(i) for i in table if i.isdigit()] + [-1]) + 1)
+        table[new_id] = dict(patch)
+        return new_id, table[new_id]
+
+    @classmethod
+    def update(cls, id, **patch):
+        table = cls._table()
+        if id not in table:
+            raise NotFound
+        table[id].update(patch)
+        return table[id]
+
+    @classmethod
+    def delete(cls, id):
+        if cls._table().pop(id, None) is None:
+            raise NotFound
+
+
+class Wildcard:
+    """Compares equal to anything (for assertions on generated values)."""
+
+    def __eq__(self, other: Any) -> bool:
+        return True
+
+    def __ne__(self, other: Any) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "Wildcard()"
+
+
+@_contextlib.contextmanager
+def served_api(api: API, port: int = 0, **options: Any):
+    """Serve ``api`` on 127.0.0.1 in a background thread for the block;
+    yields the base URL (``port=0`` picks a free port)."""
+    server = _make_server(Server(api, **options).wsgi_app, "127.0.0.1", port)
+    thread = _threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "http://127.0.0.1:%d" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+# -- Development server -------------------------------------------------------
+
+def _make_server(app: Callable, host: str, port: int, **limits: Any) -> Any:
+    """A threaded HTTP server for ``app`` (replaced by the full one)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    class _Threaded(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        request_queue_size = 128
+
+    return make_server(host, port, app, server_class=_Threaded)
+
+
+def serve_wsgi(app: Callable, host: str = "127.0.0.1", port: int = 8000, *,
+               ready: Callable | None = None, name: str | None = None,
+               **limits: Any) -> None:
+    """Serve a WSGI app until Ctrl-C or SIGTERM."""
+    server = _make_server(app, host, port, **limits)
+    if ready is not None:
+        ready(server)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+# -- OpenAPI and docs page ----------------------------------------------------
+
+_DOCS_CSP = "default-src 'none'"
+
+
+def openapi(api: BaseAPI) -> dict:
+    """The OpenAPI 3.1 document of an API."""
+    raise NotImplementedError
+
+
+def docs_html(api: BaseAPI) -> str:
+    """The documentation page of an API."""
+    raise NotImplementedError
+
+
+# -- Compatibility modules ----------------------------------------------------
+#
+# cosmic.api, cosmic.types, ... are module objects made from the names above,
+# put in sys.modules so that ``import cosmic.types`` and
+# ``from cosmic.http import *`` work with this one file. The copy that runs
+# as __main__ (python -m cosmic) registers nothing (see main()).
+
+_TYPE_NAMES = [
+    "Integer", "Float", "Boolean", "String", "Binary", "DateTime", "JSON",
+    "Array", "Map", "OrderedMap", "Struct", "Schema", "Model", "Link",
+    "Representation", "Patch", "APISpec", "URLParams", "Box", "required",
+    "optional", "required_link", "optional_link", "ValidationError",
+]
+_ALIASES = {
+    "api": ["API", "BaseAPI", "Object"],
+    "models": ["BaseModel"],
+    "types": _TYPE_NAMES,
+    "exceptions": ["SpecError", "NotFound", "HTTPError", "RemoteHTTPError",
+                   "ThreadLocalMissing", "ValidationError"],
+    "http": ["Server", "Request", "Response", "error_response", "Endpoint",
+             "SpecEndpoint", "ActionEndpoint", "GetByIdEndpoint",
+             "CreateEndpoint", "UpdateEndpoint", "DeleteEndpoint",
+             "GetListEndpoint", "NotFound", "HTTPError", "RemoteHTTPError",
+             "SpecError"] + _TYPE_NAMES,
+    "client": ["BaseAPIClient", "APIClient", "WsgiAPIClient",
+               "ClientLoggingMixin", "connect"],
+    "globals": ["ThreadLocalDict", "SwappableDict", "thread_local",
+                "thread_local_middleware", "ensure_thread_local", "storage",
+                "cosmos"],
+    "tools": ["get_args", "args_to_datum", "assert_is_compatible",
+              "serialize_json", "deserialize_json", "string_to_json",
+              "validate_underscore_identifier", "is_string_type"],
+    "testing": ["DBModel", "db", "served_api", "Wildcard"],
+    "legacy_teleport": _TYPE_NAMES,
+}
+_EXTRA_NAMES = {"types": ["UnicodeDecodeValidationError",
+                          "UnknownTypeValidationError"]}
+
+
+def _install_aliases() -> None:
+    from types import ModuleType
+    this = _sys.modules[__name__]
+    spec_class = type(getattr(this, "__spec__", None))
+    for short, names in _ALIASES.items():
+        full = "%s.%s" % (__name__, short)
+        module = ModuleType(full, "cosmic.%s: names from cosmic.py." % short)
+        for name in names + _EXTRA_NAMES.get(short, []):
+            setattr(module, name, getattr(this, name))
+        module.__all__ = list(names)
+        module.__file__ = getattr(this, "__file__", None)
+        if spec_class is not type(None):
+            module.__spec__ = spec_class(full, None, origin=module.__file__)
+        _sys.modules[full] = module
+        setattr(this, short, module)
+
+
+if __name__ != "__main__":
+    _install_aliases()
+
+
+# -- Command line -------------------------------------------------------------
+
+class _UsageError(Exception):
+    """A mistake on the command line: one line on stderr, exit status 2."""
+
+
+def _load_module(text: str) -> Any:
+    import importlib
+    import importlib.util
+    import os
+    if text.endswith(".py") or os.sep in text or "/" in text:
+        path = os.path.abspath(text)
+        if not os.path.isfile(path):
+            raise _UsageError("No such file: %s" % text)
+        name = os.path.splitext(os.path.basename(path))[0]
+        folder = os.path.dirname(path)
+        if folder not in _sys.path:
+            _sys.path.insert(0, folder)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        _sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            _sys.modules.pop(name, None)
+            raise
+        return module
+    if "" not in _sys.path and os.getcwd() not in _sys.path:
+        _sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(text)
+    except ModuleNotFoundError as err:
+        if err.name and text.split(".")[0] == err.name.split(".")[0]:
+            raise _UsageError("No module named %s" % text) from None
+        raise
+
+
+def _load_target(target: str) -> Any:
+    """An API, Server or WSGI callable from ``module[:attr]`` or a file."""
+    module_text, _, attr = target.rpartition(":")
+    if not module_text or "/" in attr or attr.endswith(".py"):
+        module_text, attr = target, ""
+    module = _load_module(module_text)
+    if attr:
+        obj = module
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise _UsageError("%s has no attribute %r"
+                                  % (module_text, attr)) from None
+        if not (isinstance(obj, (API, Server)) or callable(obj)):
+            raise _UsageError("%s is not an API, a Server or a WSGI app"
+                              % target)
+        return obj
+    apis = []
+    for value in vars(module).values():
+        if isinstance(value, API) and all(value is not a for a in apis):
+            apis.append(value)
+    if not apis:
+        raise _UsageError("No API found in %s; name one with %s:ATTR"
+                          % (module_text, module_text))
+    if len(apis) > 1:
+        raise _UsageError("Several APIs in %s (%s); name one with %s:ATTR"
+                          % (module_text, ", ".join(a.name for a in apis),
+                             module_text))
+    return apis[0]
+
+
+def _as_app(obj: Any) -> tuple:
+    """``(wsgi_app, name, api_or_None)`` for a loaded target."""
+    if isinstance(obj, API):
+        return Server(obj).wsgi_app, obj.name, obj
+    if isinstance(obj, Server):
+        return obj.wsgi_app, obj.api.name, obj.api
+    return obj, getattr(obj, "__name__", "app"), None
+
+
+def _cmd_serve(args: Any) -> int:
+    import signal
+    app, name, _ = _as_app(_load_target(args.target))
+
+    def ready(server):
+        host, port = server.server_address[:2]
+        print("Serving %s on http://%s:%d/ (Ctrl-C to stop)"
+              % (name, host, port), flush=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if _threading.current_thread() is _threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+    serve_wsgi(app, host=args.host, port=args.port, ready=ready, name=name)
+    return 0
+
+
+def _is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def _client_class(headers: list) -> type:
+    extra = {}
+    for header in headers:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            raise _UsageError("--header must look like 'Name: value': %s"
+                              % header)
+        extra[name.strip()] = value.strip()
+
+    class _CLIClient(APIClient):
+        def build_request(self, endpoint, *args, **kwargs):
+            request = super().build_request(endpoint, *args, **kwargs)
+            request.headers.update(extra)
+            return request
+
+    return _CLIClient
+
+
+def _spec_json_of(target: str, headers: list) -> dict:
+    if _is_url(target):
+        client = _client_class(headers)(base_url=target)
+        return APISpec.to_json(client.spec)
+    obj = _load_target(target)
+    api = obj.api if isinstance(obj, Server) else obj
+    if not isinstance(api, API):
+        raise _UsageError("%s is not an API" % target)
+    return APISpec.to_json(api.spec)
+
+
+def _write_json(datum: Any, output: str | None) -> None:
+    text = _json.dumps(datum, indent=2) + "\n"
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        _sys.stdout.write(text)
+
+
+def _cmd_spec(args: Any) -> int:
+    _write_json(_spec_json_of(args.target, args.header), None)
+    return 0
+
+
+def _cmd_openapi(args: Any) -> int:
+    spec = _spec_json_of(args.target, args.header)
+    servers = [args.target] if _is_url(args.target) else None
+    _write_json(openapi(_SpecAPI(spec), servers=servers), args.output)
+    return 0
+
+
+class _SpecAPI(BaseAPI):
+    """An API known only by its spec JSON (for documents and pages)."""
+
+    def __init__(self, spec_json: dict) -> None:
+        super().__init__(APISpec.from_json(spec_json))
+
+
+def _parse_json_arg(text: str) -> Any:
+    if text == "-":
+        text = _sys.stdin.read()
+    try:
+        return _loads_strict(text)
+    except ValueError:
+        raise _UsageError("Not valid JSON: %s" % _cap(text)) from None
+
+
+def _cmd_call(args: Any) -> int:
+    if not _is_url(args.url):
+        raise _UsageError("URL must start with http:// or https://")
+    client = _client_class(args.header)(base_url=args.url)
+    name, dot, method = args.name.partition(".")
+    values = list(args.args)
+    if not dot:
+        if name not in client.spec["actions"]:
+            raise _UsageError("No action %r; actions: %s" % (
+                name, ", ".join(client.spec["actions"]) or "none"))
+        entry = client.spec["actions"][name]
+        if len(values) > 1:
+            raise _UsageError("An action takes one JSON argument")
+        func = getattr(client.actions, name)
+        datum = _parse_json_arg(values[0]) if values else None
+        accepts = entry.get("accepts")
+        if accepts is None:
+            if values:
+                raise _UsageError("Action %s takes no input" % name)
+            result = func()
+        else:
+            if not values:
+                raise _UsageError("Action %s needs a JSON argument" % name)
+            result = func(accepts.from_json(datum))
+        returns = entry.get("returns")
+        if returns is not None:
+            _write_json(returns.to_json(result), None)
+        return 0
+    if name not in client.spec["models"] or method not in MODEL_METHODS:
+        raise _UsageError("No model method %r; use Model.%s"
+                          % (args.name, "|".join(MODEL_METHODS)))
+    func = getattr(getattr(client.models, name), method)
+    rep = func.endpoint.representation
+    if method in ("get_by_id", "delete"):
+        if len(values) != 1:
+            raise _UsageError("%s takes one id" % args.name)
+        result = func(values[0])
+        if method == "get_by_id":
+            _write_json(rep.to_json((values[0], result)), None)
+        return 0
+    if method == "create":
+        if len(values) != 1:
+            raise _UsageError("create takes one JSON object of fields")
+        fields = _parse_json_arg(values[0])
+        if not isinstance(fields, dict):
+            raise _UsageError("create takes one JSON object of fields")
+        ident, result = func(**func.endpoint.patch.from_json(fields)[1])
+        _write_json(rep.to_json((ident, result)), None)
+        return 0
+    if method == "update":
+        if len(values) != 2:
+            raise _UsageError("update takes an id and a JSON object")
+        fields = _parse_json_arg(values[1])
+        if not isinstance(fields, dict):
+            raise _UsageError("update takes an id and a JSON object")
+        result = func(values[0], **func.endpoint.patch.from_json(fields)[1])
+        _write_json(rep.to_json((values[0], result)), None)
+        return 0
+    query = {}
+    if len(values) > 1:
+        raise _UsageError("get_list takes one JSON object of query fields")
+    if values:
+        query = _parse_json_arg(values[0])
+        if not isinstance(query, dict):
+            raise _UsageError("get_list takes one JSON object of query "
+                              "fields")
+    result = func(**query)
+    meta = None
+    if isinstance(result, tuple):
+        result, meta = result
+    out = {"items": [rep.to_json(pair) for pair in result]}
+    if meta is not None:
+        out["metadata"] = func.endpoint.metadata.to_json(meta)
+    _write_json(out, None)
+    return 0
+
+
+def _parser() -> Any:
+    import argparse
+    parser = argparse.ArgumentParser(
+        prog="python -m cosmic",
+        description="Serve, inspect and call Cosmic APIs.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    target_help = ("module:attr, module, path/to/file.py or "
+                   "path/to/file.py:attr; attr names an API, a Server or a "
+                   "WSGI app (default: the one API in the module)")
+    serve = commands.add_parser(
+        "serve", help="serve an API over HTTP",
+        description="Serve an API with the threaded development server.")
+    serve.add_argument("target", metavar="TARGET", help=target_help)
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000,
+                       help="port (default 8000; 0 picks a free one)")
+    serve.set_defaults(run=_cmd_serve)
+    for name, helptext in (("spec", "print an API's /spec.json"),
+                           ("openapi", "print an API's OpenAPI document")):
+        cmd = commands.add_parser(name, help=helptext, description=helptext)
+        cmd.add_argument("target", metavar="TARGET",
+                         help=target_help + ", or the URL of a server")
+        cmd.add_argument("--header", action="append", default=[],
+                         help="'Name: value' sent to a URL (repeatable)")
+        if name == "openapi":
+            cmd.add_argument("-o", "--output", metavar="FILE",
+                             help="write to FILE instead of stdout")
+        cmd.set_defaults(run=_cmd_spec if name == "spec" else _cmd_openapi)
+    call = commands.add_parser(
+        "call", help="call an action or model method of a server",
+        description="Call ACTION with one JSON argument ('-' reads stdin), "
+        "or Model.get_by_id ID, Model.delete ID, Model.create JSON, "
+        "Model.update ID JSON, Model.get_list [JSON]; prints JSON.")
+    call.add_argument("url", metavar="URL", help="the server's base URL")
+    call.add_argument("name", metavar="NAME", help="ACTION or Model.method")
+    call.add_argument("args", metavar="ARG", nargs="*")
+    call.add_argument("--header", action="append", default=[],
+                      help="'Name: value' sent with every request "
+                      "(repeatable)")
+    call.set_defaults(run=_cmd_call)
+    return parser
+
+
+def main(argv: list | None = None) -> int:
+    """The command line: serve, spec, openapi, call. Returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except _UsageError as err:
+        print("cosmic: error: %s" % err, file=_sys.stderr)
+        return 2
+    except RemoteHTTPError as err:
+        print("cosmic: HTTP %d: %s" % (err.code, err.message or ""),
+              file=_sys.stderr)
+        return 1
+    except (ValidationError, SpecError) as err:
+        print("cosmic: error: %s" % err, file=_sys.stderr)
+        return 2
+    except OSError as err:
+        print("cosmic: error: %s" % err, file=_sys.stderr)
+        return 1
+
+
+def _console_main() -> None:
+    _sys.exit(main())
+
+
+if __name__ == "__main__":
+    # This copy runs as __main__; work in the real cosmic module instead, so
+    # that user code and the command share one set of classes (WIRE.md 14).
+    import cosmic as _cosmic
+    _sys.exit(_cosmic.main())
