@@ -7,14 +7,14 @@ arguments in a Struct (``divide``), no input (``now``), no output
     python -m cosmic serve examples/mathy.py
 
     curl -X POST -H 'Content-Type: application/json' \\
-         -d '[1, 2, 3]' http://127.0.0.1:5000/actions/add
+         -d '[1, 2, 3]' http://127.0.0.1:8000/actions/add
     curl -X POST -H 'Content-Type: application/json' \\
          -d '{"numerator": 10, "denominator": 5}' \\
-         http://127.0.0.1:5000/actions/divide
-    curl -X POST http://127.0.0.1:5000/actions/now
+         http://127.0.0.1:8000/actions/divide
+    curl -X POST http://127.0.0.1:8000/actions/now
     curl -X POST -H 'Content-Type: application/json' \\
-         -d '"hello"' http://127.0.0.1:5000/actions/log_message
-    curl -X POST http://127.0.0.1:5000/actions/messages
+         -d '"hello"' http://127.0.0.1:8000/actions/log_message
+    curl -X POST http://127.0.0.1:8000/actions/messages
 """
 
 import threading

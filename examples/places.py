@@ -14,17 +14,17 @@ Then, at the address the server printed:
 
     curl -X POST -H 'Content-Type: application/json' \\
          -d '{"name": "Moscow", "country": "Russia"}' \\
-         http://127.0.0.1:5000/City
-    curl http://127.0.0.1:5000/City/1
-    curl 'http://127.0.0.1:5000/City?country=Russia&limit=10&offset=0'
+         http://127.0.0.1:8000/City
+    curl http://127.0.0.1:8000/City/1
+    curl 'http://127.0.0.1:8000/City?country=Russia&limit=10&offset=0'
     curl -X PUT -H 'Content-Type: application/json' \\
-         -d '{"population": 13000000}' http://127.0.0.1:5000/City/1
+         -d '{"population": 13000000}' http://127.0.0.1:8000/City/1
     curl -X POST -H 'Content-Type: application/json' \\
          -d '{"number": 7, "street": "Tverskaya",
               "_links": {"city": {"href": "/City/1"}}}' \\
-         http://127.0.0.1:5000/Address
-    curl 'http://127.0.0.1:5000/Address?city=1'
-    curl -X POST http://127.0.0.1:5000/actions/stats
+         http://127.0.0.1:8000/Address
+    curl 'http://127.0.0.1:8000/Address?city=1'
+    curl -X POST http://127.0.0.1:8000/actions/stats
 """
 
 import os
@@ -142,6 +142,16 @@ def _require(patch, names):
         raise HTTPError(400, "Missing fields: %r" % missing)
 
 
+def _check_text(patch, names):
+    """Refuse strings SQLite cannot store: JSON lets "\\ud800" through."""
+    for name in names:
+        try:
+            patch.get(name, "").encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError("%s must be valid Unicode"
+                                  % name.capitalize(), patch[name]) from None
+
+
 def _update(conn, table, rowid, values, columns):
     """Set those columns that ``values`` holds; return the row afterwards."""
     names = [name for name in columns if name in values]
@@ -218,6 +228,7 @@ class City(BaseModel):
     @classmethod
     def validate_patch(cls, patch):
         """Check the fields that a create or update patch carries."""
+        _check_text(patch, ["name", "country"])
         name = patch.get("name")
         if name is not None and not name.strip():
             raise ValidationError("Name must not be empty", name)
@@ -305,6 +316,7 @@ class Address(BaseModel):
     @classmethod
     def validate_patch(cls, patch):
         """Check the fields that a create or update patch carries."""
+        _check_text(patch, ["street"])
         street = patch.get("street")
         if street is not None and not street.strip():
             raise ValidationError("Street must not be empty", street)

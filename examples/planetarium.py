@@ -6,15 +6,15 @@ shared by the threads of one process and lost when the process ends.
 
     python -m cosmic serve examples/planetarium.py
 
-    curl http://127.0.0.1:5000/Sphere/2
-    curl 'http://127.0.0.1:5000/Sphere?name=Sun'
+    curl http://127.0.0.1:8000/Sphere/2
+    curl 'http://127.0.0.1:8000/Sphere?name=Sun'
     curl -X POST -H 'Content-Type: application/json' \\
          -d '{"name": "Mars", "temperature": -60.0,
               "_links": {"revolves_around": {"href": "/Sphere/0"}}}' \\
-         http://127.0.0.1:5000/Sphere
+         http://127.0.0.1:8000/Sphere
     curl -X PUT -H 'Content-Type: application/json' \\
-         -d '{"temperature": -65.0}' http://127.0.0.1:5000/Sphere/3
-    curl -X DELETE http://127.0.0.1:5000/Sphere/3
+         -d '{"temperature": -65.0}' http://127.0.0.1:8000/Sphere/3
+    curl -X DELETE http://127.0.0.1:8000/Sphere/3
 """
 
 import threading
