@@ -870,7 +870,7 @@ class _SchemaType(_Type):
     type_name = "Schema"
 
     def _load(self, datum):
-        if type(datum) is not dict or "type" not in datum:
+        if type(datum) is not dict or type(datum.get("type")) is not str:
             raise ValidationError("Invalid Schema", datum)
         name = datum["type"]
         if name in _SIMPLE:
@@ -893,15 +893,16 @@ class _SchemaType(_Type):
             except ValidationError as err:
                 raise _push(err, "param")
             return cls(param)
-        if type(name) is not str:
-            raise ValidationError("Invalid Schema", datum)
         raise UnknownTypeValidationError("Unknown type", name)
 
     def _dump(self, value):
         try:
-            return _as_type(value)._schema_json()
+            schema = _as_type(value)
         except SpecError:
             raise ValidationError("Invalid Schema", value) from None
+        # A real type that no spec can name (URLParams) is a programming
+        # error: SpecError (WIRE.md 8.6).
+        return schema._schema_json()
 
     def json_schema(self):
         return {"type": "object", "properties": {"type": {"type": "string"}},
@@ -924,6 +925,8 @@ class Model:
     def __init__(self, full_name: str, _api: Any = None) -> None:
         if (type(full_name) is not str or "." not in full_name
                 or full_name.startswith(".") or full_name.endswith(".")):
+            if type(full_name) is str:
+                raise ValidationError("Invalid Model: %s" % _cap(full_name))
             raise ValidationError("Invalid Model", full_name)
         self.full_name = full_name
         self.api_name, self.model_name = full_name.split(".", 1)
@@ -1246,9 +1249,6 @@ def _strict_constant(name: str) -> Any:
     raise ValueError("JSON does not allow " + name)
 
 
-_BIG_NUMBER = _re.compile(r"[0-9][eE]|[0-9]{300}")
-
-
 def _reject_inf(text: str) -> float:
     value = float(text)
     if value - value != 0.0:
@@ -1256,12 +1256,27 @@ def _reject_inf(text: str) -> float:
     return value
 
 
+# Two decoders built once: the second, slower one checks floats and runs
+# only when the text holds an exponent or a very long number (1e999 would
+# otherwise become inf), or a surrogate escape (a lone one is not text).
+_DECODE = _json.JSONDecoder(parse_constant=_strict_constant).decode
+_DECODE_CHECKED = _json.JSONDecoder(parse_constant=_strict_constant,
+                                    parse_float=_reject_inf).decode
+_NEEDS_CHECK = _re.compile(r"[0-9][eE]|[0-9]{300}|\\u[dD][89a-fA-F]")
+
+
 def _loads_strict(text: str) -> Any:
-    """json.loads without NaN, Infinity or numbers that overflow to inf."""
-    if _BIG_NUMBER.search(text):
-        return _json.loads(text, parse_constant=_strict_constant,
-                           parse_float=_reject_inf)
-    return _json.loads(text, parse_constant=_strict_constant)
+    """json.loads without NaN, Infinity, numbers that overflow to inf, or
+    lone surrogates."""
+    if _NEEDS_CHECK.search(text) is None:
+        return _DECODE(text)
+    datum = _DECODE_CHECKED(text)
+    if "\\u" in text:
+        try:
+            _json.dumps(datum, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("Lone surrogate in JSON text") from None
+    return datum
 
 
 class _APISpecType(_Wrapper):
@@ -1703,9 +1718,13 @@ class Response:
         return "<Response %d>" % self.status_code
 
 
+# json.dumps defaults (WIRE.md 5.3), but never NaN or Infinity on the wire.
+_ENCODE = _json.JSONEncoder(allow_nan=False).encode
+
+
 def _json_response(datum: Any, status: int = 200) -> Response:
     response = Response.__new__(Response)
-    response.data = _json.dumps(datum).encode("ascii")
+    response.data = _ENCODE(datum).encode("ascii")
     response.status_code = status
     response.headers = {"Content-Type": _JSON_TYPE}
     return response
@@ -1807,6 +1826,8 @@ class Request:
     ``mimetype``, ``mimetype_params``, ``content_type``, ``request_id``.
     """
 
+    max_json_depth = 100
+
     def __init__(self, environ: dict, max_content_length: int = 1 << 20,
                  path: str | None = None) -> None:
         self.environ = environ
@@ -1814,7 +1835,6 @@ class Request:
         self.path = path if path is not None else _decode_path(
             environ.get("PATH_INFO", ""))
         self.max_content_length = max_content_length
-        self.max_json_depth = 100
         self.request_id: str | None = None
         self._data: bytes | None = None
 
@@ -1847,9 +1867,16 @@ class Request:
 
     @property
     def data(self) -> bytes:
-        if self._data is None:
-            self._data = _read_body(self.environ, self.max_content_length)
-        return self._data
+        data = self._data
+        if data is None:
+            environ = self.environ
+            if environ.get("CONTENT_LENGTH") or \
+                    "HTTP_TRANSFER_ENCODING" in environ:
+                data = _read_body(environ, self.max_content_length)
+            else:
+                data = b""
+            self._data = data
+        return data
 
 
 def _read_body(environ: dict, limit: int) -> bytes:
@@ -1875,18 +1902,19 @@ def _read_body(environ: dict, limit: int) -> bytes:
     size = int(length)
     if size > limit:
         raise HTTPError(413, _REASONS[413])
-    chunks = []
-    left = size
-    while left > 0:
-        chunk = stream.read(left)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    if left:
-        raise HTTPError(400, "Incomplete body: expected %d bytes, got %d"
-                        % (size, size - left))
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    data = stream.read(size)
+    if len(data) < size:
+        chunks = [data]
+        left = size - len(data)
+        while left > 0:
+            chunk = stream.read(left)
+            if not chunk:
+                raise HTTPError(400, "Incomplete body: expected %d bytes, "
+                                "got %d" % (size, size - left))
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    return data
 
 
 _JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -1906,12 +1934,35 @@ def _too_deep(text: str, limit: int) -> bool:
     return True
 
 
-def _decode_json_body(request: Request) -> Box | None:
-    """The body as a Box, or None when empty (WIRE.md 4.1, in that order)."""
-    data = request.data
+def _decode_json_body(request: Request) -> Any:
+    """The body's JSON value, or _MISSING when the body is empty.
+
+    Checks in the order of WIRE.md 4.1: media type, charset, UTF-8, JSON.
+    """
+    data = request._data
+    if data is None:
+        data = request.data
     if not data:
-        return None
+        return _MISSING
     content_type = request.environ.get("CONTENT_TYPE", "")
+    if content_type != _JSON_TYPE:
+        _check_content_type(request, content_type)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "Unicode Decode Error") from None
+    max_depth = request.max_json_depth
+    if text.count("[") + text.count("{") > max_depth and \
+            _too_deep(text, max_depth):
+        raise HTTPError(400, "Invalid JSON: nested deeper than %d levels"
+                        % max_depth)
+    try:
+        return _loads_strict(text)
+    except (ValueError, RecursionError):
+        raise HTTPError(400, "Invalid JSON") from None
+
+
+def _check_content_type(request: Request, content_type: str) -> None:
     media, _, params = content_type.partition(";")
     media = media.strip().lower()
     if media != _JSON_TYPE:
@@ -1922,18 +1973,6 @@ def _decode_json_body(request: Request) -> Box | None:
         if charset is not None and charset.lower() != "utf-8":
             raise HTTPError(400, 'Content-Type charset must be "utf-8" got '
                             '%s instead' % _cap(charset))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise HTTPError(400, "Unicode Decode Error") from None
-    max_depth = request.max_json_depth
-    if _too_deep(text, max_depth):
-        raise HTTPError(400, "Invalid JSON: nested deeper than %d levels"
-                        % max_depth)
-    try:
-        return Box(_loads_strict(text))
-    except (ValueError, RecursionError):
-        raise HTTPError(400, "Invalid JSON") from None
 
 
 def _call_style(func: Callable, names: Iterable, skip: int = 0) -> bool:
@@ -1972,12 +2011,11 @@ class Endpoint:
     def __init__(self, api: Any = None) -> None:
         self.api = api
 
-    def _body(self, request: Request) -> Box | None:
-        box = _decode_json_body(request)
-        if self.body == "required" and box is None or \
-                self.body == "forbidden" and box is not None:
+    def _body(self, request: Request) -> Any:
+        datum = _decode_json_body(request)
+        if (datum is _MISSING) is (self.body == "required"):
             raise HTTPError(400, "Invalid data")
-        return box
+        return datum
 
     def parse_request(self, request: Request, **url_args: Any) -> dict:
         """Decode a request into the handler's keyword arguments."""
@@ -2072,31 +2110,38 @@ class ActionEndpoint(Endpoint):
                 self._mode = "one" if len(names) == 1 else "many"
                 self._param = names[0] if names else None
         self._load = self.accepts._load if self.accepts is not None else None
+        self._dump = self.returns._dump if self.returns is not None else None
+        if self.func is not None:
+            self.handler = self.func  # skip a layer: same call, same args
 
     def parse_request(self, request, **url_args):
-        box = _decode_json_body(request)
-        if self.accepts is None:
-            if box is not None:
+        datum = _decode_json_body(request)
+        if self._load is None:
+            if datum is not _MISSING:
                 raise ValidationError("Expected None, found Box")
             return {}
-        if box is None:
+        if datum is _MISSING:
             raise ValidationError("Expected Box, found None")
-        datum = self.accepts.from_json(box.datum)
+        try:
+            value = self._load(datum)
+        except ValidationError as err:
+            err._source = (self.accepts, datum)
+            raise
         if self._mode == "one":
-            return {self._param: datum}
-        return datum
+            return {self._param: value}
+        return value
 
     def handler(self, **func_input: Any) -> Any:
         return self.func(**func_input)
 
     def build_response(self, func_input, func_output) -> Response:
-        if self.returns is None:
+        if self._dump is None:
             if func_output is not None:
                 raise ValidationError("Expected None, found data")
             return Response(b"", 204)
         if func_output is None:
             raise ValidationError("Expected data, found None")
-        return _json_response(self.returns.to_json(func_output))
+        return _json_response(self._dump(func_output))
 
     def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
         box = serialize_json(self.accepts, args_to_datum(*args, **kwargs))
@@ -2177,8 +2222,7 @@ class CreateEndpoint(_ModelEndpoint):
             self._one_dict = _call_style(self.func, names)
 
     def parse_request(self, request, **url_args):
-        box = self._body(request)
-        return {"patch": self.patch.from_json(box.datum)[1]}
+        return {"patch": self.patch.from_json(self._body(request))[1]}
 
     def handler(self, patch: dict) -> Any:
         if self._one_dict:
@@ -2227,9 +2271,8 @@ class UpdateEndpoint(_ModelEndpoint):
             self._one_dict = _call_style(self.func, names, skip=1)
 
     def parse_request(self, request, **url_args):
-        box = self._body(request)
         return {"id": url_args["id"],
-                "patch": self.patch.from_json(box.datum)[1]}
+                "patch": self.patch.from_json(self._body(request))[1]}
 
     def handler(self, id: str, patch: dict) -> Any:
         if self._one_dict:
@@ -2400,7 +2443,7 @@ class _Routes:
 
 _SANE_ID = _re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
 _request_counter = iter(range(1, 1 << 62))
-_ID_PREFIX = "%08x" % (abs(hash(object())) & 0xFFFFFFFF)
+_ID_PREFIX = "%08x-" % (abs(hash(object())) & 0xFFFFFFFF)
 
 
 class Server:
@@ -2431,6 +2474,10 @@ class Server:
             self.cors_origins = (self.cors_origins,)
         self.cors_origins = frozenset(self.cors_origins)
         self._routes: _Routes | None = None
+        # Skip the hook layer when a subclass does not override it.
+        cls = type(self)
+        self._plain_parse = cls.parse_request is Server.parse_request
+        self._plain_build = cls.build_response is Server.build_response
 
     def _get_routes(self) -> _Routes:
         routes = self._routes
@@ -2440,46 +2487,55 @@ class Server:
 
     def wsgi_app(self, environ: dict, start_response: Callable) -> Any:
         """The WSGI application (PEP 3333)."""
-        local = _current.get()
-        if local is not None:
-            return self._respond(environ)(environ, start_response)
-        local = {}
-        token = _current.set(local)
-        ident = _get_ident()
-        previous = storage.get(ident, _MISSING)
-        storage[ident] = local
+        token = None
+        if _current.get() is None:
+            local: dict = {}
+            token = _current.set(local)
+            ident = _get_ident()
+            previous = storage.get(ident, _MISSING)
+            storage[ident] = local
         try:
-            return self._respond(environ)(environ, start_response)
+            request_id = environ.get("HTTP_X_REQUEST_ID")
+            if request_id is None or _SANE_ID.match(request_id) is None:
+                request_id = _ID_PREFIX + str(next(_request_counter))
+            response = self._respond(environ, request_id)
+            code = response.status_code
+            headers = response.headers
+            if code >= 400 and response.error is not None and \
+                    _PROBLEM_TYPE in environ.get("HTTP_ACCEPT", ""):
+                response = _problem_response(response, request_id)
+                headers = response.headers
+            if self.cors_origins:
+                self._cors(environ, headers)
+            body = response.data
+            if "Content-Length" in headers or "content-length" in headers:
+                headers = {k: v for k, v in headers.items()
+                           if k.lower() != "content-length"}
+            pairs = [*headers.items(), ("X-Request-ID", request_id),
+                     ("Content-Length", str(len(body)))]
+            start_response(_STATUS.get(code) or _status_line(code), pairs)
+            if environ["REQUEST_METHOD"] == "HEAD":
+                return []
+            return [body]
         finally:
-            _current.reset(token)
-            if previous is _MISSING:
-                storage.pop(ident, None)
-            else:
-                storage[ident] = previous
+            if token is not None:
+                _current.reset(token)
+                if previous is _MISSING:
+                    storage.pop(ident, None)
+                else:
+                    storage[ident] = previous
 
-    def _respond(self, environ: dict) -> Response:
+    def _respond(self, environ: dict, request_id: str) -> Response:
         request = None
-        request_id = environ.get("HTTP_X_REQUEST_ID")
-        if request_id is None or not _SANE_ID.match(request_id):
-            request_id = "%s-%d" % (_ID_PREFIX, next(_request_counter))
         try:
             request = Request(environ, self.max_content_length, path="")
             request.max_json_depth = self.max_json_depth
             request.request_id = request_id
-            response = self.dispatch_request(request)
+            return self.dispatch_request(request)
         except Exception as exc:
             if self.debug:
                 raise
-            response = self.unhandled_exception_hook(exc, request)
-        headers = response.headers
-        if response.status_code >= 400 and response.error is not None and \
-                _PROBLEM_TYPE in environ.get("HTTP_ACCEPT", ""):
-            response = _problem_response(response, request_id)
-            headers = response.headers
-        headers["X-Request-ID"] = request_id
-        if self.cors_origins:
-            self._cors(environ, headers)
-        return response
+            return self.unhandled_exception_hook(exc, request)
 
     def dispatch_request(self, request: Request) -> Response:
         """Route a request (WIRE.md 2) and run ``view``; errors become JSON."""
@@ -2489,7 +2545,8 @@ class Server:
             if len(raw) + len(environ.get("QUERY_STRING", "")) > \
                     self.max_url_length:
                 raise HTTPError(414, _REASONS[414])
-            path = request.path = _decode_path(raw)
+            path = raw if raw.isascii() else _decode_path(raw)
+            request.path = path
             route, url_args = self._match(path)
             if route is None:
                 return error_response("Not Found", 404)
@@ -2509,7 +2566,9 @@ class Server:
                 err.message or _REASONS.get(err.code, "Error"), err.code)
 
     def _match(self, path: str) -> tuple:
-        routes = self._get_routes()
+        routes = self._routes
+        if routes is None or routes.version != self.api._version:
+            routes = self._get_routes()
         parts = path.split("/")
         if parts[0] or len(parts) > 3:
             return None, None
@@ -2541,7 +2600,10 @@ class Server:
         401)``, or raise ``HTTPError``.
         """
         try:
-            func_input = self.parse_request(endpoint, request, **url_args)
+            if self._plain_parse:
+                func_input = endpoint.parse_request(request, **url_args)
+            else:
+                func_input = self.parse_request(endpoint, request, **url_args)
         except ValidationError as err:
             response = error_response(str(err), 400)
             response._err = err
@@ -2556,6 +2618,8 @@ class Server:
             if endpoint.not_found_is_404:
                 return error_response("Not Found", 404)
             raise
+        if self._plain_build:
+            return endpoint.build_response(func_input, func_output)
         return self.build_response(endpoint, func_input, func_output)
 
     def parse_request(self, endpoint: Endpoint, request: Request,
@@ -2664,7 +2728,7 @@ class _DocsEndpoint(_OpenAPIEndpoint):
     def build_response(self, func_input, func_output):
         return Response(func_output, 200, {
             "Content-Type": "text/html; charset=utf-8",
-            "Content-Security-Policy": _DOCS_CSP,
+            "Content-Security-Policy": _docs_csp(),
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         })
@@ -3386,7 +3450,595 @@ def serve_wsgi(app: Callable, host: str = "127.0.0.1", port: int = 8000, *,
 
 # -- OpenAPI and docs page ----------------------------------------------------
 
-_DOCS_CSP = "default-src 'none'"
+_DOCS_CSS = """
+:root{color-scheme:light dark;--fg:#1d2125;--mu:#5c6670;--bg:#fff;--pa:#f4f6f8;
+--bd:#d8dde2;--ac:#0b5cad}
+@media (prefers-color-scheme:dark){:root{--fg:#e4e7ea;--mu:#9aa4ad;--bg:#15181b;
+--pa:#1f2428;--bd:#3a4248;--ac:#6cb0f5}}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);
+font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",sans-serif}
+main{max-width:60rem;margin:0 auto;padding:1rem}
+a{color:var(--ac)}
+h1{margin:.5rem 0;font-size:1.8rem;overflow-wrap:anywhere}
+h2{margin-top:2rem;border-bottom:2px solid var(--bd);padding-bottom:.2rem}
+h3{margin:0 0 .4rem;font-size:1.25rem;overflow-wrap:anywhere}
+h4{margin:1rem 0 .3rem;font-size:1rem}
+code,pre,textarea,input,.ep{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,
+"Liberation Mono",monospace;font-size:.9rem}
+pre{background:var(--pa);border:1px solid var(--bd);border-radius:6px;
+padding:.6rem;margin:.4rem 0;white-space:pre-wrap;overflow-wrap:anywhere;
+max-height:30rem;overflow:auto}
+section.item{border:1px solid var(--bd);border-radius:8px;padding:.8rem 1rem;
+margin:1rem 0}
+.doc{white-space:pre-wrap;overflow-wrap:anywhere}
+.mu,.sub{color:var(--mu)}
+ul{padding-left:1.3rem;margin:.2rem 0}
+li{overflow-wrap:anywhere}
+.ep{font-weight:600;font-size:1rem;overflow-wrap:anywhere}
+.verb{display:inline-block;min-width:4.2em;padding:0 .3em;border-radius:4px;
+color:#fff;background:#56606a;text-align:center;font-size:.85rem}
+.GET{background:#1f7a3d}.POST{background:#0b5cad}.PUT{background:#8a5a00}
+.DELETE{background:#b3261e}
+details{margin:.4rem 0}
+.method{margin-top:1rem}
+summary{cursor:pointer;color:var(--ac)}
+form.try{margin:.4rem 0 0;padding:.6rem;background:var(--pa);border-radius:6px}
+form.try label{display:block;margin:.3rem 0}
+textarea,input{width:100%;padding:.4rem;border:1px solid var(--bd);
+border-radius:4px;background:var(--bg);color:var(--fg)}
+textarea{min-height:6rem;resize:vertical}
+button{margin:.5rem .4rem 0 0;padding:.35rem 1rem;font:inherit;
+border:1px solid var(--ac);border-radius:4px;background:var(--ac);color:#fff;
+cursor:pointer}
+button[type=reset]{background:transparent;color:var(--ac)}
+button:disabled{opacity:.6}
+nav ul{columns:14rem}
+"""
+
+_DOCS_JS = """
+(function () {
+  'use strict';
+  var spec = JSON.parse(document.getElementById('spec').textContent);
+  // "/" and "/docs" both give "/"; "/prefix/docs" gives "/prefix/"
+  var base = location.pathname.replace(/\\/docs\\/?$/, '/')
+    .replace(/[^\\/]*$/, '');
+  var RAW = {'String': 1, 'DateTime': 1, 'cosmic.Model': 1, 'cosmic.Link': 1};
+  var VERBS = {get_by_id: 'GET', create: 'POST', update: 'PUT',
+               'delete': 'DELETE'};
+  var enc = encodeURIComponent;
+
+  function lookup(om, key) {
+    var has = om && om.map && Object.prototype.hasOwnProperty.call(om.map, key);
+    return has ? om.map[key] : null;
+  }
+
+  function query(form, name) {
+    var model = lookup(spec.models, name);
+    var params = new URLSearchParams();
+    var inputs = form.querySelectorAll('.f-q');
+    for (var i = 0; i < inputs.length; i++) {
+      var field = inputs[i].getAttribute('data-field');
+      var value = inputs[i].value;
+      if (value === '') { continue; }
+      var entry = model ? lookup(model.query_fields, field) : null;
+      var type = entry && entry.schema ? entry.schema.type : 'String';
+      if (!RAW[type]) {
+        try { value = JSON.stringify(JSON.parse(value)); } catch (e) {
+          throw new Error('Query field ' + field + ' needs a JSON value (' +
+                          type + '): ' + e.message);
+        }
+      }
+      params.append(field, value);
+    }
+    var qs = params.toString();
+    return qs ? '?' + qs : '';
+  }
+
+  function build(form) {
+    var kind = form.getAttribute('data-kind');
+    var name = form.getAttribute('data-name');
+    var idEl = form.querySelector('.f-id');
+    var bodyEl = form.querySelector('.f-body');
+    var req = {method: 'GET', url: base + enc(name), body: null};
+    if (bodyEl && bodyEl.value.trim() !== '') {
+      try { JSON.parse(bodyEl.value); } catch (e) {
+        throw new Error('The request body is not valid JSON: ' + e.message);
+      }
+      req.body = bodyEl.value;
+    }
+    if (idEl) {
+      if (idEl.value === '') { throw new Error('Enter an id.'); }
+      req.url += '/' + enc(idEl.value);
+    }
+    if (kind === 'action') {
+      req.method = 'POST';
+      req.url = base + 'actions/' + enc(name);
+    } else if (kind === 'get_list') {
+      req.url += query(form, name);
+    } else {
+      req.method = VERBS[kind];
+    }
+    return req;
+  }
+
+  function pretty(text) {
+    if (text === '') { return '(empty body)'; }
+    try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) {
+      return text;
+    }
+  }
+
+  function send(form) {
+    var out = form.querySelector('.out');
+    var button = form.querySelector('button[type=submit]');
+    var req;
+    out.hidden = false;
+    try { req = build(form); } catch (e) {
+      out.textContent = e.message;
+      return;
+    }
+    var line = req.method + ' ' + req.url + '\\n\\n';
+    var init = {method: req.method, headers: {}, credentials: 'same-origin',
+                cache: 'no-store'};
+    if (req.body !== null) {
+      init.body = req.body;
+      init.headers['Content-Type'] = 'application/json';
+    }
+    out.textContent = line + 'Sending\\u2026';
+    button.disabled = true;
+    fetch(req.url, init).then(function (res) {
+      return res.text().then(function (text) {
+        var head = 'HTTP ' + res.status;
+        if (res.statusText) { head += ' ' + res.statusText; }
+        var location = res.headers.get('Location');
+        if (location !== null) { head += '\\nLocation: ' + location; }
+        out.textContent = line + head + '\\n\\n' + pretty(text);
+      });
+    }).catch(function (e) {
+      out.textContent = line + 'Request failed: ' + e.message;
+    }).then(function () {
+      button.disabled = false;
+    });
+  }
+
+  var forms = document.querySelectorAll('form.try');
+  for (var i = 0; i < forms.length; i++) {
+    (function (form) {
+      form.addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        send(form);
+      });
+      var ta = form.querySelector('textarea');
+      if (ta) {
+        ta.addEventListener('keydown', function (ev) {
+          if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+            ev.preventDefault();
+            send(form);
+          }
+        });
+      }
+    })(forms[i]);
+  }
+})();
+"""
+
+
+def _docs_hash(text: str) -> str:
+    import hashlib
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return "'sha256-" + _base64.b64encode(digest).decode("ascii") + "'"
+
+
+_docs_csp_value: list = []
+
+
+def _docs_csp() -> str:
+    """The page's Content-Security-Policy: its one style and one script are
+    allowed by hash, nothing else (computed on first use, not at import)."""
+    if not _docs_csp_value:
+        _docs_csp_value.append(
+            "default-src 'none'; "
+            "style-src " + _docs_hash(_DOCS_CSS) + "; "
+            "script-src " + _docs_hash(_DOCS_JS) + "; "
+            "connect-src 'self'; "
+            "img-src 'none'; "
+            "base-uri 'none'; "
+            "form-action 'none'; "
+            "frame-ancestors 'none'")
+    return _docs_csp_value[0]
+
+# How deep schemas are followed before the renderers give up (guards against
+# pathological specs; real schemas are never this deep).
+_DOCS_MAX_DEPTH = 40
+
+# (method key, HTTP verb, takes an id, takes a body, description)
+_DOCS_METHODS = (
+    ("get_by_id", "GET", True, False,
+     "Fetch one {m} by id: 200 with its representation, 404 if there is none."),
+    ("get_list", "GET", False, False,
+     "List {m} objects: 200 with the representations in _embedded.{m}."),
+    ("create", "POST", False, True,
+     "Create a {m} from a patch: 201 with a Location header and the "
+     "representation."),
+    ("update", "PUT", True, True,
+     "Update a {m} with a patch (every field optional): 200 with the new "
+     "representation, 404 if there is none."),
+    ("delete", "DELETE", True, False,
+     "Delete a {m}: 204 with an empty body, 404 if there is none."),
+)
+
+_DOCS_EXAMPLES = {
+    "Integer": 1,
+    "Float": 1.5,
+    "Boolean": True,
+    "String": "string",
+    "Binary": "aGVsbG8=",
+    "DateTime": "2014-01-01T00:00:00",
+    "JSON": {"any": "JSON value"},
+    "Schema": {"type": "String"},
+}
+
+_DOCS_NAMES = {"cosmic.Model": "Model name", "cosmic.APISpec": "API spec"}
+
+_DOCS_MODEL_WORDS = {
+    "cosmic.Link": "Link to",
+    "cosmic.Representation": "Representation of",
+    "cosmic.Patch": "Patch of",
+}
+
+# Types whose query-string form is the raw JSON string (WIRE.md 9.4)
+_DOCS_RAW_QUERY = ("String", "DateTime", "cosmic.Model", "cosmic.Link")
+
+
+def _docs_esc(value: object) -> str:
+    from html import escape
+    return escape(str(value), quote=True)
+
+
+def _docs_entries(ordered_map: object) -> list:
+    """(key, value) pairs of an OrderedMap JSON form, tolerating junk."""
+    if not isinstance(ordered_map, dict):
+        return []
+    mapping = ordered_map.get("map")
+    order = ordered_map.get("order")
+    if not isinstance(mapping, dict):
+        return []
+    if not isinstance(order, list):
+        order = list(mapping)
+    return [(k, mapping[k]) for k in order if isinstance(k, str) and k in mapping]
+
+
+def _docs_dict_entries(ordered_map: object) -> list:
+    """Like _docs_entries, keeping only entries that are objects."""
+    return [(k, v) for k, v in _docs_entries(ordered_map) if isinstance(v, dict)]
+
+
+def _docs_model_short(full_name: object) -> str:
+    """'shop.Item' -> 'Item' (split at the first dot, as Model does)."""
+    full_name = str(full_name)
+    return full_name.split(".", 1)[1] if "." in full_name else full_name
+
+
+def _docs_model_entry(full_name: object, spec_json: object):
+    """This spec's model entry for 'api.Model', or None."""
+    if not isinstance(spec_json, dict):
+        return None
+    api_name, dot, model_name = str(full_name).partition(".")
+    if not dot or api_name != spec_json.get("name"):
+        return None
+    return dict(_docs_dict_entries(spec_json.get("models"))).get(model_name)
+
+
+def _docs_type_text(schema: object, _depth: int = 0) -> str:
+    """One-line readable description of a Schema JSON value, e.g.
+    'Struct {a: Integer (required), b: Array of String (optional)}'."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("type"), str):
+        return "unknown"
+    if _depth > _DOCS_MAX_DEPTH:
+        return "\u2026"
+    kind, param = schema["type"], schema.get("param")
+    if kind in ("Array", "Map", "OrderedMap"):
+        return "%s of %s" % (kind, _docs_type_text(param, _depth + 1))
+    if kind == "Struct":
+        return "Struct {%s}" % ", ".join(
+            "%s: %s (%s)" % (name, _docs_type_text(entry.get("schema"), _depth + 1),
+                             "required" if entry.get("required") else "optional")
+            for name, entry in _docs_dict_entries(param))
+    if kind in _DOCS_MODEL_WORDS:
+        return "%s %s" % (_DOCS_MODEL_WORDS[kind], param)
+    return _DOCS_NAMES.get(kind, kind)
+
+
+def _docs_model_ref(full_name: object, spec_json: object) -> str:
+    """Escaped model name, linked to its section when it belongs to this API."""
+    text = _docs_esc(full_name)
+    if _docs_model_entry(full_name, spec_json) is None:
+        return text
+    return '<a href="#model-%s">%s</a>' % (
+        _docs_esc(_docs_model_short(full_name)), text)
+
+
+def _docs_fields_html(entries: list, spec_json: object, depth: int = 0,
+                      links: bool = False) -> str:
+    """<ul> of field (or link) entries; '' when there are none."""
+    if not entries:
+        return ""
+    items = []
+    for name, entry in entries:
+        if links:
+            what = "link to " + _docs_model_ref(entry.get("model"), spec_json)
+        else:
+            what = _docs_type_html(entry.get("schema"), spec_json, depth + 1)
+        doc = entry.get("doc")
+        doc = (' <span class="mu doc">\u2014 %s</span>' % _docs_esc(doc)
+               if isinstance(doc, str) and doc else "")
+        # "name: Type (required) - doc", a nested list (Struct) kept last
+        head, ul, nested = what.partition("<ul>")
+        items.append("<li><code>%s</code>: %s (%s)%s%s</li>" % (
+            _docs_esc(name), head,
+            "required" if entry.get("required") else "optional", doc, ul + nested))
+    return "<ul>%s</ul>" % "".join(items)
+
+
+def _docs_type_html(schema: object, spec_json: object = None,
+                    _depth: int = 0) -> str:
+    """Readable description as HTML; Structs become nested lists."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("type"), str):
+        return "unknown"
+    if _depth > _DOCS_MAX_DEPTH:
+        return "\u2026"
+    kind, param = schema["type"], schema.get("param")
+    if kind in ("Array", "Map", "OrderedMap"):
+        return "%s of %s" % (kind, _docs_type_html(param, spec_json, _depth + 1))
+    if kind == "Struct":
+        fields = _docs_dict_entries(param)
+        if not fields:
+            return "Struct (no fields)"
+        return "Struct" + _docs_fields_html(fields, spec_json, _depth)
+    if kind in _DOCS_MODEL_WORDS:
+        return "%s %s" % (_DOCS_MODEL_WORDS[kind], _docs_model_ref(param, spec_json))
+    return _docs_esc(_DOCS_NAMES.get(kind, kind))
+
+
+def _docs_rep_example(name: str, model: object, spec_json: object,
+                      with_self: bool, seen: tuple = (), depth: int = 0) -> dict:
+    """Example HAL representation (a patch when with_self is false)."""
+    links = {"self": {"href": "/%s/1" % name}} if with_self else {}
+    model = model if isinstance(model, dict) else {}
+    for key, link in _docs_dict_entries(model.get("links")):
+        target = _docs_model_short(link.get("model") or "Model")
+        links[key] = {"href": "/%s/1" % target}
+    result = {"_links": links} if links else {}
+    if name not in seen:  # a model nested in itself stops at its links
+        for key, field in _docs_dict_entries(model.get("properties")):
+            result[key] = _docs_example(field.get("schema"), spec_json,
+                                        seen + (name,), depth + 1)
+    return result
+
+
+def _docs_example(schema: object, spec_json: object = None, _seen: tuple = (),
+                  _depth: int = 0) -> object:
+    """Example JSON value for a Schema JSON value (all Struct fields filled).
+
+    `spec_json` (optional) resolves models for Representation and Patch."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("type"), str):
+        return None
+    if _depth > _DOCS_MAX_DEPTH:
+        return None
+    kind, param = schema["type"], schema.get("param")
+    if kind in _DOCS_EXAMPLES:
+        return _DOCS_EXAMPLES[kind]
+    if kind in ("Array", "Map", "OrderedMap"):
+        item = _docs_example(param, spec_json, _seen, _depth + 1)
+        if kind == "Array":
+            return [item]
+        if kind == "Map":
+            return {"key": item}
+        return {"map": {"key": item}, "order": ["key"]}
+    if kind == "Struct":
+        return {name: _docs_example(entry.get("schema"), spec_json, _seen,
+                                    _depth + 1)
+                for name, entry in _docs_dict_entries(param)}
+    if kind == "cosmic.Model":
+        if isinstance(spec_json, dict):
+            names = [k for k, _ in _docs_entries(spec_json.get("models"))]
+            if names:
+                return "%s.%s" % (spec_json.get("name"), names[0])
+        return "api.Model"
+    if kind == "cosmic.Link":
+        return "/%s/1" % _docs_model_short(param)
+    if kind in ("cosmic.Representation", "cosmic.Patch"):
+        return _docs_rep_example(
+            _docs_model_short(param), _docs_model_entry(param, spec_json), spec_json,
+            kind == "cosmic.Representation", _seen, _depth)
+    if kind == "cosmic.APISpec":
+        return {"name": "example", "actions": {"map": {}, "order": []},
+                "models": {"map": {}, "order": []}}
+    return None
+
+
+def _docs_pretty(value: object) -> str:
+    return _json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _docs_blob(value: object) -> str:
+    """JSON text that is safe inside a <script> element."""
+    text = _json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
+                          ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def _docs_endpoint(verb: str, path: str) -> str:
+    return '<div class="ep"><span class="verb %s">%s</span> %s</div>' % (
+        verb, verb, _docs_esc(path))
+
+
+def _docs_details(summary: str, value: object) -> str:
+    return "<details><summary>%s</summary><pre>%s</pre></details>" % (
+        summary, _docs_esc(_docs_pretty(value)))
+
+
+def _docs_placeholder(schema: object) -> str:
+    example = _docs_example(schema)
+    if isinstance(schema, dict) and schema.get("type") in _DOCS_RAW_QUERY \
+            and isinstance(example, str):
+        return example
+    return _json.dumps(example, ensure_ascii=False, separators=(",", ":"))
+
+
+def _docs_form(kind: str, name: str, body: object = None, with_id: bool = False,
+               query: list = ()) -> str:
+    """A try-it form; `query` is a list of (field name, Schema JSON) pairs."""
+    attrs = 'type="text" autocomplete="off" spellcheck="false"'
+    out = ['<details><summary>Try it</summary>'
+           '<form class="try" data-kind="%s" data-name="%s">'
+           % (_docs_esc(kind), _docs_esc(name))]
+    if with_id:
+        out.append('<label>id <input class="f-id" %s></label>' % attrs)
+    for field, schema in query:
+        out.append('<label><code>%s</code> (%s) <input class="f-q" %s '
+                   'data-field="%s" placeholder="%s"></label>' % (
+                       _docs_esc(field), _docs_esc(_docs_type_text(schema)), attrs,
+                       _docs_esc(field), _docs_esc(_docs_placeholder(schema))))
+    if query:
+        out.append('<p class="mu">Empty fields are left out. String and DateTime '
+                   'values are sent as typed; other types take JSON.</p>')
+    if body is not None:
+        rows = min(max(body.count("\n") + 2, 3), 16)
+        out.append('<label>JSON body <textarea class="f-body" spellcheck="false" '
+                   'rows="%d">%s</textarea></label>' % (rows, _docs_esc(body)))
+    out.append('<button type="submit">Send</button>'
+               '<button type="reset">Reset</button>'
+               '<pre class="out" aria-live="polite" hidden></pre></form></details>')
+    return "".join(out)
+
+
+def _docs_section(kind: str, name: str) -> str:
+    return '<section class="item" id="%s-%s"><h3>%s</h3>' % (
+        kind, _docs_esc(name), _docs_esc(name))
+
+
+def _docs_action_html(name: str, action: object, spec_json: dict) -> str:
+    action = action if isinstance(action, dict) else {}
+    out = [_docs_section("action", name), _docs_endpoint("POST", "/actions/" + name)]
+    doc = action.get("doc")
+    if isinstance(doc, str) and doc:
+        out.append('<p class="doc">%s</p>' % _docs_esc(doc))
+    accepts, returns = action.get("accepts"), action.get("returns")
+    out.append("<h4>Input</h4>")
+    if accepts is None:
+        out.append('<p class="mu">None: send an empty body without '
+                   'Content-Type.</p>')
+    else:
+        out.append("<div>%s</div>" % _docs_type_html(accepts, spec_json))
+    out.append("<h4>Output</h4>")
+    if returns is None:
+        out.append('<p class="mu">None: 204 No Content.</p>')
+    else:
+        out.append("<div>%s</div>" % _docs_type_html(returns, spec_json))
+        out.append(_docs_details("Example output",
+                                 _docs_example(returns, spec_json)))
+    body = None
+    if accepts is not None:
+        body = _docs_pretty(_docs_example(accepts, spec_json))
+    out.append(_docs_form("action", name, body=body))
+    out.append("</section>")
+    return "".join(out)
+
+
+def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
+    model = model if isinstance(model, dict) else {}
+    query = _docs_dict_entries(model.get("query_fields"))
+    meta = _docs_dict_entries(model.get("list_metadata"))
+    methods = model.get("methods")
+    methods = methods if isinstance(methods, dict) else {}
+    none = '<p class="mu">None.</p>'
+    out = [_docs_section("model", name), "<h4>Properties</h4>",
+           _docs_fields_html(_docs_dict_entries(model.get("properties")),
+                             spec_json) or none,
+           "<h4>Links</h4>",
+           _docs_fields_html(_docs_dict_entries(model.get("links")), spec_json,
+                             links=True) or none]
+    if query:
+        out.append("<h4>Query fields</h4>" + _docs_fields_html(query, spec_json))
+    if meta:
+        out.append("<h4>List metadata</h4>" + _docs_fields_html(meta, spec_json))
+    rep = _docs_rep_example(name, model, spec_json, True)
+    patch = _docs_pretty(_docs_rep_example(name, model, spec_json, False))
+    out.append(_docs_details("Example representation", rep))
+    out.append("<h4>Methods</h4>")
+    enabled = [m for m in _DOCS_METHODS if methods.get(m[0]) is True]
+    if not enabled:
+        out.append('<p class="mu">None enabled.</p>')
+    for key, verb, with_id, with_body, text in enabled:
+        path = "/" + name + ("/{id}" if with_id else "")
+        out.append('<div class="method">%s<p class="mu">%s</p>' % (
+            _docs_endpoint(verb, path), _docs_esc(text.format(m=name))))
+        fields = ()
+        if key == "get_list":
+            example = {"_links": {"self": {"href": "/" + name}},
+                       "_embedded": {name: [rep]}}
+            for field, entry in meta:
+                example[field] = _docs_example(entry.get("schema"), spec_json)
+            out.append(_docs_details("Example list response", example))
+            fields = [(k, v.get("schema")) for k, v in query]
+        out.append(_docs_form(key, name, body=patch if with_body else None,
+                              with_id=with_id, query=fields))
+        out.append("</div>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _docs_html(spec_json: dict) -> str:
+    """The documentation page (one self-contained HTML5 document) of a spec.
+
+    `spec_json` is the decoded JSON of GET /spec.json. Serve the result as
+    `text/html; charset=utf-8` with `Content-Security-Policy: <_DOCS_CSP>`.
+    """
+    if not isinstance(spec_json, dict):
+        spec_json = {}
+    name = spec_json.get("name")
+    name = name if isinstance(name, str) else "API"
+    homepage = spec_json.get("homepage")
+    actions = _docs_entries(spec_json.get("actions"))
+    models = _docs_entries(spec_json.get("models"))
+    out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+           '<meta name="viewport" content="width=device-width, initial-scale=1">'
+           '<meta name="referrer" content="no-referrer">'
+           "<title>%s</title><style>%s</style></head><body><main>"
+           '<header><h1>%s</h1><p class="sub">API documentation'
+           % (_docs_esc(name), _DOCS_CSS, _docs_esc(name))]
+    if isinstance(homepage, str) and homepage:
+        if _re.match(r"(?i)https?://[^\s]+\Z", homepage):
+            out.append(' \u00b7 <a href="%s" rel="noopener noreferrer">%s</a>'
+                       % (_docs_esc(homepage), _docs_esc(homepage)))
+        else:
+            out.append(" \u00b7 %s" % _docs_esc(homepage))
+    out.append(' \u00b7 <a href="spec.json">spec.json</a></p></header>')
+    if actions or models:
+        out.append("<nav><ul>")
+        for kind, entries in (("action", actions), ("model", models)):
+            for key, _ in entries:
+                out.append('<li><a href="#%s-%s">%s</a> <span class="mu">%s</span>'
+                           "</li>" % (kind, _docs_esc(key), _docs_esc(key), kind))
+        out.append("</ul></nav>")
+    out.append("<h2>Actions</h2>")
+    if not actions:
+        out.append('<p class="mu">This API has no actions.</p>')
+    for key, action in actions:
+        out.append(_docs_action_html(key, action, spec_json))
+    out.append("<h2>Models</h2>")
+    if not models:
+        out.append('<p class="mu">This API has no models.</p>')
+    for key, model in models:
+        out.append(_docs_model_html(key, model, spec_json))
+    out.append('</main><script type="application/json" id="spec">%s</script>'
+               "<script>%s</script></body></html>"
+               % (_docs_blob(spec_json), _DOCS_JS))
+    return "".join(out)
 
 
 def openapi(api: BaseAPI) -> dict:
@@ -3395,8 +4047,9 @@ def openapi(api: BaseAPI) -> dict:
 
 
 def docs_html(api: BaseAPI) -> str:
-    """The documentation page of an API."""
-    raise NotImplementedError
+    """The documentation page of an API: one self-contained HTML page with
+    a try-it form for every action and model method."""
+    return _docs_html(APISpec.to_json(api.spec))
 
 
 # -- Compatibility modules ----------------------------------------------------
