@@ -157,6 +157,12 @@ class ValidationError(Exception):
             self._errors = found[:_MAX_ERRORS]
         return self._errors
 
+    def __reduce__(self):
+        # _source holds the schema, whose compiled closures do not pickle;
+        # keep the problems it finds instead.
+        state = dict(self.__dict__, _errors=self.errors, _source=None)
+        return (type(self), self.args, state)
+
     def _entry(self, prefix: list) -> dict:
         path = prefix + self.path
         return {"path": path, "pointer": _pointer(path), "message": self._text()}
@@ -429,8 +435,9 @@ class _DateTimeType(_Type):
         raise ValidationError("Invalid DateTime", value)
 
     def json_schema(self):
-        return {"type": "string", "format": "date-time",
-                "pattern": _DATETIME_PATTERN}
+        # No "format": "date-time": that is RFC 3339, which refuses the
+        # naive times Cosmic sends ("2014-01-01T00:00:00").
+        return {"type": "string", "pattern": _DATETIME_PATTERN}
 
 
 class Box:
@@ -665,8 +672,14 @@ def _fields(param: Any) -> _OrderedDict:
             raise SpecError("Field name must be a string: %s" % _short_repr(name))
         if name in fields:
             raise SpecError("Duplicate field name: %s" % name)
-        spec = dict(spec)
-        spec["schema"] = _as_type(spec["schema"])
+        try:
+            spec = dict(spec)
+            schema = spec["schema"]
+        except (TypeError, ValueError, KeyError):
+            raise SpecError("Field %s must be a dict with a schema, as "
+                            "required() gives: %s"
+                            % (name, _short_repr(spec))) from None
+        spec["schema"] = _as_type(schema)
         spec.setdefault("required", False)
         spec.setdefault("doc", None)
         fields[name] = spec
@@ -923,13 +936,15 @@ class Model:
     _string_based = True
 
     def __init__(self, full_name: str, _api: Any = None) -> None:
-        if (type(full_name) is not str or "." not in full_name
-                or full_name.startswith(".") or full_name.endswith(".")):
-            if type(full_name) is str:
-                raise ValidationError("Invalid Model: %s" % _cap(full_name))
+        if type(full_name) is not str:
             raise ValidationError("Invalid Model", full_name)
+        # Split at the first dot; both sides non-empty (WIRE.md 8.2), so
+        # "a.b.c" and even "a.." are models b.c and "." of APIs a.
+        api_name, _, model_name = full_name.partition(".")
+        if not api_name or not model_name:
+            raise ValidationError("Invalid Model: %s" % _cap(full_name))
         self.full_name = full_name
-        self.api_name, self.model_name = full_name.split(".", 1)
+        self.api_name, self.model_name = api_name, model_name
         self._api = _api
 
     @property
@@ -1256,12 +1271,21 @@ def _reject_inf(text: str) -> float:
     return value
 
 
+def _reject_long_int(text: str) -> int:
+    # Python 3.11's own limit (int_max_str_digits) is not there on every
+    # supported version, and can be switched off.
+    if len(text) > 4300:
+        raise ValueError("Integer too long")
+    return int(text)
+
+
 # Two decoders built once: the second, slower one checks floats and runs
 # only when the text holds an exponent or a very long number (1e999 would
 # otherwise become inf), or a surrogate escape (a lone one is not text).
 _DECODE = _json.JSONDecoder(parse_constant=_strict_constant).decode
 _DECODE_CHECKED = _json.JSONDecoder(parse_constant=_strict_constant,
-                                    parse_float=_reject_inf).decode
+                                    parse_float=_reject_inf,
+                                    parse_int=_reject_long_int).decode
 _NEEDS_CHECK = _re.compile(r"[0-9][eE]|[0-9]{300}|\\u[dD][89a-fA-F]")
 
 
@@ -1640,7 +1664,7 @@ class API(BaseAPI):
         Werkzeug-only options such as ``use_reloader`` are ignored.
         """
         app = Server(self, debug=debug).wsgi_app
-        serve_wsgi(app, host=host, port=port, name=self.name)
+        serve_wsgi(app, host=host, port=port)
 
 
 # -- WSGI server --------------------------------------------------------------
@@ -2026,6 +2050,14 @@ class Endpoint:
         return "<%s %s %s>" % (type(self).__name__, self.method, self.url)
 
 
+def _no_unexpected(given: dict, names: Any) -> None:
+    """Refuse keywords a call does not declare, before anything is sent
+    (to_json alone would drop them silently)."""
+    unexpected = [key for key in given if key not in names]
+    if unexpected:
+        raise ValidationError("Unexpected fields", unexpected)
+
+
 def _client_request(method: str, url: str, box: Box | None = None):
     if box is None:
         return _ClientRequest(method, url, "", {})
@@ -2144,7 +2176,12 @@ class ActionEndpoint(Endpoint):
         return _json_response(self._dump(func_output))
 
     def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
-        box = serialize_json(self.accepts, args_to_datum(*args, **kwargs))
+        datum = args_to_datum(*args, **kwargs)
+        if isinstance(self.accepts, Struct) and isinstance(datum, dict):
+            _no_unexpected(datum, self.accepts.param)
+        box = serialize_json(self.accepts, datum)
+        if box is not None:
+            self.accepts.from_json(box.datum)  # e.g. missing required fields
         return _client_request("POST", self.url, box)
 
     def parse_response(self, res: Any) -> Any:
@@ -2171,7 +2208,17 @@ class _ModelEndpoint(Endpoint):
             self.func = getattr(namespace, self.method_name)
 
     def _href(self, ident: str) -> str:
+        if type(ident) is not str:
+            raise ValidationError("Invalid %s id" % self.model_name, ident)
         return "/%s/%s" % (self.model_name, _quote(ident))
+
+    def _patch_json(self, ident: str | None, fields: dict) -> Box:
+        """A patch body, checked against the model before it is sent."""
+        spec = self.model_spec
+        _no_unexpected(fields, set(spec["properties"]) | set(spec["links"]))
+        datum = self.patch.to_json((ident, fields))
+        self.patch._inner.from_json(datum)
+        return Box(datum)
 
 
 def _quote(text: str) -> str:
@@ -2245,8 +2292,7 @@ class CreateEndpoint(_ModelEndpoint):
             fields = args[0]
         elif args:
             raise SpecError("create takes the fields as keywords or one dict")
-        return _client_request("POST", self.url,
-                               Box(self.patch.to_json((None, fields))))
+        return _client_request("POST", self.url, self._patch_json(None, fields))
 
     def parse_response(self, res):
         _check_status(self, res)
@@ -2289,8 +2335,8 @@ class UpdateEndpoint(_ModelEndpoint):
         elif args:
             raise SpecError("update takes the id, then the fields as "
                             "keywords or one dict")
-        return _client_request("PUT", self._href(id),
-                               Box(self.patch.to_json((id, fields))))
+        href = self._href(id)
+        return _client_request("PUT", href, self._patch_json(id, fields))
 
     def parse_response(self, res):
         _check_status(self, res)
@@ -2374,6 +2420,8 @@ class GetListEndpoint(_ModelEndpoint):
     def build_request(self, **query: Any) -> _ClientRequest:
         url = self.url
         if self.query is not None:
+            _no_unexpected(query, self.query.param)
+            self.query._struct.from_json(self.query._struct.to_json(query))
             text = self.query.to_json(query)
             if text:
                 url += "?" + text
@@ -2545,7 +2593,7 @@ class Server:
             if len(raw) + len(environ.get("QUERY_STRING", "")) > \
                     self.max_url_length:
                 raise HTTPError(414, _REASONS[414])
-            path = raw if raw.isascii() else _decode_path(raw)
+            path = (raw if raw.isascii() else _decode_path(raw)) or "/"
             request.path = path
             route, url_args = self._match(path)
             if route is None:
@@ -2927,7 +2975,11 @@ class APIClient(BaseAPIClient):
         self._origin = _origin(parts)
         self._prefix = parts.path
         self._local = _threading.local()
-        super().__init__(spec)
+        try:
+            super().__init__(spec)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def from_spec(cls, spec: dict, base_url: str, **options: Any) -> APIClient:
@@ -3421,31 +3473,1102 @@ def served_api(api: API, port: int = 0, **options: Any):
 
 # -- Development server -------------------------------------------------------
 
-def _make_server(app: Callable, host: str, port: int, **limits: Any) -> Any:
-    """A threaded HTTP server for ``app`` (replaced by the full one)."""
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIServer, make_server
-
-    class _Threaded(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-        request_queue_size = 128
-
-    return make_server(host, port, app, server_class=_Threaded)
+_WSGI_SERVER_CLASS = []  # filled on first use by _wsgi_server_class()
 
 
-def serve_wsgi(app: Callable, host: str = "127.0.0.1", port: int = 8000, *,
-               ready: Callable | None = None, name: str | None = None,
-               **limits: Any) -> None:
-    """Serve a WSGI app until Ctrl-C or SIGTERM."""
-    server = _make_server(app, host, port, **limits)
-    if ready is not None:
-        ready(server)
+def serve_wsgi(
+    app,
+    host="127.0.0.1",
+    port=8000,
+    *,
+    ready=None,
+    socket_timeout=5.0,
+    max_request_line=65536,
+    max_headers=100,
+    max_header_bytes=65536,
+    max_chunked_body=16 * 1024 * 1024,
+    backlog=128,
+    log=True,
+    name=None,
+):
+    """Serve ``app`` until KeyboardInterrupt or SIGTERM, then close and return.
+
+    ``ready(server)`` is called once the socket listens (port 0: read the real
+    port from ``server.server_address``).  ``socket_timeout`` bounds every
+    wait on a client (idle keep-alive, request head, each body read).  Bodies
+    sent chunked are buffered up to ``max_chunked_body`` bytes (else 413).
+    ``name`` sets SERVER_NAME (default: the bound address).  With ``log=True``
+    one Common Log Format line per request goes to the "cosmic" logger; a
+    stderr handler is added for the duration only if no handler would
+    receive those records.
+    """
+    import logging
+    import signal
+    import threading
+
+    logger = logging.getLogger("cosmic")
+    added = None
+    old_level = logger.level
+    if log and not logger.hasHandlers():
+        added = logging.StreamHandler()
+        added.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(added)
+        if not logger.isEnabledFor(logging.INFO):
+            logger.setLevel(logging.INFO)
+    server = _make_server(
+        app, host, port,
+        socket_timeout=socket_timeout, max_request_line=max_request_line,
+        max_headers=max_headers, max_header_bytes=max_header_bytes,
+        max_chunked_body=max_chunked_body, backlog=backlog, log=log, name=name,
+    )
+    old_handler = None
+    installed = False
+    if threading.current_thread() is threading.main_thread():
+
+        def _on_sigterm(signum, frame):
+            # shutdown() waits for serve_forever, so it must run elsewhere.
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+        try:
+            old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+            installed = True
+        except (ValueError, OSError, AttributeError):
+            pass
     try:
+        if ready is not None:
+            ready(server)
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        if installed:
+            try:
+                signal.signal(signal.SIGTERM, old_handler or signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
         server.server_close()
+        if added is not None:
+            logger.removeHandler(added)
+            logger.setLevel(old_level)
+
+
+def _make_server(app, host="127.0.0.1", port=8000, **limits):
+    """Bind and listen; return a server (``serve_forever``/``shutdown``/...)."""
+    return _wsgi_server_class()(app, host, port, **limits)
+
+
+def _wsgi_server_class():
+    """Build (once) and return the WSGI server class."""
+    if _WSGI_SERVER_CLASS:
+        return _WSGI_SERVER_CLASS[0]
+    import io
+    import json
+    import logging
+    import re
+    import selectors
+    import socket
+    import socketserver
+    import sys
+    import threading
+    import time
+    from urllib.parse import unquote_to_bytes
+
+    logger = logging.getLogger("cosmic")
+    INFO = logging.INFO
+    monotonic = time.monotonic
+    is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+    match_version = re.compile(r"HTTP/([0-9])\.([0-9])").fullmatch
+    HEX = b"0123456789abcdefABCDEF"
+    REASONS = {
+        400: "Bad Request",
+        413: "Payload Too Large",
+        414: "URI Too Long",
+        417: "Expectation Failed",
+        431: "Request Header Fields Too Large",
+        500: "Internal Server Error",
+        501: "Not Implemented",
+        505: "HTTP Version Not Supported",
+    }
+    # Kinds of response header names: 1 length, 2 connection, 3 date, 4 banned.
+    SPECIAL = {"content-length": 1, "connection": 2, "date": 3}
+    for _hop in ("keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                 "trailer", "trailers", "transfer-encoding", "upgrade"):
+        SPECIAL[_hop] = 4
+    DRAIN_MAX = 65536  # unread body up to this size is discarded to keep alive
+    LINGER_SECONDS = 2.0  # how long unread input is drained before closing
+    CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+    WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    MONTHS = (None, "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
+              "Sep", "Oct", "Nov", "Dec")
+    clock = [(0, "", "")]
+
+    def now_strings():
+        """(second, HTTP date, CLF date), recomputed at most once a second."""
+        sec = int(time.time())
+        cached = clock[0]
+        if cached[0] == sec:
+            return cached
+        t = time.gmtime(sec)
+        hms = "%02d:%02d:%02d" % (t.tm_hour, t.tm_min, t.tm_sec)
+        mon = MONTHS[t.tm_mon]
+        cached = (
+            sec,
+            "%s, %02d %s %d %s GMT" % (WEEKDAYS[t.tm_wday], t.tm_mday, mon,
+                                       t.tm_year, hms),
+            "%02d/%s/%d:%s +0000" % (t.tm_mday, mon, t.tm_year, hms),
+        )
+        clock[0] = cached
+        return cached
+
+    def printable(line):
+        """Make a request line safe for a log line."""
+        if len(line) > 2048:
+            line = line[:2048] + "..."
+        if line.isprintable() and '"' not in line and "\\" not in line:
+            return line
+        return line.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+    def log_access(host, line, code, size):
+        logger.info('%s - - [%s] "%s" %d %s', host, now_strings()[2],
+                    printable(line), code, size or "-")
+
+    def error_response(code, message):
+        body = json.dumps({"error": message}).encode("utf-8")
+        head = (
+            "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\nConnection: close\r\nDate: %s\r\n\r\n"
+            % (code, REASONS[code], len(body), now_strings()[1])
+        )
+        return head.encode("latin-1") + body, len(body)
+
+    def parse_status(status):
+        """Validate a WSGI status; return (code, status line bytes)."""
+        if (type(status) is not str or len(status) < 4 or status[3] != " "
+                or not status[:3].isdigit() or not status[:3].isascii()
+                or "\r" in status or "\n" in status):
+            raise ValueError("invalid WSGI status %r" % (status,))
+        code = int(status[:3])
+        if code < 200:
+            raise ValueError("WSGI status must be >= 200, got %r" % status)
+        return code, ("HTTP/1.1 %s\r\n" % status).encode("latin-1")
+
+    class HTTPError(Exception):
+        """A request the server itself rejects."""
+
+        def __init__(self, code, message=None):
+            Exception.__init__(self, code)
+            self.code = code
+            self.message = message or REASONS[code]
+
+    class SendError(Exception):
+        """The client went away while the response was being written."""
+
+    class EmptyInput:
+        """wsgi.input for requests without a body."""
+
+        __slots__ = ()
+
+        def read(self, size=-1):
+            return b""
+
+        def readline(self, size=-1):
+            return b""
+
+        def readlines(self, hint=-1):
+            return []
+
+        def __iter__(self):
+            return iter(())
+
+    empty_input = EmptyInput()
+
+    class Input:
+        """wsgi.input: at most CONTENT_LENGTH bytes, each recv bounded by timeout."""
+
+        __slots__ = ("_conn", "remaining", "expect", "broken")
+
+        def __init__(self, conn, length, expect):
+            self._conn = conn
+            self.remaining = length
+            self.expect = expect  # 100 Continue still owed to the client
+            self.broken = False  # timeout / EOF before the body was complete
+
+        def _recv(self, size):
+            conn = self._conn
+            try:
+                if self.expect:
+                    self.expect = False
+                    conn.sock.sendall(CONTINUE)
+                data = conn.sock.recv(size)
+            except OSError:
+                data = b""
+            if not data:
+                self.broken = True
+            return data
+
+        def read(self, size=-1):
+            rem = self.remaining
+            if rem <= 0 or self.broken:
+                return b""
+            if size is None or size < 0 or size > rem:
+                size = rem
+            conn = self._conn
+            buf = conn.buf
+            pos = conn.pos
+            avail = len(buf) - pos
+            if avail >= size:
+                end = pos + size
+                conn.pos = end
+                self.remaining = rem - size
+                return buf[pos:end]
+            parts = [buf[pos:]] if avail else []
+            conn.buf = b""
+            conn.pos = 0
+            got = avail
+            while got < size:
+                data = self._recv(min(size - got, 262144))
+                if not data:
+                    break
+                parts.append(data)
+                got += len(data)
+            self.remaining = rem - got
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+        def readline(self, size=-1):
+            rem = self.remaining
+            if rem <= 0 or self.broken:
+                return b""
+            limit = rem if size is None or size < 0 or size > rem else size
+            if limit == 0:
+                return b""
+            conn = self._conn
+            buf = conn.buf
+            pos = conn.pos
+            i = buf.find(b"\n", pos, pos + limit)
+            if i >= 0:
+                end = i + 1
+            elif len(buf) - pos >= limit:
+                end = pos + limit
+            else:
+                acc = bytearray(buf[pos:])
+                while True:
+                    want = limit - len(acc)
+                    if want <= 0:
+                        end = limit
+                        break
+                    data = self._recv(min(want, 65536))
+                    if not data:
+                        end = len(acc)
+                        break
+                    start = len(acc)
+                    acc += data
+                    i = acc.find(b"\n", start)
+                    if i >= 0:
+                        end = i + 1
+                        break
+                buf = bytes(acc)
+                pos = 0
+            conn.buf = buf
+            conn.pos = end
+            self.remaining = rem - (end - pos)
+            return buf[pos:end]
+
+        def readlines(self, hint=-1):
+            lines = []
+            total = 0
+            while True:
+                line = self.readline()
+                if not line:
+                    return lines
+                lines.append(line)
+                total += len(line)
+                if 0 < hint <= total:
+                    return lines
+
+        def __iter__(self):
+            while True:
+                line = self.readline()
+                if not line:
+                    return
+                yield line
+
+    class Exchange:
+        """Response state of one request: start_response, write, framing."""
+
+        __slots__ = ("conn", "head_only", "http11", "keep", "inp", "status",
+                     "code", "status_line", "head", "clen", "app_close",
+                     "has_date", "sent_head", "mode", "sent", "linger")
+
+        def __init__(self, conn, head_only, http11, keep, inp):
+            self.conn = conn
+            self.head_only = head_only
+            self.http11 = http11
+            self.keep = keep
+            self.inp = inp
+            self.status = None
+            self.code = 500
+            self.sent_head = False
+            self.mode = 0  # 0 no body, 1 length, 2 chunked, 3 until close
+            self.sent = 0
+            self.linger = False
+
+        def start_response(self, status, headers, exc_info=None):
+            if exc_info is not None:
+                try:
+                    if self.sent_head:
+                        raise exc_info[1].with_traceback(exc_info[2])
+                finally:
+                    exc_info = None
+            elif self.status is not None:
+                raise AssertionError("start_response() called twice")
+            srv = self.conn.srv
+            known = srv.statuses.get(status)
+            if known is None:
+                known = parse_status(status)
+                if len(srv.statuses) < 256:
+                    srv.statuses[status] = known
+            kinds = srv.response_kinds
+            parts = []
+            clen = None
+            app_close = False
+            has_date = False
+            for name, value in headers:
+                if type(name) is not str or type(value) is not str:
+                    raise TypeError("header names and values must be str")
+                kind = kinds.get(name)
+                if kind is None:
+                    if not is_token(name):
+                        raise ValueError("invalid header name %r" % (name,))
+                    kind = SPECIAL.get(name.lower(), 0)
+                    if len(kinds) < 512:
+                        kinds[name] = kind
+                if kind:
+                    if kind == 1:
+                        v = value.strip()
+                        if not (v.isdigit() and v.isascii()):
+                            raise ValueError("invalid Content-Length %r" % value)
+                        clen = int(v)
+                    elif kind == 2:
+                        if "close" in value.lower():
+                            app_close = True
+                        continue
+                    elif kind == 3:
+                        has_date = True
+                    else:
+                        raise ValueError("hop-by-hop header %r not allowed" % name)
+                parts.append("%s: %s\r\n" % (name, value))
+            block = "".join(parts)
+            n = len(parts)
+            if block.count("\n") != n or block.count("\r") != n or "\0" in block:
+                raise ValueError("control character in response header")
+            self.head = block.encode("latin-1")
+            self.code, self.status_line = known
+            self.status = status
+            self.clen = clen
+            self.app_close = app_close
+            self.has_date = has_date
+            return self.write
+
+        def write(self, data):
+            """The PEP 3333 write() callable."""
+            if self.status is None:
+                raise AssertionError("write() called before start_response()")
+            if type(data) is not bytes:
+                raise TypeError("write() argument must be bytes")
+            if data:
+                if self.sent_head:
+                    self._body(data)
+                else:
+                    self._head(data, False)
+
+        def _sendall(self, data):
+            try:
+                self.conn.sock.sendall(data)
+            except OSError as exc:
+                self.keep = False
+                raise SendError() from exc
+
+        def _head(self, data, final):
+            """Send status line and headers, plus ``data`` as first body bytes."""
+            code = self.code
+            head_only = self.head_only
+            keep = self.keep and not self.app_close
+            extra = ""
+            if code == 204 or code == 304:
+                mode = 0
+            elif self.clen is not None:
+                mode = 1
+            elif final:
+                self.clen = len(data)
+                extra = "Content-Length: %d\r\n" % self.clen
+                mode = 1
+            elif head_only:
+                mode = 0
+            elif self.http11:
+                extra = "Transfer-Encoding: chunked\r\n"
+                mode = 2
+            else:
+                mode = 3
+                keep = False
+            if head_only:
+                mode = 0
+            inp = self.inp
+            if inp is not None and inp.remaining:
+                if inp.broken:
+                    keep = False
+                elif inp.expect or inp.remaining > DRAIN_MAX:
+                    keep = False
+                    self.linger = True
+            if not keep:
+                extra += "Connection: close\r\n"
+            elif not self.http11:
+                extra += "Connection: keep-alive\r\n"
+            if not self.has_date:
+                extra += "Date: %s\r\n" % now_strings()[1]
+            self.keep = keep
+            self.mode = mode
+            self.sent_head = True
+            head = self.status_line + self.head + extra.encode("latin-1") + b"\r\n"
+            if mode == 0 or not data:
+                self._sendall(head)
+                return
+            n = len(data)
+            if mode == 1:
+                if n > self.clen:
+                    data = data[:self.clen]
+                    n = self.clen
+            elif mode == 2:
+                data = b"%x\r\n%b\r\n" % (n, data)
+            if len(data) <= 262144:
+                self._sendall(head + data)
+            else:
+                self._sendall(head)
+                self._sendall(data)
+            self.sent = n
+
+        def _body(self, data):
+            mode = self.mode
+            if mode == 0:
+                return
+            n = len(data)
+            if mode == 1:
+                room = self.clen - self.sent
+                if n > room:
+                    data = data[:room]
+                    n = room
+                    if not n:
+                        return
+                self._sendall(data)
+            elif mode == 2:
+                self._sendall(b"%x\r\n%b\r\n" % (n, data))
+            else:
+                self._sendall(data)
+            self.sent += n
+
+        def _finish(self):
+            if not self.sent_head:
+                self._head(b"", True)
+            elif self.mode == 2:
+                self._sendall(b"0\r\n\r\n")
+            if self.mode == 1 and self.sent < self.clen:
+                self.keep = False  # short body: closing tells the client so
+
+        def _fail(self):
+            """The app failed: 500 if nothing was sent yet, else just close."""
+            self.keep = False
+            if self.sent_head:
+                return
+            inp = self.inp
+            if inp is not None and inp.remaining and not inp.broken:
+                self.linger = True
+            data, n = error_response(500, REASONS[500])
+            self.code = 500
+            self.sent = n
+            self.sent_head = True
+            try:
+                self.conn.sock.sendall(data)
+            except OSError:
+                pass
+
+        def run(self, app, env, line):
+            """Call the app and send its response; never raises Exception."""
+            result = None
+            try:
+                result = app(env, self.start_response)
+                kind = type(result)
+                if (kind is list or kind is tuple) and not self.sent_head:
+                    if self.status is None:
+                        raise RuntimeError("app did not call start_response()")
+                    if len(result) == 1:
+                        data = result[0]
+                        if type(data) is not bytes:
+                            raise TypeError("body chunks must be bytes")
+                    else:
+                        for data in result:
+                            if type(data) is not bytes:
+                                raise TypeError("body chunks must be bytes")
+                        data = b"".join(result)
+                    self._head(data, True)
+                else:
+                    for data in result:
+                        if type(data) is not bytes:
+                            raise TypeError("body chunks must be bytes")
+                        if data:
+                            if self.sent_head:
+                                self._body(data)
+                            elif self.status is None:
+                                raise RuntimeError("body before start_response()")
+                            else:
+                                self._head(data, False)
+                    if self.status is None:
+                        raise RuntimeError("app did not call start_response()")
+                self._finish()
+            except SendError:
+                self.keep = False
+            except Exception:
+                logger.exception("Error in WSGI application for %r", line)
+                self._fail()
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except Exception:
+                        logger.exception("Error closing WSGI response for %r", line)
+                        self._fail()
+
+    class Connection:
+        """One client connection: parse requests, run the app, keep alive."""
+
+        __slots__ = ("srv", "sock", "buf", "pos", "base", "host", "linger",
+                     "rline", "idle")
+
+        def __init__(self, srv, sock, addr):
+            self.srv = srv
+            self.sock = sock
+            self.buf = b""
+            self.pos = 0
+            self.linger = False
+            self.rline = "-"
+            self.idle = False  # waiting for the next request on keep-alive
+            host = addr[0] if isinstance(addr, tuple) else ""
+            self.host = host or "-"
+            base = srv.base_env.copy()
+            base["REMOTE_ADDR"] = host
+            if isinstance(addr, tuple) and len(addr) > 1:
+                base["REMOTE_PORT"] = str(addr[1])
+            self.base = base
+
+        def serve(self):
+            try:
+                while True:
+                    self.rline = "-"
+                    got = self.read_head()
+                    if got is None or not self.request(*got):
+                        return
+            except HTTPError as exc:
+                self.send_error(exc.code, exc.message, self.rline)
+            except Exception:
+                logger.exception("Internal error in HTTP server")
+            finally:
+                self.close()
+
+        def send_error(self, code, message, line):
+            data, n = error_response(code, message)
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                return
+            self.linger = True
+            srv = self.srv
+            if srv.access_log and logger.isEnabledFor(INFO):
+                log_access(self.host, line, code, n)
+
+        def close(self):
+            sock = self.sock
+            if self.linger:
+                # Let the client read our answer before unread input causes a
+                # TCP reset: stop writing, then drain for a bounded time.
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                    deadline = monotonic() + LINGER_SECONDS
+                    scratch = bytearray(65536)
+                    while True:
+                        left = deadline - monotonic()
+                        if left <= 0:
+                            break
+                        sock.settimeout(left)
+                        if not sock.recv_into(scratch):
+                            break
+                except OSError:
+                    pass
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+        def recv(self, size=65536):
+            try:
+                return self.sock.recv(size) or None
+            except OSError:
+                return None
+
+        def read_head(self):
+            """Return (head text, uses CRLF) of the next request; None to close."""
+            srv = self.srv
+            sock = self.sock
+            max_line = srv.max_request_line
+            max_hdr = srv.max_header_bytes
+            buf = self.buf
+            pos = self.pos
+            scan = pos
+            nl = -1
+            deadline = 0.0
+            try:
+                while True:
+                    n = len(buf)
+                    if pos < n and (buf[pos] == 13 or buf[pos] == 10):
+                        buf = buf[pos:].lstrip(b"\r\n")  # stray blank lines
+                        n = len(buf)
+                        pos = scan = 0
+                        nl = -1
+                    if pos < n:
+                        end = buf.find(b"\r\n\r\n", scan)
+                        if end >= 0:
+                            lf = buf.find(b"\n\n", pos, end)
+                            if lf < 0:
+                                sep = 4
+                            else:
+                                end = lf
+                                sep = 2
+                            break
+                        end = buf.find(b"\n\n", scan)
+                        if end >= 0:
+                            sep = 2
+                            break
+                        if nl < 0:
+                            nl = buf.find(b"\n", pos)
+                        if nl < 0:
+                            if n - pos > max_line + 1:
+                                raise HTTPError(414)
+                        elif nl - pos > max_line + 1:
+                            raise HTTPError(414)
+                        elif n - nl > max_hdr + 3:
+                            raise HTTPError(431)
+                        scan = n - 3 if n - 3 > pos else pos
+                        if pos:
+                            buf = buf[pos:]
+                            scan -= pos
+                            if nl >= 0:
+                                nl -= pos
+                            pos = 0
+                        if not deadline:
+                            deadline = monotonic() + srv.socket_timeout
+                        else:
+                            left = deadline - monotonic()
+                            if left <= 0:
+                                return None
+                            sock.settimeout(left)
+                    if pos >= n:
+                        # Idle between requests: server_close() may end us.
+                        self.idle = True
+                        if srv.closing:
+                            return None
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        return None
+                    finally:
+                        self.idle = False
+                    if not data:
+                        return None
+                    buf = buf + data if pos < n else data
+                    if pos >= n:
+                        pos = scan = 0
+                        nl = -1
+            finally:
+                if deadline:
+                    try:
+                        sock.settimeout(srv.socket_timeout)
+                    except OSError:
+                        pass
+            rest = end + sep
+            if rest < len(buf):
+                self.buf = buf
+                self.pos = rest
+            else:
+                self.buf = b""
+                self.pos = 0
+            return buf[pos:end].decode("latin-1"), sep == 4
+
+        def request(self, text, crlf):
+            """Parse one request head, run the app; return True to keep alive."""
+            srv = self.srv
+            lines = text.split("\r\n" if crlf else "\n")
+            self.rline = line = lines[0]
+            n = len(lines) - 1
+            if crlf:
+                if text.count("\n") != n or text.count("\r") != n:
+                    raise HTTPError(400, "Invalid line ending")
+            elif "\r" in text:
+                raise HTTPError(400, "Invalid line ending")
+            if len(line) > srv.max_request_line:
+                raise HTTPError(414)
+            if n > srv.max_headers or len(text) - len(line) > srv.max_header_bytes:
+                raise HTTPError(431)
+            if "\0" in text:
+                raise HTTPError(400, "Invalid character in request")
+            parts = line.split(" ")
+            if len(parts) != 3:
+                raise HTTPError(400, "Malformed request line")
+            method, target, version = parts
+            if version == "HTTP/1.1":
+                http11 = True
+            elif version == "HTTP/1.0":
+                http11 = False
+            else:
+                m = match_version(version)
+                if m is None:
+                    raise HTTPError(400, "Malformed request line")
+                if m.group(1) != "1":
+                    raise HTTPError(505)
+                http11 = True
+            if method not in srv.methods:
+                if not is_token(method):
+                    raise HTTPError(400, "Malformed request line")
+            if target[:1] == "/":
+                path, _, query = target.partition("?")
+                host = None
+            elif target == "*":
+                path, query, host = "*", "", None
+            else:
+                low = target[:8].lower()
+                if not (low.startswith("http://") or low.startswith("https://")):
+                    raise HTTPError(400, "Invalid request target")
+                rest = target[target.index("//") + 2:]
+                cut = len(rest)
+                for ch in "/?":
+                    i = rest.find(ch)
+                    if 0 <= i < cut:
+                        cut = i
+                host = rest[:cut]
+                rest = rest[cut:]
+                if rest[:1] != "/":
+                    rest = "/" + rest
+                path, _, query = rest.partition("?")
+            if "%" in path:
+                path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
+            env = self.base.copy()
+            env["REQUEST_METHOD"] = method
+            env["PATH_INFO"] = path
+            env["QUERY_STRING"] = query
+            env["REQUEST_URI"] = target
+            env["SERVER_PROTOCOL"] = version
+            env["wsgi.errors"] = sys.stderr
+            keys = srv.header_keys
+            for hline in lines[1:]:
+                name, colon, value = hline.partition(":")
+                if not colon:
+                    raise HTTPError(400, "Malformed header")
+                key = keys.get(name)
+                if key is None:
+                    if not is_token(name):
+                        raise HTTPError(400, "Malformed header")
+                    if "_" in name:
+                        key = ""  # dropped: X_Forwarded_For must not pass
+                    else:
+                        key = name.upper().replace("-", "_")
+                        if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
+                            key = "HTTP_" + key
+                    if len(keys) < 1024:
+                        keys[name] = key
+                if not key:
+                    continue
+                value = value.strip(" \t")
+                old = env.get(key)
+                if old is None:
+                    env[key] = value
+                elif key == "CONTENT_LENGTH":
+                    if old != value:
+                        raise HTTPError(400, "Conflicting Content-Length")
+                elif key == "HTTP_HOST":
+                    raise HTTPError(400, "Duplicate Host header")
+                elif key == "HTTP_COOKIE":
+                    env[key] = old + "; " + value
+                else:
+                    env[key] = old + ", " + value
+            if host is not None:
+                env["HTTP_HOST"] = host
+            elif http11 and "HTTP_HOST" not in env:
+                raise HTTPError(400, "Missing Host header")
+            chunked = False
+            length = 0
+            te = env.pop("HTTP_TRANSFER_ENCODING", None)
+            cl = env.get("CONTENT_LENGTH")
+            if te is not None:
+                if te.lower() != "chunked":
+                    raise HTTPError(501, "Unsupported Transfer-Encoding")
+                if cl is not None or not http11:
+                    raise HTTPError(400, "Invalid Transfer-Encoding")
+                chunked = True
+            elif cl is not None:
+                if "," in cl:
+                    values = {v.strip() for v in cl.split(",")}
+                    if len(values) != 1:
+                        raise HTTPError(400, "Conflicting Content-Length")
+                    cl = values.pop()
+                if not (cl.isdigit() and cl.isascii() and len(cl) < 19):
+                    raise HTTPError(400, "Invalid Content-Length")
+                length = int(cl)
+                env["CONTENT_LENGTH"] = str(length)
+            conn_hdr = env.get("HTTP_CONNECTION")
+            if conn_hdr is None:
+                keep = http11
+            else:
+                tokens = [t.strip() for t in conn_hdr.lower().split(",")]
+                keep = "close" not in tokens and (http11 or "keep-alive" in tokens)
+            expect = False
+            exp = env.get("HTTP_EXPECT")
+            if exp is not None and http11:
+                if exp.lower() != "100-continue":
+                    raise HTTPError(417)
+                expect = chunked or length > 0
+            inp = None
+            if chunked:
+                if expect:
+                    try:
+                        self.sock.sendall(CONTINUE)
+                    except OSError:
+                        return False
+                body = self.read_chunked()
+                if body is None:
+                    return False
+                env["CONTENT_LENGTH"] = str(len(body))
+                env["wsgi.input"] = io.BytesIO(body)
+            elif length:
+                inp = Input(self, length, expect)
+                env["wsgi.input"] = inp
+            else:
+                env["wsgi.input"] = empty_input
+            ex = Exchange(self, method == "HEAD", http11, keep, inp)
+            ex.run(srv.app, env, line)
+            if srv.access_log and logger.isEnabledFor(INFO):
+                log_access(self.host, line, ex.code, ex.sent)
+            if not ex.keep:
+                if ex.linger or (inp is not None and inp.remaining
+                                 and not inp.broken):
+                    self.linger = True  # unread input: avoid a TCP reset
+                return False
+            if inp is not None and inp.remaining:
+                # Unread body small enough to discard: keep the connection.
+                if inp.broken or inp.expect:
+                    return False
+                while inp.remaining and not inp.broken:
+                    inp.read(65536)
+                return not inp.broken
+            return True
+
+        def line(self, limit, code):
+            """Next line (without LF) from the connection; None on EOF/timeout."""
+            buf = self.buf
+            pos = start = self.pos
+            while True:
+                i = buf.find(b"\n", start)
+                if i >= 0:
+                    if i - pos > limit:
+                        raise HTTPError(code)
+                    self.buf = buf
+                    self.pos = i + 1
+                    return buf[pos:i]
+                if len(buf) - pos > limit:
+                    raise HTTPError(code)
+                data = self.recv()
+                if data is None:
+                    return None
+                buf = buf[pos:] + data
+                start = len(buf) - len(data)
+                pos = 0
+                self.buf = buf
+                self.pos = 0
+
+        def read_chunked(self):
+            """Decode a chunked request body; None if the client went away."""
+            srv = self.srv
+            limit = srv.max_chunked_body
+            parts = []
+            total = 0
+            while True:
+                size_line = self.line(4096, 400)
+                if size_line is None:
+                    return None
+                size_txt = size_line.split(b";", 1)[0].strip(b" \t\r")
+                if (not size_txt or len(size_txt) > 15
+                        or size_txt.translate(None, HEX)):
+                    raise HTTPError(400, "Invalid chunk size")
+                size = int(size_txt, 16)
+                if size == 0:
+                    break
+                total += size
+                if total > limit:
+                    raise HTTPError(413)
+                buf = self.buf
+                pos = self.pos
+                avail = len(buf) - pos
+                if avail >= size:
+                    parts.append(buf[pos:pos + size])
+                    self.pos = pos + size
+                else:
+                    if avail:
+                        parts.append(buf[pos:])
+                    self.buf = b""
+                    self.pos = 0
+                    got = avail
+                    while got < size:
+                        data = self.recv(min(size - got, 262144))
+                        if data is None:
+                            return None
+                        parts.append(data)
+                        got += len(data)
+                end = self.line(1, 400)
+                if end is None:
+                    return None
+                if end not in (b"", b"\r"):
+                    raise HTTPError(400, "Invalid chunk terminator")
+            count = 0
+            size = 0
+            while True:  # trailer fields are read and ignored
+                trailer = self.line(srv.max_header_bytes, 431)
+                if trailer is None:
+                    return None
+                if trailer in (b"", b"\r"):
+                    break
+                count += 1
+                size += len(trailer)
+                if count > srv.max_headers or size > srv.max_header_bytes:
+                    raise HTTPError(431)
+            return b"".join(parts)
+
+    class WSGIServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+        """Threaded HTTP/1.1 WSGI server; one daemon thread per connection."""
+
+        daemon_threads = True
+        allow_reuse_address = True
+        block_on_close = False
+
+        def __init__(self, app, host="127.0.0.1", port=8000, *,
+                     socket_timeout=5.0, max_request_line=65536, max_headers=100,
+                     max_header_bytes=65536, max_chunked_body=16 * 1024 * 1024,
+                     backlog=128, log=True, name=None):
+            self.app = app
+            self.socket_timeout = socket_timeout
+            self.max_request_line = max_request_line
+            self.max_headers = max_headers
+            self.max_header_bytes = max_header_bytes
+            self.max_chunked_body = max_chunked_body
+            self.access_log = log
+            self.request_queue_size = backlog
+            if ":" in host:
+                self.address_family = socket.AF_INET6
+            socketserver.TCPServer.__init__(self, (host, port), None)
+            self._wake = socket.socketpair()
+            self._wake[1].setblocking(False)
+            self._stop = False
+            self._stopped = threading.Event()
+            self._stopped.set()
+            self.header_keys = {}
+            self.response_kinds = {}
+            self.statuses = {}
+            self.connections = set()
+            self.closing = False
+            self.methods = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE",
+                                      "PATCH", "OPTIONS"))
+            bound_host, bound_port = self.server_address[:2]
+            self.base_env = {
+                "SCRIPT_NAME": "",
+                "SERVER_NAME": name or bound_host,
+                "SERVER_PORT": str(bound_port),
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": "http",
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": False,
+                "wsgi.run_once": False,
+                "wsgi.input_terminated": True,
+            }
+
+        def serve_forever(self, poll_interval=0.5):
+            """Accept connections until shutdown() is called."""
+            self._stopped.clear()
+            wake = self._wake[0]
+            try:
+                with selectors.DefaultSelector() as sel:
+                    sel.register(self, selectors.EVENT_READ)
+                    sel.register(wake, selectors.EVENT_READ)
+                    while not self._stop:
+                        events = sel.select(poll_interval)
+                        if self._stop:
+                            break
+                        for key, _ in events:
+                            if key.fileobj is self:
+                                self._handle_request_noblock()
+                            else:
+                                try:
+                                    wake.recv(512)
+                                except OSError:
+                                    pass
+                        self.service_actions()
+            finally:
+                self._stop = False
+                self._stopped.set()
+
+        def shutdown(self):
+            """Stop serve_forever() (called from another thread) and wait."""
+            self._stop = True
+            try:
+                self._wake[1].send(b"x")
+            except OSError:
+                pass
+            self._stopped.wait()
+
+        def server_close(self):
+            """Close the listening socket and idle keep-alive connections."""
+            self.closing = True
+            socketserver.TCPServer.server_close(self)
+            for s in self._wake:
+                s.close()
+            for conn in list(self.connections):
+                if conn.idle:
+                    try:
+                        conn.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        def process_request(self, request, client_address):
+            t = threading.Thread(target=self._connection,
+                                 args=(request, client_address), daemon=True)
+            try:
+                t.start()
+            except RuntimeError:
+                logger.error("Cannot start a thread for %r", client_address)
+                request.close()
+
+        def handle_error(self, request, client_address):
+            logger.exception("Error accepting connection from %r", client_address)
+
+        def _connection(self, sock, addr):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            sock.settimeout(self.socket_timeout)
+            conn = Connection(self, sock, addr)
+            self.connections.add(conn)
+            try:
+                conn.serve()
+            finally:
+                self.connections.discard(conn)
+
+    _WSGI_SERVER_CLASS.append(WSGIServer)
+    return WSGIServer
 
 
 # -- OpenAPI and docs page ----------------------------------------------------
@@ -3996,7 +5119,7 @@ def _docs_html(spec_json: dict) -> str:
     """The documentation page (one self-contained HTML5 document) of a spec.
 
     `spec_json` is the decoded JSON of GET /spec.json. Serve the result as
-    `text/html; charset=utf-8` with `Content-Security-Policy: <_DOCS_CSP>`.
+    `text/html; charset=utf-8` with `Content-Security-Policy: <_docs_csp()>`.
     """
     if not isinstance(spec_json, dict):
         spec_json = {}
@@ -4041,9 +5164,399 @@ def _docs_html(spec_json: dict) -> str:
     return "".join(out)
 
 
-def openapi(api: BaseAPI) -> dict:
-    """The OpenAPI 3.1 document of an API."""
-    raise NotImplementedError
+_OA_REF = "#/components/schemas/"
+
+
+class _OAFixed(_Type):
+    """A stand-in type whose JSON Schema is already known.
+
+    openapi() rebuilds containers (Struct, Array, Map, OrderedMap) around
+    stand-ins, so that each container's own json_schema() lays it out while
+    this API's models inside become ``$ref`` s to components.
+    """
+
+    def __init__(self, schema: dict) -> None:
+        self._schema = schema
+
+    @staticmethod
+    def _load(datum):
+        return datum
+
+    _dump = _load
+
+    def json_schema(self):
+        return self._schema
+
+
+def _oa_schema(schema: Any, refs: dict) -> dict:
+    """JSON Schema 2020-12 of a type; this API's models as ``$ref`` s.
+
+    ``refs`` maps a model's full name to its (Representation, Patch)
+    component names.
+    """
+    if isinstance(schema, _ModelBody):
+        names = refs.get(schema.param.full_name)
+        if names is not None:
+            return {"$ref": _OA_REF + names[isinstance(schema, Patch)]}
+        try:
+            return schema.json_schema()
+        except (RuntimeError, SpecError, RecursionError):
+            # A model of another API that this process does not know.
+            return {"type": "object"}
+    if isinstance(schema, OrderedMap):
+        inner = _OAFixed(_oa_schema(schema.param, refs))
+        return OrderedMap(inner).json_schema()
+    if isinstance(schema, Array):
+        return Array(_OAFixed(_oa_schema(schema.param, refs))).json_schema()
+    if isinstance(schema, Map):
+        return Map(_OAFixed(_oa_schema(schema.param, refs))).json_schema()
+    if isinstance(schema, Struct):
+        return Struct(_oa_fields(schema.param, refs)).json_schema()
+    return schema.json_schema()
+
+
+def _oa_fields(fields: dict, refs: dict, all_optional: bool = False) -> list:
+    """Field pairs whose schemas are stand-ins for their JSON Schemas."""
+    return [(name, _field(_OAFixed(_oa_schema(f["schema"], refs)),
+                          bool(f["required"]) and not all_optional,
+                          f.get("doc")))
+            for name, f in fields.items()]
+
+
+def _oa_href(schema: Any) -> Struct:
+    return Struct([required("href", schema)])
+
+
+def _oa_body(full_name: str, model: dict, refs: dict, patch: bool) -> dict:
+    """A model's Representation (or Patch) as JSON Schema (WIRE.md 9.1-9.2).
+
+    ``_links`` stays optional even when a link is required: Cosmic accepts
+    a representation without ``_links`` (WIRE.md 9.1).
+    """
+    links = [optional("self", _oa_href(Link(Model(full_name))),
+                      "This object's URL")]
+    for name, link in model["links"].items():
+        links.append((name, _field(
+            _oa_href(Link(_as_model(link["model"]))),
+            bool(link["required"]) and not patch, link.get("doc"))))
+    fields = [optional("_links", Struct(links),
+                       'HAL links, each {"href": "/<Model>/<id>"}')]
+    fields += _oa_fields(model["properties"], refs, all_optional=patch)
+    return Struct(fields).json_schema()
+
+
+def _oa_list(name: str, model: dict, refs: dict) -> dict:
+    """The get_list response (WIRE.md 9.3) as JSON Schema."""
+    href = {"type": "string",
+            "pattern": "^/%s(\\?[\\s\\S]*)?$" % _re.escape(name)}
+    items = {"type": "array", "items": {"$ref": _OA_REF + name}}
+    fields = [
+        required("_links", Struct([required("self", _oa_href(
+            _OAFixed(href)))])),
+        required("_embedded", Struct([required(name, _OAFixed(items))])),
+    ]
+    fields += _oa_fields(model["list_metadata"], refs)
+    return Struct(fields).json_schema()
+
+
+def _oa_error_schema() -> dict:
+    return {"type": "object", "properties": {"error": {"type": "string"}},
+            "required": ["error"]}
+
+
+def _oa_problem_schema() -> dict:
+    """RFC 9457 problem details, as the server sends them on request."""
+    return {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "format": "uri-reference"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 100, "maximum": 599},
+            "detail": {"type": "string"},
+            "instance": {"type": "string", "format": "uri-reference"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "detail": {"type": "string"},
+                        "pointer": {"type": "string",
+                                    "description": "RFC 6901 JSON Pointer"},
+                    },
+                    "required": ["detail", "pointer"],
+                },
+            },
+        },
+        "required": ["type", "title", "status", "detail"],
+    }
+
+
+_OA_ERRORS = {
+    "400": "Bad request: Content-Type, charset, UTF-8, JSON, the body's or "
+           "the query's schema, or a rule of the API refused it",
+    "404": "No object with this id",
+    "413": "Request body larger than the server accepts",
+    "500": "Unexpected error in the server; the body tells nothing more",
+    "default": "Another error: raised by the API's code or a server hook "
+               "(HTTPError), or a limit of the server (414, 411, 501)",
+}
+
+
+_OA_TAGS = {"actions": "Actions: POST /actions/<name> calls a function"}
+
+
+def _oa_responses(ok: dict, errors: tuple, shared: dict) -> dict:
+    """``ok`` plus the error responses, in JSON or problem+json."""
+    responses = dict(ok)
+    for code in errors + ("default",):
+        responses[code] = {"description": _OA_ERRORS[code], "content": {
+            _JSON_TYPE: {"schema": {"$ref": _OA_REF + shared["Error"]}},
+            _PROBLEM_TYPE: {"schema": {"$ref": _OA_REF + shared["Problem"]}},
+        }}
+    return responses
+
+
+def _oa_json(schema: dict) -> dict:
+    return {_JSON_TYPE: {"schema": schema}}
+
+
+def _oa_body_param(ref: str, description: str) -> dict:
+    return {"description": description, "required": True,
+            "content": _oa_json({"$ref": _OA_REF + ref})}
+
+
+def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
+    """A query field: string-based types as raw text, others as JSON."""
+    param = {"name": name, "in": "query", "required": bool(field["required"])}
+    if field.get("doc"):
+        param["description"] = field["doc"]
+    schema = _oa_schema(field["schema"], refs)
+    if is_string_type(field["schema"]):
+        param["schema"] = schema
+    else:
+        # WIRE.md 9.4: every other type travels JSON-encoded.
+        param["content"] = _oa_json(schema)
+    return param
+
+
+def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
+                    refs: dict, ops: list) -> dict:
+    """The path items of one model's enabled methods (WIRE.md 6.3-6.7).
+
+    ``names``: the model's (Representation, Patch, List) components.
+    """
+    rep, patch, listing = names
+    enabled = model["methods"]
+    collection, item = {}, {}
+    if enabled.get("get_list"):
+        collection["get"] = {
+            "summary": "List %s objects" % name,
+            "parameters": [_oa_query_param(n, f, refs)
+                           for n, f in model["query_fields"].items()],
+            "responses": _oa_responses({"200": {
+                "description": "The objects, in HAL form",
+                "content": _oa_json({"$ref": _OA_REF + listing}),
+            }}, ("400", "413", "500"), shared),
+        }
+        if not collection["get"]["parameters"]:
+            del collection["get"]["parameters"]
+    if enabled.get("create"):
+        collection["post"] = {
+            "summary": "Create a %s" % name,
+            "description": "Every field of the patch is optional here; the "
+                           "API's own rules may refuse it (400).",
+            "requestBody": _oa_body_param(patch, "The new object's fields"),
+            "responses": _oa_responses({"201": {
+                "description": "Created",
+                "headers": {"Location": {
+                    "description": "The new object's path, /%s/<id> with "
+                                   "the id percent-encoded" % name,
+                    "required": True, "schema": {"type": "string"}}},
+                "content": _oa_json({"$ref": _OA_REF + rep}),
+            }}, ("400", "413", "500"), shared),
+        }
+    if enabled.get("get_by_id"):
+        item["get"] = {
+            "summary": "Get a %s" % name,
+            "responses": _oa_responses({"200": {
+                "description": "The object",
+                "content": _oa_json({"$ref": _OA_REF + rep}),
+            }}, ("400", "404", "413", "500"), shared),
+        }
+    if enabled.get("update"):
+        item["put"] = {
+            "summary": "Update a %s" % name,
+            "description": "Only the fields in the patch change; the API's "
+                           "own rules may refuse it (400).",
+            "requestBody": _oa_body_param(patch, "The fields to change"),
+            "responses": _oa_responses({"200": {
+                "description": "The object after the update",
+                "content": _oa_json({"$ref": _OA_REF + rep}),
+            }}, ("400", "404", "413", "500"), shared),
+        }
+    if enabled.get("delete"):
+        item["delete"] = {
+            "summary": "Delete a %s" % name,
+            "responses": _oa_responses({"204": {"description": "Deleted"}},
+                                       ("400", "404", "413", "500"), shared),
+        }
+    paths = {}
+    method_names = {"get": "get_list", "post": "create"}
+    if collection:
+        for verb, op in collection.items():
+            ops.append((op, "%s_%s" % (name, method_names[verb]),
+                        "%s.%s" % (name, method_names[verb]), name))
+        paths["/" + name] = collection
+    method_names = {"get": "get_by_id", "put": "update", "delete": "delete"}
+    if item:
+        for verb, op in item.items():
+            ops.append((op, "%s_%s" % (name, method_names[verb]),
+                        "%s.%s" % (name, method_names[verb]), name))
+        paths["/%s/{id}" % name] = dict({"parameters": [{
+            "name": "id", "in": "path", "required": True,
+            "description": "The object's id",
+            # A segment of the decoded path: %2F would add a segment.
+            "schema": {"type": "string", "minLength": 1,
+                       "pattern": "^[^/]+$"},
+        }]}, **item)
+    return paths
+
+
+def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
+    """The OpenAPI 3.1.0 document of an API, as a JSON-ready dict.
+
+    Works from ``api.spec`` alone, so a client's rebuilt spec will do.
+    ``servers`` is a list of base URLs. Schemas are JSON Schema 2020-12,
+    from the types' ``json_schema()``; each model has the components
+    ``<Model>`` (representation), ``<Model>Patch`` and, with get_list,
+    ``<Model>List``; errors are ``Error`` or, when the request accepts
+    ``application/problem+json``, ``Problem`` (RFC 9457). A component
+    name taken by a model becomes ``<Model>.Patch``, ``<Model>.List``,
+    ``cosmic.Error``, ``cosmic.Problem``. Operation ids are action names,
+    ``<Model>_<method>``, ``spec`` and ``openapi``; ids used twice fall
+    back to ``actions.<name>``, ``<Model>.<method>``, ``cosmic.<id>``.
+
+    Cosmic rules that OpenAPI and JSON Schema cannot state exactly (the
+    schema given is the closest one):
+
+    * OrderedMap: ``order`` must list exactly the keys of ``map``; the
+      schema asks only for unique strings.
+    * DateTime: the pattern does not check the calendar (``2014-02-30``
+      passes). There is no ``format: date-time``: RFC 3339 refuses the
+      naive times, missing seconds and ``+05`` offsets Cosmic allows.
+    * Link: the href pattern ``/<Model>/[^/]+$`` checks the last two
+      segments as Cosmic does, but a JSON Schema ``$`` also matches
+      before a final newline in some validators; hrefs are relative to
+      the server's root.
+    * Representation: ``_links`` is optional even when a link is required
+      (WIRE.md 9.1), so the document says so too.
+    * Rules in model code (``validate_patch``) and handler errors
+      (``HTTPError`` with any status) are not in the spec: they appear
+      only as 400 and ``default`` responses.
+    * Query fields: a repeated parameter is refused (400); a request body
+      on get_by_id, delete, get_list or an action without ``accepts`` is
+      refused (400). OpenAPI cannot forbid either.
+    * A Representation or Patch of a model of another API that this
+      process does not know is described as ``{"type": "object"}``.
+    """
+    spec = api.spec
+    api_name = spec["name"]
+    models = spec["models"]
+    actions = spec["actions"]
+    if isinstance(servers, str):
+        servers = [servers]
+
+    def component(preferred: str, fallback: str) -> str:
+        return fallback if preferred in models else preferred
+
+    shared = {"Error": component("Error", "cosmic.Error"),
+              "Problem": component("Problem", "cosmic.Problem")}
+    names = {}
+    refs = {}
+    for name in models:
+        names[name] = (name, component(name + "Patch", name + ".Patch"),
+                       component(name + "List", name + ".List"))
+        refs["%s.%s" % (api_name, name)] = names[name][:2]
+
+    schemas = {}
+    for name, model in models.items():
+        full_name = "%s.%s" % (api_name, name)
+        schemas[name] = _oa_body(full_name, model, refs, patch=False)
+        schemas[names[name][1]] = _oa_body(full_name, model, refs, patch=True)
+        if model["methods"].get("get_list"):
+            schemas[names[name][2]] = _oa_list(name, model, refs)
+    schemas[shared["Error"]] = _oa_error_schema()
+    schemas[shared["Problem"]] = _oa_problem_schema()
+
+    # (operation, preferred id, fallback id, tag)
+    ops: list = []
+    paths: dict = {}
+    for name, action in actions.items():
+        op: dict = {}
+        doc = action.get("doc")
+        if doc and doc.strip():
+            op["summary"] = doc.strip().splitlines()[0]
+            op["description"] = doc
+        accepts, returns = action.get("accepts"), action.get("returns")
+        if accepts is not None:
+            op["requestBody"] = {"required": True, "content": _oa_json(
+                _oa_schema(accepts, refs))}
+        if returns is not None:
+            ok = {"200": {"description": "The action's result",
+                          "content": _oa_json(_oa_schema(returns, refs))}}
+        else:
+            ok = {"204": {"description": "Done; the action returns nothing"}}
+        op["responses"] = _oa_responses(ok, ("400", "413", "500"), shared)
+        ops.append((op, name, "actions." + name, "actions"))
+        paths["/actions/" + name] = {"post": op}
+    for name, model in models.items():
+        paths.update(_oa_model_paths(name, model, names[name], shared, refs,
+                                     ops))
+    for route, op_id, summary, schema in (
+            ("/spec.json", "spec", "The API's native Cosmic spec",
+             APISpec.json_schema()),
+            ("/openapi.json", "openapi", "This OpenAPI document",
+             {"type": "object"})):
+        op = {"summary": summary, "responses": _oa_responses({"200": {
+            "description": summary, "content": _oa_json(schema)}},
+            ("500",), shared)}
+        ops.append((op, op_id, "cosmic." + op_id, None))
+        paths[route] = {"get": op}
+
+    counts: dict = {}
+    for op, preferred, fallback, tag in ops:
+        counts[preferred] = counts.get(preferred, 0) + 1
+    tags: list = []
+    for op, preferred, fallback, tag in ops:
+        op_id = preferred if counts[preferred] == 1 else fallback
+        # operationId and tags first, for readers of the JSON.
+        head = {"operationId": op_id}
+        if tag is not None:
+            head["tags"] = [tag]
+            if tag not in tags:
+                tags.append(tag)
+        rest = dict(op)
+        op.clear()
+        op.update(head)
+        op.update(rest)
+
+    description = ("The %s API, served by cosmic.py. Its native description "
+                   "is at /spec.json." % api_name)
+    homepage = spec.get("homepage")
+    if homepage:
+        description += "\n\nHomepage: %s" % homepage
+    doc = {"openapi": "3.1.0",
+           "info": {"title": api_name, "version": __version__,
+                    "description": description}}
+    if servers is not None:
+        doc["servers"] = [{"url": url} for url in servers]
+    if tags:
+        doc["tags"] = [{"name": tag, "description": _OA_TAGS.get(
+            tag, "The %s model: /%s and /%s/{id}" % (tag, tag, tag))}
+            for tag in tags]
+    doc["paths"] = paths
+    doc["components"] = {"schemas": schemas}
+    return doc
 
 
 def docs_html(api: BaseAPI) -> str:
@@ -4191,7 +5704,6 @@ def _as_app(obj: Any) -> tuple:
 
 
 def _cmd_serve(args: Any) -> int:
-    import signal
     app, name, _ = _as_app(_load_target(args.target))
 
     def ready(server):
@@ -4199,12 +5711,11 @@ def _cmd_serve(args: Any) -> int:
         print("Serving %s on http://%s:%d/ (Ctrl-C to stop)"
               % (name, host, port), flush=True)
 
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    if _threading.current_thread() is _threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-    serve_wsgi(app, host=args.host, port=args.port, ready=ready, name=name)
+    try:
+        serve_wsgi(app, host=args.host, port=args.port, ready=ready)
+    except OSError as err:
+        raise _UsageError("Cannot listen on %s:%s: %s"
+                          % (args.host, args.port, err.strerror)) from None
     return 0
 
 
