@@ -389,7 +389,7 @@ _DATETIME_RE = _re.compile(
     r"(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?"
     r"(Z|[+-][0-9]{2}(?::?[0-9]{2})?)?\Z")
 _DATETIME_PATTERN = (
-    "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    "^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     "T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,6})?)?"
     "(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?$")
 
@@ -1344,7 +1344,7 @@ class _APISpecType(_Wrapper):
         return value
 
     def json_schema(self):
-        return {"type": "object"}
+        return self._inner.json_schema()
 
 
 def _check_model_spec(name: str, model: dict) -> None:
@@ -1360,6 +1360,9 @@ def _check_model_spec(name: str, model: dict) -> None:
     for kind in ("properties", "links"):
         if "id" in model.get(kind, ()):
             raise ValidationError("'id' is a reserved name.")
+    if "self" in model.get("links", ()):
+        # _links.self is the object's own href (WIRE.md 9.1).
+        raise ValidationError("'self' is a reserved link name.")
 
 
 APISpec = _APISpecType()

@@ -5990,10 +5990,6 @@ class _cl_ClientBody:
     def setUp(self):
         self.api_obj.actions.reset()
 
-    def skip_if_local(self):
-        if self.local:
-            self.skipTest("local calls are plain Python calls")
-
     def test_action_with_single_input(self):
         self.assertEqual(self.api_obj.actions.add([1, 2, 3]), 6)
 
@@ -6020,7 +6016,6 @@ class _cl_ClientBody:
                       HTTPError if self.local else RemoteHTTPError)
 
     def test_action_returning_wrong_type_is_500(self):
-        self.skip_if_local()
         with self.assertRaises(RemoteHTTPError) as cm:
             self.api_obj.actions.broken()
         self.assertEqual(cm.exception.args, (500, "Internal Server Error"))
@@ -6086,7 +6081,6 @@ class _cl_ClientBody:
         self.assertEqual(City.get_list(name="Oslo"), ([], {"total": 2}))
 
     def test_validate_patch_refusal_is_400(self):
-        self.skip_if_local()
         City = self.api_obj.models.City
         with self.assertRaises(RemoteHTTPError) as cm:
             City.create(name="moscow")
@@ -6101,7 +6095,6 @@ class _cl_ClientBody:
                           {"total": 2}))
 
     def test_disabled_methods_are_405(self):
-        self.skip_if_local()
         Country = self.api_obj.models.Country
         calls = [("create", lambda: Country.create(name="France")),
                  ("update", lambda: Country.update("ca", name="Kanada")),
@@ -6115,7 +6108,6 @@ class _cl_ClientBody:
                                  (405, "Method Not Allowed"))
 
     def test_client_builds_all_five_methods(self):
-        self.skip_if_local()
         for model in ("City", "Country"):
             namespace = getattr(self.api_obj.models, model)
             for method in cosmic.MODEL_METHODS:
@@ -6125,13 +6117,42 @@ class _cl_ClientBody:
 
 
 class TestClientBodyOnServerAPI(_cl_ClientBody, unittest.TestCase):
-    """The shared body called on the server-side API object."""
+    """The shared body called on the server-side API object.
+
+    Local calls are plain Python calls (WIRE.md 10.2, 13.1 S9): the four
+    HTTP-only tests are replaced by what the same calls do locally.
+    """
 
     local = True
 
     @classmethod
     def setUpClass(cls):
         cls.api_obj = _cl_isolated_api()
+
+    def test_action_returning_wrong_type_is_500(self):
+        self.assertEqual(self.api_obj.actions.broken(), 3)
+
+    def test_validate_patch_refusal_is_400(self):
+        with self.assertRaises(ValidationError) as cm:
+            self.api_obj.models.City.validate_patch({"name": "moscow"})
+        self.assertEqual(str(cm.exception),
+                         "Name must be capitalized: 'moscow'")
+
+    def test_disabled_methods_are_405(self):
+        Country = self.api_obj.models.Country
+        for method in ("create", "update", "delete", "get_list"):
+            with self.subTest(method=method):
+                args = {"create": ({"name": "France"},),
+                        "update": ("ca", {"name": "Kanada"}),
+                        "delete": ("ca",), "get_list": ()}[method]
+                with self.assertRaises(NotImplementedError):
+                    getattr(Country, method)(*args)
+
+    def test_client_builds_all_five_methods(self):
+        for model in ("City", "Country"):
+            namespace = getattr(self.api_obj.models, model)
+            self.assertEqual(set(vars(namespace)),
+                             set(cosmic.MODEL_METHODS) | {"validate_patch"})
 
 
 class TestClientBodyInProcess(_cl_ClientBody, unittest.TestCase):
