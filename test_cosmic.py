@@ -7892,8 +7892,9 @@ class TestOpenAPIDocument(unittest.TestCase):
     def test_spec_routes(self):
         spec_op = self.doc["paths"]["/spec.json"]["get"]
         self.assertEqual(spec_op["operationId"], "spec")
-        self.assertEqual(spec_op["responses"]["200"]["content"],
-                         {"application/json": {"schema": {"type": "object"}}})
+        self.assertEqual(
+            spec_op["responses"]["200"]["content"],
+            {"application/json": {"schema": APISpec.json_schema()}})
         self.assertEqual(
             self.doc["paths"]["/openapi.json"]["get"]["operationId"],
             "openapi")
