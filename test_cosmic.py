@@ -1892,6 +1892,22 @@ class TestDifferential(unittest.TestCase):
         check()
 
 
+# == readme ===================================================================
+
+
+class TestReadme(unittest.TestCase):
+    """The README's Python examples run as written (doctest)."""
+
+    def test_readme_examples(self):
+        import doctest
+        path = os.path.join(os.path.dirname(os.path.abspath(cosmic.__file__)),
+                            "README.md")
+        result = doctest.testfile(path, module_relative=False,
+                                  optionflags=doctest.ELLIPSIS)
+        self.assertGreater(result.attempted, 5)
+        self.assertEqual(result.failed, 0)
+
+
 if __name__ == "__main__":
     unittest.main()
 
@@ -5499,6 +5515,22 @@ class TestDevServerLifecycle(unittest.TestCase):
             self.assertNotIn("'%s'" % heavy, out)
 
 
+# == readme ===================================================================
+
+
+class TestReadme(unittest.TestCase):
+    """The README's Python examples run as written (doctest)."""
+
+    def test_readme_examples(self):
+        import doctest
+        path = os.path.join(os.path.dirname(os.path.abspath(cosmic.__file__)),
+                            "README.md")
+        result = doctest.testfile(path, module_relative=False,
+                                  optionflags=doctest.ELLIPSIS)
+        self.assertGreater(result.attempted, 5)
+        self.assertEqual(result.failed, 0)
+
+
 if __name__ == "__main__":
     unittest.main()
 
@@ -7282,6 +7314,22 @@ class TestClientLogging(unittest.TestCase):
                          ("1", "application/json"))
 
 
+# == readme ===================================================================
+
+
+class TestReadme(unittest.TestCase):
+    """The README's Python examples run as written (doctest)."""
+
+    def test_readme_examples(self):
+        import doctest
+        path = os.path.join(os.path.dirname(os.path.abspath(cosmic.__file__)),
+                            "README.md")
+        result = doctest.testfile(path, module_relative=False,
+                                  optionflags=doctest.ELLIPSIS)
+        self.assertGreater(result.attempted, 5)
+        self.assertEqual(result.failed, 0)
+
+
 if __name__ == "__main__":
     unittest.main()
 
@@ -8268,6 +8316,22 @@ class TestOpenAPISchemathesis(unittest.TestCase):
             with self.subTest(operation=label):
                 self.assertTrue(all(code < 500 for code in codes), codes)
         self.assertIn(400, statuses["POST /City"])
+
+
+# == readme ===================================================================
+
+
+class TestReadme(unittest.TestCase):
+    """The README's Python examples run as written (doctest)."""
+
+    def test_readme_examples(self):
+        import doctest
+        path = os.path.join(os.path.dirname(os.path.abspath(cosmic.__file__)),
+                            "README.md")
+        result = doctest.testfile(path, module_relative=False,
+                                  optionflags=doctest.ELLIPSIS)
+        self.assertGreater(result.attempted, 5)
+        self.assertEqual(result.failed, 0)
 
 
 if __name__ == "__main__":
@@ -9919,8 +9983,40 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
         self.assertEqual(self.browser.csp_violations(), [])
 
 
+# == readme ===================================================================
+
+
+class TestReadme(unittest.TestCase):
+    """The README's Python examples run as written (doctest)."""
+
+    def test_readme_examples(self):
+        import doctest
+        path = os.path.join(os.path.dirname(os.path.abspath(cosmic.__file__)),
+                            "README.md")
+        result = doctest.testfile(path, module_relative=False,
+                                  optionflags=doctest.ELLIPSIS)
+        self.assertGreater(result.attempted, 5)
+        self.assertEqual(result.failed, 0)
+
+
 if __name__ == "__main__":
     unittest.main()
+
+
+# == readme ===================================================================
+
+
+class TestReadme(unittest.TestCase):
+    """The README's Python examples run as written (doctest)."""
+
+    def test_readme_examples(self):
+        import doctest
+        path = os.path.join(os.path.dirname(os.path.abspath(cosmic.__file__)),
+                            "README.md")
+        result = doctest.testfile(path, module_relative=False,
+                                  optionflags=doctest.ELLIPSIS)
+        self.assertGreater(result.attempted, 5)
+        self.assertEqual(result.failed, 0)
 
 
 if __name__ == "__main__":

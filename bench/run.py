@@ -697,8 +697,9 @@ class ServerProcess:
         while b"\n" not in data:
             left = deadline - time.monotonic()
             if left <= 0 or self.proc.poll() is not None:
-                raise RuntimeError("%s did not start: %s" % (
-                    self.name, self.log_tail() or data.decode(errors="replace")))
+                output = self.log_tail() or data.decode(errors="replace")
+                raise RuntimeError("%s did not start: %s" % (self.name,
+                                                             output))
             ready, _, _ = select.select([fd], [], [], min(left, 0.5))
             if ready:
                 chunk = os.read(fd, 4096)
@@ -858,7 +859,8 @@ def run_load_rounds(targets, settings, load):
     results = {label: [] for label, _, _, _ in targets}
     for r in range(settings.http_rounds):
         shift = r % len(targets)
-        for label, port, request, expected in targets[shift:] + targets[:shift]:
+        for label, port, request, expected in \
+                targets[shift:] + targets[:shift]:
             method, path, body, headers = request
             results[label].append(load(
                 port, method, path, body, headers, expected,
