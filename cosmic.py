@@ -496,6 +496,11 @@ def _type_set(exact: type | None) -> frozenset:
     return frozenset((exact,)) if exact is not None else frozenset()
 
 
+def _all_finite(values: Iterable) -> bool:
+    """Whether no float among values is inf or nan (x - x is 0.0 else)."""
+    return not any(v - v for v in values if type(v) is float)
+
+
 class Array(_Type):
     """A JSON array whose items all have type ``param``; native: a list."""
 
@@ -507,10 +512,13 @@ class Array(_Type):
         item_dump = self.param._dump
         exact = _type_set(self.param._exact)
 
+        finite = self.param._exact is float
+
         def load(datum):
             if type(datum) is not list:
                 raise ValidationError("Invalid Array", datum)
-            if exact and set(map(type, datum)) <= exact:
+            if exact and set(map(type, datum)) <= exact and \
+                    (not finite or _all_finite(datum)):
                 return datum[:]
             out = []
             append = out.append
@@ -525,7 +533,8 @@ class Array(_Type):
         def dump(value):
             if not isinstance(value, (list, tuple)):
                 raise ValidationError("Invalid Array", value)
-            if exact and set(map(type, value)) <= exact:
+            if exact and set(map(type, value)) <= exact and \
+                    (not finite or _all_finite(value)):
                 return list(value)
             out = []
             i = 0
@@ -570,6 +579,7 @@ class Map(_Type):
         value_load = self.param._load
         value_dump = self.param._dump
         exact = _type_set(self.param._exact)
+        finite = self.param._exact is float
         strs = frozenset((str,))
 
         def check_keys(datum):
@@ -582,7 +592,8 @@ class Map(_Type):
             if type(datum) is not dict:
                 raise ValidationError("Invalid Map", datum)
             check_keys(datum)
-            if exact and set(map(type, datum.values())) <= exact:
+            if exact and set(map(type, datum.values())) <= exact and \
+                    (not finite or _all_finite(datum.values())):
                 return dict(datum)
             out = {}
             key = None
@@ -707,7 +718,11 @@ class Struct(_Type):
 
     def __init__(self, param: Any) -> None:
         self.param = fields = _fields(param)
-        plan = tuple((name, f["schema"]._load, f["schema"]._exact, f["required"])
+        # A value whose type is the field's _exact type is kept as it is;
+        # floats still go through Float's load, which refuses inf and nan.
+        plan = tuple((name, f["schema"]._load,
+                      f["schema"]._exact if f["schema"]._exact is not float
+                      else None, f["required"])
                      for name, f in fields.items())
         dumps = tuple((name, f["schema"]._dump) for name, f in fields.items())
         nfields = len(plan)
@@ -1106,8 +1121,10 @@ class _ModelBody(_Wrapper):
             self._links.append((name, Link(target)._dump))
         props = [(name, _field(f["schema"], f["required"] and not opt, None))
                  for name, f in spec["properties"].items()]
-        self._props = [(n, f["schema"]._dump) for n, f in props]
+        self._props = [(n, f["schema"]._dump, f["schema"]._exact)
+                       for n, f in props]
         self._model = model
+        self._dump = self._compile_dump()
         return Struct([optional("_links", Struct(links))] + props)
 
     def _assemble(self, datum):
@@ -1122,35 +1139,48 @@ class _ModelBody(_Wrapper):
         return (ident, datum)
 
     def _dump(self, value):
-        self._inner  # compiled on first use
-        try:
-            ident, rep = value
-        except (TypeError, ValueError):
-            raise ValidationError("Invalid %s" % self.type_name[7:],
-                                  value) from None
-        if not isinstance(rep, dict):
-            raise ValidationError("Invalid %s" % self.type_name[7:], rep)
-        links = {}
-        if ident is not None:
-            if type(ident) is not str:
-                raise ValidationError("Invalid %s id" % self._model, ident)
-            links["self"] = {"href": "/%s/%s" % (self._model, ident)}
-        for name, dump in self._links:
-            target = rep.get(name)
-            if target is not None:
-                try:
-                    links[name] = {"href": dump(target)}
-                except ValidationError as err:
-                    raise _push(err, name)
-        out = {"_links": links} if links else {}
-        for name, dump in self._props:
-            item = rep.get(name)
-            if item is not None:
-                try:
-                    out[name] = dump(item)
-                except ValidationError as err:
-                    raise _push(err, name)
-        return out
+        self._inner  # compiles, and sets the instance's own _dump
+        return self._dump(value)
+
+    def _compile_dump(self) -> Callable:
+        model, links, what = self._model, tuple(self._links), self.type_name[7:]
+        props = tuple((n, d, e if e is not float else None)
+                      for n, d, e in self._props)
+        self_prefix = "/%s/" % model
+
+        def dump(value):
+            try:
+                ident, rep = value
+            except (TypeError, ValueError):
+                raise ValidationError("Invalid " + what, value) from None
+            if type(rep) is not dict and not isinstance(rep, dict):
+                raise ValidationError("Invalid " + what, rep)
+            out = {}
+            if ident is not None:
+                if type(ident) is not str:
+                    raise ValidationError("Invalid %s id" % model, ident)
+                out["_links"] = {"self": {"href": self_prefix + ident}}
+            for name, link_dump in links:
+                target = rep.get(name)
+                if target is not None:
+                    try:
+                        href = link_dump(target)
+                    except ValidationError as err:
+                        raise _push(err, name)
+                    out.setdefault("_links", {})[name] = {"href": href}
+            for name, item_dump, exact in props:
+                item = rep.get(name)
+                if item is not None:
+                    if type(item) is exact:
+                        out[name] = item
+                        continue
+                    try:
+                        out[name] = item_dump(item)
+                    except ValidationError as err:
+                        raise _push(err, name)
+            return out
+
+        return dump
 
     def _schema_json(self):
         return {"type": self.type_name, "param": self.param.full_name}
@@ -1282,7 +1312,23 @@ def _reject_long_int(text: str) -> int:
 # Two decoders built once: the second, slower one checks floats and runs
 # only when the text holds an exponent or a very long number (1e999 would
 # otherwise become inf), or a surrogate escape (a lone one is not text).
-_DECODE = _json.JSONDecoder(parse_constant=_strict_constant).decode
+_SCAN = _json.JSONDecoder(parse_constant=_strict_constant).scan_once
+_SKIP_SPACE = _re.compile(r"[ \t\n\r]*").match
+
+
+def _DECODE(text: str) -> Any:
+    # JSONDecoder.decode without its two Python-level frames: the C scanner
+    # (made once) does the work; only JSON's four whitespace characters may
+    # surround the value.
+    try:
+        datum, end = _SCAN(text, _SKIP_SPACE(text, 0).end())
+    except StopIteration:
+        raise ValueError("Expecting value") from None
+    if end != len(text) and _SKIP_SPACE(text, end).end() != len(text):
+        raise ValueError("Extra data")
+    return datum
+
+
 _DECODE_CHECKED = _json.JSONDecoder(parse_constant=_strict_constant,
                                     parse_float=_reject_inf,
                                     parse_int=_reject_long_int).decode
@@ -1745,8 +1791,30 @@ class Response:
         return "<Response %d>" % self.status_code
 
 
-# json.dumps defaults (WIRE.md 5.3), but never NaN or Infinity on the wire.
-_ENCODE = _json.JSONEncoder(allow_nan=False).encode
+def _make_encode() -> Callable:
+    """json.dumps with its defaults (WIRE.md 5.3), but never NaN or Infinity
+    on the wire; the C encoder is made once instead of on every call."""
+    from json import encoder
+    fallback = _json.JSONEncoder(allow_nan=False).encode
+    if encoder.c_make_encoder is None:
+        return fallback
+
+    def default(obj):
+        raise TypeError("Object of type %s is not JSON serializable"
+                        % type(obj).__name__)
+
+    # markers=None: no cycle check (a cycle ends in RecursionError, a 500).
+    c_encode = encoder.c_make_encoder(
+        None, default, encoder.encode_basestring_ascii, None, ": ", ", ",
+        False, False, False)
+
+    def encode(datum):
+        return "".join(c_encode(datum, 0))
+
+    return encode
+
+
+_ENCODE = _make_encode()
 
 
 def _json_response(datum: Any, status: int = 200) -> Response:
@@ -2046,8 +2114,11 @@ class Endpoint:
 
     def parse_request(self, request: Request, **url_args: Any) -> dict:
         """Decode a request into the handler's keyword arguments."""
-        self._body(request)
-        return dict(url_args)
+        environ = request.environ
+        if environ.get("CONTENT_LENGTH") or \
+                "HTTP_TRANSFER_ENCODING" in environ:
+            self._body(request)
+        return url_args
 
     def __repr__(self) -> str:
         return "<%s %s %s>" % (type(self).__name__, self.method, self.url)
@@ -2245,7 +2316,7 @@ class GetByIdEndpoint(_ModelEndpoint):
 
     def build_response(self, func_input, func_output):
         return _json_response(
-            self.representation.to_json((func_input["id"], func_output)))
+            self.representation._dump((func_input["id"], func_output)))
 
     def build_request(self, id: str) -> _ClientRequest:
         return _ClientRequest("GET", self._href(id), "", {})
