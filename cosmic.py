@@ -48,6 +48,7 @@ import re as _re
 import sys as _sys
 import threading as _threading
 from collections import OrderedDict as _OrderedDict
+from math import isfinite as _isfinite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
@@ -496,11 +497,6 @@ def _type_set(exact: type | None) -> frozenset:
     return frozenset((exact,)) if exact is not None else frozenset()
 
 
-def _all_finite(values: Iterable) -> bool:
-    """Whether no float among values is inf or nan (x - x is 0.0 else)."""
-    return not any(v - v for v in values if type(v) is float)
-
-
 class Array(_Type):
     """A JSON array whose items all have type ``param``; native: a list."""
 
@@ -518,7 +514,7 @@ class Array(_Type):
             if type(datum) is not list:
                 raise ValidationError("Invalid Array", datum)
             if exact and set(map(type, datum)) <= exact and \
-                    (not finite or _all_finite(datum)):
+                    (not finite or all(map(_isfinite, datum))):
                 return datum[:]
             out = []
             append = out.append
@@ -534,7 +530,7 @@ class Array(_Type):
             if not isinstance(value, (list, tuple)):
                 raise ValidationError("Invalid Array", value)
             if exact and set(map(type, value)) <= exact and \
-                    (not finite or _all_finite(value)):
+                    (not finite or all(map(_isfinite, value))):
                 return list(value)
             out = []
             i = 0
@@ -593,7 +589,7 @@ class Map(_Type):
                 raise ValidationError("Invalid Map", datum)
             check_keys(datum)
             if exact and set(map(type, datum.values())) <= exact and \
-                    (not finite or _all_finite(datum.values())):
+                    (not finite or all(map(_isfinite, datum.values()))):
                 return dict(datum)
             out = {}
             key = None
@@ -718,12 +714,11 @@ class Struct(_Type):
 
     def __init__(self, param: Any) -> None:
         self.param = fields = _fields(param)
-        # A value whose type is the field's _exact type is kept as it is;
-        # floats still go through Float's load, which refuses inf and nan.
-        plan = tuple((name, f["schema"]._load,
-                      f["schema"]._exact if f["schema"]._exact is not float
-                      else None, f["required"])
-                     for name, f in fields.items())
+        # A value whose type is the field's _exact type is kept as it is
+        # (a float only when finite: x - x is 0.0 unless x is inf or nan).
+        plan = tuple((name, f["schema"]._load, f["schema"]._exact,
+                      f["required"]) for name, f in fields.items())
+        _float = float
         dumps = tuple((name, f["schema"]._dump) for name, f in fields.items())
         nfields = len(plan)
 
@@ -739,7 +734,8 @@ class Struct(_Type):
                 if name in datum:
                     seen += 1
                     value = datum[name]
-                    if type(value) is exact:
+                    if type(value) is exact and (
+                            exact is not _float or value - value == 0.0):
                         out[name] = value
                         continue
                     try:
