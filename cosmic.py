@@ -323,37 +323,26 @@ class _FloatType(_Type):
         return {"type": "number"}
 
 
-class _BooleanType(_Type):
-    type_name = "Boolean"
-    _exact = bool
+class _ExactType(_Type):
+    """A type whose JSON and native values are the same Python type."""
 
-    @staticmethod
-    def _load(datum):
-        if type(datum) is bool:
-            return datum
-        raise ValidationError("Invalid Boolean", datum)
+    def __init__(self, type_name: str, exact: type, json_type: str,
+                 string_based: bool = False) -> None:
+        self.type_name = type_name
+        self._exact = exact
+        self._string_based = string_based
+        self._json_type = json_type
+        message = "Invalid " + type_name
 
-    _dump = _load
+        def load(datum):
+            if type(datum) is exact:
+                return datum
+            raise ValidationError(message, datum)
 
-    def json_schema(self):
-        return {"type": "boolean"}
-
-
-class _StringType(_Type):
-    type_name = "String"
-    _exact = str
-    _string_based = True
-
-    @staticmethod
-    def _load(datum):
-        if type(datum) is str:
-            return datum
-        raise ValidationError("Invalid String", datum)
-
-    _dump = _load
+        self._load = self._dump = load
 
     def json_schema(self):
-        return {"type": "string"}
+        return {"type": self._json_type}
 
 
 # Standard base64 with padding (RFC 4648 section 4), checked before decoding
@@ -481,8 +470,8 @@ class _JSONType(_Type):
 
 Integer = _IntegerType()
 Float = _FloatType()
-Boolean = _BooleanType()
-String = _StringType()
+Boolean = _ExactType("Boolean", bool, "boolean")
+String = _ExactType("String", str, "string", string_based=True)
 Binary = _BinaryType()
 DateTime = _DateTimeType()
 JSON = _JSONType()
