@@ -1892,6 +1892,206 @@ class TestDifferential(unittest.TestCase):
         check()
 
 
+# == examples =================================================================
+# The shipped examples, as a user runs them: places over real HTTP against
+# `python -m cosmic serve` on a temporary database, planetarium in-process.
+
+_PL_ROOT = os.path.dirname(os.path.abspath(cosmic.__file__))
+_PL_SERVING = re.compile(r"Serving (\S+) on (http://\S+?)/ \(Ctrl-C to stop\)$")
+
+
+def _pl_serve(target, env):
+    """Start ``python -m cosmic serve TARGET --port 0``; return (proc, url)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
+        cwd=_PL_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    match = _PL_SERVING.match(proc.stdout.readline().strip() if ready else "")
+    if match is None:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("cosmic serve did not start")
+    return proc, match.group(2)
+
+
+def _pl_stop(proc):
+    """SIGTERM, then the exit status (the server must stop cleanly)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+def _pl_request(url, method, path, body=None):
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    data = json.dumps(body) if body is not None else None
+    try:
+        conn.request(method, path, data, headers)
+        res = conn.getresponse()
+        payload = res.read()
+    finally:
+        conn.close()
+    return res.status, dict(res.getheaders()), payload
+
+
+class TestPlacesExample(unittest.TestCase):
+    """examples/places.py served by the CLI on a temporary SQLite file."""
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix="cosmic-places-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.env = {"PLACES_DB": os.path.join(folder, "places.db")}
+
+    def serve(self):
+        proc, url = _pl_serve("examples/places.py", self.env)
+        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
+        return proc, url
+
+    def test_every_endpoint_success_400_404_405(self):
+        proc, url = self.serve()
+        cases = [
+            ("POST", "/City", {"name": "Lisbon", "country": "Portugal"}, 201,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("POST", "/City", {"name": "lisbon"}, 400,
+             {"error": "Name must be capitalized: 'lisbon'"}),
+            ("POST", "/City", {"name": 7}, 400,
+             {"error": "Item at ['name'] Invalid String: 7"}),
+            ("GET", "/City/1", None, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("GET", "/City/99", None, 404, {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": 545000}, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal", "population": 545000}),
+            ("PUT", "/City/99", {"population": 1}, 404,
+             {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": "many"}, 400,
+             {"error": "Item at ['population'] Invalid Integer: 'many'"}),
+            ("GET", "/City?country=Portugal", None, 200,
+             {"_links": {"self": {"href": "/City?country=Portugal"}},
+              "_embedded": {"City": [
+                  {"_links": {"self": {"href": "/City/1"}},
+                   "name": "Lisbon", "country": "Portugal",
+                   "population": 545000}]},
+              "total_count": 1}),
+            ("GET", "/City?limit=x", None, 400,
+             {"error": "Item at ['limit'] Invalid JSON: 'x'"}),
+            ("POST", "/Address", {"number": 7, "street": "Rua Augusta",
+                                  "_links": {"city": {"href": "/City/1"}}},
+             201, {"_links": {"self": {"href": "/Address/1"},
+                              "city": {"href": "/City/1"}},
+                   "number": 7, "street": "Rua Augusta"}),
+            ("DELETE", "/City/1", None, 409, {"error": "City has addresses"}),
+            ("DELETE", "/Address/1", None, 204, None),
+            ("DELETE", "/Address/1", None, 404, {"error": "Not Found"}),
+            ("PATCH", "/City/1", None, 405, {"error": "Method Not Allowed"}),
+            ("POST", "/actions/stats", None, 200,
+             {"cities": 1, "addresses": 0}),
+        ]
+        for method, path, body, status, expected in cases:
+            with self.subTest(method=method, path=path, body=body):
+                code, headers, payload = _pl_request(url, method, path, body)
+                self.assertEqual(code, status)
+                if expected is None:
+                    self.assertEqual(payload, b"")
+                    self.assertNotIn("Content-Type", headers)
+                else:
+                    self.assertEqual(json.loads(payload), expected)
+                if status == 201:
+                    self.assertEqual(headers["Location"],
+                                     expected["_links"]["self"]["href"])
+                if status == 405:
+                    self.assertEqual(headers["Allow"],
+                                     "DELETE, GET, HEAD, OPTIONS, PUT")
+
+    def test_data_survives_a_restart(self):
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        ident, _ = client.models.City.create(name="Porto", population=232000)
+        client.models.Address.create(number=1, street="Rua das Flores",
+                                     city=ident)
+        client.close()
+        self.assertEqual(_pl_stop(proc), 0)
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        self.assertEqual(client.models.City.get_by_id(ident),
+                         {"name": "Porto", "population": 232000})
+        self.assertEqual(client.actions.stats(),
+                         {"cities": 1, "addresses": 1})
+
+    def test_concurrent_creates_lose_nothing(self):
+        proc, url = self.serve()
+        created, failures = [], []
+        lock = threading.Lock()
+
+        def work(n):
+            client = cosmic.connect(url)
+            try:
+                for i in range(50):
+                    ident, rep = client.models.City.create(
+                        name="City%d_%d" % (n, i))
+                    with lock:
+                        created.append(ident)
+            except Exception as exc:  # reported below, with the thread
+                failures.append((n, exc))
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(failures, [])
+        self.assertEqual(len(set(created)), 400)
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        items, meta = client.models.City.get_list(limit=100, offset=350)
+        self.assertEqual(meta, {"total_count": 400})
+        self.assertEqual(len(items), 50)
+        self.assertEqual(client.actions.stats(), {"cities": 400,
+                                                  "addresses": 0})
+
+
+class TestPlanetariumExample(unittest.TestCase):
+    """examples/planetarium.py in-process: a model that links to itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        spec = importlib.util.spec_from_file_location(
+            "cosmic_test_planetarium",
+            os.path.join(_PL_ROOT, "examples", "planetarium.py"))
+        module = importlib.util.module_from_spec(spec)
+        with cosmos.swap({}):
+            spec.loader.exec_module(module)
+        cls.api = module.planetarium
+
+    def test_self_link_and_list_metadata(self):
+        app = Server(self.api).wsgi_app
+        status, headers, body = _sv_call(app, "GET", "/Sphere/2")
+        self.assertEqual((status, json.loads(body)), (200, {
+            "_links": {"self": {"href": "/Sphere/2"},
+                       "revolves_around": {"href": "/Sphere/1"}},
+            "name": "Moon", "temperature": -50.0}))
+        status, headers, body = _sv_call(app, "GET", "/Sphere",
+                                         query="name=Sun")
+        listing = json.loads(body)
+        self.assertEqual(listing["_links"],
+                         {"self": {"href": "/Sphere?name=Sun"}})
+        self.assertEqual([s["name"] for s in listing["_embedded"]["Sphere"]],
+                         ["Sun"])
+        self.assertIsInstance(
+            DateTime.from_json(listing["last_updated"]), datetime.datetime)
+
+
 # == readme ===================================================================
 
 
@@ -5515,6 +5715,206 @@ class TestDevServerLifecycle(unittest.TestCase):
             self.assertNotIn("'%s'" % heavy, out)
 
 
+# == examples =================================================================
+# The shipped examples, as a user runs them: places over real HTTP against
+# `python -m cosmic serve` on a temporary database, planetarium in-process.
+
+_PL_ROOT = os.path.dirname(os.path.abspath(cosmic.__file__))
+_PL_SERVING = re.compile(r"Serving (\S+) on (http://\S+?)/ \(Ctrl-C to stop\)$")
+
+
+def _pl_serve(target, env):
+    """Start ``python -m cosmic serve TARGET --port 0``; return (proc, url)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
+        cwd=_PL_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    match = _PL_SERVING.match(proc.stdout.readline().strip() if ready else "")
+    if match is None:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("cosmic serve did not start")
+    return proc, match.group(2)
+
+
+def _pl_stop(proc):
+    """SIGTERM, then the exit status (the server must stop cleanly)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+def _pl_request(url, method, path, body=None):
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    data = json.dumps(body) if body is not None else None
+    try:
+        conn.request(method, path, data, headers)
+        res = conn.getresponse()
+        payload = res.read()
+    finally:
+        conn.close()
+    return res.status, dict(res.getheaders()), payload
+
+
+class TestPlacesExample(unittest.TestCase):
+    """examples/places.py served by the CLI on a temporary SQLite file."""
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix="cosmic-places-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.env = {"PLACES_DB": os.path.join(folder, "places.db")}
+
+    def serve(self):
+        proc, url = _pl_serve("examples/places.py", self.env)
+        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
+        return proc, url
+
+    def test_every_endpoint_success_400_404_405(self):
+        proc, url = self.serve()
+        cases = [
+            ("POST", "/City", {"name": "Lisbon", "country": "Portugal"}, 201,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("POST", "/City", {"name": "lisbon"}, 400,
+             {"error": "Name must be capitalized: 'lisbon'"}),
+            ("POST", "/City", {"name": 7}, 400,
+             {"error": "Item at ['name'] Invalid String: 7"}),
+            ("GET", "/City/1", None, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("GET", "/City/99", None, 404, {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": 545000}, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal", "population": 545000}),
+            ("PUT", "/City/99", {"population": 1}, 404,
+             {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": "many"}, 400,
+             {"error": "Item at ['population'] Invalid Integer: 'many'"}),
+            ("GET", "/City?country=Portugal", None, 200,
+             {"_links": {"self": {"href": "/City?country=Portugal"}},
+              "_embedded": {"City": [
+                  {"_links": {"self": {"href": "/City/1"}},
+                   "name": "Lisbon", "country": "Portugal",
+                   "population": 545000}]},
+              "total_count": 1}),
+            ("GET", "/City?limit=x", None, 400,
+             {"error": "Item at ['limit'] Invalid JSON: 'x'"}),
+            ("POST", "/Address", {"number": 7, "street": "Rua Augusta",
+                                  "_links": {"city": {"href": "/City/1"}}},
+             201, {"_links": {"self": {"href": "/Address/1"},
+                              "city": {"href": "/City/1"}},
+                   "number": 7, "street": "Rua Augusta"}),
+            ("DELETE", "/City/1", None, 409, {"error": "City has addresses"}),
+            ("DELETE", "/Address/1", None, 204, None),
+            ("DELETE", "/Address/1", None, 404, {"error": "Not Found"}),
+            ("PATCH", "/City/1", None, 405, {"error": "Method Not Allowed"}),
+            ("POST", "/actions/stats", None, 200,
+             {"cities": 1, "addresses": 0}),
+        ]
+        for method, path, body, status, expected in cases:
+            with self.subTest(method=method, path=path, body=body):
+                code, headers, payload = _pl_request(url, method, path, body)
+                self.assertEqual(code, status)
+                if expected is None:
+                    self.assertEqual(payload, b"")
+                    self.assertNotIn("Content-Type", headers)
+                else:
+                    self.assertEqual(json.loads(payload), expected)
+                if status == 201:
+                    self.assertEqual(headers["Location"],
+                                     expected["_links"]["self"]["href"])
+                if status == 405:
+                    self.assertEqual(headers["Allow"],
+                                     "DELETE, GET, HEAD, OPTIONS, PUT")
+
+    def test_data_survives_a_restart(self):
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        ident, _ = client.models.City.create(name="Porto", population=232000)
+        client.models.Address.create(number=1, street="Rua das Flores",
+                                     city=ident)
+        client.close()
+        self.assertEqual(_pl_stop(proc), 0)
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        self.assertEqual(client.models.City.get_by_id(ident),
+                         {"name": "Porto", "population": 232000})
+        self.assertEqual(client.actions.stats(),
+                         {"cities": 1, "addresses": 1})
+
+    def test_concurrent_creates_lose_nothing(self):
+        proc, url = self.serve()
+        created, failures = [], []
+        lock = threading.Lock()
+
+        def work(n):
+            client = cosmic.connect(url)
+            try:
+                for i in range(50):
+                    ident, rep = client.models.City.create(
+                        name="City%d_%d" % (n, i))
+                    with lock:
+                        created.append(ident)
+            except Exception as exc:  # reported below, with the thread
+                failures.append((n, exc))
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(failures, [])
+        self.assertEqual(len(set(created)), 400)
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        items, meta = client.models.City.get_list(limit=100, offset=350)
+        self.assertEqual(meta, {"total_count": 400})
+        self.assertEqual(len(items), 50)
+        self.assertEqual(client.actions.stats(), {"cities": 400,
+                                                  "addresses": 0})
+
+
+class TestPlanetariumExample(unittest.TestCase):
+    """examples/planetarium.py in-process: a model that links to itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        spec = importlib.util.spec_from_file_location(
+            "cosmic_test_planetarium",
+            os.path.join(_PL_ROOT, "examples", "planetarium.py"))
+        module = importlib.util.module_from_spec(spec)
+        with cosmos.swap({}):
+            spec.loader.exec_module(module)
+        cls.api = module.planetarium
+
+    def test_self_link_and_list_metadata(self):
+        app = Server(self.api).wsgi_app
+        status, headers, body = _sv_call(app, "GET", "/Sphere/2")
+        self.assertEqual((status, json.loads(body)), (200, {
+            "_links": {"self": {"href": "/Sphere/2"},
+                       "revolves_around": {"href": "/Sphere/1"}},
+            "name": "Moon", "temperature": -50.0}))
+        status, headers, body = _sv_call(app, "GET", "/Sphere",
+                                         query="name=Sun")
+        listing = json.loads(body)
+        self.assertEqual(listing["_links"],
+                         {"self": {"href": "/Sphere?name=Sun"}})
+        self.assertEqual([s["name"] for s in listing["_embedded"]["Sphere"]],
+                         ["Sun"])
+        self.assertIsInstance(
+            DateTime.from_json(listing["last_updated"]), datetime.datetime)
+
+
 # == readme ===================================================================
 
 
@@ -7314,6 +7714,206 @@ class TestClientLogging(unittest.TestCase):
                          ("1", "application/json"))
 
 
+# == examples =================================================================
+# The shipped examples, as a user runs them: places over real HTTP against
+# `python -m cosmic serve` on a temporary database, planetarium in-process.
+
+_PL_ROOT = os.path.dirname(os.path.abspath(cosmic.__file__))
+_PL_SERVING = re.compile(r"Serving (\S+) on (http://\S+?)/ \(Ctrl-C to stop\)$")
+
+
+def _pl_serve(target, env):
+    """Start ``python -m cosmic serve TARGET --port 0``; return (proc, url)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
+        cwd=_PL_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    match = _PL_SERVING.match(proc.stdout.readline().strip() if ready else "")
+    if match is None:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("cosmic serve did not start")
+    return proc, match.group(2)
+
+
+def _pl_stop(proc):
+    """SIGTERM, then the exit status (the server must stop cleanly)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+def _pl_request(url, method, path, body=None):
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    data = json.dumps(body) if body is not None else None
+    try:
+        conn.request(method, path, data, headers)
+        res = conn.getresponse()
+        payload = res.read()
+    finally:
+        conn.close()
+    return res.status, dict(res.getheaders()), payload
+
+
+class TestPlacesExample(unittest.TestCase):
+    """examples/places.py served by the CLI on a temporary SQLite file."""
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix="cosmic-places-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.env = {"PLACES_DB": os.path.join(folder, "places.db")}
+
+    def serve(self):
+        proc, url = _pl_serve("examples/places.py", self.env)
+        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
+        return proc, url
+
+    def test_every_endpoint_success_400_404_405(self):
+        proc, url = self.serve()
+        cases = [
+            ("POST", "/City", {"name": "Lisbon", "country": "Portugal"}, 201,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("POST", "/City", {"name": "lisbon"}, 400,
+             {"error": "Name must be capitalized: 'lisbon'"}),
+            ("POST", "/City", {"name": 7}, 400,
+             {"error": "Item at ['name'] Invalid String: 7"}),
+            ("GET", "/City/1", None, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("GET", "/City/99", None, 404, {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": 545000}, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal", "population": 545000}),
+            ("PUT", "/City/99", {"population": 1}, 404,
+             {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": "many"}, 400,
+             {"error": "Item at ['population'] Invalid Integer: 'many'"}),
+            ("GET", "/City?country=Portugal", None, 200,
+             {"_links": {"self": {"href": "/City?country=Portugal"}},
+              "_embedded": {"City": [
+                  {"_links": {"self": {"href": "/City/1"}},
+                   "name": "Lisbon", "country": "Portugal",
+                   "population": 545000}]},
+              "total_count": 1}),
+            ("GET", "/City?limit=x", None, 400,
+             {"error": "Item at ['limit'] Invalid JSON: 'x'"}),
+            ("POST", "/Address", {"number": 7, "street": "Rua Augusta",
+                                  "_links": {"city": {"href": "/City/1"}}},
+             201, {"_links": {"self": {"href": "/Address/1"},
+                              "city": {"href": "/City/1"}},
+                   "number": 7, "street": "Rua Augusta"}),
+            ("DELETE", "/City/1", None, 409, {"error": "City has addresses"}),
+            ("DELETE", "/Address/1", None, 204, None),
+            ("DELETE", "/Address/1", None, 404, {"error": "Not Found"}),
+            ("PATCH", "/City/1", None, 405, {"error": "Method Not Allowed"}),
+            ("POST", "/actions/stats", None, 200,
+             {"cities": 1, "addresses": 0}),
+        ]
+        for method, path, body, status, expected in cases:
+            with self.subTest(method=method, path=path, body=body):
+                code, headers, payload = _pl_request(url, method, path, body)
+                self.assertEqual(code, status)
+                if expected is None:
+                    self.assertEqual(payload, b"")
+                    self.assertNotIn("Content-Type", headers)
+                else:
+                    self.assertEqual(json.loads(payload), expected)
+                if status == 201:
+                    self.assertEqual(headers["Location"],
+                                     expected["_links"]["self"]["href"])
+                if status == 405:
+                    self.assertEqual(headers["Allow"],
+                                     "DELETE, GET, HEAD, OPTIONS, PUT")
+
+    def test_data_survives_a_restart(self):
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        ident, _ = client.models.City.create(name="Porto", population=232000)
+        client.models.Address.create(number=1, street="Rua das Flores",
+                                     city=ident)
+        client.close()
+        self.assertEqual(_pl_stop(proc), 0)
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        self.assertEqual(client.models.City.get_by_id(ident),
+                         {"name": "Porto", "population": 232000})
+        self.assertEqual(client.actions.stats(),
+                         {"cities": 1, "addresses": 1})
+
+    def test_concurrent_creates_lose_nothing(self):
+        proc, url = self.serve()
+        created, failures = [], []
+        lock = threading.Lock()
+
+        def work(n):
+            client = cosmic.connect(url)
+            try:
+                for i in range(50):
+                    ident, rep = client.models.City.create(
+                        name="City%d_%d" % (n, i))
+                    with lock:
+                        created.append(ident)
+            except Exception as exc:  # reported below, with the thread
+                failures.append((n, exc))
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(failures, [])
+        self.assertEqual(len(set(created)), 400)
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        items, meta = client.models.City.get_list(limit=100, offset=350)
+        self.assertEqual(meta, {"total_count": 400})
+        self.assertEqual(len(items), 50)
+        self.assertEqual(client.actions.stats(), {"cities": 400,
+                                                  "addresses": 0})
+
+
+class TestPlanetariumExample(unittest.TestCase):
+    """examples/planetarium.py in-process: a model that links to itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        spec = importlib.util.spec_from_file_location(
+            "cosmic_test_planetarium",
+            os.path.join(_PL_ROOT, "examples", "planetarium.py"))
+        module = importlib.util.module_from_spec(spec)
+        with cosmos.swap({}):
+            spec.loader.exec_module(module)
+        cls.api = module.planetarium
+
+    def test_self_link_and_list_metadata(self):
+        app = Server(self.api).wsgi_app
+        status, headers, body = _sv_call(app, "GET", "/Sphere/2")
+        self.assertEqual((status, json.loads(body)), (200, {
+            "_links": {"self": {"href": "/Sphere/2"},
+                       "revolves_around": {"href": "/Sphere/1"}},
+            "name": "Moon", "temperature": -50.0}))
+        status, headers, body = _sv_call(app, "GET", "/Sphere",
+                                         query="name=Sun")
+        listing = json.loads(body)
+        self.assertEqual(listing["_links"],
+                         {"self": {"href": "/Sphere?name=Sun"}})
+        self.assertEqual([s["name"] for s in listing["_embedded"]["Sphere"]],
+                         ["Sun"])
+        self.assertIsInstance(
+            DateTime.from_json(listing["last_updated"]), datetime.datetime)
+
+
 # == readme ===================================================================
 
 
@@ -8316,6 +8916,206 @@ class TestOpenAPISchemathesis(unittest.TestCase):
             with self.subTest(operation=label):
                 self.assertTrue(all(code < 500 for code in codes), codes)
         self.assertIn(400, statuses["POST /City"])
+
+
+# == examples =================================================================
+# The shipped examples, as a user runs them: places over real HTTP against
+# `python -m cosmic serve` on a temporary database, planetarium in-process.
+
+_PL_ROOT = os.path.dirname(os.path.abspath(cosmic.__file__))
+_PL_SERVING = re.compile(r"Serving (\S+) on (http://\S+?)/ \(Ctrl-C to stop\)$")
+
+
+def _pl_serve(target, env):
+    """Start ``python -m cosmic serve TARGET --port 0``; return (proc, url)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
+        cwd=_PL_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    match = _PL_SERVING.match(proc.stdout.readline().strip() if ready else "")
+    if match is None:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("cosmic serve did not start")
+    return proc, match.group(2)
+
+
+def _pl_stop(proc):
+    """SIGTERM, then the exit status (the server must stop cleanly)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+def _pl_request(url, method, path, body=None):
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    data = json.dumps(body) if body is not None else None
+    try:
+        conn.request(method, path, data, headers)
+        res = conn.getresponse()
+        payload = res.read()
+    finally:
+        conn.close()
+    return res.status, dict(res.getheaders()), payload
+
+
+class TestPlacesExample(unittest.TestCase):
+    """examples/places.py served by the CLI on a temporary SQLite file."""
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix="cosmic-places-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.env = {"PLACES_DB": os.path.join(folder, "places.db")}
+
+    def serve(self):
+        proc, url = _pl_serve("examples/places.py", self.env)
+        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
+        return proc, url
+
+    def test_every_endpoint_success_400_404_405(self):
+        proc, url = self.serve()
+        cases = [
+            ("POST", "/City", {"name": "Lisbon", "country": "Portugal"}, 201,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("POST", "/City", {"name": "lisbon"}, 400,
+             {"error": "Name must be capitalized: 'lisbon'"}),
+            ("POST", "/City", {"name": 7}, 400,
+             {"error": "Item at ['name'] Invalid String: 7"}),
+            ("GET", "/City/1", None, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("GET", "/City/99", None, 404, {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": 545000}, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal", "population": 545000}),
+            ("PUT", "/City/99", {"population": 1}, 404,
+             {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": "many"}, 400,
+             {"error": "Item at ['population'] Invalid Integer: 'many'"}),
+            ("GET", "/City?country=Portugal", None, 200,
+             {"_links": {"self": {"href": "/City?country=Portugal"}},
+              "_embedded": {"City": [
+                  {"_links": {"self": {"href": "/City/1"}},
+                   "name": "Lisbon", "country": "Portugal",
+                   "population": 545000}]},
+              "total_count": 1}),
+            ("GET", "/City?limit=x", None, 400,
+             {"error": "Item at ['limit'] Invalid JSON: 'x'"}),
+            ("POST", "/Address", {"number": 7, "street": "Rua Augusta",
+                                  "_links": {"city": {"href": "/City/1"}}},
+             201, {"_links": {"self": {"href": "/Address/1"},
+                              "city": {"href": "/City/1"}},
+                   "number": 7, "street": "Rua Augusta"}),
+            ("DELETE", "/City/1", None, 409, {"error": "City has addresses"}),
+            ("DELETE", "/Address/1", None, 204, None),
+            ("DELETE", "/Address/1", None, 404, {"error": "Not Found"}),
+            ("PATCH", "/City/1", None, 405, {"error": "Method Not Allowed"}),
+            ("POST", "/actions/stats", None, 200,
+             {"cities": 1, "addresses": 0}),
+        ]
+        for method, path, body, status, expected in cases:
+            with self.subTest(method=method, path=path, body=body):
+                code, headers, payload = _pl_request(url, method, path, body)
+                self.assertEqual(code, status)
+                if expected is None:
+                    self.assertEqual(payload, b"")
+                    self.assertNotIn("Content-Type", headers)
+                else:
+                    self.assertEqual(json.loads(payload), expected)
+                if status == 201:
+                    self.assertEqual(headers["Location"],
+                                     expected["_links"]["self"]["href"])
+                if status == 405:
+                    self.assertEqual(headers["Allow"],
+                                     "DELETE, GET, HEAD, OPTIONS, PUT")
+
+    def test_data_survives_a_restart(self):
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        ident, _ = client.models.City.create(name="Porto", population=232000)
+        client.models.Address.create(number=1, street="Rua das Flores",
+                                     city=ident)
+        client.close()
+        self.assertEqual(_pl_stop(proc), 0)
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        self.assertEqual(client.models.City.get_by_id(ident),
+                         {"name": "Porto", "population": 232000})
+        self.assertEqual(client.actions.stats(),
+                         {"cities": 1, "addresses": 1})
+
+    def test_concurrent_creates_lose_nothing(self):
+        proc, url = self.serve()
+        created, failures = [], []
+        lock = threading.Lock()
+
+        def work(n):
+            client = cosmic.connect(url)
+            try:
+                for i in range(50):
+                    ident, rep = client.models.City.create(
+                        name="City%d_%d" % (n, i))
+                    with lock:
+                        created.append(ident)
+            except Exception as exc:  # reported below, with the thread
+                failures.append((n, exc))
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(failures, [])
+        self.assertEqual(len(set(created)), 400)
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        items, meta = client.models.City.get_list(limit=100, offset=350)
+        self.assertEqual(meta, {"total_count": 400})
+        self.assertEqual(len(items), 50)
+        self.assertEqual(client.actions.stats(), {"cities": 400,
+                                                  "addresses": 0})
+
+
+class TestPlanetariumExample(unittest.TestCase):
+    """examples/planetarium.py in-process: a model that links to itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        spec = importlib.util.spec_from_file_location(
+            "cosmic_test_planetarium",
+            os.path.join(_PL_ROOT, "examples", "planetarium.py"))
+        module = importlib.util.module_from_spec(spec)
+        with cosmos.swap({}):
+            spec.loader.exec_module(module)
+        cls.api = module.planetarium
+
+    def test_self_link_and_list_metadata(self):
+        app = Server(self.api).wsgi_app
+        status, headers, body = _sv_call(app, "GET", "/Sphere/2")
+        self.assertEqual((status, json.loads(body)), (200, {
+            "_links": {"self": {"href": "/Sphere/2"},
+                       "revolves_around": {"href": "/Sphere/1"}},
+            "name": "Moon", "temperature": -50.0}))
+        status, headers, body = _sv_call(app, "GET", "/Sphere",
+                                         query="name=Sun")
+        listing = json.loads(body)
+        self.assertEqual(listing["_links"],
+                         {"self": {"href": "/Sphere?name=Sun"}})
+        self.assertEqual([s["name"] for s in listing["_embedded"]["Sphere"]],
+                         ["Sun"])
+        self.assertIsInstance(
+            DateTime.from_json(listing["last_updated"]), datetime.datetime)
 
 
 # == readme ===================================================================
@@ -9983,6 +10783,206 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
         self.assertEqual(self.browser.csp_violations(), [])
 
 
+# == examples =================================================================
+# The shipped examples, as a user runs them: places over real HTTP against
+# `python -m cosmic serve` on a temporary database, planetarium in-process.
+
+_PL_ROOT = os.path.dirname(os.path.abspath(cosmic.__file__))
+_PL_SERVING = re.compile(r"Serving (\S+) on (http://\S+?)/ \(Ctrl-C to stop\)$")
+
+
+def _pl_serve(target, env):
+    """Start ``python -m cosmic serve TARGET --port 0``; return (proc, url)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
+        cwd=_PL_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    match = _PL_SERVING.match(proc.stdout.readline().strip() if ready else "")
+    if match is None:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("cosmic serve did not start")
+    return proc, match.group(2)
+
+
+def _pl_stop(proc):
+    """SIGTERM, then the exit status (the server must stop cleanly)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+def _pl_request(url, method, path, body=None):
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    data = json.dumps(body) if body is not None else None
+    try:
+        conn.request(method, path, data, headers)
+        res = conn.getresponse()
+        payload = res.read()
+    finally:
+        conn.close()
+    return res.status, dict(res.getheaders()), payload
+
+
+class TestPlacesExample(unittest.TestCase):
+    """examples/places.py served by the CLI on a temporary SQLite file."""
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix="cosmic-places-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.env = {"PLACES_DB": os.path.join(folder, "places.db")}
+
+    def serve(self):
+        proc, url = _pl_serve("examples/places.py", self.env)
+        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
+        return proc, url
+
+    def test_every_endpoint_success_400_404_405(self):
+        proc, url = self.serve()
+        cases = [
+            ("POST", "/City", {"name": "Lisbon", "country": "Portugal"}, 201,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("POST", "/City", {"name": "lisbon"}, 400,
+             {"error": "Name must be capitalized: 'lisbon'"}),
+            ("POST", "/City", {"name": 7}, 400,
+             {"error": "Item at ['name'] Invalid String: 7"}),
+            ("GET", "/City/1", None, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("GET", "/City/99", None, 404, {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": 545000}, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal", "population": 545000}),
+            ("PUT", "/City/99", {"population": 1}, 404,
+             {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": "many"}, 400,
+             {"error": "Item at ['population'] Invalid Integer: 'many'"}),
+            ("GET", "/City?country=Portugal", None, 200,
+             {"_links": {"self": {"href": "/City?country=Portugal"}},
+              "_embedded": {"City": [
+                  {"_links": {"self": {"href": "/City/1"}},
+                   "name": "Lisbon", "country": "Portugal",
+                   "population": 545000}]},
+              "total_count": 1}),
+            ("GET", "/City?limit=x", None, 400,
+             {"error": "Item at ['limit'] Invalid JSON: 'x'"}),
+            ("POST", "/Address", {"number": 7, "street": "Rua Augusta",
+                                  "_links": {"city": {"href": "/City/1"}}},
+             201, {"_links": {"self": {"href": "/Address/1"},
+                              "city": {"href": "/City/1"}},
+                   "number": 7, "street": "Rua Augusta"}),
+            ("DELETE", "/City/1", None, 409, {"error": "City has addresses"}),
+            ("DELETE", "/Address/1", None, 204, None),
+            ("DELETE", "/Address/1", None, 404, {"error": "Not Found"}),
+            ("PATCH", "/City/1", None, 405, {"error": "Method Not Allowed"}),
+            ("POST", "/actions/stats", None, 200,
+             {"cities": 1, "addresses": 0}),
+        ]
+        for method, path, body, status, expected in cases:
+            with self.subTest(method=method, path=path, body=body):
+                code, headers, payload = _pl_request(url, method, path, body)
+                self.assertEqual(code, status)
+                if expected is None:
+                    self.assertEqual(payload, b"")
+                    self.assertNotIn("Content-Type", headers)
+                else:
+                    self.assertEqual(json.loads(payload), expected)
+                if status == 201:
+                    self.assertEqual(headers["Location"],
+                                     expected["_links"]["self"]["href"])
+                if status == 405:
+                    self.assertEqual(headers["Allow"],
+                                     "DELETE, GET, HEAD, OPTIONS, PUT")
+
+    def test_data_survives_a_restart(self):
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        ident, _ = client.models.City.create(name="Porto", population=232000)
+        client.models.Address.create(number=1, street="Rua das Flores",
+                                     city=ident)
+        client.close()
+        self.assertEqual(_pl_stop(proc), 0)
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        self.assertEqual(client.models.City.get_by_id(ident),
+                         {"name": "Porto", "population": 232000})
+        self.assertEqual(client.actions.stats(),
+                         {"cities": 1, "addresses": 1})
+
+    def test_concurrent_creates_lose_nothing(self):
+        proc, url = self.serve()
+        created, failures = [], []
+        lock = threading.Lock()
+
+        def work(n):
+            client = cosmic.connect(url)
+            try:
+                for i in range(50):
+                    ident, rep = client.models.City.create(
+                        name="City%d_%d" % (n, i))
+                    with lock:
+                        created.append(ident)
+            except Exception as exc:  # reported below, with the thread
+                failures.append((n, exc))
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(failures, [])
+        self.assertEqual(len(set(created)), 400)
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        items, meta = client.models.City.get_list(limit=100, offset=350)
+        self.assertEqual(meta, {"total_count": 400})
+        self.assertEqual(len(items), 50)
+        self.assertEqual(client.actions.stats(), {"cities": 400,
+                                                  "addresses": 0})
+
+
+class TestPlanetariumExample(unittest.TestCase):
+    """examples/planetarium.py in-process: a model that links to itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        spec = importlib.util.spec_from_file_location(
+            "cosmic_test_planetarium",
+            os.path.join(_PL_ROOT, "examples", "planetarium.py"))
+        module = importlib.util.module_from_spec(spec)
+        with cosmos.swap({}):
+            spec.loader.exec_module(module)
+        cls.api = module.planetarium
+
+    def test_self_link_and_list_metadata(self):
+        app = Server(self.api).wsgi_app
+        status, headers, body = _sv_call(app, "GET", "/Sphere/2")
+        self.assertEqual((status, json.loads(body)), (200, {
+            "_links": {"self": {"href": "/Sphere/2"},
+                       "revolves_around": {"href": "/Sphere/1"}},
+            "name": "Moon", "temperature": -50.0}))
+        status, headers, body = _sv_call(app, "GET", "/Sphere",
+                                         query="name=Sun")
+        listing = json.loads(body)
+        self.assertEqual(listing["_links"],
+                         {"self": {"href": "/Sphere?name=Sun"}})
+        self.assertEqual([s["name"] for s in listing["_embedded"]["Sphere"]],
+                         ["Sun"])
+        self.assertIsInstance(
+            DateTime.from_json(listing["last_updated"]), datetime.datetime)
+
+
 # == readme ===================================================================
 
 
@@ -10001,6 +11001,206 @@ class TestReadme(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# == examples =================================================================
+# The shipped examples, as a user runs them: places over real HTTP against
+# `python -m cosmic serve` on a temporary database, planetarium in-process.
+
+_PL_ROOT = os.path.dirname(os.path.abspath(cosmic.__file__))
+_PL_SERVING = re.compile(r"Serving (\S+) on (http://\S+?)/ \(Ctrl-C to stop\)$")
+
+
+def _pl_serve(target, env):
+    """Start ``python -m cosmic serve TARGET --port 0``; return (proc, url)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
+        cwd=_PL_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    match = _PL_SERVING.match(proc.stdout.readline().strip() if ready else "")
+    if match is None:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("cosmic serve did not start")
+    return proc, match.group(2)
+
+
+def _pl_stop(proc):
+    """SIGTERM, then the exit status (the server must stop cleanly)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+
+
+def _pl_request(url, method, path, body=None):
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    data = json.dumps(body) if body is not None else None
+    try:
+        conn.request(method, path, data, headers)
+        res = conn.getresponse()
+        payload = res.read()
+    finally:
+        conn.close()
+    return res.status, dict(res.getheaders()), payload
+
+
+class TestPlacesExample(unittest.TestCase):
+    """examples/places.py served by the CLI on a temporary SQLite file."""
+
+    def setUp(self):
+        folder = tempfile.mkdtemp(prefix="cosmic-places-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        self.env = {"PLACES_DB": os.path.join(folder, "places.db")}
+
+    def serve(self):
+        proc, url = _pl_serve("examples/places.py", self.env)
+        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
+        return proc, url
+
+    def test_every_endpoint_success_400_404_405(self):
+        proc, url = self.serve()
+        cases = [
+            ("POST", "/City", {"name": "Lisbon", "country": "Portugal"}, 201,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("POST", "/City", {"name": "lisbon"}, 400,
+             {"error": "Name must be capitalized: 'lisbon'"}),
+            ("POST", "/City", {"name": 7}, 400,
+             {"error": "Item at ['name'] Invalid String: 7"}),
+            ("GET", "/City/1", None, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal"}),
+            ("GET", "/City/99", None, 404, {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": 545000}, 200,
+             {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
+              "country": "Portugal", "population": 545000}),
+            ("PUT", "/City/99", {"population": 1}, 404,
+             {"error": "Not Found"}),
+            ("PUT", "/City/1", {"population": "many"}, 400,
+             {"error": "Item at ['population'] Invalid Integer: 'many'"}),
+            ("GET", "/City?country=Portugal", None, 200,
+             {"_links": {"self": {"href": "/City?country=Portugal"}},
+              "_embedded": {"City": [
+                  {"_links": {"self": {"href": "/City/1"}},
+                   "name": "Lisbon", "country": "Portugal",
+                   "population": 545000}]},
+              "total_count": 1}),
+            ("GET", "/City?limit=x", None, 400,
+             {"error": "Item at ['limit'] Invalid JSON: 'x'"}),
+            ("POST", "/Address", {"number": 7, "street": "Rua Augusta",
+                                  "_links": {"city": {"href": "/City/1"}}},
+             201, {"_links": {"self": {"href": "/Address/1"},
+                              "city": {"href": "/City/1"}},
+                   "number": 7, "street": "Rua Augusta"}),
+            ("DELETE", "/City/1", None, 409, {"error": "City has addresses"}),
+            ("DELETE", "/Address/1", None, 204, None),
+            ("DELETE", "/Address/1", None, 404, {"error": "Not Found"}),
+            ("PATCH", "/City/1", None, 405, {"error": "Method Not Allowed"}),
+            ("POST", "/actions/stats", None, 200,
+             {"cities": 1, "addresses": 0}),
+        ]
+        for method, path, body, status, expected in cases:
+            with self.subTest(method=method, path=path, body=body):
+                code, headers, payload = _pl_request(url, method, path, body)
+                self.assertEqual(code, status)
+                if expected is None:
+                    self.assertEqual(payload, b"")
+                    self.assertNotIn("Content-Type", headers)
+                else:
+                    self.assertEqual(json.loads(payload), expected)
+                if status == 201:
+                    self.assertEqual(headers["Location"],
+                                     expected["_links"]["self"]["href"])
+                if status == 405:
+                    self.assertEqual(headers["Allow"],
+                                     "DELETE, GET, HEAD, OPTIONS, PUT")
+
+    def test_data_survives_a_restart(self):
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        ident, _ = client.models.City.create(name="Porto", population=232000)
+        client.models.Address.create(number=1, street="Rua das Flores",
+                                     city=ident)
+        client.close()
+        self.assertEqual(_pl_stop(proc), 0)
+        proc, url = self.serve()
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        self.assertEqual(client.models.City.get_by_id(ident),
+                         {"name": "Porto", "population": 232000})
+        self.assertEqual(client.actions.stats(),
+                         {"cities": 1, "addresses": 1})
+
+    def test_concurrent_creates_lose_nothing(self):
+        proc, url = self.serve()
+        created, failures = [], []
+        lock = threading.Lock()
+
+        def work(n):
+            client = cosmic.connect(url)
+            try:
+                for i in range(50):
+                    ident, rep = client.models.City.create(
+                        name="City%d_%d" % (n, i))
+                    with lock:
+                        created.append(ident)
+            except Exception as exc:  # reported below, with the thread
+                failures.append((n, exc))
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        self.assertEqual(failures, [])
+        self.assertEqual(len(set(created)), 400)
+        client = cosmic.connect(url)
+        self.addCleanup(client.close)
+        items, meta = client.models.City.get_list(limit=100, offset=350)
+        self.assertEqual(meta, {"total_count": 400})
+        self.assertEqual(len(items), 50)
+        self.assertEqual(client.actions.stats(), {"cities": 400,
+                                                  "addresses": 0})
+
+
+class TestPlanetariumExample(unittest.TestCase):
+    """examples/planetarium.py in-process: a model that links to itself."""
+
+    @classmethod
+    def setUpClass(cls):
+        spec = importlib.util.spec_from_file_location(
+            "cosmic_test_planetarium",
+            os.path.join(_PL_ROOT, "examples", "planetarium.py"))
+        module = importlib.util.module_from_spec(spec)
+        with cosmos.swap({}):
+            spec.loader.exec_module(module)
+        cls.api = module.planetarium
+
+    def test_self_link_and_list_metadata(self):
+        app = Server(self.api).wsgi_app
+        status, headers, body = _sv_call(app, "GET", "/Sphere/2")
+        self.assertEqual((status, json.loads(body)), (200, {
+            "_links": {"self": {"href": "/Sphere/2"},
+                       "revolves_around": {"href": "/Sphere/1"}},
+            "name": "Moon", "temperature": -50.0}))
+        status, headers, body = _sv_call(app, "GET", "/Sphere",
+                                         query="name=Sun")
+        listing = json.loads(body)
+        self.assertEqual(listing["_links"],
+                         {"self": {"href": "/Sphere?name=Sun"}})
+        self.assertEqual([s["name"] for s in listing["_embedded"]["Sphere"]],
+                         ["Sun"])
+        self.assertIsInstance(
+            DateTime.from_json(listing["last_updated"]), datetime.datetime)
 
 
 # == readme ===================================================================
