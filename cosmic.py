@@ -5721,9 +5721,9 @@ def _load_module(text: str) -> Any:
         _sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
-        except BaseException:
+        except Exception as exc:
             _sys.modules.pop(name, None)
-            raise
+            raise _UsageError(_import_failure(text, exc)) from None
         return module
     if "" not in _sys.path and os.getcwd() not in _sys.path:
         _sys.path.insert(0, os.getcwd())
@@ -5732,7 +5732,22 @@ def _load_module(text: str) -> Any:
     except ModuleNotFoundError as err:
         if err.name and text.split(".")[0] == err.name.split(".")[0]:
             raise _UsageError("No module named %s" % text) from None
-        raise
+        raise _UsageError(_import_failure(text, err)) from None
+    except Exception as exc:
+        raise _UsageError(_import_failure(text, exc)) from None
+
+
+def _import_failure(text: str, exc: Exception) -> str:
+    """One line for a target that fails to import, with where it failed."""
+    import traceback
+    where = ""
+    if not isinstance(exc, SyntaxError):  # its text already says where
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            where = " (%s, line %s)" % (frames[-1].filename,
+                                        frames[-1].lineno)
+    return "Cannot import %s: %s: %s%s" % (text, type(exc).__name__, exc,
+                                           where)
 
 
 def _load_target(target: str) -> Any:
