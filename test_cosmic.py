@@ -4938,9 +4938,18 @@ class TestServeHTTP(unittest.TestCase):
             with open(two_apis, "w") as f:
                 f.write("from cosmic.api import API\n"
                         "one = API('one')\ntwo = API('two')\n")
+            broken = os.path.join(folder, "sv_broken.py")
+            with open(broken, "w") as f:
+                f.write("x = 1\nraise ValueError('boom')\n")
+            syntax = os.path.join(folder, "sv_syntax.py")
+            with open(syntax, "w") as f:
+                f.write("x = (\n")
             table = [("nope.py", "nope.py"),
                      ("examples/words.py:nothing", "nothing"),
-                     (no_api, "No API"), (two_apis, "one, two")]
+                     ("no_such_module_xyz", "No module named"),
+                     (no_api, "No API"), (two_apis, "one, two"),
+                     (broken, "ValueError: boom (%s, line 2)" % broken),
+                     (syntax, "SyntaxError: '(' was never closed")]
             for target, fragment in table:
                 with self.subTest(target=target):
                     code, err = _sv_cli("serve", target, "--port", "0")
