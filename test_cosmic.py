@@ -4949,7 +4949,7 @@ class TestServeHTTP(unittest.TestCase):
                      ("no_such_module_xyz", "No module named"),
                      (no_api, "No API"), (two_apis, "one, two"),
                      (broken, "ValueError: boom (%s, line 2)" % broken),
-                     (syntax, "SyntaxError: '(' was never closed")]
+                     (syntax, "Cannot import %s: SyntaxError" % syntax)]
             for target, fragment in table:
                 with self.subTest(target=target):
                     code, err = _sv_cli("serve", target, "--port", "0")
