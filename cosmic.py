@@ -3662,8 +3662,10 @@ def _wsgi_server_class():
         501: "Not Implemented",
         505: "HTTP Version Not Supported",
     }
-    # Kinds of response header names: 1 length, 2 connection, 3 date, 4 banned.
-    SPECIAL = {"content-length": 1, "connection": 2, "date": 3}
+    # Kinds of response header names: 1 length, 2 connection, 3 date, 4 banned,
+    # 5 the request id (logged).
+    SPECIAL = {"content-length": 1, "connection": 2, "date": 3,
+               "x-request-id": 5}
     for _hop in ("keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                  "trailer", "trailers", "transfer-encoding", "upgrade"):
         SPECIAL[_hop] = 4
@@ -3701,9 +3703,16 @@ def _wsgi_server_class():
             return line
         return line.encode("unicode_escape").decode("ascii").replace('"', '\\"')
 
-    def log_access(host, line, code, size):
-        logger.info('%s - - [%s] "%s" %d %s', host, now_strings()[2],
-                    printable(line), code, size or "-")
+    def log_access(host, line, code, size, request_id=None):
+        # Common Log Format, then the request id that the app echoed (so a
+        # logged traceback can be matched with its request).
+        if request_id is None:
+            logger.info('%s - - [%s] "%s" %d %s', host, now_strings()[2],
+                        printable(line), code, size or "-")
+        else:
+            logger.info('%s - - [%s] "%s" %d %s %s', host, now_strings()[2],
+                        printable(line), code, size or "-",
+                        printable(request_id))
 
     def error_response(code, message):
         body = json.dumps({"error": message}).encode("utf-8")
@@ -3870,7 +3879,8 @@ def _wsgi_server_class():
 
         __slots__ = ("conn", "head_only", "http11", "keep", "inp", "status",
                      "code", "status_line", "head", "clen", "app_close",
-                     "has_date", "sent_head", "mode", "sent", "linger")
+                     "has_date", "sent_head", "mode", "sent", "linger",
+                     "request_id")
 
         def __init__(self, conn, head_only, http11, keep, inp):
             self.conn = conn
@@ -3884,6 +3894,7 @@ def _wsgi_server_class():
             self.mode = 0  # 0 no body, 1 length, 2 chunked, 3 until close
             self.sent = 0
             self.linger = False
+            self.request_id = None
 
         def start_response(self, status, headers, exc_info=None):
             if exc_info is not None:
@@ -3927,6 +3938,8 @@ def _wsgi_server_class():
                         continue
                     elif kind == 3:
                         has_date = True
+                    elif kind == 5:
+                        self.request_id = value
                     else:
                         raise ValueError("hop-by-hop header %r not allowed" % name)
                 parts.append("%s: %s\r\n" % (name, value))
@@ -4426,7 +4439,7 @@ def _wsgi_server_class():
             ex = Exchange(self, method == "HEAD", http11, keep, inp)
             ex.run(srv.app, env, line)
             if srv.access_log and logger.isEnabledFor(INFO):
-                log_access(self.host, line, ex.code, ex.sent)
+                log_access(self.host, line, ex.code, ex.sent, ex.request_id)
             if not ex.keep:
                 if ex.linger or (inp is not None and inp.remaining
                                  and not inp.broken):

@@ -5686,6 +5686,44 @@ class TestDevServerLifecycle(unittest.TestCase):
         self.assertIsNotNone(match, lines[0])
         self.assertEqual(int(match.group(1)), len(body))
 
+    def test_access_log_names_the_request_id(self):
+        api = API("hs_logged")
+
+        @api.action(returns=String)
+        def hello():
+            return "hi"
+
+        records = []
+        logged = threading.Event()
+        logger = logging.getLogger("cosmic")
+        handler = logging.Handler()
+        handler.emit = lambda record: (records.append(record), logged.set())
+        old_level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        try:
+            server = _hs_start(Server(api).wsgi_app, log=True)
+            try:
+                conn = http.client.HTTPConnection(*server.server_address,
+                                                  timeout=5)
+                conn.request("POST", "/actions/hello",
+                             headers={"X-Request-ID": "trace-42"})
+                res = conn.getresponse()
+                res.read()
+                conn.close()
+                self.assertTrue(logged.wait(5))  # logged after the response
+            finally:
+                server.shutdown()
+                server.test_thread.join(5)
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+        self.assertEqual(res.getheader("X-Request-ID"), "trace-42")
+        lines = [r.getMessage() for r in records if r.levelno == logging.INFO]
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].endswith(
+            '"POST /actions/hello HTTP/1.1" 200 4 trace-42'), lines[0])
+
     @unittest.skipIf(os.name == "nt", "POSIX signals only")
     def test_sigterm_stops_serve_wsgi(self):
         code = (
