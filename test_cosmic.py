@@ -49,47 +49,36 @@ from wsgiref.util import setup_testing_defaults
 from wsgiref.validate import validator
 
 import cosmic
+import cosmic as httpserver
+from cosmic.types import *  # noqa: F401,F403
+from cosmic import (API, Array, BaseModel, Binary, Boolean, DateTime, Float,
+                    Integer, JSON, Link, Map, Model, OrderedMap, Patch,
+                    Representation, Schema, Server, String, Struct, _DOCS_CSS,
+                    _docs_example, _docs_html, _DOCS_JS, _docs_type_html,
+                    _docs_type_text, docs_html, openapi, optional,
+                    optional_link, required, required_link)
 from cosmic.api import API
-from cosmic.exceptions import SpecError
-from cosmic.globals import cosmos
+from cosmic.client import (APIClient, BaseAPIClient, ClientLoggingMixin,
+                           WsgiAPIClient)
+from cosmic.exceptions import (HTTPError, NotFound, RemoteHTTPError, SpecError,
+                               ThreadLocalMissing)
+from cosmic.globals import (SwappableDict, ThreadLocalDict, cosmos,
+                            ensure_thread_local, storage, thread_local,
+                            thread_local_middleware)
+from cosmic.http import (Server, error_response)
 from cosmic.models import BaseModel
+from cosmic.testing import served_api
 from cosmic.tools import (args_to_datum, assert_is_compatible,
                           deserialize_json, get_args, is_string_type,
                           serialize_json, string_to_json,
                           validate_underscore_identifier)
-from cosmic.types import *  # noqa: F401,F403
-from cosmic.types import (JSON, APISpec, Array, Binary, Boolean, Box,
-                          DateTime, Float, Integer, Link, Map, Model,
-                          OrderedMap, Patch, Representation, Schema, String,
-                          Struct, UnicodeDecodeValidationError,
+from cosmic.types import (APISpec, Array, Binary, Boolean, Box, DateTime,
+                          Float, Integer, JSON, Link, Map, Model, OrderedMap,
+                          Patch, Representation, Schema, String, Struct,
+                          UnicodeDecodeValidationError,
                           UnknownTypeValidationError, URLParams,
                           ValidationError, optional, optional_link, required,
                           required_link)
-from cosmic.exceptions import HTTPError, NotFound, SpecError, \
-    ThreadLocalMissing
-from cosmic.globals import SwappableDict, ThreadLocalDict, cosmos, \
-    ensure_thread_local, storage, thread_local, thread_local_middleware
-from cosmic.http import Server, error_response
-from cosmic.tools import assert_is_compatible, get_args, \
-    validate_underscore_identifier
-from cosmic.types import JSON, APISpec, Array, Boolean, Box, DateTime, \
-    Float, Integer, Map, Model, Patch, Representation, String, Struct, \
-    ValidationError, optional, optional_link, required, required_link
-import cosmic as httpserver
-from cosmic.client import (APIClient, BaseAPIClient, ClientLoggingMixin,
-                           WsgiAPIClient)
-from cosmic.exceptions import HTTPError, NotFound, RemoteHTTPError, SpecError
-from cosmic.testing import served_api
-from cosmic.types import (APISpec, Array, Integer, String, Struct,
-                          ValidationError, optional, optional_link, required)
-from cosmic import (API, JSON, Array, BaseModel, Binary, Boolean, DateTime,
-                    Float, Integer, Link, Map, Model, OrderedMap, Patch,
-                    Representation, Schema, Server, String, Struct, openapi,
-                    optional, optional_link, required, required_link)
-from cosmic import (_DOCS_CSS, _DOCS_JS, _docs_example, _docs_html,
-                    _docs_type_html, _docs_type_text, docs_html)
-from cosmic.http import Server
-from cosmic.types import JSON, Integer, String, Struct, optional, required
 
 
 # == types ============================================================
