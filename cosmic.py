@@ -1317,7 +1317,9 @@ def _DECODE(text: str) -> Any:
 _DECODE_CHECKED = _json.JSONDecoder(parse_constant=_strict_constant,
                                     parse_float=_reject_inf,
                                     parse_int=_reject_long_int).decode
-_NEEDS_CHECK = _re.compile(r"[0-9][eE]|[0-9]{300}|\\u[dD][89a-fA-F]")
+# The look-behind makes a long run of digits cost one try, not one per digit.
+_NEEDS_CHECK = _re.compile(
+    r"[0-9][eE]|(?<![0-9])[0-9]{300}|\\u[dD][89a-fA-F]")
 
 
 def _loads_strict(text: str) -> Any:
@@ -1968,7 +1970,7 @@ def _read_body(environ: dict, limit: int) -> bytes:
         if not coding:
             return b""
         if coding != "chunked":
-            raise HTTPError(501, "Transfer-Encoding not supported")
+            raise HTTPError(501, "Unsupported Transfer-Encoding")
         # Servers that decode chunked bodies say so (gunicorn, mod_wsgi);
         # reading an unterminated stream would wait for ever.
         if not environ.get("wsgi.input_terminated"):
@@ -1997,7 +1999,10 @@ def _read_body(environ: dict, limit: int) -> bytes:
     return data
 
 
-_JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+# A string runs to its closing quote or to the end of the text: a match never
+# fails after scanning, so a text of unclosed escaped quotes is one linear
+# pass (a pattern that needs the closing quote retries from every quote).
+_JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', _re.S)
 _NOT_BRACKET = _re.compile(r"[^\[\]{}]+")
 
 
@@ -2762,8 +2767,9 @@ class Server:
             method, path = request.method, request.path
             request_id = request.request_id
         logging.getLogger("cosmic").error(
-            "Unhandled exception in %s %s (request %s)", method, path,
-            request_id, exc_info=(type(exc), exc, exc.__traceback__))
+            "Unhandled exception in %s %s (request %s)", _log_safe(method),
+            _log_safe(path), request_id,
+            exc_info=(type(exc), exc, exc.__traceback__))
         return error_response("Internal Server Error", 500)
 
     def _cors_origin(self, environ: dict) -> str | None:
@@ -2793,6 +2799,14 @@ class Server:
         if allowed:
             headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
         return Response(b"", 204, headers)
+
+
+def _log_safe(text: str) -> str:
+    """Text from a request, with control characters escaped, so that it
+    cannot forge log lines (a decoded path may hold CR/LF)."""
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def _call_with_timeout(handler: Callable, kwargs: dict, timeout: float) -> Any:
@@ -3559,7 +3573,7 @@ def serve_wsgi(
     max_request_line=65536,
     max_headers=100,
     max_header_bytes=65536,
-    max_chunked_body=16 * 1024 * 1024,
+    max_chunked_body=1 << 20,
     backlog=128,
     log=True,
     name=None,
@@ -3654,7 +3668,7 @@ def _wsgi_server_class():
     HEX = b"0123456789abcdefABCDEF"
     REASONS = {
         400: "Bad Request",
-        413: "Payload Too Large",
+        413: "Request Entity Too Large",
         414: "URI Too Long",
         417: "Expectation Failed",
         431: "Request Header Fields Too Large",
@@ -4543,7 +4557,7 @@ def _wsgi_server_class():
 
         def __init__(self, app, host="127.0.0.1", port=8000, *,
                      socket_timeout=5.0, max_request_line=65536, max_headers=100,
-                     max_header_bytes=65536, max_chunked_body=16 * 1024 * 1024,
+                     max_header_bytes=65536, max_chunked_body=1 << 20,
                      backlog=128, log=True, name=None):
             self.app = app
             self.socket_timeout = socket_timeout
@@ -5805,7 +5819,14 @@ def _as_app(obj: Any) -> tuple:
 
 
 def _cmd_serve(args: Any) -> int:
-    app, name, _ = _as_app(_load_target(args.target))
+    target = _load_target(args.target)
+    app, name, _ = _as_app(target)
+    limits = {}
+    if isinstance(target, (API, Server)):
+        # Chunked bodies are buffered by the server: no more than the app
+        # will accept.
+        server = target if isinstance(target, Server) else Server
+        limits["max_chunked_body"] = server.max_content_length
 
     def ready(server):
         host, port = server.server_address[:2]
@@ -5813,7 +5834,7 @@ def _cmd_serve(args: Any) -> int:
               % (name, host, port), flush=True)
 
     try:
-        serve_wsgi(app, host=args.host, port=args.port, ready=ready)
+        serve_wsgi(app, host=args.host, port=args.port, ready=ready, **limits)
     except OSError as err:
         raise _UsageError("Cannot listen on %s:%s: %s"
                           % (args.host, args.port, err.strerror)) from None
