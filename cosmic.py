@@ -3781,21 +3781,37 @@ def _wsgi_server_class():
     class Input:
         """wsgi.input: at most CONTENT_LENGTH bytes, each recv bounded by timeout."""
 
-        __slots__ = ("_conn", "remaining", "expect", "broken")
+        __slots__ = ("_conn", "remaining", "expect", "broken", "deadline")
 
         def __init__(self, conn, length, expect):
             self._conn = conn
             self.remaining = length
             self.expect = expect  # 100 Continue still owed to the client
             self.broken = False  # timeout / EOF before the body was complete
+            # The whole body must arrive in time too, so that a client that
+            # sends a byte just before each socket timeout cannot hold its
+            # thread for ever.
+            self.deadline = monotonic() + conn.srv.body_timeout
 
         def _recv(self, size):
             conn = self._conn
+            sock = conn.sock
+            left = self.deadline - monotonic()
             try:
+                if left <= 0:
+                    raise OSError("body not received in time")
                 if self.expect:
                     self.expect = False
-                    conn.sock.sendall(CONTINUE)
-                data = conn.sock.recv(size)
+                    sock.sendall(CONTINUE)
+                timeout = conn.srv.socket_timeout
+                if left < timeout:
+                    sock.settimeout(left)
+                    try:
+                        data = sock.recv(size)
+                    finally:
+                        sock.settimeout(timeout)
+                else:
+                    data = sock.recv(size)
             except OSError:
                 data = b""
             if not data:
@@ -4561,6 +4577,7 @@ def _wsgi_server_class():
                      backlog=128, log=True, name=None):
             self.app = app
             self.socket_timeout = socket_timeout
+            self.body_timeout = max(30.0, 12 * socket_timeout)
             self.max_request_line = max_request_line
             self.max_headers = max_headers
             self.max_header_bytes = max_header_bytes

@@ -11608,6 +11608,42 @@ class TestHardeningSlowClients(unittest.TestCase):
         _hd_close_places(cls.places)
         cls.tmp.cleanup()
 
+    def test_body_trickled_past_the_deadline_is_cut_off(self):
+        # Each byte comes well within the socket timeout, but the body as a
+        # whole must arrive within server.body_timeout.
+        api = API("hd_trickle")
+
+        @api.action(accepts=String, returns=String)
+        def echo(text):
+            return text
+
+        server = _hs_start(Server(api).wsgi_app, socket_timeout=0.5)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        server.body_timeout = 1.0
+        body = b'"' + b"x" * 98 + b'"'
+        sock = socket.create_connection(server.server_address, timeout=10)
+        self.addCleanup(sock.close)
+        sock.sendall(b"POST /actions/echo HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        started = time.monotonic()
+        answer = b""
+        for byte in body:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            ready, _, _ = select.select([sock], [], [], 0.2)  # pacing
+            if ready:
+                answer = sock.recv(65536)
+                break
+        elapsed = time.monotonic() - started
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
+        self.assertIn(b'{"error": "Incomplete body: expected 100 bytes, got ',
+                      answer)
+        self.assertLess(elapsed, 5.0)  # 100 bytes at 0.2 s would take 20 s
+
     def test_slow_sender_and_idle_connections(self):
         port = self.server.port
         stop = threading.Event()
