@@ -283,6 +283,8 @@ def _invalid(what: str):
 
 
 class _IntegerType(_Type):
+    """Integer: a JSON number with no fraction; native ``int`` (``2.0`` gives ``2``)."""
+
     type_name = "Integer"
     _exact = int
 
@@ -301,6 +303,8 @@ class _IntegerType(_Type):
 
 
 class _FloatType(_Type):
+    """Float: a finite JSON number; native ``float`` (ints are accepted)."""
+
     type_name = "Float"
     _exact = float
 
@@ -324,7 +328,7 @@ class _FloatType(_Type):
 
 
 class _ExactType(_Type):
-    """A type whose JSON and native values are the same Python type."""
+    """Boolean and String: JSON and native values of one Python type."""
 
     def __init__(self, type_name: str, exact: type, json_type: str,
                  string_based: bool = False) -> None:
@@ -347,11 +351,17 @@ class _ExactType(_Type):
 
 # Standard base64 with padding (RFC 4648 section 4), checked before decoding
 # so that Binary and its JSON Schema accept exactly the same strings.
-_B64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-_B64_RE = _re.compile(_B64.replace("$", r"\Z"))
+# (?![\s\S]) ends a pattern in ECMA-262 and in Python alike; "$" would let
+# Python-based validators accept a trailing newline.
+_END = "(?![\\s\\S])"
+_B64 = ("^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+        + _END)
+_B64_RE = _re.compile(_B64)
 
 
 class _BinaryType(_Type):
+    """Binary: standard base64 text with padding; native ``bytes``."""
+
     type_name = "Binary"
 
     @staticmethod
@@ -381,7 +391,7 @@ _DATETIME_RE = _re.compile(
 _DATETIME_PATTERN = (
     "^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     "T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,6})?)?"
-    "(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?$")
+    "(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)?" + _END)
 
 
 def _parse_datetime(text: str) -> _datetime.datetime:
@@ -409,6 +419,9 @@ def _parse_datetime(text: str) -> _datetime.datetime:
 
 
 class _DateTimeType(_Type):
+    """DateTime: ISO 8601 text such as ``2014-01-01T00:00:00Z``; native
+    ``datetime`` (naive or aware)."""
+
     type_name = "DateTime"
     _string_based = True
 
@@ -451,6 +464,8 @@ class Box:
 
 
 class _JSONType(_Type):
+    """JSON: any JSON value; native ``Box(value)``."""
+
     type_name = "JSON"
 
     @staticmethod
@@ -880,6 +895,8 @@ _PARAMETRIZED = {}
 
 
 class _SchemaType(_Type):
+    """Schema: a type described in JSON, ``{"type": ..., "param": ...}``."""
+
     type_name = "Schema"
 
     def _load(self, datum):
@@ -1032,6 +1049,22 @@ def _as_model(obj: Any) -> Model:
                     "class, got %s" % _short_repr(obj))
 
 
+def _href_id(ident: str) -> str:
+    """An id as it appears in an href: as it is (WIRE.md 8.6), except that
+    ``%`` and ``/`` are escaped, so that any id survives the round trip."""
+    if "%" in ident or "/" in ident:
+        return ident.replace("%", "%25").replace("/", "%2F")
+    return ident
+
+
+_HREF_ESCAPE = _re.compile("%(25|2[Ff])")
+
+
+def _href_unescape(text: str) -> str:
+    return _HREF_ESCAPE.sub(lambda m: "%" if m.group(1) == "25" else "/",
+                            text)
+
+
 class Link(_Type):
     """A link to a model object: JSON ``"/City/3"``, native ``"3"``."""
 
@@ -1049,12 +1082,13 @@ class Link(_Type):
             if len(parts) != 3 or parts[1] != name or not parts[2]:
                 raise ValidationError(
                     "Invalid url for %s link: %s" % (name, _cap(datum)))
-            return parts[2]
+            ident = parts[2]
+            return _href_unescape(ident) if "%" in ident else ident
 
         def dump(value):
             if type(value) is not str or not value:
                 raise ValidationError("Invalid %s id" % name, value)
-            return "/%s/%s" % (name, value)
+            return "/%s/%s" % (name, _href_id(value))
 
         self._load = load
         self._dump = dump
@@ -1073,6 +1107,9 @@ class Link(_Type):
         return "Link(%r)" % (self.param,)
 
 
+_COMPILE_LOCK = _threading.RLock()
+
+
 class _ModelBody(_Wrapper):
     """Representation and Patch: a HAL object compiled from the model spec.
 
@@ -1088,7 +1125,10 @@ class _ModelBody(_Wrapper):
     def __getattr__(self, name):
         if name != "_inner":
             raise AttributeError(name)
-        self._inner = inner = self._compile()
+        with _COMPILE_LOCK:  # two threads may meet a new type at once
+            inner = self.__dict__.get("_inner")
+            if inner is None:
+                inner = self._compile()
         return inner
 
     def _compile(self) -> Struct:
@@ -1096,21 +1136,23 @@ class _ModelBody(_Wrapper):
         opt = self._all_optional
         model = self.param.model_name
         links = [optional("self", Struct([required("href", Link(self.param))]))]
-        self._links = []
+        link_dumps = []
         for name, link in spec["links"].items():
             target = _as_model(link["model"])
             if self.param._api is not None:
                 target._bind_model(self.param._api)
             links.append((name, _field(Struct([required("href", Link(target))]),
                                        link["required"] and not opt, None)))
-            self._links.append((name, Link(target)._dump))
+            link_dumps.append((name, Link(target)._dump))
         props = [(name, _field(f["schema"], f["required"] and not opt, None))
                  for name, f in spec["properties"].items()]
-        self._props = [(n, f["schema"]._dump, f["schema"]._exact)
-                       for n, f in props]
+        prop_dumps = [(n, f["schema"]._dump, f["schema"]._exact)
+                      for n, f in props]
+        inner = Struct([optional("_links", Struct(links))] + props)
         self._model = model
-        self._dump = self._compile_dump()
-        return Struct([optional("_links", Struct(links))] + props)
+        self._dump = self._compile_dump(model, link_dumps, prop_dumps)
+        self._inner = inner  # last: its presence means "compiled"
+        return inner
 
     def _assemble(self, datum):
         links = datum.pop("_links", None)
@@ -1127,10 +1169,11 @@ class _ModelBody(_Wrapper):
         self._inner  # compiles, and sets the instance's own _dump
         return self._dump(value)
 
-    def _compile_dump(self) -> Callable:
-        model, links, what = self._model, tuple(self._links), self.type_name[7:]
+    def _compile_dump(self, model: str, link_dumps: list,
+                      prop_dumps: list) -> Callable:
+        links, what = tuple(link_dumps), self.type_name[7:]
         props = tuple((n, d, e if e is not float else None)
-                      for n, d, e in self._props)
+                      for n, d, e in prop_dumps)
         self_prefix = "/%s/" % model
 
         def dump(value):
@@ -1144,7 +1187,8 @@ class _ModelBody(_Wrapper):
             if ident is not None:
                 if type(ident) is not str:
                     raise ValidationError("Invalid %s id" % model, ident)
-                out["_links"] = {"self": {"href": self_prefix + ident}}
+                out["_links"] = {"self": {"href": self_prefix +
+                                          _href_id(ident)}}
             for name, link_dump in links:
                 target = rep.get(name)
                 if target is not None:
@@ -1342,7 +1386,7 @@ def _loads_strict(text: str) -> Any:
 
 
 class _APISpecType(_Wrapper):
-    """The whole API description served at /spec.json (WIRE.md 7)."""
+    """APISpec: the whole API description served at /spec.json (WIRE.md 7)."""
 
     type_name = "cosmic.APISpec"
 
@@ -1370,11 +1414,15 @@ class _APISpecType(_Wrapper):
 
     @staticmethod
     def _assemble(datum):
-        for name, model in datum["models"].items():
-            try:
+        # A spec may come from anywhere (a client fetches it): names become
+        # attributes and URL segments, so they must be identifiers.
+        try:
+            for name in list(datum["actions"]) + list(datum["models"]):
+                validate_underscore_identifier(name)
+            for name, model in datum["models"].items():
                 _check_model_spec(name, model)
-            except SpecError as err:
-                raise ValidationError(str(err)) from None
+        except SpecError as err:
+            raise ValidationError(str(err)) from None
         return datum
 
     @staticmethod
@@ -1447,6 +1495,13 @@ def get_args(func: Callable) -> tuple:
         else:
             optional_names.append(p.name)
     return tuple(required_names), tuple(optional_names)
+
+
+def _positional_only(func: Callable) -> bool:
+    """Whether a function has a positional-only parameter."""
+    import inspect
+    return any(p.kind == p.POSITIONAL_ONLY
+               for p in inspect.signature(func).parameters.values())
 
 
 def assert_is_compatible(schema: Any, required_args: tuple,
@@ -1641,6 +1696,11 @@ class API(BaseAPI):
             name = func.__name__
             validate_underscore_identifier(name)
             required_args, optional_args = get_args(func)
+            if len(required_args + optional_args) > 1 and \
+                    _positional_only(func):
+                raise SpecError("Cannot define action with positional-only "
+                                "parameters unless it has just one: %s"
+                                % name)
             if accepts is not None:
                 assert_is_compatible(accepts, required_args, optional_args)
             for schema in (accepts, returns):
@@ -1907,6 +1967,30 @@ def _decode_path(raw: str) -> str:
         raise HTTPError(400, "Invalid UTF-8 in URL path") from None
 
 
+def _path_segments(environ: dict) -> list:
+    raw = environ.get("PATH_INFO", "")
+    path = (raw if raw.isascii() else _decode_path(raw)) or "/"
+    parts = path.split("/")
+    uri = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+    if uri and "%2f" in uri.lower():
+        from urllib.parse import unquote
+        target = uri.partition("?")[0]
+        if not target.startswith("/"):  # absolute form: scheme://host/path
+            target = "/" + target.partition("://")[2].partition("/")[2]
+        try:
+            raw_parts = [unquote(part, errors="strict")
+                         for part in target.split("/")]
+        except UnicodeDecodeError:
+            raise HTTPError(400, "Invalid UTF-8 in URL path") from None
+        skip = environ.get("SCRIPT_NAME", "").count("/")
+        raw_parts[1:] = raw_parts[1 + skip:]
+        # Only when the raw target says the same as PATH_INFO (a proxy may
+        # have rewritten one of them).
+        if "/".join(raw_parts) == path:
+            parts = raw_parts
+    return parts
+
+
 class Request:
     """The request that server hooks receive, built lazily from an environ.
 
@@ -1917,36 +2001,59 @@ class Request:
 
     max_json_depth = 100
 
-    def __init__(self, environ: dict, max_content_length: int = 1 << 20,
-                 path: str | None = None) -> None:
+    def __init__(self, environ: dict,
+                 max_content_length: int = 1 << 20) -> None:
         self.environ = environ
         self.method = environ["REQUEST_METHOD"]
-        self.path = path if path is not None else _decode_path(
-            environ.get("PATH_INFO", ""))
         self.max_content_length = max_content_length
         self.request_id: str | None = None
         self._data: bytes | None = None
+        self._parts: list | None = None
+
+    @property
+    def path(self) -> str:
+        """The decoded path (``/City/café``); HTTPError(400) if not UTF-8."""
+        return "/".join(self.path_segments)
+
+    @property
+    def path_segments(self) -> list:
+        """The path's decoded segments, the first one empty.
+
+        An encoded slash stays inside its segment (``/Doc/a%2Fb`` has the
+        id ``a/b``) when the server passes the raw target on, as this
+        one's development server (``REQUEST_URI``) and gunicorn
+        (``RAW_URI``) do.
+        """
+        parts = self._parts
+        if parts is None:
+            parts = self._parts = _path_segments(self.environ)
+        return parts
 
     @property
     def headers(self) -> _Headers:
+        """The headers, by name, ignoring case: ``headers.get("Accept")``."""
         return _Headers(self.environ)
 
     @property
     def args(self) -> _MultiDict:
+        """The query parameters: ``args.get(name)``, ``args.getlist(name)``."""
         from urllib.parse import parse_qsl
         return _MultiDict(parse_qsl(self.environ.get("QUERY_STRING", ""),
                                     keep_blank_values=True))
 
     @property
     def content_type(self) -> str:
+        """The Content-Type header as sent, or ""."""
         return self.environ.get("CONTENT_TYPE", "")
 
     @property
     def mimetype(self) -> str:
+        """The media type, lower-cased, without parameters."""
         return self.content_type.split(";", 1)[0].strip().lower()
 
     @property
     def mimetype_params(self) -> dict:
+        """The Content-Type parameters, such as ``{"charset": "utf-8"}``."""
         params = {}
         for part in self.content_type.split(";")[1:]:
             key, eq, value = part.partition("=")
@@ -1956,6 +2063,8 @@ class Request:
 
     @property
     def data(self) -> bytes:
+        """The body, read on first use: at most CONTENT_LENGTH bytes, and
+        HTTPError 413/400/411/501 when it is too large or malformed."""
         data = self._data
         if data is None:
             environ = self.environ
@@ -2115,6 +2224,22 @@ class Endpoint:
             raise HTTPError(400, "Invalid data")
         return datum
 
+    def handler(self, **func_input: Any) -> Any:
+        """Call the user's code with the decoded input (server side)."""
+        raise NotImplementedError
+
+    def build_response(self, func_input: dict, func_output: Any) -> Response:
+        """The response for the handler's result, type-checked."""
+        raise NotImplementedError
+
+    def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
+        """The request for a client call, its arguments checked first."""
+        raise NotImplementedError
+
+    def parse_response(self, res: Any) -> Any:
+        """The client-side result of a response; raises for bad statuses."""
+        raise NotImplementedError
+
     def parse_request(self, request: Request, **url_args: Any) -> dict:
         """Decode a request into the handler's keyword arguments."""
         environ = request.environ
@@ -2221,7 +2346,11 @@ class ActionEndpoint(Endpoint):
         self._load = self.accepts._load if self.accepts is not None else None
         self._dump = self.returns._dump if self.returns is not None else None
         if self.func is not None:
-            self.handler = self.func  # skip a layer: same call, same args
+            if self._mode == "one" and _positional_only(self.func):
+                param = self._param
+                self.handler = lambda **given: func(given[param])
+            else:
+                self.handler = self.func  # skip a layer: same call, args
 
     def parse_request(self, request, **url_args):
         datum = _decode_json_body(request)
@@ -2278,6 +2407,8 @@ class _ModelEndpoint(Endpoint):
         model = Model("%s.%s" % (api.name, model_name), api)
         self.representation = Representation(model)
         self.patch = Patch(model)
+        self.representation._inner  # compiled now, before any request
+        self.patch._inner
         self.func = None
         namespace = getattr(api.models, model_name, None) \
             if isinstance(api, API) else None
@@ -2632,16 +2763,14 @@ class Server:
         if _current.get() is None:
             local: dict = {}
             token = _current.set(local)
-            ident = _get_ident()
-            previous = storage.get(ident, _MISSING)
-            storage[ident] = local
+            ident = _enter_local(local)
         try:
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _SANE_ID.match(request_id) is None:
                 request_id = _ID_PREFIX + str(next(_request_counter))
             request = None
             try:
-                request = Request(environ, self.max_content_length, "")
+                request = Request(environ, self.max_content_length)
                 request.request_id = request_id
                 if self.max_json_depth != 100:
                     request.max_json_depth = self.max_json_depth
@@ -2671,10 +2800,7 @@ class Server:
         finally:
             if token is not None:
                 _current.reset(token)
-                if previous is _MISSING:
-                    storage.pop(ident, None)
-                else:
-                    storage[ident] = previous
+                _exit_local(ident, local)
 
     def dispatch_request(self, request: Request) -> Response:
         """Route a request (WIRE.md 2) and run ``view``; errors become JSON."""
@@ -2684,9 +2810,7 @@ class Server:
             if len(raw) + len(environ.get("QUERY_STRING", "")) > \
                     self.max_url_length:
                 raise HTTPError(414, _REASONS[414])
-            path = (raw if raw.isascii() else _decode_path(raw)) or "/"
-            request.path = path
-            route, url_args = self._match(path)
+            route, url_args = self._match(request.path_segments)
             if route is None:
                 return error_response("Not Found", 404)
             method = request.method
@@ -2700,15 +2824,16 @@ class Server:
                 response.headers["Allow"] = route.allow
                 return response
             return self.view(endpoint, request, **url_args)
+        except RemoteHTTPError:
+            raise  # another API's answer to our code: a fault here, a 500
         except HTTPError as err:
             return error_response(
                 err.message or _REASONS.get(err.code, "Error"), err.code)
 
-    def _match(self, path: str) -> tuple:
+    def _match(self, parts: list) -> tuple:
         routes = self._routes
         if routes is None or routes.version != self.api._version:
             routes = self._get_routes()
-        parts = path.split("/")
         if parts[0] or len(parts) > 3:
             return None, None
         if len(parts) == 2:
@@ -2777,8 +2902,11 @@ class Server:
         import logging
         method = path = request_id = "-"
         if request is not None:
-            method, path = request.method, request.path
-            request_id = request.request_id
+            method, request_id = request.method, request.request_id
+            try:
+                path = request.path
+            except HTTPError:
+                path = request.environ.get("PATH_INFO", "-")
         logging.getLogger("cosmic").error(
             "Unhandled exception in %s %s (request %s)", _log_safe(method),
             _log_safe(path), request_id,
@@ -3256,9 +3384,13 @@ class WsgiAPIClient(BaseAPIClient):
         environ = _make_environ(request.method, request.url,
                                 request.data.encode("utf-8"), request.headers)
         if self.server_cosmos is not None:
-            with cosmos.swap(self.server_cosmos):
+            # cosmos is one global: overlapping swaps must not interleave.
+            with _SWAP_LOCK, cosmos.swap(self.server_cosmos):
                 return _call_app(self._app, environ)
         return _call_app(self._app, environ)
+
+
+_SWAP_LOCK = _threading.RLock()
 
 
 def _make_environ(method: str, url: str, body: bytes = b"",
@@ -3271,6 +3403,7 @@ def _make_environ(method: str, url: str, body: bytes = b"",
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
         "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "REQUEST_URI": url,
         "QUERY_STRING": query,
         "SERVER_NAME": "localhost",
         "SERVER_PORT": "80",
@@ -3352,6 +3485,32 @@ _get_ident = _threading.get_ident
 _current: _contextvars.ContextVar = _contextvars.ContextVar(
     "cosmic_local", default=None)
 storage: dict = {}
+_active: dict = {}  # thread id -> the locals open in it, innermost last
+
+
+def _enter_local(local: dict) -> int:
+    ident = _get_ident()
+    opened = _active.get(ident)
+    if opened is None:
+        _active[ident] = [local]
+    else:
+        opened.append(local)
+    storage[ident] = local
+    return ident
+
+
+def _exit_local(ident: int, local: dict) -> None:
+    # asyncio tasks of one thread may close their locals in any order: drop
+    # this one wherever it is, and show the innermost one still open.
+    opened = _active[ident]
+    if len(opened) == 1:
+        del _active[ident], storage[ident]
+        return
+    for i in range(len(opened) - 1, -1, -1):
+        if opened[i] is local:
+            del opened[i]
+            break
+    storage[ident] = opened[-1]
 
 
 @_contextlib.contextmanager
@@ -3362,18 +3521,13 @@ def thread_local():
     removed even when the block raises.
     """
     local: dict = {}
-    ident = _get_ident()
-    previous = storage.get(ident, _MISSING)
     token = _current.set(local)
-    storage[ident] = local
+    ident = _enter_local(local)
     try:
         yield local
     finally:
         _current.reset(token)
-        if previous is _MISSING:
-            storage.pop(ident, None)
-        else:
-            storage[ident] = previous
+        _exit_local(ident, local)
 
 
 @_contextlib.contextmanager
@@ -3456,6 +3610,7 @@ class ThreadLocalDict(_Swappable):
 
     @property
     def data(self) -> dict:
+        """This dict's contents in the current thread_local() block."""
         local = _current.get()
         if local is None:
             raise ThreadLocalMissing()
