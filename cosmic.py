@@ -2026,7 +2026,14 @@ class Request:
         """
         parts = self._parts
         if parts is None:
-            parts = self._parts = _path_segments(self.environ)
+            environ = self.environ
+            raw = environ.get("PATH_INFO", "")
+            uri = environ.get("REQUEST_URI") or environ.get("RAW_URI")
+            if raw.isascii() and (uri is None or "%" not in uri):
+                parts = (raw or "/").split("/")  # the usual case, inline
+            else:
+                parts = _path_segments(environ)
+            self._parts = parts
         return parts
 
     @property
@@ -2763,7 +2770,13 @@ class Server:
         if _current.get() is None:
             local: dict = {}
             token = _current.set(local)
-            ident = _enter_local(local)
+            ident = _get_ident()
+            alone = ident not in _active  # the usual case, done inline
+            if alone:
+                _active[ident] = [local]
+                storage[ident] = local
+            else:
+                _enter_local(local)
         try:
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _SANE_ID.match(request_id) is None:
@@ -2800,7 +2813,10 @@ class Server:
         finally:
             if token is not None:
                 _current.reset(token)
-                _exit_local(ident, local)
+                if alone and len(_active[ident]) == 1:
+                    del _active[ident], storage[ident]
+                else:
+                    _exit_local(ident, local)
 
     def dispatch_request(self, request: Request) -> Response:
         """Route a request (WIRE.md 2) and run ``view``; errors become JSON."""
@@ -2810,7 +2826,8 @@ class Server:
             if len(raw) + len(environ.get("QUERY_STRING", "")) > \
                     self.max_url_length:
                 raise HTTPError(414, _REASONS[414])
-            route, url_args = self._match(request.path_segments)
+            route, url_args = self._match(request._parts or
+                                          request.path_segments)
             if route is None:
                 return error_response("Not Found", 404)
             method = request.method
