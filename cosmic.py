@@ -501,7 +501,22 @@ def _type_set(exact: type | None) -> frozenset:
     return frozenset((exact,)) if exact is not None else frozenset()
 
 
-class Array(_Type):
+class _Container(_Type):
+    """Array and Map: JSON containers whose values all have type ``param``."""
+
+    param: Any
+
+    def _schema_json(self):
+        return {"type": self.type_name, "param": self.param._schema_json()}
+
+    def _bind(self, api):
+        self.param._bind(api)
+
+    def __repr__(self):
+        return "%s(%r)" % (self.type_name, self.param)
+
+
+class Array(_Container):
     """A JSON array whose items all have type ``param``; native: a list."""
 
     type_name = "Array"
@@ -556,20 +571,11 @@ class Array(_Type):
                 return
             self.param._errors(item, path + [i], out)
 
-    def _schema_json(self):
-        return {"type": "Array", "param": self.param._schema_json()}
-
-    def _bind(self, api):
-        self.param._bind(api)
-
     def json_schema(self):
         return {"type": "array", "items": self.param.json_schema()}
 
-    def __repr__(self):
-        return "Array(%r)" % (self.param,)
 
-
-class Map(_Type):
+class Map(_Container):
     """A JSON object with values of type ``param``; native: a dict."""
 
     type_name = "Map"
@@ -631,18 +637,9 @@ class Map(_Type):
                 continue
             self.param._errors(value, path + [key], out)
 
-    def _schema_json(self):
-        return {"type": "Map", "param": self.param._schema_json()}
-
-    def _bind(self, api):
-        self.param._bind(api)
-
     def json_schema(self):
         return {"type": "object",
                 "additionalProperties": self.param.json_schema()}
-
-    def __repr__(self):
-        return "Map(%r)" % (self.param,)
 
 
 def _field(schema: Any, is_required: bool, doc: str | None) -> dict:

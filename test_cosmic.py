@@ -85,6 +85,10 @@ from cosmic.types import (APISpec, Array, Binary, Boolean, Box, DateTime,
                           required_link)
 
 
+# The repository: this file lives next to cosmic.py.
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
 # == types ============================================================
 # Tests of the type system (WIRE.md 8), URLParams (9.4) and import paths (14).
 
@@ -1888,18 +1892,8 @@ class TestDifferential(unittest.TestCase):
 # == server ===========================================================
 # Tests of the server, actions, spec, models and globals of cosmic.py.
 
-def _sv_find_root():
-    """The nearest directory above this file that holds cosmic.py."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.isfile(os.path.join(here, "cosmic.py")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("cosmic.py not found above %s" % __file__)
-        here = parent
-    return here
 
-
-_sv_ROOT = _sv_find_root()
+_sv_ROOT = _ROOT
 _sv_JSON = {"Content-Type": "application/json"}
 _sv_SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
 
@@ -5548,16 +5542,6 @@ _CL_TORONTO = {"name": "Toronto", "population": 2800000, "country": "ca"}
 _CL_PARIS = {"name": "Paris"}
 
 
-def _cl_repo_root():
-    """The nearest folder above this file that holds cosmic.py."""
-    folder = os.path.dirname(_CL_FILE)
-    while not os.path.isfile(os.path.join(folder, "cosmic.py")):
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            raise RuntimeError("cosmic.py not found above %s" % _CL_FILE)
-        folder = parent
-    return folder
-
 
 def _cl_make_api(name=_CL_API_NAME):
     """The client tests' API: actions of every shape and two models.
@@ -5765,7 +5749,7 @@ class _cl_LiveServer:
     """
 
     def __init__(self, env=None):
-        root = _cl_repo_root()
+        root = _ROOT
         self.folder = tempfile.mkdtemp(prefix="cosmic-client-test-")
         launcher = os.path.join(self.folder, "cl_launcher.py")
         with open(launcher, "w") as f:
@@ -7319,18 +7303,8 @@ class TestClientLogging(unittest.TestCase):
 # == openapi ==========================================================
 # Tests of openapi(): the OpenAPI 3.1 document (to merge into test_cosmic.py).
 
-def _oa_find_root():
-    """The nearest directory above this file that holds cosmic.py."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.isfile(os.path.join(here, "cosmic.py")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("No cosmic.py above %s" % __file__)
-        here = parent
-    return here
 
-
-_oa_ROOT = _oa_find_root()
+_oa_ROOT = _ROOT
 _oa_REQUIRE_EXTRAS = os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1"
 _oa_EXAMPLES = {}
 
@@ -8303,18 +8277,8 @@ class TestOpenAPISchemathesis(unittest.TestCase):
 # == docs =============================================================
 # Tests of the documentation page of cosmic.py (``GET /`` and ``GET /docs``).
 
-def _dc_find_root():
-    """The nearest directory above this file that holds cosmic.py."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.isfile(os.path.join(here, "cosmic.py")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("cosmic.py not found above %s" % __file__)
-        here = parent
-    return here
 
-
-_DC_ROOT = _dc_find_root()
+_DC_ROOT = _ROOT
 _DC_CHROMIUM = "/usr/bin/chromium"
 _DC_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -9963,18 +9927,8 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
 
 
 
-def _hd_find_root():
-    """The nearest directory above this file that holds cosmic.py."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    while not os.path.isfile(os.path.join(here, "cosmic.py")):
-        parent = os.path.dirname(here)
-        if parent == here:
-            raise RuntimeError("cosmic.py not found above %s" % __file__)
-        here = parent
-    return here
 
-
-_HD_ROOT = _hd_find_root()
+_HD_ROOT = _ROOT
 if _HD_ROOT not in sys.path:
     sys.path.insert(0, _HD_ROOT)
 
