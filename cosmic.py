@@ -6065,6 +6065,7 @@ def _client_class(headers: list) -> type:
 def _spec_json_of(target: str, headers: list) -> dict:
     if _is_url(target):
         client = _client_class(headers)(base_url=target)
+        client.close()
         return APISpec.to_json(client.spec)
     obj = _load_target(target)
     api = obj.api if isinstance(obj, Server) else obj
@@ -6114,6 +6115,13 @@ def _cmd_call(args: Any) -> int:
     if not _is_url(args.url):
         raise _UsageError("URL must start with http:// or https://")
     client = _client_class(args.header)(base_url=args.url)
+    try:
+        return _call(client, args)
+    finally:
+        client.close()
+
+
+def _call(client: APIClient, args: Any) -> int:
     name, dot, method = args.name.partition(".")
     values = list(args.args)
     if not dot:
@@ -6246,6 +6254,9 @@ def main(argv: list | None = None) -> int:
     except RemoteHTTPError as err:
         print("cosmic: HTTP %d: %s" % (err.code, err.message or ""),
               file=_sys.stderr)
+        return 1
+    except NotFound:
+        print("cosmic: HTTP 404: Not Found", file=_sys.stderr)
         return 1
     except (ValidationError, SpecError) as err:
         print("cosmic: error: %s" % err, file=_sys.stderr)

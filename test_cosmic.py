@@ -12576,6 +12576,200 @@ class TestServerEdgeCases(unittest.TestCase):
             APISpec.from_json(spec)
 
 
+# == command line =============================================================
+# `python -m cosmic call/spec/openapi` against a live server.
+
+
+def _cli_api():
+    api = API("cli_words")
+    cities = {}
+
+    @api.action(accepts=String, returns=String)
+    def pluralize(word):
+        return word + "s"
+
+    @api.action(accepts=Array(Integer), returns=Integer)
+    def add(numbers):
+        return sum(numbers)
+
+    @api.action()
+    def ping():
+        pass
+
+    @api.model
+    class City(BaseModel):
+        methods = ["get_by_id", "get_list", "create", "update", "delete"]
+        properties = [required("name", String)]
+        query_fields = [optional("name", String)]
+        list_metadata = [required("total", Integer)]
+
+        @classmethod
+        def get_by_id(cls, id):
+            try:
+                return cities[id]
+            except KeyError:
+                raise NotFound from None
+
+        @classmethod
+        def get_list(cls, name=None):
+            items = [(i, c) for i, c in sorted(cities.items())
+                     if name is None or c["name"] == name]
+            return items, {"total": len(items)}
+
+        @classmethod
+        def create(cls, patch):
+            ident = str(len(cities) + 1)
+            cities[ident] = dict(patch)
+            return ident, cities[ident]
+
+        @classmethod
+        def update(cls, id, patch):
+            cities[id].update(patch)
+            return cities[id]
+
+        @classmethod
+        def delete(cls, id):
+            del cities[id]
+
+    return api
+
+
+class _cli_AuthServer(Server):
+    def view(self, endpoint, request, **url_args):
+        if request.headers.get("Authorization") != "secret":
+            return error_response("Unauthorized", 401)
+        return super().view(endpoint, request, **url_args)
+
+
+class TestCommandLine(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        with cosmos.swap({}):
+            api = _cli_api()
+        cls.served = served_api(api)
+        cls.url = cls.served.__enter__()
+        cls.addClassCleanup(cls.served.__exit__, None, None, None)
+        cls.secured = _make_server_thread(_cli_AuthServer(api).wsgi_app)
+        cls.addClassCleanup(cls.secured.close)
+
+    def run_main(self, *args, stdin=""):
+        out, err = io.StringIO(), io.StringIO()
+        with mock.patch("sys.stdin", io.StringIO(stdin)), \
+                contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err), cosmos.swap({}):
+            code = cosmic.main(list(args))
+        return code, out.getvalue(), err.getvalue()
+
+    def test_call_an_action_in_a_subprocess(self):
+        proc = subprocess.run(
+            [sys.executable, "-m", "cosmic", "call", self.url, "pluralize",
+             '"pencil"'], cwd=_ROOT, capture_output=True, text=True,
+            timeout=60)
+        self.assertEqual((proc.returncode, proc.stdout, proc.stderr),
+                         (0, '"pencils"\n', ""))
+
+    def test_call_actions(self):
+        self.assertEqual(self.run_main("call", self.url, "add", "[1, 2, 3]"),
+                         (0, "6\n", ""))
+        self.assertEqual(self.run_main("call", self.url, "add", "-",
+                                       stdin="[4, 5]"), (0, "9\n", ""))
+        self.assertEqual(self.run_main("call", self.url, "ping"),
+                         (0, "", ""))
+
+    def test_call_model_methods(self):
+        code, out, err = self.run_main("call", self.url, "City.create",
+                                       '{"name": "Faro"}')
+        self.assertEqual((code, err), (0, ""))
+        created = json.loads(out)
+        ident = created["_links"]["self"]["href"].rsplit("/", 1)[1]
+        self.assertEqual(created["name"], "Faro")
+        code, out, _ = self.run_main("call", self.url, "City.get_by_id", ident)
+        self.assertEqual((code, json.loads(out)), (0, created))
+        code, out, _ = self.run_main("call", self.url, "City.update", ident,
+                                     '{"name": "Braga"}')
+        self.assertEqual(json.loads(out)["name"], "Braga")
+        code, out, _ = self.run_main("call", self.url, "City.get_list",
+                                     '{"name": "Braga"}')
+        listing = json.loads(out)
+        self.assertEqual(listing["metadata"], {"total": 1})
+        self.assertEqual([c["name"] for c in listing["items"]], ["Braga"])
+        self.assertEqual(self.run_main("call", self.url, "City.delete",
+                                       ident), (0, "", ""))
+        self.assertEqual(self.run_main("call", self.url, "City.get_by_id",
+                                       ident),
+                         (1, "", "cosmic: HTTP 404: Not Found\n"))
+
+    def test_http_errors_exit_1_with_the_message(self):
+        self.assertEqual(self.run_main("call", self.url, "add", '["x"]'),
+                         (2, "", "cosmic: error: Item at [0] Invalid "
+                                 "Integer: 'x'\n"))
+        code, out, err = self.run_main("call", self.secured.url, "ping")
+        self.assertEqual((code, out, err),
+                         (1, "", "cosmic: HTTP 401: Unauthorized\n"))
+
+    def test_header_option(self):
+        self.assertEqual(
+            self.run_main("call", "--header", "Authorization: secret",
+                          self.secured.url, "pluralize", '"cat"'),
+            (0, '"cats"\n', ""))
+
+    def test_usage_errors_exit_2_with_one_line(self):
+        table = [
+            (("call", "ftp://x", "ping"), "URL must start with http"),
+            (("call", self.url, "nope"), "No action 'nope'"),
+            (("call", self.url, "add"), "needs a JSON argument"),
+            (("call", self.url, "add", "[1", ), "Not valid JSON"),
+            (("call", self.url, "City.fly"), "No model method"),
+            (("call", self.url, "City.create"), "create takes one JSON"),
+            (("call", "--header", "nocolon", self.url, "ping"),
+             "--header must look like"),
+            (("spec", "no_such_module_xyz"), "No module named"),
+        ]
+        for args, fragment in table:
+            with self.subTest(args=args):
+                code, out, err = self.run_main(*args)
+                self.assertEqual(code, 2)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn(fragment, err)
+
+    def test_spec_and_openapi_of_a_url(self):
+        code, out, _ = self.run_main("spec", self.url)
+        spec = json.loads(out)
+        self.assertEqual(spec["name"], "cli_words")
+        self.assertEqual(spec["actions"]["order"], ["pluralize", "add",
+                                                    "ping"])
+        code, out, _ = self.run_main("openapi", self.url)
+        doc = json.loads(out)
+        self.assertEqual(doc["servers"], [{"url": self.url}])
+        self.assertIn("/actions/pluralize", doc["paths"])
+
+    def test_unreachable_server_exits_1(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        code, out, err = self.run_main("call", "http://127.0.0.1:%d" % port,
+                                       "ping")
+        self.assertEqual((code, out), (1, ""))
+        self.assertTrue(err.startswith("cosmic: error: "), err)
+
+
+class _make_server_thread:
+    """A WSGI app served in a thread on a free port (``url``, ``close``)."""
+
+    def __init__(self, app):
+        self.server = cosmic._make_server(app, "127.0.0.1", 0, log=False)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
 # == examples =================================================================
 # The shipped examples, as a user runs them: places over real HTTP against
 # `python -m cosmic serve` on a temporary database, planetarium in-process.
