@@ -2232,6 +2232,33 @@ class Endpoint:
         """Call the user's code with the decoded input (server side)."""
         raise NotImplementedError
 
+    def _serve(self, request: Request, url_args: dict, timeout: float | None,
+               hooks: Server | None = None) -> Response:
+        # What Server.view does: parse, call, build; through the server's
+        # parse_request and build_response when it overrides them (hooks).
+        try:
+            if hooks is None:
+                func_input = self.parse_request(request, **url_args)
+            else:
+                func_input = hooks.parse_request(self, request, **url_args)
+        except ValidationError as err:
+            response = error_response(str(err), 400)
+            response._err = err
+            return response
+        try:
+            if timeout is not None:
+                func_output = _call_with_timeout(self.handler, func_input,
+                                                 timeout)
+            else:
+                func_output = self.handler(**func_input)
+        except NotFound:
+            if self.not_found_is_404:
+                return error_response("Not Found", 404)
+            raise
+        if hooks is None:
+            return self.build_response(func_input, func_output)
+        return hooks.build_response(self, func_input, func_output)
+
     def build_response(self, func_input: dict, func_output: Any) -> Response:
         """The response for the handler's result, type-checked."""
         raise NotImplementedError
@@ -2471,6 +2498,20 @@ class GetByIdEndpoint(_ModelEndpoint):
     def build_response(self, func_input, func_output):
         return _json_response(
             self.representation._dump((func_input["id"], func_output)))
+
+    def _serve(self, request, url_args, timeout, hooks=None):
+        environ = request.environ
+        if hooks is not None or timeout is not None or \
+                environ.get("CONTENT_LENGTH") or \
+                "HTTP_TRANSFER_ENCODING" in environ:
+            return _ModelEndpoint._serve(self, request, url_args, timeout,
+                                         hooks)
+        ident = url_args["id"]  # no body: nothing to parse
+        try:
+            rep = self.func(ident)
+        except NotFound:
+            return error_response("Not Found", 404)
+        return _json_response(self.representation._dump((ident, rep)))
 
     def build_request(self, id: str) -> _ClientRequest:
         return _ClientRequest("GET", self._href(id), "", {})
@@ -2754,6 +2795,8 @@ class Server:
         cls = type(self)
         self._plain_parse = cls.parse_request is Server.parse_request
         self._plain_build = cls.build_response is Server.build_response
+        self._plain_view = (self._plain_parse and self._plain_build
+                            and cls.view is Server.view)
 
     def _get_routes(self) -> _Routes:
         routes = self._routes
@@ -2837,6 +2880,9 @@ class Server:
                 response = error_response("Method Not Allowed", 405)
                 response.headers["Allow"] = route.allow
                 return response
+            if self._plain_view:  # no hook to run: the endpoint does it all
+                return endpoint._serve(request, url_args,
+                                       self.handler_timeout)
             return self.view(endpoint, request, **url_args)
         except RemoteHTTPError:
             raise  # another API's answer to our code: a fault here, a 500
@@ -2877,28 +2923,8 @@ class Server:
         A subclass may answer early, e.g. ``error_response("Unauthorized",
         401)``, or raise ``HTTPError``.
         """
-        try:
-            if self._plain_parse:
-                func_input = endpoint.parse_request(request, **url_args)
-            else:
-                func_input = self.parse_request(endpoint, request, **url_args)
-        except ValidationError as err:
-            response = error_response(str(err), 400)
-            response._err = err
-            return response
-        try:
-            if self.handler_timeout is not None:
-                func_output = _call_with_timeout(
-                    endpoint.handler, func_input, self.handler_timeout)
-            else:
-                func_output = endpoint.handler(**func_input)
-        except NotFound:
-            if endpoint.not_found_is_404:
-                return error_response("Not Found", 404)
-            raise
-        if self._plain_build:
-            return endpoint.build_response(func_input, func_output)
-        return self.build_response(endpoint, func_input, func_output)
+        hooks = None if self._plain_parse and self._plain_build else self
+        return endpoint._serve(request, url_args, self.handler_timeout, hooks)
 
     def parse_request(self, endpoint: Endpoint, request: Request,
                       **url_args: Any) -> dict:
