@@ -275,13 +275,6 @@ class _Type:
         return self.type_name or type(self).__name__
 
 
-def _invalid(what: str):
-    """A loader that refuses every value as an invalid ``what``."""
-    def fail(datum):
-        raise ValidationError("Invalid " + what, datum)
-    return fail
-
-
 class _IntegerType(_Type):
     """Integer: a JSON number with no fraction; native ``int`` (``2.0`` gives ``2``)."""
 
@@ -6223,8 +6216,10 @@ def _call(client: APIClient, args: Any) -> int:
 
 def _parser() -> Any:
     import argparse
+    prog = "cosmic" if _sys.argv and _sys.argv[0].endswith(
+        ("/cosmic", "\\cosmic", "cosmic.exe")) else "python -m cosmic"
     parser = argparse.ArgumentParser(
-        prog="python -m cosmic",
+        prog=prog,
         description="Serve, inspect and call Cosmic APIs.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     target_help = ("module:attr, module, path/to/file.py or "
