@@ -2137,15 +2137,7 @@ def _decode_json_body(request: Request) -> Any:
 
     Checks in the order of WIRE.md 4.1: media type, charset, UTF-8, JSON.
     """
-    data = request._data
-    if data is None:
-        environ = request.environ
-        if environ.get("CONTENT_LENGTH") or \
-                "HTTP_TRANSFER_ENCODING" in environ:
-            data = _read_body(environ, request.max_content_length)
-        else:
-            data = b""
-        request._data = data
+    data = request.data
     if not data:
         return _MISSING
     content_type = request.environ.get("CONTENT_TYPE", "")
