@@ -2748,6 +2748,11 @@ _request_counter = iter(range(1, 1 << 62))
 _ID_PREFIX = "%08x-" % (abs(hash(object())) & 0xFFFFFFFF)
 
 
+_SERVER_OPTIONS = frozenset((
+    "max_content_length", "max_json_depth", "max_url_length",
+    "handler_timeout", "cors_origins", "docs"))
+
+
 class Server:
     """Serve an API as a WSGI application: ``Server(api).wsgi_app``.
 
@@ -2769,8 +2774,9 @@ class Server:
         self.api = api
         self.debug = debug
         for key, value in options.items():
-            if not hasattr(type(self), key) or key.startswith("_"):
-                raise TypeError("Unknown Server option: %s" % key)
+            if key not in _SERVER_OPTIONS:
+                raise TypeError("Unknown Server option %r; options: %s"
+                                % (key, ", ".join(sorted(_SERVER_OPTIONS))))
             setattr(self, key, value)
         if isinstance(self.cors_origins, str):
             self.cors_origins = (self.cors_origins,)
@@ -3185,6 +3191,9 @@ def _no_check(patch: dict) -> None:
 
 
 _IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
+_CLIENT_OPTIONS = frozenset((
+    "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
+    "max_redirects", "problem_details"))
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
@@ -3211,8 +3220,9 @@ class APIClient(BaseAPIClient):
     def __init__(self, base_url: str | None = None, spec: dict | None = None,
                  **options: Any) -> None:
         for key, value in options.items():
-            if key.startswith("_") or not hasattr(type(self), key):
-                raise TypeError("Unknown APIClient option: %s" % key)
+            if key not in _CLIENT_OPTIONS:
+                raise TypeError("Unknown APIClient option %r; options: %s"
+                                % (key, ", ".join(sorted(_CLIENT_OPTIONS))))
             setattr(self, key, value)
         if base_url is not None:
             self.base_url = base_url

@@ -6999,7 +6999,14 @@ class TestClientConstruction(unittest.TestCase):
     def test_unknown_option_is_refused(self):
         with self.assertRaises(TypeError) as cm:
             APIClient.from_spec(self.spec, "http://127.0.0.1:9", timout=3)
-        self.assertEqual(str(cm.exception), "Unknown APIClient option: timout")
+        self.assertEqual(str(cm.exception), (
+            "Unknown APIClient option 'timout'; options: max_redirects, "
+            "problem_details, proxy, retries, retry_backoff, ssl_context, "
+            "timeout, verify"))
+        for name in ("call", "make_request", "base_url", "_local"):
+            with self.subTest(name=name), self.assertRaises(TypeError):
+                APIClient(base_url="http://127.0.0.1:1", spec=self.spec,
+                          **{name: 1})
 
     def test_subclass_with_base_url_attribute(self):
         with served_api(self.api) as url:
@@ -12558,6 +12565,20 @@ class TestServerEdgeCases(unittest.TestCase):
                          "/Doc/docs%2Freadme 100%25")
         self.assertEqual(Link(Model("edge_docs.Doc")).from_json(
             "/Doc/docs%2Freadme 100%25"), ident)
+
+    def test_server_options_are_the_documented_limits(self):
+        api = API("edge_options")
+        server = Server(api, max_content_length=10, max_json_depth=5,
+                        max_url_length=100, handler_timeout=1.0,
+                        cors_origins=["https://a.example"], docs=False)
+        self.assertEqual((server.max_content_length, server.max_json_depth,
+                          server.max_url_length, server.handler_timeout,
+                          server.cors_origins, server.docs),
+                         (10, 5, 100, 1.0, frozenset(["https://a.example"]),
+                          False))
+        for name in ("view", "api", "debug", "_routes", "nope"):
+            with self.subTest(name=name), self.assertRaises(TypeError):
+                Server(api, **{name: 1})
 
     def test_spec_with_hostile_names_is_refused(self):
         spec = {"name": "x", "actions": {"map": {"__class__": {}},
