@@ -12576,7 +12576,7 @@ class TestServerEdgeCases(unittest.TestCase):
                           server.cors_origins, server.docs),
                          (10, 5, 100, 1.0, frozenset(["https://a.example"]),
                           False))
-        for name in ("view", "api", "debug", "_routes", "nope"):
+        for name in ("view", "api", "_routes", "nope"):
             with self.subTest(name=name), self.assertRaises(TypeError):
                 Server(api, **{name: 1})
 
