@@ -3009,19 +3009,30 @@ def _call_with_timeout(handler: Callable, kwargs: dict, timeout: float) -> Any:
 
 
 class _OpenAPIEndpoint(Endpoint):
-    """``GET /openapi.json``: the OpenAPI 3.1 document."""
+    """``GET /openapi.json``: the OpenAPI 3.1 document.
+
+    Made once per version of the API: routes, and so this endpoint, are
+    rebuilt when the API changes.
+    """
 
     url = "/openapi.json"
     body = "ignored"
+    _made: bytes | None = None
 
     def parse_request(self, request, **url_args):
         return {}
 
-    def handler(self) -> dict:
-        return openapi(self.api)
+    def handler(self) -> bytes:
+        made = self._made
+        if made is None:
+            made = self._made = self._make()
+        return made
+
+    def _make(self) -> bytes:
+        return _ENCODE(openapi(self.api)).encode("ascii")
 
     def build_response(self, func_input, func_output):
-        return _json_response(func_output)
+        return Response(func_output, 200, {"Content-Type": _JSON_TYPE})
 
 
 class _DocsEndpoint(_OpenAPIEndpoint):
@@ -3029,8 +3040,8 @@ class _DocsEndpoint(_OpenAPIEndpoint):
 
     url = "/"
 
-    def handler(self) -> str:
-        return docs_html(self.api)
+    def _make(self) -> bytes:
+        return docs_html(self.api).encode("utf-8")
 
     def build_response(self, func_input, func_output):
         return Response(func_output, 200, {
