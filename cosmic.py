@@ -19,9 +19,10 @@ page and a command line::
     # curl -X POST -H 'Content-Type: application/json' -d '"pencil"' \\
     #      http://127.0.0.1:8000/actions/pluralize          -> "pencils"
 
-Sections (search for ``# --``): exceptions; schema types; API, spec and
-models; WSGI server; development server; client; thread-local globals;
-OpenAPI and docs page; compatibility modules; command line.
+Sections (search for ``# --``): exceptions; schema types; tools; API, spec
+and models; WSGI server; client; thread-local globals; testing helpers;
+development server; OpenAPI and docs page; compatibility modules; command
+line.
 
 How the server handles one request::
 
