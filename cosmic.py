@@ -2066,13 +2066,16 @@ class Request:
         data = self._data
         if data is None:
             environ = self.environ
-            if environ.get("CONTENT_LENGTH") or \
-                    "HTTP_TRANSFER_ENCODING" in environ:
-                data = _read_body(environ, self.max_content_length)
-            else:
-                data = b""
-            self._data = data
+            data = self._data = _read_body(
+                environ, self.max_content_length) \
+                if _sends_body(environ) else b""
         return data
+
+
+def _sends_body(environ: dict) -> bool:
+    """Whether a request says it has a body (a length, or chunks)."""
+    return bool(environ.get("CONTENT_LENGTH")) or \
+        "HTTP_TRANSFER_ENCODING" in environ
 
 
 def _read_body(environ: dict, limit: int) -> bytes:
@@ -2259,9 +2262,7 @@ class Endpoint:
 
     def parse_request(self, request: Request, **url_args: Any) -> dict:
         """Decode a request into the handler's keyword arguments."""
-        environ = request.environ
-        if environ.get("CONTENT_LENGTH") or \
-                "HTTP_TRANSFER_ENCODING" in environ:
+        if _sends_body(request.environ):
             self._body(request)
         return url_args
 
@@ -2486,10 +2487,8 @@ class GetByIdEndpoint(_ModelEndpoint):
             self.representation._dump((func_input["id"], func_output)))
 
     def _serve(self, request, url_args, timeout, hooks=None):
-        environ = request.environ
         if hooks is not None or timeout is not None or \
-                environ.get("CONTENT_LENGTH") or \
-                "HTTP_TRANSFER_ENCODING" in environ:
+                _sends_body(request.environ):
             return _ModelEndpoint._serve(self, request, url_args, timeout,
                                          hooks)
         ident = url_args["id"]  # no body: nothing to parse
@@ -5652,6 +5651,16 @@ def _oa_json(schema: dict) -> dict:
     return {_JSON_TYPE: {"schema": schema}}
 
 
+def _oa_object(ref: str, description: str,
+               headers: dict | None = None) -> dict:
+    """A response holding one object's representation."""
+    response: dict = {"description": description}
+    if headers:
+        response["headers"] = headers
+    response["content"] = _oa_json({"$ref": _OA_REF + ref})
+    return response
+
+
 def _oa_body_param(ref: str, description: str) -> dict:
     return {"description": description, "required": True,
             "content": _oa_json({"$ref": _OA_REF + ref})}
@@ -5698,22 +5707,19 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
             "description": "Every field of the patch is optional here; the "
                            "API's own rules may refuse it (400).",
             "requestBody": _oa_body_param(patch, "The new object's fields"),
-            "responses": _oa_responses({"201": {
-                "description": "Created",
-                "headers": {"Location": {
+            "responses": _oa_responses({"201": _oa_object(
+                rep, "Created", {"Location": {
                     "description": "The new object's path, /%s/<id> with "
                                    "the id percent-encoded" % name,
                     "required": True, "schema": {"type": "string"}}},
-                "content": _oa_json({"$ref": _OA_REF + rep}),
-            }}, ("400", "413", "500"), shared),
+            )}, ("400", "413", "500"), shared),
         }
     if enabled.get("get_by_id"):
         item["get"] = {
             "summary": "Get a %s" % name,
-            "responses": _oa_responses({"200": {
-                "description": "The object",
-                "content": _oa_json({"$ref": _OA_REF + rep}),
-            }}, ("400", "404", "413", "500"), shared),
+            "responses": _oa_responses(
+                {"200": _oa_object(rep, "The object")},
+                ("400", "404", "413", "500"), shared),
         }
     if enabled.get("update"):
         item["put"] = {
@@ -5721,10 +5727,9 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
             "description": "Only the fields in the patch change; the API's "
                            "own rules may refuse it (400).",
             "requestBody": _oa_body_param(patch, "The fields to change"),
-            "responses": _oa_responses({"200": {
-                "description": "The object after the update",
-                "content": _oa_json({"$ref": _OA_REF + rep}),
-            }}, ("400", "404", "413", "500"), shared),
+            "responses": _oa_responses(
+                {"200": _oa_object(rep, "The object after the update")},
+                ("400", "404", "413", "500"), shared),
         }
     if enabled.get("delete"):
         item["delete"] = {
