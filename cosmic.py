@@ -1759,6 +1759,11 @@ class API(BaseAPI):
         serve_wsgi(app, host=host, port=port)
 
 
+# -- Authentication ----------------------------------------------------------
+
+# (filled by the authentication work)
+
+
 # -- WSGI server --------------------------------------------------------------
 
 _REASONS = {
@@ -5900,6 +5905,11 @@ def docs_html(api: BaseAPI) -> str:
     """The documentation page of an API: one self-contained HTML page with
     a try-it form for every action and model method."""
     return _docs_html(APISpec.to_json(api.spec))
+
+
+# -- Contract diff -----------------------------------------------------------
+
+# (filled by the contract-diff work)
 
 
 # -- Compatibility modules ----------------------------------------------------

@@ -12985,6 +12985,55 @@ class TestPlanetariumExample(unittest.TestCase):
             DateTime.from_json(listing["last_updated"]), datetime.datetime)
 
 
+# == server2 =================================================================
+# development server, round two: event loop, framing, shutdown, workers
+
+
+# (end of server2)
+
+
+# == app2 ====================================================================
+# WSGI application, round two: return values, limits, scopes, HTTP details, conditional requests
+
+
+# (end of app2)
+
+
+# == client2 =================================================================
+# client and command line, round two: fork safety, bounded answers, deadlines, retries, URLs
+
+
+# (end of client2)
+
+
+# == rules ===================================================================
+# schemas that state every rule: constraints, enums, type hints, custom types
+
+
+# (end of rules)
+
+
+# == diff ====================================================================
+# contract changes: cosmic diff and pinned clients
+
+
+# (end of diff)
+
+
+# == auth ====================================================================
+# authentication: schemes, requirements, OpenAPI security, the Authorize box
+
+
+# (end of auth)
+
+
+# == scale ===================================================================
+# scale-out: PostgreSQL, gunicorn and nginx
+
+
+# (end of scale)
+
+
 # == readme ===================================================================
 
 
