@@ -3807,6 +3807,7 @@ _BODY_UNTIL_CLOSE = 3
 _DRAIN_MAX = 65536  # unread body up to this size is read and dropped
 _LINGER_SECONDS = 2.0  # how long unread input is drained before closing
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NEXT_REQUEST_WAIT = 0.005  # a worker waits this long for a keep-alive request
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
                       "OPTIONS"))
 _LEGACY_RUN_OPTIONS = frozenset((
@@ -3821,18 +3822,30 @@ _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
            "Oct", "Nov", "Dec")
 _clock: list = [(0, "", "")]
-_token = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-_http_version = _re.compile(r"HTTP/([0-9])\.([0-9])").fullmatch
-# RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, no whitespace before the size.
-_chunk_size_line = _re.compile(
-    rb"([0-9A-Fa-f]{1,15})((?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-    rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|\"[^\"\\\r\n\0]*\"))?)*)"
-    rb"\r\n").fullmatch
-# RFC 9112 §7.1.2: a trailer field is field-name ":" OWS field-value OWS CRLF.
-_trailer_line = _re.compile(
-    rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r\n").fullmatch
-# The end of a request head: a line feed, then an empty line.
-_head_end = _re.compile(rb"\n\r?\n").search
+_token: Any = None  # the patterns below are compiled by the first server
+_http_version: Any = None
+_chunk_size_line: Any = None
+_trailer_line: Any = None
+_head_end: Any = None
+
+
+def _compile_patterns() -> None:
+    """Compile the server's patterns, once (not at import: that stays fast)."""
+    global _token, _http_version, _chunk_size_line, _trailer_line, _head_end
+    if _head_end is not None:
+        return
+    _token = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+    _http_version = _re.compile(r"HTTP/([0-9])\.([0-9])").fullmatch
+    # RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, no whitespace before the size.
+    _chunk_size_line = _re.compile(
+        rb"([0-9A-Fa-f]{1,15})((?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+        rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|\"[^\"\\\r\n\0]*\"))?)*)"
+        rb"\r\n").fullmatch
+    # RFC 9112 §7.1.2: a trailer field is field-name ":" OWS field-value OWS CRLF.
+    _trailer_line = _re.compile(
+        rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r\n").fullmatch
+    # The end of a request head: a line feed, then an empty line.
+    _head_end = _re.compile(rb"\n\r?\n").search
 
 
 def _http_dates() -> tuple:
@@ -4046,8 +4059,8 @@ class _BodyInput:
             yield line
 
 
-class _Exchange:
-    """The response to one request: start_response, write and framing."""
+class _ResponseWriter:
+    """Writes one response on a connection: head, body framing, failure."""
 
     __slots__ = ("conn", "head_only", "http11", "keep", "inp", "status",
                  "code", "status_line", "head", "clen", "app_close",
@@ -4068,65 +4081,11 @@ class _Exchange:
         self.sent = 0
         self.linger = False
         self.request_id: str | None = None
+        # Set by start_response():
         self.clen: Any = None  # the body's length, once known
-
-    def start_response(self, status: str, headers: list,
-                       exc_info: Any = None) -> Any:
-        """The PEP 3333 start_response() callable."""
-        if exc_info is not None:
-            try:
-                if self.sent_head:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.status is not None:
-            raise AssertionError("start_response() called twice")
-        srv = self.conn.srv
-        known = srv.statuses.get(status)
-        if known is None:
-            known = _parse_status(status)
-            if len(srv.statuses) < 256:
-                srv.statuses[status] = known
-        kinds = srv.response_kinds
-        parts = []
-        clen = None
-        app_close = has_date = False
-        for name, value in headers:
-            if type(name) is not str or type(value) is not str:
-                raise TypeError("header names and values must be str")
-            kind = kinds.get(name)
-            if kind is None:
-                if not _token(name):
-                    raise ValueError("invalid header name %r" % (name,))
-                kind = _RESPONSE_HEADER_KINDS.get(name.lower(), _HDR_PLAIN)
-                if len(kinds) < 512:
-                    kinds[name] = kind
-            if kind == _HDR_LENGTH:
-                v = value.strip()
-                if not (v.isdigit() and v.isascii()):
-                    raise ValueError("invalid Content-Length %r" % value)
-                clen = int(v)
-            elif kind == _HDR_CONNECTION:
-                app_close = app_close or "close" in value.lower()
-                continue
-            elif kind == _HDR_DATE:
-                has_date = True
-            elif kind == _HDR_REQUEST_ID:
-                self.request_id = value
-            elif kind == _HDR_HOP:
-                raise ValueError("hop-by-hop header %r not allowed" % name)
-            parts.append("%s: %s\r\n" % (name, value))
-        block = "".join(parts)
-        n = len(parts)
-        if block.count("\n") != n or block.count("\r") != n or "\0" in block:
-            raise ValueError("control character in response header")
-        self.head = block.encode("latin-1")
-        self.code, self.status_line = known
-        self.status = status
-        self.clen = clen
-        self.app_close = app_close
-        self.has_date = has_date
-        return self.write
+        self.status_line = b""
+        self.head = b""
+        self.app_close = self.has_date = False
 
     def write(self, data: bytes) -> None:
         """The PEP 3333 write() callable."""
@@ -4252,6 +4211,71 @@ class _Exchange:
         except OSError:
             pass
 
+
+class _Exchange(_ResponseWriter):
+    """One request's response as the app makes it: start_response, then
+    its iterable sent as it comes."""
+
+    __slots__ = ()
+
+    def start_response(self, status: str, headers: list,
+                       exc_info: Any = None) -> Any:
+        """The PEP 3333 start_response() callable."""
+        if exc_info is not None:
+            try:
+                if self.sent_head:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice")
+        srv = self.conn.srv
+        known = srv.statuses.get(status)
+        if known is None:
+            known = _parse_status(status)
+            if len(srv.statuses) < 256:
+                srv.statuses[status] = known
+        kinds = srv.response_kinds
+        parts = []
+        clen = None
+        app_close = has_date = False
+        for name, value in headers:
+            if type(name) is not str or type(value) is not str:
+                raise TypeError("header names and values must be str")
+            kind = kinds.get(name)
+            if kind is None:
+                if not _token(name):
+                    raise ValueError("invalid header name %r" % (name,))
+                kind = _RESPONSE_HEADER_KINDS.get(name.lower(), _HDR_PLAIN)
+                if len(kinds) < 512:
+                    kinds[name] = kind
+            if kind == _HDR_LENGTH:
+                v = value.strip()
+                if not (v.isdigit() and v.isascii()):
+                    raise ValueError("invalid Content-Length %r" % value)
+                clen = int(v)
+            elif kind == _HDR_CONNECTION:
+                app_close = app_close or "close" in value.lower()
+                continue
+            elif kind == _HDR_DATE:
+                has_date = True
+            elif kind == _HDR_REQUEST_ID:
+                self.request_id = value
+            elif kind == _HDR_HOP:
+                raise ValueError("hop-by-hop header %r not allowed" % name)
+            parts.append("%s: %s\r\n" % (name, value))
+        block = "".join(parts)
+        n = len(parts)
+        if block.count("\n") != n or block.count("\r") != n or "\0" in block:
+            raise ValueError("control character in response header")
+        self.head = block.encode("latin-1")
+        self.code, self.status_line = known
+        self.status = status
+        self.clen = clen
+        self.app_close = app_close
+        self.has_date = has_date
+        return self.write
+
     def _send_result(self, result: Any) -> None:
         """Send the app's iterable: one write for a list, else chunk by chunk."""
         kind = type(result)
@@ -4301,7 +4325,85 @@ class _Exchange:
                     self._fail()
 
 
-class _Connection:
+
+class _ConnectionIO:
+    """A client socket as a worker uses it: timed reads, error answers and
+    a close that does not reset the connection under unread input."""
+
+    __slots__ = ("srv", "sock", "buf", "pos", "host", "rline", "linger")
+
+    srv: _DevServer
+    sock: Any
+    buf: bytes
+    pos: int
+    host: str
+    rline: str
+    linger: bool
+
+    def refuse(self, code: int, message: str) -> None:
+        """Answer ``code`` with a JSON error, then close when done."""
+        data = _refusal(code, message)
+        try:
+            self.sock.settimeout(self.srv.socket_timeout)
+            self.sock.sendall(data)
+        except OSError:
+            return
+        self.linger = True
+        srv = self.srv
+        if srv.access_log and srv.logger.isEnabledFor(20):  # INFO
+            _log_access(self.host, self.rline, code,
+                        len(data) - data.index(b"\r\n\r\n") - 4)
+
+    def close(self) -> None:
+        """Close; with unread input, drain it a while first (no TCP reset)."""
+        import socket
+        sock = self.sock
+        if self.linger:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                deadline = self.srv.clock() + _LINGER_SECONDS
+                scratch = bytearray(65536)
+                while True:
+                    left = deadline - self.srv.clock()
+                    if left <= 0:
+                        break
+                    sock.settimeout(left)
+                    if not sock.recv_into(scratch):
+                        break
+            except OSError:
+                pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    def recv_by(self, deadline: float, size: int = 65536) -> bytes | None:
+        """Bytes from the socket before ``deadline``; None on EOF/timeout."""
+        srv = self.srv
+        left = deadline - srv.clock()
+        if left <= 0:
+            return None
+        sock = self.sock
+        try:
+            if left < srv.socket_timeout:
+                sock.settimeout(left)
+                try:
+                    return sock.recv(size) or None
+                finally:
+                    sock.settimeout(srv.socket_timeout)
+            return sock.recv(size) or None
+        except OSError:
+            return None
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+
+class _Connection(_ConnectionIO):
     """One client connection.
 
     While it waits for a request head the selector loop owns it (``feed``,
@@ -4309,8 +4411,7 @@ class _Connection:
     hands it back to the loop to wait for the next one.
     """
 
-    __slots__ = ("srv", "sock", "buf", "pos", "scan", "base", "host",
-                 "linger", "rline", "deadline", "started", "head", "refused")
+    __slots__ = ("scan", "base", "deadline", "started", "head", "refused")
 
     def __init__(self, srv: _DevServer, sock: Any, addr: Any) -> None:
         self.srv = srv
@@ -4408,7 +4509,7 @@ class _Connection:
                 if not self.request(head) or srv.closing:
                     self.close()
                     return False
-                if not self.take_head():
+                if not self.take_head() and not self.next_soon():
                     break
             self.sock.setblocking(False)
             return True
@@ -4419,60 +4520,24 @@ class _Connection:
         self.close()
         return False
 
-    def refuse(self, code: int, message: str) -> None:
-        """Answer ``code`` with a JSON error, then close when done."""
-        data = _refusal(code, message)
-        try:
-            self.sock.settimeout(self.srv.socket_timeout)
-            self.sock.sendall(data)
-        except OSError:
-            return
-        self.linger = True
+    def next_soon(self) -> bool:
+        """Wait a moment for the next request on this thread (a client that
+        sends one right after its answer skips a round trip through the
+        loop); only while no request waits for a worker."""
         srv = self.srv
-        if srv.access_log and srv.logger.isEnabledFor(20):  # INFO
-            _log_access(self.host, self.rline, code,
-                        len(data) - data.index(b"\r\n\r\n") - 4)
-
-    def close(self) -> None:
-        """Close; with unread input, drain it a while first (no TCP reset)."""
-        import socket
-        sock = self.sock
-        if self.linger:
-            try:
-                sock.shutdown(socket.SHUT_WR)
-                deadline = self.srv.clock() + _LINGER_SECONDS
-                scratch = bytearray(65536)
-                while True:
-                    left = deadline - self.srv.clock()
-                    if left <= 0:
-                        break
-                    sock.settimeout(left)
-                    if not sock.recv_into(scratch):
-                        break
-            except OSError:
-                pass
+        if srv._pending or srv.closing:
+            return False
         try:
-            sock.close()
+            self.sock.settimeout(_NEXT_REQUEST_WAIT)
+            data = self.sock.recv(65536)
+            self.sock.settimeout(srv.socket_timeout)
         except OSError:
-            pass
-
-    def recv_by(self, deadline: float, size: int = 65536) -> bytes | None:
-        """Bytes from the socket before ``deadline``; None on EOF/timeout."""
-        srv = self.srv
-        left = deadline - srv.clock()
-        if left <= 0:
-            return None
-        sock = self.sock
-        try:
-            if left < srv.socket_timeout:
-                sock.settimeout(left)
-                try:
-                    return sock.recv(size) or None
-                finally:
-                    sock.settimeout(srv.socket_timeout)
-            return sock.recv(size) or None
-        except OSError:
-            return None
+            return False  # a timeout, or an error the loop will see again
+        if not data:
+            return False
+        self.buf = self.buf[self.pos:] + data
+        self.pos = self.scan = 0
+        return self.take_head()
 
     def request(self, head: bytes) -> bool:
         """Serve one request: parse, check framing, read the body, run the
@@ -4518,13 +4583,6 @@ class _Connection:
                 inp.read(65536)
             return not inp.broken
         return True
-
-    def send(self, data: bytes) -> bool:
-        try:
-            self.sock.sendall(data)
-            return True
-        except OSError:
-            return False
 
 
 def _parse_head(conn: _Connection, head: bytes) -> tuple:
@@ -4602,7 +4660,7 @@ def _request_target(target: str) -> tuple:
         path, query, host = "*", "", None
     else:
         low = target[:8].lower()
-        if not (low.startswith("http://") or low.startswith("https://")):
+        if not low.startswith(("http://", "https://")):
             raise _Refused(400, "Invalid request target")
         rest = target[target.index("//") + 2:]
         cut = len(rest)
@@ -4819,77 +4877,28 @@ def _fd_room(wanted: int) -> int:
     return max(1, min(wanted, soft - 32))  # room for the app's own files
 
 
-class _DevServer:
-    """A threaded HTTP/1.1 WSGI server.
 
-    ``serve_forever`` runs a selector loop that accepts connections and owns
-    each one while it waits for a request head; a complete head goes to a
-    pool of at most ``threads`` workers, so idle and slow clients cost no
-    thread.  At ``max_connections`` the oldest waiting connection is closed
-    to admit a new one.
-    """
+class _AcceptLoop:
+    """The selector loop of the development server: accepts connections and
+    owns each one while it waits for a request head (see _DevServer)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000,
-                 *, socket_timeout: float = 5.0, max_request_line: int = 65536,
-                 max_headers: int = 100, max_header_bytes: int = 65536,
-                 max_chunked_body: int = 1 << 20, backlog: int = 128,
-                 log: bool = True, name: str | None = None,
-                 max_connections: int = 512, threads: int = 32,
-                 graceful_timeout: float = 10.0) -> None:
-        import logging
-        import queue
-        import socket
-        import threading
-        import time
-        if max_connections < 1 or threads < 1:
-            raise ValueError("max_connections and threads must be at least 1")
-        self.app = app
-        self.logger = logging.getLogger("cosmic")
-        self.clock = time.monotonic
-        self.socket_timeout = socket_timeout
-        self.body_timeout = max(30.0, 12 * socket_timeout)
-        self.max_request_line = max_request_line
-        self.max_headers = max_headers
-        self.max_header_bytes = max_header_bytes
-        self.max_chunked_body = max_chunked_body
-        self.max_connections = _fd_room(max_connections)
-        self.threads = threads
-        self.graceful_timeout = graceful_timeout
-        self.access_log = log
-        self.request_queue_size = backlog
-        self.socket = _listen(host, port, backlog)
-        self.socket.setblocking(False)
-        self.server_address = self.socket.getsockname()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._stop = False
-        self._stopped = threading.Event()
-        self._stopped.set()
-        self._lock = threading.Lock()
-        self._done = threading.Condition(self._lock)
-        self._jobs: Any = queue.SimpleQueue()
-        self._returned: list = []  # handed back by workers, for the loop
-        self._held = 0  # connections a worker holds or will hold
-        self._workers = self._free = self._pending = 0
-        self._accept_at = 0.0  # accepting paused until then
-        self._fd_warned = False
-        self._sel: Any = None
-        self.waiting: dict = {}  # connections waiting for a head, oldest first
-        self.closing = self.draining = False
-        self.header_keys: dict = {}
-        self.response_kinds: dict = {}
-        self.statuses: dict = {}
-        bound_host, bound_port = self.server_address[:2]
-        self.base_env = {
-            "SCRIPT_NAME": "", "SERVER_NAME": name or bound_host,
-            "SERVER_PORT": str(bound_port), "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http", "wsgi.multithread": True,
-            "wsgi.multiprocess": False, "wsgi.run_once": False,
-            "wsgi.input_terminated": True,
-        }
-
-    # -- the selector loop --
+    waiting: dict
+    _returned: list
+    _stopped: Any  # threading.Event
+    _stop: bool
+    _wake_r: Any
+    _wake_w: Any
+    _sel: Any
+    _lock: Any
+    _held: int
+    _accept_at: float
+    _fd_warned: bool
+    socket: Any
+    clock: Any
+    logger: Any
+    max_connections: int
+    socket_timeout: float
+    _dispatch: Any
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         """Serve until shutdown() is called (or request_stop(), from a
@@ -4935,9 +4944,9 @@ class _DevServer:
     def _accept(self, now: float) -> None:
         import errno
         for _ in range(64):  # then let the waiting connections have a turn
-            if len(self.waiting) + self._held >= self.max_connections:
-                if not self._evict():
-                    return  # every connection is being served: wait
+            if len(self.waiting) + self._held >= self.max_connections \
+                    and not self._evict():
+                return  # every connection is being served: wait
             try:
                 sock, addr = self.socket.accept()
             except (BlockingIOError, InterruptedError):
@@ -4964,7 +4973,8 @@ class _DevServer:
         except OSError:
             pass
         sock.setblocking(False)
-        conn = _Connection(self, sock, addr)
+        server: Any = self
+        conn = _Connection(server, sock, addr)
         conn.deadline = now + self.socket_timeout
         self.waiting[conn] = None
         self._sel.register(sock, selectors.EVENT_READ, conn)
@@ -5028,6 +5038,78 @@ class _DevServer:
             self._wake_w.send(b"x")
         except OSError:
             pass  # full (a wake-up is pending anyway) or closed
+
+
+class _DevServer(_AcceptLoop):
+    """A threaded HTTP/1.1 WSGI server.
+
+    ``serve_forever`` runs a selector loop that accepts connections and owns
+    each one while it waits for a request head; a complete head goes to a
+    pool of at most ``threads`` workers, so idle and slow clients cost no
+    thread.  At ``max_connections`` the oldest waiting connection is closed
+    to admit a new one.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000,
+                 *, socket_timeout: float = 5.0, max_request_line: int = 65536,
+                 max_headers: int = 100, max_header_bytes: int = 65536,
+                 max_chunked_body: int = 1 << 20, backlog: int = 128,
+                 log: bool = True, name: str | None = None,
+                 max_connections: int = 512, threads: int = 32,
+                 graceful_timeout: float = 10.0) -> None:
+        import logging
+        import queue
+        import socket
+        import threading
+        import time
+        if max_connections < 1 or threads < 1:
+            raise ValueError("max_connections and threads must be at least 1")
+        _compile_patterns()
+        self.app = app
+        self.logger = logging.getLogger("cosmic")
+        self.clock = time.monotonic
+        self.socket_timeout = socket_timeout
+        self.body_timeout = max(30.0, 12 * socket_timeout)
+        self.max_request_line = max_request_line
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self.max_chunked_body = max_chunked_body
+        self.max_connections = _fd_room(max_connections)
+        self.threads = threads
+        self.graceful_timeout = graceful_timeout
+        self.access_log = log
+        self.request_queue_size = backlog
+        self.socket = _listen(host, port, backlog)
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._jobs: Any = queue.SimpleQueue()
+        self._returned: list = []  # handed back by workers, for the loop
+        self._held = 0  # connections a worker holds or will hold
+        self._workers = self._free = self._pending = 0
+        self._accept_at = 0.0  # accepting paused until then
+        self._fd_warned = False
+        self._sel: Any = None
+        self.waiting: dict = {}  # connections waiting for a head, oldest first
+        self.closing = self.draining = False
+        self.header_keys: dict = {}
+        self.response_kinds: dict = {}
+        self.statuses: dict = {}
+        bound_host, bound_port = self.server_address[:2]
+        self.base_env = {
+            "SCRIPT_NAME": "", "SERVER_NAME": name or bound_host,
+            "SERVER_PORT": str(bound_port), "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http", "wsgi.multithread": True,
+            "wsgi.multiprocess": False, "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+        }
 
     # -- the worker pool --
 
