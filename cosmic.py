@@ -1750,13 +1750,18 @@ class API(BaseAPI):
         return cls
 
     def run(self, port: int = 5000, debug: bool = False,
-            host: str = "127.0.0.1", **kwargs: Any) -> None:
-        """Serve on ``host:port`` with the threaded development server.
+            host: str = "127.0.0.1", **options: Any) -> None:
+        """Serve on ``host:port`` with the development server until SIGTERM
+        or Ctrl-C.
 
-        Werkzeug-only options such as ``use_reloader`` are ignored.
+        ``options`` go to ``Server`` (``cors_origins``, ...) or to
+        ``serve_wsgi`` (``max_connections``, ``threads``, ...); the
+        original's werkzeug options (``threaded``, ``use_reloader``, ...) are
+        ignored, ``ssl_context`` is refused.  A port in use raises OSError.
         """
-        app = Server(self, debug=debug).wsgi_app
-        serve_wsgi(app, host=host, port=port)
+        server_options, limits = _split_run_options(options)
+        app = Server(self, debug=debug, **server_options).wsgi_app
+        serve_wsgi(app, host=host, port=port, **limits)
 
 
 # -- Authentication ----------------------------------------------------------
@@ -2751,7 +2756,21 @@ class _Routes:
 
 _SANE_ID = _re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
 _request_counter = iter(range(1, 1 << 62))
-_ID_PREFIX = "%08x-" % (abs(hash(object())) & 0xFFFFFFFF)
+_ID_PREFIX = ""
+
+
+def _new_id_prefix(first: bool = False) -> None:
+    """Request ids are a random per-process prefix and a counter; a forked
+    child (gunicorn workers, serve --workers) draws its own prefix."""
+    global _ID_PREFIX, _request_counter
+    import os
+    _ID_PREFIX = os.urandom(4).hex() + "-"
+    _request_counter = iter(range(1, 1 << 62))
+    if first and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+_new_id_prefix(first=True)
 
 
 _SERVER_OPTIONS = frozenset((
@@ -3766,8 +3785,14 @@ class Wildcard:
 @_contextlib.contextmanager
 def served_api(api: API, port: int = 0, **options: Any):
     """Serve ``api`` on 127.0.0.1 in a background thread for the block;
-    yields the base URL (``port=0`` picks a free port)."""
-    server = _make_server(Server(api, **options).wsgi_app, "127.0.0.1", port)
+    yields the base URL (``port=0`` picks a free port).
+
+    ``options`` are those of ``API.run``: for ``Server``, for
+    ``serve_wsgi``, or the original's werkzeug options (ignored).
+    """
+    server_options, limits = _split_run_options(options)
+    server = _make_server(Server(api, **server_options).wsgi_app,
+                          "127.0.0.1", port, **limits)
     thread = _threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -4862,7 +4887,18 @@ def _listen(host: str, port: Any, backlog: int) -> Any:
     if type(port) is not int or not 0 <= port <= 65535:
         raise OSError(errno.EINVAL, "port must be 0-65535, got %r" % (port,))
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=backlog)
+    info = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0,
+                              socket.AI_PASSIVE)[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        if hasattr(socket, "SO_REUSEADDR") and _sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _fd_room(wanted: int) -> int:
@@ -4944,8 +4980,8 @@ class _AcceptLoop:
     def _accept(self, now: float) -> None:
         import errno
         for _ in range(64):  # then let the waiting connections have a turn
-            if len(self.waiting) + self._held >= self.max_connections \
-                    and not self._evict():
+            full = len(self.waiting) + self._held >= self.max_connections
+            if full and not self.waiting:
                 return  # every connection is being served: wait
             try:
                 sock, addr = self.socket.accept()
@@ -4963,6 +4999,8 @@ class _AcceptLoop:
                 if not self._evict():
                     self._accept_at = now + 0.1  # back off, no busy loop
                 return
+            if full:
+                self._evict()  # the oldest waiting one makes room
             self._admit(sock, addr, now)
 
     def _admit(self, sock: Any, addr: Any, now: float) -> None:
@@ -4995,6 +5033,8 @@ class _AcceptLoop:
             pass
 
     def _readable(self, conn: _Connection, now: float) -> None:
+        if conn not in self.waiting:
+            return  # closed earlier in this round of events
         if not conn.feed(now):
             self._drop(conn)
             return
@@ -6591,15 +6631,32 @@ def _cmd_serve(args: Any) -> int:
 
     def ready(server):
         host, port = server.server_address[:2]
+        if ":" in host:
+            host = "[%s]" % host
         print("Serving %s on http://%s:%d/ (Ctrl-C to stop)"
               % (name, host, port), flush=True)
 
+    for option in ("threads", "max_connections", "graceful_timeout"):
+        limits[option] = getattr(args, option)
     try:
-        serve_wsgi(app, host=args.host, port=args.port, ready=ready, **limits)
+        serve_wsgi(app, host=args.host, port=args.port, ready=ready,
+                   workers=args.workers, **limits)
     except OSError as err:
-        raise _UsageError("Cannot listen on %s:%s: %s"
-                          % (args.host, args.port, err.strerror)) from None
+        raise _UsageError("Cannot listen on %s:%s: %s" % (
+            args.host, args.port, err.strerror or err)) from None
     return 0
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a whole number of at "
+                                         "least 1, got %r" % text)
+    return value
 
 
 def _is_url(text: str) -> bool:
@@ -6776,6 +6833,18 @@ def _parser() -> Any:
                        help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000,
                        help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--threads", type=_positive_int, default=32,
+                       help="threads serving requests (default 32); idle "
+                            "connections use none")
+    serve.add_argument("--max-connections", type=_positive_int, default=512,
+                       help="open connections (default 512); at the cap the "
+                            "oldest idle one is closed")
+    serve.add_argument("--graceful-timeout", type=float, default=10.0,
+                       help="seconds requests in flight get to finish on "
+                            "SIGTERM or Ctrl-C (default 10)")
+    serve.add_argument("--workers", type=_positive_int, default=1,
+                       help="worker processes sharing the socket (default 1; "
+                            "POSIX)")
     serve.set_defaults(run=_cmd_serve)
     for name, helptext in (("spec", "print an API's /spec.json"),
                            ("openapi", "print an API's OpenAPI document")):
