@@ -13683,8 +13683,11 @@ class TestS2GracefulShutdown(unittest.TestCase):
         folder = _s2_app_dir(self)
         server = _s2_Serve(self, folder, "s2app:api",
                            "--graceful-timeout", "0.5")
-        thread = threading.Thread(target=_s2_call, daemon=True, args=(
-            server.address, "POST", "/actions/slow", b"30", 60))
+        def cut_off():
+            with self.assertRaises(OSError):  # the server stopped waiting
+                _s2_call(server.address, "POST", "/actions/slow", b"30", 60)
+
+        thread = threading.Thread(target=cut_off, daemon=True)
         thread.start()
         marks = os.path.join(folder, "marks")
         self.assertTrue(_hd_wait(lambda: os.listdir(marks), 20))
@@ -13693,6 +13696,7 @@ class TestS2GracefulShutdown(unittest.TestCase):
         self.assertEqual(server.proc.wait(timeout=20), 0)
         self.assertLess(time.monotonic() - started, 10)
         self.assertIn("still running", server.logged())
+        thread.join(10)
 
 
 class TestS2Workers(unittest.TestCase):
@@ -13812,15 +13816,22 @@ class TestS2RequestIdsAcrossProcesses(unittest.TestCase):
                     proc.wait(timeout=10)
         self.addCleanup(stop)
         self.assertTrue(_hd_wait(lambda: _hd_answers(port), 30, 0.05))
-        ids, pids = set(), set()
-        for _ in range(40):
-            status, headers, body = _s2_call(("127.0.0.1", port), "POST",
-                                             "/actions/pid")
-            self.assertEqual(status, 200)
-            ids.add(headers["X-Request-ID"])
-            pids.add(int(body))
+        answers = []
+
+        def client():
+            for _ in range(5):  # 8 clients at once keep all 4 workers busy
+                answers.append(_s2_call(("127.0.0.1", port), "POST",
+                                        "/actions/slow", b"0.05"))
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual([a[0] for a in answers], [200] * 40)
+        self.assertGreater(len({int(a[2]) for a in answers}), 1)
+        ids = {headers["X-Request-ID"] for _, headers, _ in answers}
         self.assertEqual(len(ids), 40)
-        return pids
 
     def test_gunicorn_four_workers(self):
         self.check(preload=False)
