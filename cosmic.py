@@ -6622,7 +6622,7 @@ def _as_app(obj: Any) -> tuple:
 def _cmd_serve(args: Any) -> int:
     target = _load_target(args.target)
     app, name, _ = _as_app(target)
-    limits = {}
+    limits: dict = {}
     if isinstance(target, (API, Server)):
         # Chunked bodies are buffered by the server: no more than the app
         # will accept.
@@ -6638,6 +6638,9 @@ def _cmd_serve(args: Any) -> int:
 
     for option in ("threads", "max_connections", "graceful_timeout"):
         limits[option] = getattr(args, option)
+    import os
+    if args.workers > 1 and not hasattr(os, "fork"):
+        raise _UsageError("--workers needs fork(), which this system lacks")
     try:
         serve_wsgi(app, host=args.host, port=args.port, ready=ready,
                    workers=args.workers, **limits)
