@@ -2222,7 +2222,7 @@ class Endpoint:
             raise HTTPError(400, "Invalid data")
         return datum
 
-    def handler(self, **func_input: Any) -> Any:
+    def handler(self, /, **func_input: Any) -> Any:
         """Call the user's code with the decoded input (server side)."""
         raise NotImplementedError
 
@@ -2257,7 +2257,7 @@ class Endpoint:
         """The response for the handler's result, type-checked."""
         raise NotImplementedError
 
-    def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **kwargs: Any) -> _ClientRequest:
         """The request for a client call, its arguments checked first."""
         raise NotImplementedError
 
@@ -2392,7 +2392,7 @@ class ActionEndpoint(Endpoint):
             return {self._param: value}
         return value
 
-    def handler(self, **func_input: Any) -> Any:
+    def handler(self, /, **func_input: Any) -> Any:
         return self.func(**func_input)
 
     def build_response(self, func_input, func_output) -> Response:
@@ -2404,7 +2404,7 @@ class ActionEndpoint(Endpoint):
             raise ValidationError("Expected data, found None")
         return _json_response(self._dump(func_output))
 
-    def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **kwargs: Any) -> _ClientRequest:
         datum = args_to_datum(*args, **kwargs)
         if isinstance(self.accepts, Struct) and isinstance(datum, dict):
             _no_unexpected(datum, self.accepts.param)
@@ -2443,7 +2443,9 @@ class _ModelEndpoint(Endpoint):
 
     def _href(self, ident: str) -> str:
         if type(ident) is not str:
-            raise ValidationError("Invalid %s id" % self.model_name, ident)
+            raise ValidationError("Invalid %s id: an id must be a string, "
+                                  "got %s" % (self.model_name,
+                                              type(ident).__name__), ident)
         return "/%s/%s" % (self.model_name, _quote(ident))
 
     def _patch_json(self, ident: str | None, fields: dict) -> Box:
@@ -2546,7 +2548,7 @@ class CreateEndpoint(_ModelEndpoint):
         response.headers["Location"] = self._href(ident)
         return response
 
-    def build_request(self, *args: Any, **fields: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **fields: Any) -> _ClientRequest:
         if len(args) == 1 and not fields and isinstance(args[0], dict):
             fields = args[0]
         elif args:
@@ -2588,7 +2590,7 @@ class UpdateEndpoint(_ModelEndpoint):
         return _json_response(
             self.representation.to_json((func_input["id"], func_output)))
 
-    def build_request(self, id: str, *args: Any, **fields: Any):
+    def build_request(self, id: str, /, *args: Any, **fields: Any):
         if len(args) == 1 and not fields and isinstance(args[0], dict):
             fields = args[0]
         elif args:
@@ -2647,7 +2649,7 @@ class GetListEndpoint(_ModelEndpoint):
             return {}
         return self.query.from_json(request.environ.get("QUERY_STRING", ""))
 
-    def handler(self, **query: Any) -> Any:
+    def handler(self, /, **query: Any) -> Any:
         return self.func(**query)
 
     def build_response(self, func_input, func_output):
@@ -2676,7 +2678,7 @@ class GetListEndpoint(_ModelEndpoint):
             body.update(self.metadata.to_json(meta))
         return _json_response(body)
 
-    def build_request(self, **query: Any) -> _ClientRequest:
+    def build_request(self, /, **query: Any) -> _ClientRequest:
         url = self.url
         if self.query is not None:
             _no_unexpected(query, self.query.param)
@@ -3061,7 +3063,8 @@ class _DocsEndpoint(_OpenAPIEndpoint):
 
 class _ClientRequest:
     """What a client sends: ``method``, ``url`` (relative), ``data`` (text),
-    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None)."""
+    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None),
+    ``retry_writes`` (None: the client's setting)."""
 
     def __init__(self, method: str, url: str, data: str = "",
                  headers: dict | None = None) -> None:
@@ -3070,6 +3073,7 @@ class _ClientRequest:
         self.data = data
         self.headers = headers if headers is not None else {}
         self.timeout: float | None = None
+        self.retry_writes: bool | None = None
 
     def __repr__(self) -> str:
         return "<Request %s %s>" % (self.method, self.url)
@@ -3132,7 +3136,8 @@ class BaseAPIClient(BaseAPI):
         elif "actions" in spec and isinstance(spec["actions"], dict) and \
                 "order" in spec["actions"]:
             spec = APISpec.from_json(spec)
-        super().__init__(spec)
+        super().__init__(spec, _ClientNames("action"),
+                         _ClientNames("model"))
         for model in spec["models"].values():
             for link in model["links"].values():
                 link["model"]._bind_model(self)
@@ -3170,22 +3175,29 @@ class BaseAPIClient(BaseAPI):
         remote.endpoint = endpoint
         return remote
 
-    def call(self, endpoint: Endpoint, *args: Any, **kwargs: Any) -> Any:
+    def call(self, endpoint: Endpoint, /, *args: Any, **kwargs: Any) -> Any:
         """Build, send and parse one call to ``endpoint``.
 
-        ``_timeout=seconds`` (never a field name: fields cannot start with
-        ``_``) overrides the client's timeout for this call.
+        Options for this call (never field names: fields cannot start with
+        ``_``): ``_timeout=seconds`` overrides the client's timeout, and
+        ``_retry_writes=True`` lets a write be repeated even when its
+        outcome is unknown.
         """
         timeout = kwargs.pop("_timeout", None)
+        retry_writes = kwargs.pop("_retry_writes", None)
         request = self.build_request(endpoint, *args, **kwargs)
         if timeout is not None:
             request.timeout = timeout
+        if retry_writes is not None:
+            request.retry_writes = retry_writes
         response = self.make_request(endpoint, request)
         return self.parse_response(endpoint, response)
 
-    def build_request(self, endpoint: Endpoint, *args: Any,
+    def build_request(self, endpoint: Endpoint, /, *args: Any,
                       **kwargs: Any) -> _ClientRequest:
-        """The request for a call; validates the arguments first."""
+        """The request for a call; validates the arguments first. (An
+        override should keep ``endpoint`` positional-only, ``/``, so that
+        a field may be called ``endpoint`` too.)"""
         request = endpoint.build_request(*args, **kwargs)
         if self.problem_details:
             request.headers["Accept"] = _PROBLEM_TYPE + ", " + _JSON_TYPE
@@ -3206,11 +3218,45 @@ def _no_check(patch: dict) -> None:
     """Clients leave patch checks to the server."""
 
 
-_IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
+class _ClientNames(Object):
+    """``client.actions`` and ``client.models``: a misspelt name raises an
+    AttributeError that lists the names there are."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError("No %s %r; %ss: %s" % (
+            self._what, name, self._what,
+            ", ".join(sorted(self.__dict__)) or "none"))
+
+
+_READS = frozenset(("GET", "HEAD", "OPTIONS"))
 _CLIENT_OPTIONS = frozenset((
     "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
-    "max_redirects", "problem_details"))
+    "max_redirects", "problem_details", "max_response_size", "retry_writes"))
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+class OutcomeUnknown(ConnectionError):
+    """A write (POST, PUT, DELETE) lost its connection after the request
+    may have reached the server: it may or may not have been applied, so
+    it was not sent again. Check before repeating it, or allow repeats with
+    ``retry_writes=True``."""
+
+
+class _TimedOutWrite(OutcomeUnknown, TimeoutError):
+    """A write that timed out after it was sent: both a timeout and an
+    unknown outcome."""
+
+
+class ResponseTooLarge(ConnectionError):
+    """An answer longer than the client's ``max_response_size``; the
+    connection was dropped before the body was read."""
 
 
 class APIClient(BaseAPIClient):
@@ -3218,10 +3264,13 @@ class APIClient(BaseAPIClient):
 
     ``APIClient("http://127.0.0.1:8000")`` (or ``cosmic.connect(url)``),
     or subclass it and set ``base_url``. Options, as class attributes or
-    keyword arguments: ``timeout`` (30 s), ``verify`` (TLS certificates,
-    True), ``ssl_context``, ``proxy`` (None: proxies are not used),
-    ``retries`` (2, idempotent calls only), ``max_redirects`` (5, same
-    origin only), ``problem_details`` (ask for RFC 9457 errors).
+    keyword arguments: ``timeout`` (30 s for the whole call: connect, send
+    and receive), ``verify`` (TLS certificates, True), ``ssl_context``,
+    ``proxy`` (None: proxies are not used), ``retries`` (2: reads, and
+    writes that provably never reached the server), ``retry_writes``
+    (False; True also repeats writes whose outcome is unknown),
+    ``max_response_size`` (64 MiB; None for no limit), ``max_redirects``
+    (5, same origin only), ``problem_details`` (ask for RFC 9457 errors).
     """
 
     base_url: str | None = None
@@ -3231,6 +3280,8 @@ class APIClient(BaseAPIClient):
     proxy: str | None = None
     retries = 2
     retry_backoff = 0.1
+    retry_writes = False
+    max_response_size: int | None = 64 * 1024 * 1024
     max_redirects = 5
 
     def __init__(self, base_url: str | None = None, spec: dict | None = None,
@@ -3245,14 +3296,8 @@ class APIClient(BaseAPIClient):
         if not self.base_url:
             raise SpecError("APIClient needs a base_url such as "
                             "'http://127.0.0.1:8000'")
-        self.base_url = self.base_url.rstrip("/")
-        from urllib.parse import urlsplit
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SpecError("base_url must be an http:// or https:// URL: %s"
-                            % _short_repr(self.base_url))
-        self._origin = _origin(parts)
-        self._prefix = parts.path
+        self.base_url, self._origin, self._prefix = _parse_base_url(
+            self.base_url)
         self._local = _threading.local()
         try:
             super().__init__(spec)
@@ -3267,8 +3312,9 @@ class APIClient(BaseAPIClient):
 
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
-        """Send over HTTP/1.1 keep-alive; retry idempotent calls on
-        connection failures; follow same-origin redirects only."""
+        """Send over HTTP/1.1 keep-alive within the timeout; retry as the
+        rules allow; follow same-origin redirects only."""
+        from time import monotonic
         from urllib.parse import urlsplit, urljoin
         method = request.method
         origin = self._origin
@@ -3277,18 +3323,26 @@ class APIClient(BaseAPIClient):
         headers = dict(request.headers)
         timeout = request.timeout if request.timeout is not None \
             else self.timeout
+        retry_writes = getattr(request, "retry_writes", None)
+        if retry_writes is None:
+            retry_writes = self.retry_writes
+        deadline = None if timeout is None else monotonic() + timeout
         for _ in range(self.max_redirects + 1):
-            status, pairs, content = self._send(origin, method, target, body,
-                                                headers, timeout)
+            status, pairs, content = self._send(
+                origin, method, target, body, headers, deadline, timeout,
+                retry_writes)
             if status not in _REDIRECTS:
                 break
             location = _ResponseHeaders(pairs).get("location")
             if not location:
                 break
-            url = urljoin("%s://%s:%d%s" % (origin + (target,)), location)
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or \
-                    _origin(parts) != origin:
+            url = urljoin(_origin_url(origin) + target, location)
+            try:
+                parts = urlsplit(url)
+                other = _origin(parts)
+            except ValueError:
+                break
+            if parts.scheme not in ("http", "https") or other != origin:
                 break  # never carry credentials to another origin
             target = parts.path or "/"
             if parts.query:
@@ -3299,23 +3353,48 @@ class APIClient(BaseAPIClient):
         return _ClientResponse(status, pairs, content)
 
     def _send(self, origin: tuple, method: str, target: str,
-              body: bytes | None, headers: dict, timeout: Any) -> tuple:
+              body: bytes | None, headers: dict, deadline: float | None,
+              timeout: Any, retry_writes: bool) -> tuple:
+        # One exchange, repeated only when it is safe: a read, a request
+        # that never left (connect failed), or retry_writes.
         import http.client
+        import socket
         import time
-        attempts = 1 + (self.retries if method in _IDEMPOTENT else 0)
-        for attempt in range(attempts):
-            conn = self._connection(origin, timeout)
+        for attempt in range(1 + max(self.retries, 0)):
+            conn = self._connection(origin)
+            sent = False
             try:
+                _arm(conn, deadline)
+                if conn.sock is None:
+                    conn.connect()
+                sent = True
                 conn.request(method, target, body, headers)
                 res = conn.getresponse()
-                content = res.read()
+                content = self._read_body(res, method, target)
+            except socket.timeout as exc:
+                self._drop(origin)
+                message = "%s %s: no complete answer within %s s" % (
+                    method, target, timeout)
+                if sent and method not in _READS:
+                    raise _TimedOutWrite(
+                        message + "; the server may have acted on it") \
+                        from exc
+                raise socket.timeout(message) from exc
             except (ConnectionError, http.client.BadStatusLine,
                     http.client.IncompleteRead) as exc:
                 self._drop(origin)
-                if attempt + 1 >= attempts:
+                if sent and method not in _READS and not retry_writes:
+                    raise OutcomeUnknown(
+                        "%s %s: the connection was lost after the request "
+                        "was sent (%s: %s); the server may or may not have "
+                        "acted on it, so it was not sent again"
+                        % (method, target, type(exc).__name__, exc)) from exc
+                pause = self.retry_backoff * (2 ** attempt)
+                if attempt >= self.retries or deadline is not None and \
+                        time.monotonic() + pause >= deadline:
                     raise ConnectionError("%s %s: %s" % (
                         method, target, exc)) from exc
-                time.sleep(self.retry_backoff * (2 ** attempt))
+                time.sleep(pause)
                 continue
             except BaseException:
                 self._drop(origin)
@@ -3325,16 +3404,46 @@ class APIClient(BaseAPIClient):
             return res.status, res.getheaders(), content
         raise AssertionError("unreachable")
 
-    def _connection(self, origin: tuple, timeout: Any) -> Any:
-        import http.client
-        pool = self._local.__dict__.setdefault("pool", {})
+    def _read_body(self, res: Any, method: str, target: str) -> bytes:
+        limit = self.max_response_size
+        if limit is None:
+            return res.read()
+        if res.length is not None:
+            if res.length > limit:
+                raise ResponseTooLarge(
+                    "%s %s: the answer declares %d bytes, more than "
+                    "max_response_size (%d); the connection was dropped"
+                    % (method, target, res.length, limit))
+            return res.read()
+        chunks = []
+        total = 0
+        while True:
+            chunk = res.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > limit:
+                raise ResponseTooLarge(
+                    "%s %s: the answer exceeds max_response_size (%d "
+                    "bytes); the connection was dropped"
+                    % (method, target, limit))
+            chunks.append(chunk)
+
+    def _connection(self, origin: tuple) -> Any:
+        import os
+        local = self._local.__dict__
+        pool = local.get("pool")
+        if pool is None or local["pid"] != os.getpid():
+            # New thread, or a forked child: the parent's sockets are
+            # never reused here (this closes only the child's copies).
+            for stale in (pool or {}).values():
+                stale.close()
+            pool = local["pool"] = {}
+            local["pid"] = os.getpid()
         conn = pool.get(origin)
         if conn is not None:
             if conn.sock is not None and _dropped(conn.sock):
-                conn.close()
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
+                conn.close()  # closed by the server while idle: reconnect
             return conn
         scheme, host, port = origin
         connect_host, connect_port = host, port
@@ -3342,13 +3451,12 @@ class APIClient(BaseAPIClient):
             from urllib.parse import urlsplit
             proxy = urlsplit(self.proxy)
             connect_host, connect_port = proxy.hostname, proxy.port or 80
+        https, plain = _connection_classes()
         if scheme == "https":
-            conn = http.client.HTTPSConnection(
-                connect_host, connect_port, timeout=timeout,
-                context=self._ssl_context())
+            conn = https(connect_host, connect_port,
+                         context=self._ssl_context())
         else:
-            conn = http.client.HTTPConnection(connect_host, connect_port,
-                                              timeout=timeout)
+            conn = plain(connect_host, connect_port)
         if self.proxy:
             conn.set_tunnel(host, port)
         pool[origin] = conn
@@ -3375,10 +3483,121 @@ class APIClient(BaseAPIClient):
             self._drop(origin)
 
 
+def _parse_base_url(url: str) -> tuple:
+    """``(base_url, origin, path prefix)``, or SpecError for a URL that
+    cannot serve as a base (bad port, query, fragment, spaces...)."""
+    from urllib.parse import urlsplit
+    if type(url) is not str:
+        raise SpecError("base_url must be a string: %s" % _short_repr(url))
+    try:
+        parts = urlsplit(url)
+        origin = _origin(parts)
+    except ValueError as err:
+        raise SpecError("Invalid base_url %s: %s"
+                        % (_short_repr(url), err)) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise SpecError("base_url must be an http:// or https:// URL: %s"
+                        % _short_repr(url))
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise SpecError("base_url cannot have a query or a fragment: %s"
+                        % _short_repr(url))
+    if _re.search(r"[\x00-\x20\x7f]", url):
+        raise SpecError("base_url cannot contain spaces or control "
+                        "characters: %s" % _short_repr(url))
+    if parts.username is not None or parts.password is not None:
+        raise SpecError("base_url cannot carry credentials (user:password@):"
+                        " send them in a header")
+    prefix = parts.path.rstrip("/")
+    return _origin_url(origin) + prefix, origin, prefix
+
+
 def _origin(parts: Any) -> tuple:
     scheme = parts.scheme.lower()
     return (scheme, parts.hostname,
             parts.port or (443 if scheme == "https" else 80))
+
+
+def _origin_url(origin: tuple) -> str:
+    scheme, host, port = origin
+    if ":" in host:
+        host = "[%s]" % host  # IPv6
+    if port == (443 if scheme == "https" else 80):
+        return "%s://%s" % (scheme, host)
+    return "%s://%s:%d" % (scheme, host, port)
+
+
+def _arm(conn: Any, deadline: float | None) -> None:
+    """Bound the next exchange on ``conn`` by ``deadline`` (monotonic)."""
+    if deadline is None:
+        conn.timeout = None
+    else:
+        from time import monotonic
+        left = deadline - monotonic()
+        if left <= 0:
+            import socket
+            raise socket.timeout("timed out")
+        conn.timeout = left
+    conn.cosmic_deadline[0] = deadline
+    if conn.sock is not None:
+        conn.sock.settimeout(conn.timeout)
+
+
+_CONNECTION_CLASSES: list = []
+
+
+def _connection_classes() -> tuple:
+    """http.client connections whose answers are read within the call's
+    deadline: each read waits only for the time left, so a server that
+    drips bytes cannot stretch a call past its timeout."""
+    if _CONNECTION_CLASSES:
+        return _CONNECTION_CLASSES[0]
+    import http.client
+    import io
+    import socket
+    from time import monotonic
+
+    class DeadlineIO(socket.SocketIO):
+        def __init__(self, sock: Any, deadline: list) -> None:
+            super().__init__(sock, "rb")
+            self._deadline = deadline
+
+        def readinto(self, b: Any) -> Any:
+            deadline = self._deadline[0]
+            if deadline is not None:
+                left = deadline - monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                self._sock.settimeout(left)
+            return super().readinto(b)
+
+    class Maker:
+        __slots__ = ("sock", "deadline")
+
+        def __init__(self, sock: Any, deadline: list) -> None:
+            self.sock = sock
+            self.deadline = deadline
+
+        def makefile(self, mode: str) -> Any:
+            self.sock._io_refs += 1  # as socket.makefile does
+            return io.BufferedReader(DeadlineIO(self.sock, self.deadline))
+
+    def with_deadline(base: type) -> type:
+        class Connection(base):  # type: ignore[valid-type, misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                deadline = self.cosmic_deadline = [None]
+
+                def response(sock, debuglevel=0, method=None, url=None):
+                    return http.client.HTTPResponse(
+                        Maker(sock, deadline), debuglevel, method, url)
+
+                self.response_class = response
+
+        return Connection
+
+    _CONNECTION_CLASSES.append((with_deadline(http.client.HTTPSConnection),
+                                with_deadline(http.client.HTTPConnection)))
+    return _CONNECTION_CLASSES[0]
 
 
 def _dropped(sock: Any) -> bool:
@@ -6102,7 +6321,7 @@ def _client_class(headers: list) -> type:
         extra[name.strip()] = value.strip()
 
     class _CLIClient(APIClient):
-        def build_request(self, endpoint, *args, **kwargs):
+        def build_request(self, endpoint, /, *args, **kwargs):
             request = super().build_request(endpoint, *args, **kwargs)
             request.headers.update(extra)
             return request

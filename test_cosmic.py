@@ -7001,8 +7001,8 @@ class TestClientConstruction(unittest.TestCase):
             APIClient.from_spec(self.spec, "http://127.0.0.1:9", timout=3)
         self.assertEqual(str(cm.exception), (
             "Unknown APIClient option 'timout'; options: max_redirects, "
-            "problem_details, proxy, retries, retry_backoff, ssl_context, "
-            "timeout, verify"))
+            "max_response_size, problem_details, proxy, retries, "
+            "retry_backoff, retry_writes, ssl_context, timeout, verify"))
         for name in ("call", "make_request", "base_url", "_local"):
             with self.subTest(name=name), self.assertRaises(TypeError):
                 APIClient(base_url="http://127.0.0.1:1", spec=self.spec,
