@@ -1654,6 +1654,20 @@ def _link_entry(name: str, spec: dict) -> dict:
             "doc": spec.get("doc")}
 
 
+def _where(err: SpecError, api: API, kind: str, name: Any) -> SpecError:
+    """``err`` with the API, the action or model and the user's line in
+    its message, its traceback cut at the user's code (registration)."""
+    frame = _sys._getframe(1)
+    here = frame.f_code.co_filename
+    while frame.f_back is not None and frame.f_code.co_filename == here:
+        frame = frame.f_back
+    what = "%s %r" % (kind, name) if isinstance(name, str) else kind
+    err.args = ("API %r, %s (%s, line %d): %s" % (
+        api.name, what, frame.f_code.co_filename, frame.f_lineno,
+        err.args[0] if err.args else ""),) + err.args[1:]
+    return err.with_traceback(None)
+
+
 class API(BaseAPI):
     """A server-side API: register actions and models, then serve it.
 
@@ -1679,35 +1693,53 @@ class API(BaseAPI):
         output). With several parameters, ``accepts`` must be a Struct
         whose fields match them. The function is returned unchanged.
         """
-        accepts = None if accepts is None else _as_type(accepts)
-        returns = None if returns is None else _as_type(returns)
+        try:
+            accepts = None if accepts is None else _as_type(accepts)
+            returns = None if returns is None else _as_type(returns)
+        except SpecError as err:
+            raise _where(err, self, "action", None) from None
 
         def decorator(func: Callable) -> Callable:
-            import inspect
-            name = func.__name__
-            validate_underscore_identifier(name)
-            required_args, optional_args = get_args(func)
-            if len(required_args + optional_args) > 1 and \
-                    _positional_only(func):
-                raise SpecError("Cannot define action with positional-only "
-                                "parameters unless it has just one: %s"
-                                % name)
-            if accepts is not None:
-                assert_is_compatible(accepts, required_args, optional_args)
-            for schema in (accepts, returns):
-                if schema is not None:
-                    schema._bind(self)
-            self.spec["actions"][name] = {
-                "accepts": accepts, "returns": returns,
-                "doc": inspect.getdoc(func)}
-            setattr(self.actions, name, func)
-            self._version += 1
-            return func
+            try:
+                return self._add_action(func, accepts, returns)
+            except SpecError as err:
+                raise _where(err, self, "action",
+                             getattr(func, "__name__", None)) from None
 
         return decorator
 
+    def _add_action(self, func: Callable, accepts: Any,
+                    returns: Any) -> Callable:
+        import inspect
+        name = func.__name__
+        validate_underscore_identifier(name)
+        required_args, optional_args = get_args(func)
+        if len(required_args + optional_args) > 1 and \
+                _positional_only(func):
+            raise SpecError("Cannot define action with positional-only "
+                            "parameters unless it has just one: %s"
+                            % name)
+        if accepts is not None:
+            assert_is_compatible(accepts, required_args, optional_args)
+        for schema in (accepts, returns):
+            if schema is not None:
+                schema._bind(self)
+        self.spec["actions"][name] = {
+            "accepts": accepts, "returns": returns,
+            "doc": inspect.getdoc(func)}
+        setattr(self.actions, name, func)
+        self._version += 1
+        return func
+
     def model(self, cls: type) -> type:
         """Register a BaseModel subclass; its methods become REST endpoints."""
+        try:
+            return self._add_model(cls)
+        except SpecError as err:
+            raise _where(err, self, "model",
+                         getattr(cls, "__name__", None)) from None
+
+    def _add_model(self, cls: type) -> type:
         name = cls.__name__
         validate_underscore_identifier(name)
         if name == "actions":
