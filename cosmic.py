@@ -77,7 +77,7 @@ __all__ = [
     "UpdateEndpoint", "DeleteEndpoint", "GetListEndpoint", "serve_wsgi",
     # client
     "BaseAPIClient", "APIClient", "WsgiAPIClient", "ClientLoggingMixin",
-    "connect",
+    "connect", "OutcomeUnknown", "ResponseTooLarge",
     # globals
     "ThreadLocalDict", "SwappableDict", "thread_local",
     "ensure_thread_local", "thread_local_middleware", "storage", "cosmos",
@@ -3403,6 +3403,9 @@ class APIClient(BaseAPIClient):
                 conn.request(method, target, body, headers)
                 res = conn.getresponse()
                 content = self._read_body(res, method, target)
+            except ResponseTooLarge:
+                self._drop(origin)
+                raise
             except socket.timeout as exc:
                 self._drop(origin)
                 message = "%s %s: no complete answer within %s s" % (
@@ -3973,19 +3976,19 @@ class DBModel(BaseModel):
             raise NotFound from None
 
     @classmethod
-    def get_list(cls, **query):
+    def get_list(cls, /, **query):
         return [(i, rep) for i, rep in cls._table().items()
                 if all(rep.get(k) == v for k, v in query.items())]
 
     @classmethod
-    def create(cls, **patch):
+    def create(cls, /, **patch):
         table = cls._table()
         new_id = str(max([int(i) for i in table if i.isdigit()] + [-1]) + 1)
         table[new_id] = dict(patch)
         return new_id, table[new_id]
 
     @classmethod
-    def update(cls, id, **patch):
+    def update(cls, id, /, **patch):
         table = cls._table()
         if id not in table:
             raise NotFound
@@ -3998,7 +4001,7 @@ class DBModel(BaseModel):
             raise NotFound
 
 
-class Wildcard:
+class _Wildcard:
     """Compares equal to anything (for assertions on generated values)."""
 
     def __eq__(self, other: Any) -> bool:
@@ -4009,8 +4012,16 @@ class Wildcard:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __call__(self) -> _Wildcard:
+        return self
+
     def __repr__(self) -> str:
-        return "Wildcard()"
+        return "Wildcard"
+
+
+Wildcard = _Wildcard()
+"""Equal to anything: ``assert rep == {"id": Wildcard}``. As in the
+original, the name is an instance; ``Wildcard()`` gives the same one."""
 
 
 @_contextlib.contextmanager
@@ -6188,7 +6199,8 @@ _ALIASES = {
              "GetListEndpoint", "NotFound", "HTTPError", "RemoteHTTPError",
              "SpecError"] + _TYPE_NAMES,
     "client": ["BaseAPIClient", "APIClient", "WsgiAPIClient",
-               "ClientLoggingMixin", "connect"],
+               "ClientLoggingMixin", "connect", "OutcomeUnknown",
+               "ResponseTooLarge"],
     "globals": ["ThreadLocalDict", "SwappableDict", "thread_local",
                 "thread_local_middleware", "ensure_thread_local", "storage",
                 "cosmos"],
@@ -6196,7 +6208,8 @@ _ALIASES = {
               "serialize_json", "deserialize_json", "string_to_json",
               "validate_underscore_identifier", "is_string_type"],
     "testing": ["DBModel", "db", "served_api", "Wildcard"],
-    "legacy_teleport": _TYPE_NAMES,
+    "legacy_teleport": _TYPE_NAMES + ["UnicodeDecodeValidationError",
+                                      "UnknownTypeValidationError"],
 }
 _EXTRA_NAMES = {"types": ["UnicodeDecodeValidationError",
                           "UnknownTypeValidationError"]}
@@ -6501,6 +6514,8 @@ def _parser() -> Any:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve, inspect and call Cosmic APIs.")
+    parser.add_argument("--version", action="version",
+                        version="cosmic " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     target_help = ("module:attr, module, path/to/file.py or "
                    "path/to/file.py:attr; attr names an API, a Server or a "
