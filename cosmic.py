@@ -3450,7 +3450,7 @@ class APIClient(BaseAPIClient):
                     "max_response_size (%d); the connection was dropped"
                     % (method, target, res.length, limit))
             return res.read()
-        chunks = []
+        chunks: list = []
         total = 0
         while True:
             chunk = res.read(65536)
@@ -3595,6 +3595,7 @@ def _connection_classes() -> tuple:
         def __init__(self, sock: Any, deadline: list) -> None:
             super().__init__(sock, "rb")
             self._deadline = deadline
+            self._timed = sock
 
         def readinto(self, b: Any) -> Any:
             deadline = self._deadline[0]
@@ -3602,11 +3603,11 @@ def _connection_classes() -> tuple:
                 left = deadline - monotonic()
                 if left <= 0:
                     raise socket.timeout("timed out")
-                self._sock.settimeout(left)
+                self._timed.settimeout(left)
             return super().readinto(b)
 
     class Maker:
-        __slots__ = ("sock", "deadline")
+        __slots__ = ("deadline", "sock")
 
         def __init__(self, sock: Any, deadline: list) -> None:
             self.sock = sock
