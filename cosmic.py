@@ -49,6 +49,8 @@ import re as _re
 import sys as _sys
 import threading as _threading
 from collections import OrderedDict as _OrderedDict
+from os import getpid as _getpid  # os and time are loaded already
+from time import monotonic as _monotonic
 from math import isfinite as _isfinite
 
 TYPE_CHECKING = False
@@ -3346,8 +3348,6 @@ class APIClient(BaseAPIClient):
                      request: _ClientRequest) -> _ClientResponse:
         """Send over HTTP/1.1 keep-alive within the timeout; retry as the
         rules allow; follow same-origin redirects only."""
-        from time import monotonic
-        from urllib.parse import urlsplit, urljoin
         method = request.method
         origin = self._origin
         target = self._prefix + request.url
@@ -3355,10 +3355,10 @@ class APIClient(BaseAPIClient):
         headers = dict(request.headers)
         timeout = request.timeout if request.timeout is not None \
             else self.timeout
-        retry_writes = getattr(request, "retry_writes", None)
+        retry_writes = request.retry_writes
         if retry_writes is None:
             retry_writes = self.retry_writes
-        deadline = None if timeout is None else monotonic() + timeout
+        deadline = None if timeout is None else _monotonic() + timeout
         for _ in range(self.max_redirects + 1):
             status, pairs, content = self._send(
                 origin, method, target, body, headers, deadline, timeout,
@@ -3368,6 +3368,7 @@ class APIClient(BaseAPIClient):
             location = _ResponseHeaders(pairs).get("location")
             if not location:
                 break
+            from urllib.parse import urlsplit, urljoin
             url = urljoin(_origin_url(origin) + target, location)
             try:
                 parts = urlsplit(url)
@@ -3391,7 +3392,6 @@ class APIClient(BaseAPIClient):
         # that never left (connect failed), or retry_writes.
         import http.client
         import socket
-        import time
         for attempt in range(1 + max(self.retries, 0)):
             conn = self._connection(origin)
             sent = False
@@ -3426,9 +3426,10 @@ class APIClient(BaseAPIClient):
                         % (method, target, type(exc).__name__, exc)) from exc
                 pause = self.retry_backoff * (2 ** attempt)
                 if attempt >= self.retries or deadline is not None and \
-                        time.monotonic() + pause >= deadline:
+                        _monotonic() + pause >= deadline:
                     raise ConnectionError("%s %s: %s" % (
                         method, target, exc)) from exc
+                import time
                 time.sleep(pause)
                 continue
             except BaseException:
@@ -3465,16 +3466,15 @@ class APIClient(BaseAPIClient):
             chunks.append(chunk)
 
     def _connection(self, origin: tuple) -> Any:
-        import os
         local = self._local.__dict__
         pool = local.get("pool")
-        if pool is None or local["pid"] != os.getpid():
+        if pool is None or local["pid"] != _getpid():
             # New thread, or a forked child: the parent's sockets are
             # never reused here (this closes only the child's copies).
             for stale in (pool or {}).values():
                 stale.close()
             pool = local["pool"] = {}
-            local["pid"] = os.getpid()
+            local["pid"] = _getpid()
         conn = pool.get(origin)
         if conn is not None:
             if conn.sock is not None and _dropped(conn.sock):
@@ -3566,8 +3566,7 @@ def _arm(conn: Any, deadline: float | None) -> None:
     if deadline is None:
         conn.timeout = None
     else:
-        from time import monotonic
-        left = deadline - monotonic()
+        left = deadline - _monotonic()
         if left <= 0:
             import socket
             raise socket.timeout("timed out")
@@ -3589,7 +3588,6 @@ def _connection_classes() -> tuple:
     import http.client
     import io
     import socket
-    from time import monotonic
 
     class DeadlineIO(socket.SocketIO):
         def __init__(self, sock: Any, deadline: list) -> None:
@@ -3600,7 +3598,7 @@ def _connection_classes() -> tuple:
         def readinto(self, b: Any) -> Any:
             deadline = self._deadline[0]
             if deadline is not None:
-                left = deadline - monotonic()
+                left = deadline - _monotonic()
                 if left <= 0:
                     raise socket.timeout("timed out")
                 self._timed.settimeout(left)
