@@ -3283,11 +3283,6 @@ class OutcomeUnknown(ConnectionError):
     ``retry_writes=True``."""
 
 
-class _TimedOutWrite(OutcomeUnknown, TimeoutError):
-    """A write that timed out after it was sent: both a timeout and an
-    unknown outcome."""
-
-
 class ResponseTooLarge(ConnectionError):
     """An answer longer than the client's ``max_response_size``; the
     connection was dropped before the body was read."""
@@ -3411,7 +3406,7 @@ class APIClient(BaseAPIClient):
                 message = "%s %s: no complete answer within %s s" % (
                     method, target, timeout)
                 if sent and method not in _READS:
-                    raise _TimedOutWrite(
+                    raise _connection_classes()[2](  # socket.timeout too
                         message + "; the server may have acted on it") \
                         from exc
                 raise socket.timeout(message) from exc
@@ -3486,7 +3481,7 @@ class APIClient(BaseAPIClient):
             from urllib.parse import urlsplit
             proxy = urlsplit(self.proxy)
             connect_host, connect_port = proxy.hostname, proxy.port or 80
-        https, plain = _connection_classes()
+        https, plain, _ = _connection_classes()
         if scheme == "https":
             conn = https(connect_host, connect_port,
                          context=self._ssl_context())
@@ -3629,8 +3624,13 @@ def _connection_classes() -> tuple:
 
         return Connection
 
+    class TimedOutWrite(OutcomeUnknown, socket.timeout):
+        """A write that timed out after it was sent: both a timeout and
+        an unknown outcome."""
+
     _CONNECTION_CLASSES.append((with_deadline(http.client.HTTPSConnection),
-                                with_deadline(http.client.HTTPConnection)))
+                                with_deadline(http.client.HTTPConnection),
+                                TimedOutWrite))
     return _CONNECTION_CLASSES[0]
 
 
