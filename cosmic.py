@@ -376,8 +376,8 @@ class _BinaryType(_Type):
         return {"type": "string", "contentEncoding": "base64", "pattern": _B64}
 
 
-# ISO 8601 extended format with an upper-case T (WIRE.md 8.4). [0-9], not \d,
-# which would match other scripts' digits.
+# ISO 8601 extended format with an upper-case T (docs/protocol.md#datetime).
+# [0-9], not \d, which would match other scripts' digits.
 _DATETIME_RE = _re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})"
     r"(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?"
@@ -806,7 +806,7 @@ class Struct(_Type):
 
 
 class _Wrapper(_Type):
-    """A type made of an inner type plus a conversion (WIRE.md 8.1).
+    """A type made of an inner type plus a conversion.
 
     Subclasses set ``_inner`` and define ``_assemble`` (after the inner
     load) and ``_disassemble`` (before the inner dump).
@@ -922,7 +922,7 @@ class _SchemaType(_Type):
         except SpecError:
             raise ValidationError("Invalid Schema", value) from None
         # A real type that no spec can name (URLParams) is a programming
-        # error: SpecError (WIRE.md 8.6).
+        # error: SpecError.
         return schema._schema_json()
 
     def json_schema(self):
@@ -946,8 +946,8 @@ class Model:
     def __init__(self, full_name: str, _api: Any = None) -> None:
         if type(full_name) is not str:
             raise ValidationError("Invalid Model", full_name)
-        # Split at the first dot; both sides non-empty (WIRE.md 8.2), so
-        # "a.b.c" and even "a.." are models b.c and "." of APIs a.
+        # Split at the first dot; both sides non-empty, so "a.b.c" and even
+        # "a.." are models b.c and "." of APIs a (docs/protocol.md#model).
         api_name, _, model_name = full_name.partition(".")
         if not api_name or not model_name:
             raise ValidationError("Invalid Model: %s" % _cap(full_name))
@@ -1041,8 +1041,9 @@ def _as_model(obj: Any) -> Model:
 
 
 def _href_id(ident: str) -> str:
-    """An id as it appears in an href: as it is (WIRE.md 8.6), except that
-    ``%`` and ``/`` are escaped, so that any id survives the round trip."""
+    """An id as it appears in an href: as it is, except that ``%`` and
+    ``/`` are escaped, so that any id survives the round trip
+    (docs/protocol.md#link)."""
     if "%" in ident or "/" in ident:
         return ident.replace("%", "%25").replace("/", "%2F")
     return ident
@@ -1244,7 +1245,8 @@ _FIELDS_JSON = OrderedMap(_FIELD_ENTRY)
 
 
 class URLParams(_Type):
-    """Struct-like fields carried in a URL query string (WIRE.md 9.4).
+    """Struct-like fields carried in a URL query string
+    (docs/protocol.md#query-strings).
 
     String-based fields (String, DateTime, Model, Link) travel as raw text,
     every other field as compact JSON.
@@ -1377,7 +1379,8 @@ def _loads_strict(text: str) -> Any:
 
 
 class _APISpecType(_Wrapper):
-    """APISpec: the whole API description served at /spec.json (WIRE.md 7)."""
+    """APISpec: the whole API description served at /spec.json
+    (docs/protocol.md#the-spec)."""
 
     type_name = "cosmic.APISpec"
 
@@ -1425,7 +1428,8 @@ class _APISpecType(_Wrapper):
 
 
 def _check_model_spec(name: str, model: dict) -> None:
-    """The checks of WIRE.md 7.2, run before a model joins a spec."""
+    """The checks of docs/protocol.md#spec-checks, run before a model
+    joins a spec."""
     for kind in ("properties", "links", "query_fields", "list_metadata"):
         for field in model.get(kind, ()):
             validate_underscore_identifier(field)
@@ -1438,7 +1442,8 @@ def _check_model_spec(name: str, model: dict) -> None:
         if "id" in model.get(kind, ()):
             raise ValidationError("'id' is a reserved name.")
     if "self" in model.get("links", ()):
-        # _links.self is the object's own href (WIRE.md 9.1).
+        # _links.self is the object's own href
+        # (docs/protocol.md#representation).
         raise ValidationError("'self' is a reserved link name.")
 
 
@@ -1840,8 +1845,9 @@ class Response:
 
 
 def _make_encode() -> Callable:
-    """json.dumps with its defaults (WIRE.md 5.3), but never NaN or Infinity
-    on the wire; the C encoder is made once instead of on every call."""
+    """json.dumps with its defaults (docs/protocol.md#json-on-the-wire), but
+    never NaN or Infinity on the wire; the C encoder is made once instead
+    of on every call."""
     from json import encoder
     fallback = _json.JSONEncoder(allow_nan=False).encode
     if encoder.c_make_encoder is None:
@@ -2144,7 +2150,8 @@ def _too_deep(text: str, limit: int) -> bool:
 def _decode_json_body(request: Request) -> Any:
     """The body's JSON value, or _MISSING when the body is empty.
 
-    Checks in the order of WIRE.md 4.1: media type, charset, UTF-8, JSON.
+    Checks in the order of docs/protocol.md#content-type-and-decoding:
+    media type, charset, UTF-8, nesting depth, JSON.
     """
     data = request.data
     if not data:
@@ -2183,7 +2190,7 @@ def _check_content_type(request: Request, content_type: str) -> None:
 def _call_style(func: Callable, names: Iterable, skip: int = 0) -> bool:
     """Whether a create/update handler takes the patch as one dict.
 
-    WIRE.md 10.4: keywords when the function has ``**kwargs``, else one
+    Keywords when the function has ``**kwargs``, else one
     dict when exactly one parameter remains (after ``id``) and its name is
     not a field of the model.
     """
@@ -2291,7 +2298,8 @@ def _client_request(method: str, url: str, box: Box | None = None):
 
 
 def _check_status(endpoint: Endpoint, res: Any) -> None:
-    """Raise for a status this endpoint does not expect (WIRE.md 11.4)."""
+    """Raise for a status this endpoint does not expect
+    (docs/protocol.md#reading-answers)."""
     code = res.status_code
     if code == 404 and endpoint.not_found_is_404:
         raise NotFound
@@ -2855,7 +2863,8 @@ class Server:
                     _exit_local(ident, local)
 
     def dispatch_request(self, request: Request) -> Response:
-        """Route a request (WIRE.md 2) and run ``view``; errors become JSON."""
+        """Route a request (docs/protocol.md#routes) and run ``view``;
+        errors become JSON."""
         environ = request.environ
         try:
             raw = environ.get("PATH_INFO", "")
@@ -5146,7 +5155,8 @@ _DOCS_MODEL_WORDS = {
     "cosmic.Patch": "Patch of",
 }
 
-# Types whose query-string form is the raw JSON string (WIRE.md 9.4)
+# Types whose query-string form is the raw JSON string
+# (docs/protocol.md#query-strings)
 _DOCS_RAW_QUERY = ("String", "DateTime", "cosmic.Model", "cosmic.Link")
 
 
@@ -5564,10 +5574,12 @@ def _oa_href(schema: Any) -> Struct:
 
 
 def _oa_body(full_name: str, model: dict, refs: dict, patch: bool) -> dict:
-    """A model's Representation (or Patch) as JSON Schema (WIRE.md 9.1-9.2).
+    """A model's Representation (or Patch) as JSON Schema
+    (docs/protocol.md#representation,
+    docs/protocol.md#patch).
 
     ``_links`` stays optional even when a link is required: Cosmic accepts
-    a representation without ``_links`` (WIRE.md 9.1).
+    a representation without ``_links`` (docs/protocol.md#representation).
     """
     links = [optional("self", _oa_href(Link(Model(full_name))),
                       "This object's URL")]
@@ -5582,7 +5594,7 @@ def _oa_body(full_name: str, model: dict, refs: dict, patch: bool) -> dict:
 
 
 def _oa_list(name: str, model: dict, refs: dict) -> dict:
-    """The get_list response (WIRE.md 9.3) as JSON Schema."""
+    """The get_list response (docs/protocol.md#list-body) as JSON Schema."""
     href = {"type": "string",
             "pattern": "^/%s(\\?[\\s\\S]*)?$" % _re.escape(name)}
     items = {"type": "array", "items": {"$ref": _OA_REF + name}}
@@ -5680,14 +5692,16 @@ def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
     if is_string_type(field["schema"]):
         param["schema"] = schema
     else:
-        # WIRE.md 9.4: every other type travels JSON-encoded.
+        # Every other type travels JSON-encoded
+        # (docs/protocol.md#query-strings).
         param["content"] = _oa_json(schema)
     return param
 
 
 def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
                     refs: dict, ops: list) -> dict:
-    """The path items of one model's enabled methods (WIRE.md 6.3-6.7).
+    """The path items of one model's enabled methods
+    (docs/protocol.md#endpoints).
 
     ``names``: the model's (Representation, Patch, List) components.
     """
@@ -5791,7 +5805,7 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
       before a final newline in some validators; hrefs are relative to
       the server's root.
     * Representation: ``_links`` is optional even when a link is required
-      (WIRE.md 9.1), so the document says so too.
+      (docs/protocol.md#representation), so the document says so too.
     * Rules in model code (``validate_patch``) and handler errors
       (``HTTPError`` with any status) are not in the spec: they appear
       only as 400 and ``default`` responses.
@@ -6322,6 +6336,6 @@ def _console_main() -> None:
 
 if __name__ == "__main__":
     # This copy runs as __main__; work in the real cosmic module instead, so
-    # that user code and the command share one set of classes (WIRE.md 14).
+    # that user code and the command share one set of classes.
     import cosmic as _cosmic
     _sys.exit(_cosmic.main())
