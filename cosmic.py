@@ -44,6 +44,7 @@ import base64 as _base64
 import contextlib as _contextlib
 import contextvars as _contextvars
 import datetime as _datetime
+import functools as _functools
 import json as _json
 import re as _re
 import sys as _sys
@@ -59,31 +60,41 @@ __version__ = "1.0.0"
 
 MODEL_METHODS = ["get_by_id", "get_list", "create", "update", "delete"]
 
-__all__ = [
-    # types
-    "Integer", "Float", "Boolean", "String", "Binary", "DateTime", "JSON",
-    "Array", "Map", "OrderedMap", "Struct", "Schema", "Model", "Link",
-    "Representation", "Patch", "APISpec", "URLParams", "Box", "required",
-    "optional", "required_link", "optional_link",
-    # exceptions
-    "ValidationError", "UnicodeDecodeValidationError",
-    "UnknownTypeValidationError", "SpecError", "NotFound", "HTTPError",
-    "RemoteHTTPError", "ThreadLocalMissing",
-    # API and models
-    "API", "BaseAPI", "BaseModel", "Object", "MODEL_METHODS",
-    # server
-    "Server", "Request", "Response", "error_response", "Endpoint",
-    "SpecEndpoint", "ActionEndpoint", "GetByIdEndpoint", "CreateEndpoint",
-    "UpdateEndpoint", "DeleteEndpoint", "GetListEndpoint", "serve_wsgi",
-    # client
-    "BaseAPIClient", "APIClient", "WsgiAPIClient", "ClientLoggingMixin",
-    "connect",
-    # globals
-    "ThreadLocalDict", "SwappableDict", "thread_local",
-    "ensure_thread_local", "thread_local_middleware", "storage", "cosmos",
-    # tools
-    "openapi", "docs_html", "main",
-]
+# The one table of public names. Each row: names, then where they are
+# listed: "cosmic" is this module's __all__, any other word an alias module
+# (cosmic.types, ...; made at the end of the file) whose __all__ lists them,
+# and a word in parentheses an alias module that has them without listing
+# them. __all__ here and every alias module are derived from this table.
+_PUBLIC = (
+    ("Integer Float Boolean String Binary DateTime JSON Array Map OrderedMap "
+     "Struct Schema Model Link Representation Patch APISpec URLParams Box "
+     "required optional required_link optional_link",
+     "cosmic types legacy_teleport http"),
+    ("ValidationError", "cosmic types legacy_teleport exceptions http"),
+    ("UnicodeDecodeValidationError UnknownTypeValidationError",
+     "cosmic (types)"),
+    ("SpecError NotFound HTTPError RemoteHTTPError", "cosmic exceptions http"),
+    ("ThreadLocalMissing", "cosmic exceptions"),
+    ("API BaseAPI", "cosmic api"),
+    ("BaseModel", "cosmic models"),
+    ("Object", "cosmic api"),
+    ("MODEL_METHODS", "cosmic"),
+    ("Server Request Response error_response Endpoint SpecEndpoint "
+     "ActionEndpoint GetByIdEndpoint CreateEndpoint UpdateEndpoint "
+     "DeleteEndpoint GetListEndpoint", "cosmic http"),
+    ("serve_wsgi", "cosmic"),
+    ("BaseAPIClient APIClient WsgiAPIClient ClientLoggingMixin connect",
+     "cosmic client"),
+    ("ThreadLocalDict SwappableDict thread_local ensure_thread_local "
+     "thread_local_middleware storage cosmos", "cosmic globals"),
+    ("openapi docs_html main", "cosmic"),
+    ("get_args args_to_datum assert_is_compatible serialize_json "
+     "deserialize_json string_to_json validate_underscore_identifier "
+     "is_string_type", "tools"),
+    ("DBModel db served_api Wildcard", "testing"),
+)
+__all__ = [name for names, where in _PUBLIC if "cosmic" in where.split()
+           for name in names.split()]
 
 _MISSING = object()
 
@@ -5098,15 +5109,11 @@ def _docs_hash(text: str) -> str:
     return "'sha256-" + _base64.b64encode(digest).decode("ascii") + "'"
 
 
-_docs_csp_value: list = []
-
-
+@_functools.lru_cache(maxsize=None)
 def _docs_csp() -> str:
     """The page's Content-Security-Policy: its one style and one script are
     allowed by hash, nothing else (computed on first use, not at import)."""
-    if not _docs_csp_value:
-        _docs_csp_value.append(
-            "default-src 'none'; "
+    return ("default-src 'none'; "
             "style-src " + _docs_hash(_DOCS_CSS) + "; "
             "script-src " + _docs_hash(_DOCS_JS) + "; "
             "connect-src 'self'; "
@@ -5114,7 +5121,6 @@ def _docs_csp() -> str:
             "base-uri 'none'; "
             "form-action 'none'; "
             "frame-ancestors 'none'")
-    return _docs_csp_value[0]
 
 # How deep schemas are followed before the renderers give up (guards against
 # pathological specs; real schemas are never this deep).
@@ -5928,53 +5934,31 @@ def docs_html(api: BaseAPI) -> str:
 
 # -- Compatibility modules ----------------------------------------------------
 #
-# cosmic.api, cosmic.types, ... are module objects made from the names above,
-# put in sys.modules so that ``import cosmic.types`` and
-# ``from cosmic.http import *`` work with this one file. The copy that runs
-# as __main__ (python -m cosmic) registers nothing (see main()).
-
-_TYPE_NAMES = [
-    "Integer", "Float", "Boolean", "String", "Binary", "DateTime", "JSON",
-    "Array", "Map", "OrderedMap", "Struct", "Schema", "Model", "Link",
-    "Representation", "Patch", "APISpec", "URLParams", "Box", "required",
-    "optional", "required_link", "optional_link", "ValidationError",
-]
-_ALIASES = {
-    "api": ["API", "BaseAPI", "Object"],
-    "models": ["BaseModel"],
-    "types": _TYPE_NAMES,
-    "exceptions": ["SpecError", "NotFound", "HTTPError", "RemoteHTTPError",
-                   "ThreadLocalMissing", "ValidationError"],
-    "http": ["Server", "Request", "Response", "error_response", "Endpoint",
-             "SpecEndpoint", "ActionEndpoint", "GetByIdEndpoint",
-             "CreateEndpoint", "UpdateEndpoint", "DeleteEndpoint",
-             "GetListEndpoint", "NotFound", "HTTPError", "RemoteHTTPError",
-             "SpecError"] + _TYPE_NAMES,
-    "client": ["BaseAPIClient", "APIClient", "WsgiAPIClient",
-               "ClientLoggingMixin", "connect"],
-    "globals": ["ThreadLocalDict", "SwappableDict", "thread_local",
-                "thread_local_middleware", "ensure_thread_local", "storage",
-                "cosmos"],
-    "tools": ["get_args", "args_to_datum", "assert_is_compatible",
-              "serialize_json", "deserialize_json", "string_to_json",
-              "validate_underscore_identifier", "is_string_type"],
-    "testing": ["DBModel", "db", "served_api", "Wildcard"],
-    "legacy_teleport": _TYPE_NAMES,
-}
-_EXTRA_NAMES = {"types": ["UnicodeDecodeValidationError",
-                          "UnknownTypeValidationError"]}
-
+# cosmic.api, cosmic.types, ... are module objects made from the table of
+# public names (_PUBLIC, at the top of the file), put in sys.modules so that
+# ``import cosmic.types`` and ``from cosmic.http import *`` work with this
+# one file. The copy that runs as __main__ (python -m cosmic) registers
+# nothing (see main()).
 
 def _install_aliases() -> None:
     from types import ModuleType
     this = _sys.modules[__name__]
     spec_class = type(getattr(this, "__spec__", None))
-    for short, names in _ALIASES.items():
+    listed: dict = {}  # alias -> names in its __all__
+    unlisted: dict = {}  # alias -> names it has but does not list
+    for names, where in _PUBLIC:
+        for short in where.split():
+            if short.startswith("("):
+                unlisted.setdefault(short.strip("()"), []).extend(
+                    names.split())
+            elif short != "cosmic":
+                listed.setdefault(short, []).extend(names.split())
+    for short, names in listed.items():
         full = "%s.%s" % (__name__, short)
         module = ModuleType(full, "cosmic.%s: names from cosmic.py." % short)
-        for name in names + _EXTRA_NAMES.get(short, []):
+        for name in names + unlisted.get(short, []):
             setattr(module, name, getattr(this, name))
-        module.__all__ = list(names)
+        module.__all__ = names
         module.__file__ = getattr(this, "__file__", None)
         if spec_class is not type(None):
             module.__spec__ = spec_class(full, None, origin=module.__file__)

@@ -13124,6 +13124,29 @@ class TestProtocolDocument(unittest.TestCase):
                                 % (name, doc))
 
 
+class TestPublicNames(unittest.TestCase):
+    """One table gives cosmic.__all__ and the alias modules' names."""
+
+    def test_star_import_of_cosmic(self):
+        names = {}
+        exec("from cosmic import *", names)
+        self.assertEqual(sorted(set(cosmic.__all__) - set(names)), [])
+        self.assertEqual(len(cosmic.__all__), len(set(cosmic.__all__)))
+
+    def test_every_table_name_is_defined_once(self):
+        seen = []
+        for names, where in cosmic._PUBLIC:
+            seen += names.split()
+            for name in names.split():
+                self.assertTrue(hasattr(cosmic, name), name)
+                for short in where.split():
+                    if short != "cosmic":
+                        module = getattr(cosmic, short.strip("()"))
+                        self.assertIs(getattr(module, name),
+                                      getattr(cosmic, name))
+        self.assertEqual(len(seen), len(set(seen)))
+
+
 # (end of structure)
 
 
