@@ -54,7 +54,9 @@ from math import isfinite as _isfinite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Callable, Iterable
+    from collections.abc import Iterable, Iterator
+    from typing import Any, Callable, ClassVar, TypeVar
+    _ModelClass = TypeVar("_ModelClass", bound="type[BaseModel]")
 
 __version__ = "1.0.0"
 
@@ -249,6 +251,8 @@ class _Type:
     type_name = ""
     _exact: type | None = None
     _string_based = False
+    _load: Callable[[Any], Any]  # set by each type, often as a closure
+    _dump: Callable[[Any], Any]
 
     def from_json(self, datum: Any) -> Any:
         """Validate a JSON value and return its native form."""
@@ -544,7 +548,7 @@ class Array(_Container):
             append = out.append
             i = 0
             try:
-                for i, item in enumerate(datum):
+                for i, item in enumerate(datum):  # noqa: B007 (i: for except)
                     append(item_load(item))
             except ValidationError as err:
                 raise _push(err, i)
@@ -559,7 +563,7 @@ class Array(_Container):
             out = []
             i = 0
             try:
-                for i, item in enumerate(value):
+                for i, item in enumerate(value):  # noqa: B007 (i: for except)
                     out.append(item_dump(item))
             except ValidationError as err:
                 raise _push(err, i)
@@ -892,8 +896,8 @@ def _as_type(obj: Any) -> Any:
 
 
 # The built-in schema type names, and the parametrized ones' parameter types.
-_SIMPLE = {}
-_PARAMETRIZED = {}
+_SIMPLE: dict = {}
+_PARAMETRIZED: dict = {}
 
 
 class _SchemaType(_Type):
@@ -1007,7 +1011,7 @@ class Model:
     @classmethod
     def from_json(cls, datum: Any) -> Model:
         """Validate a dotted ``"api.Model"`` name; native: a Model."""
-        return _Type.from_json(Model, datum)
+        return _Type.from_json(Model, datum)  # type: ignore[arg-type]
 
     @classmethod
     def to_json(cls, value: Model) -> str:
@@ -1046,7 +1050,7 @@ def _as_model(obj: Any) -> Model:
     if type(obj) is str:
         return Model(obj)
     if isinstance(obj, type) and "_cosmic_model" in obj.__dict__:
-        return obj._cosmic_model
+        return obj.__dict__["_cosmic_model"]
     raise SpecError("Expected a Model('api.Name') or a registered model "
                     "class, got %s" % _short_repr(obj))
 
@@ -1153,7 +1157,9 @@ class _ModelBody(_Wrapper):
                       for n, f in props]
         inner = Struct([optional("_links", Struct(links))] + props)
         self._model = model
-        self._dump = self._compile_dump(model, link_dumps, prop_dumps)
+        # The compiled closure shadows the _dump method from now on.
+        self._dump = self._compile_dump(  # type: ignore[method-assign]
+            model, link_dumps, prop_dumps)
         self._inner = inner  # last: its presence means "compiled"
         return inner
 
@@ -1169,7 +1175,7 @@ class _ModelBody(_Wrapper):
         return (ident, datum)
 
     def _dump(self, value):
-        self._inner  # compiles, and sets the instance's own _dump
+        self._inner  # noqa: B018  compiles, and sets the instance's own _dump
         return self._dump(value)
 
     def _compile_dump(self, model: str, link_dumps: list,
@@ -1345,8 +1351,10 @@ def _reject_long_int(text: str) -> int:
 # Two decoders built once: the second, slower one checks floats and runs
 # only when the text holds an exponent or a very long number (1e999 would
 # otherwise become inf), or a surrogate escape (a lone one is not text).
-_SCAN = _json.JSONDecoder(parse_constant=_strict_constant).scan_once
-_SKIP_SPACE = _re.compile(r"[ \t\n\r]*").match
+_SCAN = _json.JSONDecoder(  # type: ignore[attr-defined]
+    parse_constant=_strict_constant).scan_once
+# Never None: "*" matches the empty string too.
+_SKIP_SPACE: Callable[[str, int], Any] = _re.compile(r"[ \t\n\r]*").match
 _SPACE = frozenset(" \t\n\r")
 
 
@@ -1618,6 +1626,7 @@ class BaseModel:
     and delete are served over HTTP). Implement those as classmethods.
     """
 
+    _cosmic_model: ClassVar[Model]  # set by API.model
     properties: list = []
     links: list = []
     query_fields: list = []
@@ -1681,8 +1690,8 @@ class API(BaseAPI):
         if type(name) is not str or not name or "." in name:
             raise SpecError("API name must be a non-empty string without "
                             "dots: %s" % _short_repr(name))
-        spec = {"name": name, "homepage": homepage,
-                "actions": _OrderedDict(), "models": _OrderedDict()}
+        spec: dict = {"name": name, "homepage": homepage,
+                      "actions": _OrderedDict(), "models": _OrderedDict()}
         super().__init__(spec)
         self._model_classes: dict = {}
         self._version = 0
@@ -1722,7 +1731,7 @@ class API(BaseAPI):
 
         return decorator
 
-    def model(self, cls: type) -> type:
+    def model(self, cls: _ModelClass) -> _ModelClass:
         """Register a BaseModel subclass; its methods become REST endpoints."""
         name = cls.__name__
         validate_underscore_identifier(name)
@@ -1861,7 +1870,8 @@ def _make_encode() -> Callable:
     of on every call."""
     from json import encoder
     fallback = _json.JSONEncoder(allow_nan=False).encode
-    if encoder.c_make_encoder is None:
+    make_encoder = getattr(encoder, "c_make_encoder", None)
+    if make_encoder is None:
         return fallback
 
     def default(obj):
@@ -1869,7 +1879,7 @@ def _make_encode() -> Callable:
                         % type(obj).__name__)
 
     # markers=None: no cycle check (a cycle ends in RecursionError, a 500).
-    c_encode = encoder.c_make_encoder(
+    c_encode = make_encoder(
         None, default, encoder.encode_basestring_ascii, None, ": ", ", ",
         False, False, False)
 
@@ -2230,6 +2240,7 @@ class Endpoint:
     body = "forbidden"  # or "required", "ignored", "action"
     not_found_is_404 = False
     acceptable_response_codes: tuple = (200,)
+    func: Any = None  # the user's function (server side); None in clients
 
     def __init__(self, api: Any = None) -> None:
         self.api = api
@@ -2240,7 +2251,7 @@ class Endpoint:
             raise HTTPError(400, "Invalid data")
         return datum
 
-    def handler(self, **func_input: Any) -> Any:
+    def handler(self, *args: Any, **func_input: Any) -> Any:
         """Call the user's code with the decoded input (server side)."""
         raise NotImplementedError
 
@@ -2376,7 +2387,7 @@ class ActionEndpoint(Endpoint):
         self.returns = entry.get("returns")
         self.func = None
         self._mode = "none"
-        func = getattr(api.actions, action_name, None) \
+        func: Any = getattr(api.actions, action_name, None) \
             if isinstance(api, API) else None
         if func is not None:
             self.func = func
@@ -2384,15 +2395,17 @@ class ActionEndpoint(Endpoint):
             names = required_args + optional_args
             if self.accepts is not None:
                 self._mode = "one" if len(names) == 1 else "many"
-                self._param = names[0] if names else None
+                self._param: Any = names[0] if names else None
         self._load = self.accepts._load if self.accepts is not None else None
         self._dump = self.returns._dump if self.returns is not None else None
         if self.func is not None:
             if self._mode == "one" and _positional_only(self.func):
                 param = self._param
-                self.handler = lambda **given: func(given[param])
+                self.handler = (  # type: ignore[method-assign]
+                    lambda **given: func(given[param]))
             else:
-                self.handler = self.func  # skip a layer: same call, args
+                # Skip a layer: the same call, the same arguments.
+                self.handler = self.func  # type: ignore[method-assign]
 
     def parse_request(self, request, **url_args):
         datum = _decode_json_body(request)
@@ -2442,6 +2455,8 @@ class ActionEndpoint(Endpoint):
 class _ModelEndpoint(Endpoint):
     """Shared by the five model endpoints."""
 
+    method_name: str  # which model method: get_by_id, create, ...
+
     def __init__(self, api: Any, model_name: str) -> None:
         super().__init__(api)
         self.model_name = model_name
@@ -2449,8 +2464,9 @@ class _ModelEndpoint(Endpoint):
         model = Model("%s.%s" % (api.name, model_name), api)
         self.representation = Representation(model)
         self.patch = Patch(model)
-        self.representation._inner  # compiled now, before any request
-        self.patch._inner
+        # Compiled now, before any request.
+        self.representation._inner  # noqa: B018
+        self.patch._inner  # noqa: B018
         self.func = None
         namespace = getattr(api.models, model_name, None) \
             if isinstance(api, API) else None
@@ -2458,7 +2474,8 @@ class _ModelEndpoint(Endpoint):
             self.func = getattr(namespace, self.method_name)
             if self.method_name in ("get_by_id", "delete") and \
                     _first_param(self.func) == "id":
-                self.handler = self.func  # the same call, one frame less
+                # The same call, one frame less.
+                self.handler = self.func  # type: ignore[method-assign]
 
     def _href(self, ident: str) -> str:
         if type(ident) is not str:
@@ -2758,7 +2775,8 @@ class _Routes:
         self.items: dict = {}
         self.lists: dict = {}
         for name, model in api.spec["models"].items():
-            items, lists = {}, {}
+            items: dict = {}
+            lists: dict = {}
             for cls in _MODEL_ENDPOINTS:
                 if model["methods"][cls.method_name]:
                     table = items if cls.on_item else lists
@@ -2956,7 +2974,8 @@ class Server:
                                  request: Request | None) -> Response:
         """Log the traceback; answer 500 without any exception text."""
         import logging
-        method = path = request_id = "-"
+        method = path = "-"
+        request_id: str | None = "-"
         if request is not None:
             method, request_id = request.method, request.request_id
             try:
@@ -3171,7 +3190,7 @@ class BaseAPIClient(BaseAPI):
                     self._function(ActionEndpoint(self, name), name,
                                    spec["actions"][name].get("doc")))
         for name in spec["models"]:
-            namespace = Object()
+            namespace: Any = Object()
             for cls in _MODEL_ENDPOINTS:
                 setattr(namespace, cls.method_name, self._function(
                     cls(self, name), cls.method_name, None))
@@ -3187,7 +3206,7 @@ class BaseAPIClient(BaseAPI):
 
         remote.__name__ = remote.__qualname__ = name
         remote.__doc__ = doc
-        remote.endpoint = endpoint
+        remote.endpoint = endpoint  # type: ignore[attr-defined]
         return remote
 
     def call(self, endpoint: Endpoint, *args: Any, **kwargs: Any) -> Any:
@@ -3534,7 +3553,9 @@ class ClientLoggingMixin:
 
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
-        response = super().make_request(endpoint, request)
+        # A mixin: the client class after it in the bases sends.
+        response = super().make_request(  # type: ignore[misc]
+            endpoint, request)
         self.log.append((
             {"method": request.method, "url": request.url,
              "data": request.data, "headers": list(request.headers.items())},
@@ -3585,7 +3606,7 @@ def _exit_local(ident: int, local: dict) -> None:
 
 
 @_contextlib.contextmanager
-def thread_local():
+def thread_local() -> Iterator[dict]:
     """A fresh local dict for this thread (or task) while the block runs.
 
     Nested blocks get their own and restore the outer one; the entry is
@@ -5109,7 +5130,7 @@ def _docs_hash(text: str) -> str:
     return "'sha256-" + _base64.b64encode(digest).decode("ascii") + "'"
 
 
-@_functools.lru_cache(maxsize=None)
+@_functools.cache
 def _docs_csp() -> str:
     """The page's Content-Security-Policy: its one style and one script are
     allowed by hash, nothing else (computed on first use, not at import)."""
@@ -5212,7 +5233,8 @@ def _docs_type_text(schema: object, _depth: int = 0) -> str:
         return "unknown"
     if _depth > _DOCS_MAX_DEPTH:
         return "\u2026"
-    kind, param = schema["type"], schema.get("param")
+    kind: str = schema["type"]
+    param = schema.get("param")
     if kind in ("Array", "Map", "OrderedMap"):
         return "%s of %s" % (kind, _docs_type_text(param, _depth + 1))
     if kind == "Struct":
@@ -5284,7 +5306,7 @@ def _docs_rep_example(name: str, model: object, spec_json: object,
     for key, link in _docs_dict_entries(model.get("links")):
         target = _docs_model_short(link.get("model") or "Model")
         links[key] = {"href": "/%s/1" % target}
-    result = {"_links": links} if links else {}
+    result: dict = {"_links": links} if links else {}
     if name not in seen:  # a model nested in itself stops at its links
         for key, field in _docs_dict_entries(model.get("properties")):
             result[key] = _docs_example(field.get("schema"), spec_json,
@@ -5364,8 +5386,8 @@ def _docs_placeholder(schema: object) -> str:
     return _json.dumps(example, ensure_ascii=False, separators=(",", ":"))
 
 
-def _docs_form(kind: str, name: str, body: object = None, with_id: bool = False,
-               query: list = ()) -> str:
+def _docs_form(kind: str, name: str, body: str | None = None,
+               with_id: bool = False, query: Iterable = ()) -> str:
     """A try-it form; `query` is a list of (field name, Schema JSON) pairs."""
     attrs = 'type="text" autocomplete="off" spellcheck="false"'
     out = ['<details><summary>Try it</summary>'
@@ -5452,7 +5474,7 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
         path = "/" + name + ("/{id}" if with_id else "")
         out.append('<div class="method">%s<p class="mu">%s</p>' % (
             _docs_endpoint(verb, path), _docs_esc(text.format(m=name))))
-        fields = ()
+        fields: Iterable = ()
         if key == "get_list":
             example = {"_links": {"self": {"href": "/" + name}},
                        "_embedded": {name: [rep]}}
@@ -5762,7 +5784,7 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
             "responses": _oa_responses({"204": {"description": "Deleted"}},
                                        ("400", "404", "413", "500"), shared),
         }
-    paths = {}
+    paths: dict = {}
     method_names = {"get": "get_list", "post": "create"}
     if collection:
         for verb, op in collection.items():
@@ -5886,7 +5908,7 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
         paths[route] = {"get": op}
 
     counts: dict = {}
-    for op, preferred, fallback, tag in ops:
+    for _op, preferred, _fallback, _tag in ops:
         counts[preferred] = counts.get(preferred, 0) + 1
     tags: list = []
     for op, preferred, fallback, tag in ops:
@@ -5943,7 +5965,7 @@ def docs_html(api: BaseAPI) -> str:
 def _install_aliases() -> None:
     from types import ModuleType
     this = _sys.modules[__name__]
-    spec_class = type(getattr(this, "__spec__", None))
+    spec_class: Any = type(getattr(this, "__spec__", None))
     listed: dict = {}  # alias -> names in its __all__
     unlisted: dict = {}  # alias -> names it has but does not list
     for names, where in _PUBLIC:
@@ -5955,7 +5977,8 @@ def _install_aliases() -> None:
                 listed.setdefault(short, []).extend(names.split())
     for short, names in listed.items():
         full = "%s.%s" % (__name__, short)
-        module = ModuleType(full, "cosmic.%s: names from cosmic.py." % short)
+        module: Any = ModuleType(full,
+                                 "cosmic.%s: names from cosmic.py." % short)
         for name in names + unlisted.get(short, []):
             setattr(module, name, getattr(this, name))
         module.__all__ = names
@@ -5989,6 +6012,9 @@ def _load_module(text: str) -> Any:
         if folder not in _sys.path:
             _sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise _UsageError("Not a Python file (expected a .py file): %s"
+                              % text)
         module = importlib.util.module_from_spec(spec)
         _sys.modules[name] = module
         try:
@@ -6040,7 +6066,7 @@ def _load_target(target: str) -> Any:
             raise _UsageError("%s is not an API, a Server or a WSGI app"
                               % target)
         return obj
-    apis = []
+    apis: list = []
     for value in vars(module).values():
         if isinstance(value, API) and all(value is not a for a in apis):
             apis.append(value)

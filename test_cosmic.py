@@ -907,7 +907,7 @@ class TestModel(unittest.TestCase):
     def test_unknown_model_spec(self):
         with cosmos.swap({}):
             with self.assertRaises(RuntimeError) as cm:
-                Model("ty_nowhere.Thing").model_spec
+                Model("ty_nowhere.Thing").model_spec  # noqa: B018
         self.assertEqual(str(cm.exception),
                          "Model does not exist: ty_nowhere.Thing")
 
@@ -4507,7 +4507,7 @@ class TestGlobals(unittest.TestCase):
         self.assertEqual(dict(d), {"a": 1})
         with self.assertRaises(ZeroDivisionError):
             with d.swap({"z": 0}):
-                1 / 0
+                1 / 0  # noqa: B018
         self.assertEqual(dict(d), {"a": 1})
         d.data = {"direct": True}
         self.assertEqual((d["direct"], "direct" in d, list(d)),
@@ -4621,9 +4621,8 @@ def _sv_cli(*args):
     """``python -m cosmic ARGS`` from the repository root: (code, err)."""
     env = dict(os.environ, PYTHONPATH=_sv_ROOT)
     proc = subprocess.run([sys.executable, "-m", "cosmic"] + list(args),
-                          cwd=_sv_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=30)
+                          cwd=_sv_ROOT, env=env, capture_output=True,
+                          text=True, timeout=30)
     return proc.returncode, proc.stderr
 
 
@@ -5237,7 +5236,7 @@ class TestDevServer(unittest.TestCase):
         self.assertEqual(json.loads(resp.read())["path"], "/second")
 
     def test_unread_body_with_connection_close(self):
-        for i in range(5):
+        for _ in range(5):
             sock = self.raw()
             sock.sendall(b"POST /tracked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                          b"Content-Length: 60000\r\n\r\n" + b"z" * 60000)
@@ -6617,8 +6616,9 @@ class _cl_PlanetariumServer(Server):
     def view(self, endpoint, request, **url_args):
         if request.headers.get('Authorization', None) != 'secret':
             return error_response("Unauthorized", 401)
-        return super(_cl_PlanetariumServer, self).view(endpoint, request,
-                                                       **url_args)
+        # The seed's spelling of super().
+        return super(_cl_PlanetariumServer, self).view(  # noqa: UP008
+            endpoint, request, **url_args)
 
 
 class TestClientAuthentication(unittest.TestCase):
@@ -7556,7 +7556,7 @@ class TestOpenAPIValidity(unittest.TestCase):
             [_oa_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
         proc = subprocess.run(
             [sys.executable, "-m", "cosmic", "openapi", path],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            capture_output=True, env=env,
             cwd=_oa_ROOT, timeout=60)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         doc = json.loads(proc.stdout)
@@ -7707,7 +7707,7 @@ class TestOpenAPIDocument(unittest.TestCase):
                          {"$ref": "#/components/schemas/KeeperPatch"})
 
     def test_errors_offer_problem_json(self):
-        for method, path, op in _oa_operations(self.doc):
+        for _method, _path, op in _oa_operations(self.doc):
             for code, response in op["responses"].items():
                 if code[0] in "45" or code == "default":
                     with self.subTest(op=op["operationId"], code=code):
@@ -13002,14 +13002,16 @@ class TestPlanetariumExample(unittest.TestCase):
 
 
 # == app2 ====================================================================
-# WSGI application, round two: return values, limits, scopes, HTTP details, conditional requests
+# WSGI application, round two: return values, limits, scopes, HTTP details,
+# conditional requests
 
 
 # (end of app2)
 
 
 # == client2 =================================================================
-# client and command line, round two: fork safety, bounded answers, deadlines, retries, URLs
+# client and command line, round two: fork safety, bounded answers,
+# deadlines, retries, URLs
 
 
 # (end of client2)
@@ -13145,6 +13147,22 @@ class TestPublicNames(unittest.TestCase):
                         self.assertIs(getattr(module, name),
                                       getattr(cosmic, name))
         self.assertEqual(len(seen), len(set(seen)))
+
+
+class TestTypeCheckFindings(unittest.TestCase):
+    """What making the file type-check found."""
+
+    def test_target_file_that_is_not_python(self):
+        # importlib finds no loader for a non-.py file: a usage error
+        # (status 2, one line), not a traceback.
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "st_api.txt")
+            with open(path, "w") as f:
+                f.write("x = 1\n")
+            code, err = _sv_cli("spec", path)
+        self.assertEqual(code, 2, err)
+        self.assertNotIn("Traceback", err)
+        self.assertIn("Not a Python file", err)
 
 
 # (end of structure)
