@@ -3577,8 +3577,7 @@ def _parse_base_url(url: str) -> tuple:
     if parts.username is not None or parts.password is not None:
         raise SpecError("base_url cannot carry credentials (user:password@):"
                         " send them in a header")
-    prefix = parts.path.rstrip("/")
-    return _origin_url(origin) + prefix, origin, prefix
+    return url.rstrip("/"), origin, parts.path.rstrip("/")
 
 
 def _origin(parts: Any) -> tuple:
