@@ -1305,7 +1305,9 @@ class TestTools(unittest.TestCase):
 _TY_TYPES_ALL = (
     "Integer Float Boolean String Binary DateTime JSON Array Map OrderedMap "
     "Struct Schema Model Link Representation Patch APISpec URLParams Box "
-    "required optional required_link optional_link ValidationError").split()
+    "required optional required_link optional_link ValidationError "
+    "BasicWrapper ParametrizedWrapper BasicPrimitive ParametrizedPrimitive "
+    "standard_types").split()
 
 _TY_PATHS = {
     "api": ["API", "BaseAPI", "Object"],
@@ -7002,7 +7004,7 @@ class TestClientConstruction(unittest.TestCase):
         self.assertEqual(str(cm.exception), (
             "Unknown APIClient option 'timout'; options: max_redirects, "
             "problem_details, proxy, retries, retry_backoff, ssl_context, "
-            "timeout, verify"))
+            "timeout, type_getter, verify"))
         for name in ("call", "make_request", "base_url", "_local"):
             with self.subTest(name=name), self.assertRaises(TypeError):
                 APIClient(base_url="http://127.0.0.1:1", spec=self.spec,
