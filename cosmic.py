@@ -5828,13 +5828,13 @@ _DOCS_METHODS = (
     ("get_list", "GET", False, False,
      "List {m} objects: 200 with the representations in _embedded.{m}."),
     ("create", "POST", False, True,
-     "Create a {m} from a patch: 201 with a Location header and the "
+     "Create {a} from a patch: 201 with a Location header and the "
      "representation."),
     ("update", "PUT", True, True,
-     "Update a {m} with a patch (every field optional): 200 with the new "
+     "Update {a} with a patch (every field optional): 200 with the new "
      "representation, 404 if there is none."),
     ("delete", "DELETE", True, False,
-     "Delete a {m}: 204 with an empty body, 404 if there is none."),
+     "Delete {a}: 204 with an empty body, 404 if there is none."),
 )
 
 _DOCS_EXAMPLES = {
@@ -5899,6 +5899,35 @@ def _docs_model_entry(full_name: object, spec_json: object):
     return dict(_docs_dict_entries(spec_json.get("models"))).get(model_name)
 
 
+def _with_article(name: str) -> str:
+    """``a City``, ``an Address``: "an" before a vowel letter."""
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
+_DOCS_RULE_WORDS = (("minimum", "\u2265 %s"), ("exclusiveMinimum", "> %s"),
+                    ("maximum", "\u2264 %s"), ("exclusiveMaximum", "< %s"),
+                    ("minLength", "length \u2265 %s"),
+                    ("maxLength", "length \u2264 %s"),
+                    ("minItems", "items \u2265 %s"),
+                    ("maxItems", "items \u2264 %s"),
+                    ("pattern", "pattern %s"), ("enum", "one of %s"))
+
+
+def _docs_rules(schema: dict) -> str:
+    """The constraints of a Schema JSON value as text: ' [\u2265 1, ...]'."""
+    words = []
+    for key, text in _DOCS_RULE_WORDS:
+        if key in schema:
+            value = schema[key]
+            if key == "enum" and isinstance(value, list):
+                value = ", ".join(_json.dumps(v, ensure_ascii=False)
+                                  for v in value)
+            elif key == "pattern":
+                value = _json.dumps(value, ensure_ascii=False)
+            words.append(text % (value,))
+    return " [%s]" % ", ".join(words) if words else ""
+
+
 def _docs_type_text(schema: object, _depth: int = 0) -> str:
     """One-line readable description of a Schema JSON value, e.g.
     'Struct {a: Integer (required), b: Array of String (optional)}'."""
@@ -5907,8 +5936,9 @@ def _docs_type_text(schema: object, _depth: int = 0) -> str:
     if _depth > _DOCS_MAX_DEPTH:
         return "\u2026"
     kind, param = schema["type"], schema.get("param")
+    rules = _docs_rules(schema)
     if kind in ("Array", "Map", "OrderedMap"):
-        return "%s of %s" % (kind, _docs_type_text(param, _depth + 1))
+        return "%s%s of %s" % (kind, rules, _docs_type_text(param, _depth + 1))
     if kind == "Struct":
         return "Struct {%s}" % ", ".join(
             "%s: %s (%s)" % (name, _docs_type_text(entry.get("schema"), _depth + 1),
@@ -5916,7 +5946,7 @@ def _docs_type_text(schema: object, _depth: int = 0) -> str:
             for name, entry in _docs_dict_entries(param))
     if kind in _DOCS_MODEL_WORDS:
         return "%s %s" % (_DOCS_MODEL_WORDS[kind], param)
-    return _DOCS_NAMES.get(kind, kind)
+    return _DOCS_NAMES.get(kind, kind) + rules
 
 
 def _docs_model_ref(full_name: object, spec_json: object) -> str:
@@ -5958,8 +5988,10 @@ def _docs_type_html(schema: object, spec_json: object = None,
     if _depth > _DOCS_MAX_DEPTH:
         return "\u2026"
     kind, param = schema["type"], schema.get("param")
+    rules = _docs_esc(_docs_rules(schema))
     if kind in ("Array", "Map", "OrderedMap"):
-        return "%s of %s" % (kind, _docs_type_html(param, spec_json, _depth + 1))
+        return "%s%s of %s" % (kind, rules,
+                               _docs_type_html(param, spec_json, _depth + 1))
     if kind == "Struct":
         fields = _docs_dict_entries(param)
         if not fields:
@@ -5967,7 +5999,7 @@ def _docs_type_html(schema: object, spec_json: object = None,
         return "Struct" + _docs_fields_html(fields, spec_json, _depth)
     if kind in _DOCS_MODEL_WORDS:
         return "%s %s" % (_DOCS_MODEL_WORDS[kind], _docs_model_ref(param, spec_json))
-    return _docs_esc(_DOCS_NAMES.get(kind, kind))
+    return _docs_esc(_DOCS_NAMES.get(kind, kind)) + rules
 
 
 def _docs_rep_example(name: str, model: object, spec_json: object,
@@ -5996,6 +6028,16 @@ def _docs_example(schema: object, spec_json: object = None, _seen: tuple = (),
     if _depth > _DOCS_MAX_DEPTH:
         return None
     kind, param = schema["type"], schema.get("param")
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    if kind in ("Integer", "Float"):
+        example = _DOCS_EXAMPLES[kind]
+        for key in ("minimum", "maximum"):
+            bound = schema.get(key)
+            if type(bound) in (int, float) and (
+                    example < bound if key == "minimum" else example > bound):
+                example = bound
+        return example
     if kind in _DOCS_EXAMPLES:
         return _DOCS_EXAMPLES[kind]
     if kind in ("Array", "Map", "OrderedMap"):
@@ -6127,10 +6169,15 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
     none = '<p class="mu">None.</p>'
     out = [_docs_section("model", name), "<h4>Properties</h4>",
            _docs_fields_html(_docs_dict_entries(model.get("properties")),
-                             spec_json) or none,
-           "<h4>Links</h4>",
-           _docs_fields_html(_docs_dict_entries(model.get("links")), spec_json,
-                             links=True) or none]
+                             spec_json) or none]
+    links = _docs_fields_html(_docs_dict_entries(model.get("links")),
+                              spec_json, links=True)
+    if links:
+        out.append("<h4>Links</h4>" + links)
+    requires = model.get("create_requires")
+    if isinstance(requires, list) and requires:
+        out.append('<p class="mu">A create must give: %s.</p>' % ", ".join(
+            "<code>%s</code>" % _docs_esc(n) for n in requires))
     if query:
         out.append("<h4>Query fields</h4>" + _docs_fields_html(query, spec_json))
     if meta:
@@ -6145,7 +6192,8 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
     for key, verb, with_id, with_body, text in enabled:
         path = "/" + name + ("/{id}" if with_id else "")
         out.append('<div class="method">%s<p class="mu">%s</p>' % (
-            _docs_endpoint(verb, path), _docs_esc(text.format(m=name))))
+            _docs_endpoint(verb, path),
+            _docs_esc(text.format(m=name, a=_with_article(name)))))
         fields = ()
         if key == "get_list":
             example = {"_links": {"self": {"href": "/" + name}},
@@ -6273,22 +6321,32 @@ def _oa_href(schema: Any) -> Struct:
     return Struct([required("href", schema)])
 
 
-def _oa_body(full_name: str, model: dict, refs: dict, patch: bool) -> dict:
-    """A model's Representation (or Patch) as JSON Schema (WIRE.md 9.1-9.2).
+def _oa_body(full_name: str, model: dict, refs: dict, patch: bool,
+             requires: Any = ()) -> dict:
+    """A model's Representation (or Patch) as JSON Schema.
 
     ``_links`` stays optional even when a link is required: Cosmic accepts
-    a representation without ``_links`` (WIRE.md 9.1).
+    a representation without ``_links``. A create body (a patch) marks
+    the fields and links of ``requires`` required.
     """
     links = [optional("self", _oa_href(Link(Model(full_name))),
                       "This object's URL")]
     for name, link in model["links"].items():
         links.append((name, _field(
             _oa_href(Link(_as_model(link["model"]))),
-            bool(link["required"]) and not patch, link.get("doc"))))
-    fields = [optional("_links", Struct(links),
-                       'HAL links, each {"href": "/<Model>/<id>"}')]
-    fields += _oa_fields(model["properties"], refs, all_optional=patch)
+            (bool(link["required"]) and not patch) or name in requires,
+            link.get("doc"))))
+    fields = [(_field_pair("_links", Struct(links),
+                           any(n in model["links"] for n in requires),
+                           'HAL links, each {"href": "/<Model>/<id>"}'))]
+    fields += [(n, dict(f, required=f["required"] or n in requires))
+               for n, f in _oa_fields(model["properties"], refs,
+                                      all_optional=patch)]
     return Struct(fields).json_schema()
+
+
+def _field_pair(name: str, schema: Any, is_required: bool, doc: str) -> tuple:
+    return (name, _field(schema, is_required, doc))
 
 
 def _oa_list(name: str, model: dict, refs: dict) -> dict:
@@ -6381,16 +6439,21 @@ def _oa_body_param(ref: str, description: str) -> dict:
             "content": _oa_json({"$ref": _OA_REF + ref})}
 
 
+_OA_PLAIN_QUERY = frozenset(("Integer", "Float", "Boolean"))
+
+
 def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
-    """A query field: string-based types as raw text, others as JSON."""
+    """A query field: string-based types as raw text, numbers and booleans
+    as plain form values (their JSON text), other types as JSON."""
     param = {"name": name, "in": "query", "required": bool(field["required"])}
     if field.get("doc"):
         param["description"] = field["doc"]
     schema = _oa_schema(field["schema"], refs)
-    if is_string_type(field["schema"]):
+    if is_string_type(field["schema"]) or \
+            field["schema"].type_name in _OA_PLAIN_QUERY:
         param["schema"] = schema
     else:
-        # WIRE.md 9.4: every other type travels JSON-encoded.
+        # Every other type travels JSON-encoded.
         param["content"] = _oa_json(schema)
     return param
 
@@ -6401,7 +6464,7 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
 
     ``names``: the model's (Representation, Patch, List) components.
     """
-    rep, patch, listing = names
+    rep, patch, listing = names[:3]
     enabled = model["methods"]
     collection, item = {}, {}
     if enabled.get("get_list"):
@@ -6417,11 +6480,16 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
         if not collection["get"]["parameters"]:
             del collection["get"]["parameters"]
     if enabled.get("create"):
+        requires = model.get("create_requires")
         collection["post"] = {
-            "summary": "Create a %s" % name,
-            "description": "Every field of the patch is optional here; the "
-                           "API's own rules may refuse it (400).",
-            "requestBody": _oa_body_param(patch, "The new object's fields"),
+            "summary": "Create %s" % _with_article(name),
+            "description": (
+                "The fields and links marked required must be given; the "
+                "API's own rules may refuse the object (400)." if requires
+                else "Every field of the patch is optional here; the "
+                     "API's own rules may refuse it (400)."),
+            "requestBody": _oa_body_param(names[3] if requires else patch,
+                                          "The new object's fields"),
             "responses": _oa_responses({"201": _oa_object(
                 rep, "Created", {"Location": {
                     "description": "The new object's path, /%s/<id> with "
@@ -6431,14 +6499,14 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
         }
     if enabled.get("get_by_id"):
         item["get"] = {
-            "summary": "Get a %s" % name,
+            "summary": "Get %s" % _with_article(name),
             "responses": _oa_responses(
                 {"200": _oa_object(rep, "The object")},
                 ("400", "404", "413", "500"), shared),
         }
     if enabled.get("update"):
         item["put"] = {
-            "summary": "Update a %s" % name,
+            "summary": "Update %s" % _with_article(name),
             "description": "Only the fields in the patch change; the API's "
                            "own rules may refuse it (400).",
             "requestBody": _oa_body_param(patch, "The fields to change"),
@@ -6448,7 +6516,7 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
         }
     if enabled.get("delete"):
         item["delete"] = {
-            "summary": "Delete a %s" % name,
+            "summary": "Delete %s" % _with_article(name),
             "responses": _oa_responses({"204": {"description": "Deleted"}},
                                        ("400", "404", "413", "500"), shared),
         }
@@ -6502,9 +6570,13 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
       the server's root.
     * Representation: ``_links`` is optional even when a link is required
       (WIRE.md 9.1), so the document says so too.
-    * Rules in model code (``validate_patch``) and handler errors
-      (``HTTPError`` with any status) are not in the spec: they appear
-      only as 400 and ``default`` responses.
+    * Constraints (``minimum``, ``pattern``, ``enum``, ...) are in the
+      schemas; a ``message=`` is not. Rules in model code
+      (``validate_patch``) and handler errors (``HTTPError`` with any
+      status) are not in the spec: they appear only as 400 and
+      ``default`` responses.
+    * A create is a patch: only the fields and links named by the model's
+      ``create_requires`` are required in its body (``<Model>Create``).
     * Query fields: a repeated parameter is refused (400); a request body
       on get_by_id, delete, get_list or an action without ``accepts`` is
       refused (400). OpenAPI cannot forbid either.
@@ -6527,7 +6599,8 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
     refs = {}
     for name in models:
         names[name] = (name, component(name + "Patch", name + ".Patch"),
-                       component(name + "List", name + ".List"))
+                       component(name + "List", name + ".List"),
+                       component(name + "Create", name + ".Create"))
         refs["%s.%s" % (api_name, name)] = names[name][:2]
 
     schemas = {}
@@ -6537,6 +6610,10 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
         schemas[names[name][1]] = _oa_body(full_name, model, refs, patch=True)
         if model["methods"].get("get_list"):
             schemas[names[name][2]] = _oa_list(name, model, refs)
+        if model["methods"].get("create") and model.get("create_requires"):
+            schemas[names[name][3]] = _oa_body(
+                full_name, model, refs, patch=True,
+                requires=model["create_requires"])
     schemas[shared["Error"]] = _oa_error_schema()
     schemas[shared["Problem"]] = _oa_problem_schema()
 

@@ -7762,19 +7762,20 @@ class TestOpenAPIDocument(unittest.TestCase):
 
     def test_query_parameters(self):
         params = self.doc["paths"]["/Animal"]["get"]["parameters"]
-        # String-based types travel raw; the others JSON-encoded (9.4).
+        # String-based types travel raw, numbers and booleans as their
+        # JSON text (a plain form value); the others JSON-encoded.
         raw = {p["name"]: p["schema"] for p in params if "schema" in p}
         as_json = {p["name"]: p["content"]["application/json"]["schema"]
                    for p in params if "content" in p}
-        self.assertEqual(list(raw), ["name", "born_after", "kind", "keeper"])
-        self.assertEqual(list(as_json), [
-            "min_age", "weight", "tame", "photo", "tags", "extra", "box"])
+        self.assertEqual(list(raw), ["name", "born_after", "kind", "keeper",
+                                     "min_age", "weight", "tame"])
+        self.assertEqual(list(as_json), ["photo", "tags", "extra", "box"])
         self.assertEqual(raw["name"], {"type": "string"})
         self.assertEqual(raw["born_after"], DateTime.json_schema())
         self.assertEqual(raw["kind"], Model.json_schema())
         self.assertEqual(raw["keeper"], {"type": "string",
                                          "pattern": "/Keeper/[^/]+$"})
-        self.assertEqual(as_json["min_age"], {"type": "integer"})
+        self.assertEqual(raw["min_age"], {"type": "integer"})
         self.assertEqual(as_json["photo"], Binary.json_schema())
         self.assertEqual(as_json["tags"],
                          {"type": "array", "items": {"type": "string"}})
@@ -12855,7 +12856,11 @@ class TestPlacesExample(unittest.TestCase):
              {"_links": {"self": {"href": "/City/1"}}, "name": "Lisbon",
               "country": "Portugal"}),
             ("POST", "/City", {"name": "lisbon"}, 400,
-             {"error": "Name must be capitalized: 'lisbon'"}),
+             {"error": "Item at ['name'] Name must be capitalized: 'lisbon'"}),
+            ("POST", "/City", {"country": "Portugal"}, 400,
+             {"error": "Missing fields: ['name']"}),
+            ("GET", "/City?limit=250", None, 400,
+             {"error": "Item at ['limit'] Must be at most 100: 250"}),
             ("POST", "/City", {"name": 7}, 400,
              {"error": "Item at ['name'] Invalid String: 7"}),
             ("GET", "/City/1", None, 200,
