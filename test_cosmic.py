@@ -13014,7 +13014,494 @@ class TestPlanetariumExample(unittest.TestCase):
 
 
 # == rules ===================================================================
-# schemas that state every rule: constraints, enums, type hints, custom types
+# Constraints, enums, create_requires, custom types, type hints, and what
+# third-party tools (jsonschema, openapi-python-client, schemathesis) make
+# of the places example. TestRulesHints runs on Python 3.9 with the
+# standard library only:
+#   python3.9 -m unittest test_cosmic.TestRulesHints
+
+def _ru_api(name="rules"):
+    """An API with constrained types everywhere, in a private registry."""
+    with cosmos.swap({}):
+        api = API(name)
+
+        @api.action(accepts=Struct([
+            optional("limit", Integer(minimum=1, maximum=100)),
+            optional("ratio", Float(exclusive_minimum=0, exclusive_maximum=1)),
+            optional("code", String(min_length=2, max_length=3,
+                                    pattern="^[A-Z]+$")),
+            optional("color", String(enum=["red", "green"])),
+            optional("level", Integer(enum=[1, 2, 3])),
+            optional("tags", Array(String(min_length=1), min_items=1,
+                                   max_items=2)),
+            optional("scores", Map(Integer, max_items=1)),
+            optional("name", String(pattern="^[^a-z]",
+                                    message="Name must be capitalized")),
+        ]), returns=Integer)
+        def check(limit=None, ratio=None, code=None, color=None, level=None,
+                  tags=None, scores=None, name=None):
+            given = (limit, ratio, code, color, level, tags, scores, name)
+            return len([g for g in given if g is not None])
+
+        @api.model
+        class Item(BaseModel):
+            methods = ["get_by_id", "get_list", "create"]
+            properties = [required("name", String(min_length=1)),
+                          optional("size", Integer(minimum=0))]
+            query_fields = [optional("limit", Integer(minimum=1, maximum=10)),
+                            optional("tags", Array(String, max_items=2))]
+            create_requires = ["name"]
+
+            @classmethod
+            def get_by_id(cls, id):
+                return {"name": "x"}
+
+            @classmethod
+            def get_list(cls, **query):
+                return [("1", {"name": "x", "size": len(query)})]
+
+            @classmethod
+            def create(cls, patch):
+                return "1", patch
+    return api
+
+
+class _ru_Recording(WsgiAPIClient):
+    """An in-process client that counts the requests it sends."""
+
+    sent = 0
+
+    def make_request(self, endpoint, request):
+        type(self).sent += 1
+        return super().make_request(endpoint, request)
+
+
+class TestRulesConstraints(unittest.TestCase):
+    """Constraints are checked by from_json, the server and the client."""
+
+    def setUp(self):
+        self.api = _ru_api()
+        self.app = Server(self.api).wsgi_app
+
+    def post(self, body):
+        status, headers, payload = _sv_call(
+            self.app, "POST", "/actions/check", json.dumps(body),
+            headers={"Content-Type": "application/json"})
+        return status, json.loads(payload)
+
+    def test_server_refuses_with_the_usual_message(self):
+        table = [
+            ({"limit": 250}, "Item at ['limit'] Must be at most 100: 250"),
+            ({"limit": 0}, "Item at ['limit'] Must be at least 1: 0"),
+            ({"ratio": 0}, "Item at ['ratio'] Must be greater than 0: 0.0"),
+            ({"ratio": 1}, "Item at ['ratio'] Must be less than 1: 1.0"),
+            ({"code": "A"}, "Item at ['code'] Must have at least 2 "
+                            "characters: 'A'"),
+            ({"code": "ABCD"}, "Item at ['code'] Must have at most 3 "
+                               "characters: 'ABCD'"),
+            ({"code": "ab"}, "Item at ['code'] Must match the pattern "
+                             "'^[A-Z]+$': 'ab'"),
+            ({"color": "blue"}, "Item at ['color'] Must be one of "
+                                "['red', 'green']: 'blue'"),
+            ({"level": 4}, "Item at ['level'] Must be one of [1, 2, 3]: 4"),
+            ({"tags": []}, "Item at ['tags'] Must have at least 1 items: []"),
+            ({"tags": ["a", "b", "c"]},
+             "Item at ['tags'] Must have at most 2 items: ['a', 'b', 'c']"),
+            ({"tags": ["a", ""]},
+             "Item at ['tags'][1] Must have at least 1 characters: ''"),
+            ({"scores": {"a": 1, "b": 2}},
+             "Item at ['scores'] Must have at most 1 items: "
+             "{'a': 1, 'b': 2}"),
+            ({"name": "moscow"},
+             "Item at ['name'] Name must be capitalized: 'moscow'"),
+        ]
+        for body, message in table:
+            with self.subTest(body=body):
+                self.assertEqual(self.post(body), (400, {"error": message}))
+        good = {"limit": 100, "ratio": 0.5, "code": "AB", "color": "red",
+                "level": 1.0, "tags": ["a"], "scores": {"a": 1},
+                "name": "Moscow"}
+        self.assertEqual(self.post(good), (200, 8))
+
+    def test_errors_lists_every_broken_rule(self):
+        schema = self.api.spec["actions"]["check"]["accepts"]
+        with self.assertRaises(ValidationError) as cm:
+            schema.from_json({"limit": 250, "code": "a", "tags": ["", ""]})
+        self.assertEqual([(e["pointer"], e["message"])
+                          for e in cm.exception.errors], [
+            ("/limit", "Must be at most 100: 250"),
+            ("/code", "Must have at least 2 characters: 'a'"),
+            ("/tags/0", "Must have at least 1 characters: ''"),
+            ("/tags/1", "Must have at least 1 characters: ''")])
+
+    def test_client_refuses_before_sending(self):
+        _ru_Recording.sent = 0
+        client = _ru_Recording(self.app)
+        sent = _ru_Recording.sent  # the spec
+        with self.assertRaises(ValidationError) as cm:
+            client.actions.check(limit=250)
+        self.assertEqual(str(cm.exception),
+                         "Item at ['limit'] Must be at most 100: 250")
+        with self.assertRaises(ValidationError) as cm:
+            client.models.Item.get_list(limit=11)
+        self.assertEqual(str(cm.exception),
+                         "Item at ['limit'] Must be at most 10: 11")
+        with self.assertRaises(ValidationError) as cm:
+            client.models.Item.create(name="")
+        self.assertEqual(str(cm.exception),
+                         "Item at ['name'] Must have at least 1 "
+                         "characters: ''")
+        self.assertEqual(_ru_Recording.sent, sent)
+        self.assertEqual(client.actions.check(limit=5, color="green"), 2)
+        self.assertEqual(client.models.Item.get_list(limit=10, tags=["a"]),
+                         [("1", {"name": "x", "size": 2})])
+
+    def test_query_fields_are_checked_by_the_server(self):
+        status, headers, body = _sv_call(self.app, "GET", "/Item",
+                                         query="limit=11")
+        self.assertEqual((status, json.loads(body)), (400, {
+            "error": "Item at ['limit'] Must be at most 10: 11"}))
+
+    def test_pattern_is_a_search_compiled_once(self):
+        word = String(pattern="[0-9]")  # unanchored, as in JSON Schema
+        self.assertEqual(word.from_json("abc1def"), "abc1def")
+        with self.assertRaises(ValidationError):
+            word.from_json("abc")
+        with mock.patch.object(re, "compile", side_effect=AssertionError):
+            with mock.patch.object(re, "search", side_effect=AssertionError):
+                self.assertEqual(word.from_json("x9"), "x9")
+                with self.assertRaises(ValidationError):
+                    word.from_json("x")
+
+    def test_bad_constraints_are_refused_at_definition(self):
+        table = [
+            (lambda: String(pattern="(a"), "Invalid pattern '(a': "),
+            (lambda: String(pattern=3), "pattern must be a string"),
+            (lambda: Integer(minimum="1"), "minimum must be a finite number"),
+            (lambda: Float(maximum=float("inf")),
+             "maximum must be a finite number"),
+            (lambda: String(min_length=-1),
+             "min_length must be an integer of 0 or more"),
+            (lambda: Integer(enum=["a"]), "enum value is not a valid Integer"),
+            (lambda: Integer(enum=[]), "enum must list at least one value"),
+            (lambda: String(enum="ab"), "enum must be a list of values"),
+            (lambda: Integer(min_length=1),
+             "Integer takes no constraint 'min_length'"),
+            (lambda: Binary(min_length=1), "Binary takes no constraints"),
+            (lambda: Array(Integer, minimum=1),
+             "Array takes no constraint 'minimum'"),
+            (lambda: Integer(message=""),
+             "message must be a non-empty string"),
+        ]
+        for make, message in table:
+            with self.subTest(message=message):
+                with self.assertRaises(SpecError) as cm:
+                    make()
+                self.assertIn(message, str(cm.exception))
+
+    def test_constraints_combine_and_dump_checks(self):
+        small = Integer(minimum=0)(maximum=9)
+        self.assertEqual(repr(small), "Integer(minimum=0, maximum=9)")
+        self.assertEqual(small.to_json(9), 9)
+        with self.assertRaises(ValidationError):
+            small.to_json(10)
+        self.assertEqual(Struct([required("n", small)]).to_json({"n": 3}),
+                         {"n": 3})
+        with self.assertRaises(ValidationError):
+            Struct([required("n", small)]).to_json({"n": 30})
+        # A kept native value is still checked (no fast path around rules).
+        with self.assertRaises(ValidationError):
+            Array(small).from_json([1, 20])
+        self.assertTrue(is_string_type(String(max_length=3)))
+        self.assertFalse(is_string_type(Integer(maximum=3)))
+
+
+_RU_UNCONSTRAINED_SPECS = {
+    # sha256 and length of GET /spec.json of the examples before
+    # constraints existed: an API without them serialises as it did.
+    "mathy": ("93b4c3eb2c7184cb13be9276fd4c842106d25c7ae597a5fcf1383127dd342bad",
+              1233),
+    "planetarium": (
+        "682055d2764321c70ddabc19b5cb0ba87096b9c370de1ab515e8af3afb9b5509",
+        885),
+    "words": ("47f72d4b69bbff4b7a8761920d0f4c6821d4bf037b630950d712d03f8a6452f1",
+              236),
+}
+
+
+class TestRulesSpec(unittest.TestCase):
+    """Constraints travel in /spec.json; other specs are unchanged."""
+
+    def test_unconstrained_specs_are_unchanged_byte_for_byte(self):
+        for name, (digest, length) in _RU_UNCONSTRAINED_SPECS.items():
+            with self.subTest(example=name):
+                module = _oa_example(name)
+                api = [v for v in vars(module).values()
+                       if isinstance(v, API)][0]
+                status, headers, body = _sv_call(Server(api).wsgi_app, "GET",
+                                                 "/spec.json")
+                self.assertEqual(status, 200)
+                self.assertEqual((hashlib.sha256(body).hexdigest(),
+                                  len(body)), (digest, length))
+
+    def test_schema_json_form(self):
+        table = [
+            (Integer(minimum=1, maximum=100),
+             {"type": "Integer", "minimum": 1, "maximum": 100}),
+            (Float(exclusive_minimum=0.5),
+             {"type": "Float", "exclusiveMinimum": 0.5}),
+            (String(pattern="^a", max_length=5, message="No"),
+             {"type": "String", "maxLength": 5, "pattern": "^a",
+              "message": "No"}),
+            (String(enum=["a", "b"]), {"type": "String", "enum": ["a", "b"]}),
+            (Array(Integer(enum=[1]), min_items=1), {
+                "type": "Array", "param": {"type": "Integer", "enum": [1]},
+                "minItems": 1}),
+            (Map(String, max_items=2),
+             {"type": "Map", "param": {"type": "String"}, "maxItems": 2}),
+            (Boolean(enum=[True]), {"type": "Boolean", "enum": [True]}),
+            (Array(Integer), {"type": "Array", "param": {"type": "Integer"}}),
+        ]
+        for schema, datum in table:
+            with self.subTest(datum=datum):
+                self.assertEqual(Schema.to_json(schema), datum)
+                again = Schema.from_json(json.loads(json.dumps(datum)))
+                self.assertEqual(Schema.to_json(again), datum)
+
+    def test_bad_constraints_in_a_spec_are_validation_errors(self):
+        table = [
+            ({"type": "Integer", "minimum": "1"},
+             "Item at ['minimum'] Invalid minimum: '1'"),
+            ({"type": "String", "pattern": "("}, "Invalid pattern '(': "),
+            ({"type": "Integer", "pattern": "a"}, "Unexpected fields"),
+            ({"type": "Boolean", "minimum": 1}, "Unexpected fields"),
+            ({"type": "Array", "param": {"type": "Integer"}, "minItems": -1},
+             "min_items must be an integer of 0 or more"),
+            ({"type": "String", "enum": [1]},
+             "enum value is not a valid String"),
+        ]
+        for datum, message in table:
+            with self.subTest(datum=datum):
+                with self.assertRaises(ValidationError) as cm:
+                    Schema.from_json(datum)
+                self.assertIn(message, str(cm.exception))
+
+    def test_client_built_from_the_spec_enforces_them(self):
+        api = _ru_api()
+        spec = json.loads(json.dumps(APISpec.to_json(api.spec)))
+        with cosmos.swap({}):
+            client = APIClient.from_spec(spec, "http://127.0.0.1:9")
+        with self.assertRaises(ValidationError) as cm:
+            client.actions.check(name="moscow")  # nothing listens on :9
+        self.assertEqual(str(cm.exception),
+                         "Item at ['name'] Name must be capitalized: 'moscow'")
+        with self.assertRaises(ValidationError) as cm:
+            client.models.Item.create(size=1)
+        self.assertEqual(str(cm.exception), "Missing fields: ['name']")
+        client.close()
+
+
+class TestRulesJSONSchema(unittest.TestCase):
+    """The JSON Schema of constrained types accepts what Cosmic accepts."""
+
+    def test_differential(self):
+        jsonschema = _oa_need("jsonschema")
+        table = [
+            (Integer(minimum=1, maximum=100),
+             [1, 100, 1.0, 0, 101, 50.5, True, "5"]),
+            (Integer(exclusive_minimum=0, exclusive_maximum=10),
+             [0, 1, 9, 10, -1]),
+            (Float(minimum=-1.5, exclusive_maximum=2),
+             [-1.5, -1.6, 1.99, 2, 2.0, 0]),
+            (String(min_length=2, max_length=3), ["", "a", "ab", "abc",
+                                                  "abcd", "\U0001f600\u00e9",
+                                                  3]),
+            (String(pattern="^[A-Z]"), ["Moscow", "moscow", "", "1",
+                                        "\u00c9l"]),
+            (String(pattern="[0-9]"), ["a1b", "ab", "9"]),
+            (String(enum=["red", "green"]), ["red", "blue", "", 1]),
+            (Integer(enum=[1, 2]), [1, 2, 2.0, 3, True, "1"]),
+            (Boolean(enum=[True]), [True, False, 1]),
+            (Array(Integer, min_items=1, max_items=2),
+             [[], [1], [1, 2], [1, 2, 3], [1, "x"], {}]),
+            (Map(Integer, min_items=1, max_items=1),
+             [{}, {"a": 1}, {"a": 1, "b": 2}, []]),
+            (Struct([required("n", Integer(maximum=3)),
+                     optional("s", Array(String(enum=["x"]), max_items=1))]),
+             [{"n": 3}, {"n": 4}, {"n": 1, "s": ["x"]}, {"n": 1, "s": ["y"]},
+              {"n": 1, "s": ["x", "x"]}]),
+        ]
+        for schema, data in table:
+            validator = jsonschema.Draft202012Validator(
+                schema.json_schema(),
+                format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+            for datum in data:
+                with self.subTest(schema=repr(schema), datum=datum):
+                    try:
+                        schema.from_json(datum)
+                        ok = True
+                    except ValidationError:
+                        ok = False
+                    self.assertEqual(validator.is_valid(datum), ok)
+
+    def test_openapi_components_carry_them(self):
+        doc = openapi(_ru_api())
+        body = doc["paths"]["/actions/check"]["post"]["requestBody"]
+        props = body["content"]["application/json"]["schema"]["properties"]
+        self.assertEqual(props["limit"], {"type": "integer", "minimum": 1,
+                                          "maximum": 100})
+        self.assertEqual(props["tags"], {
+            "type": "array", "items": {"type": "string", "minLength": 1},
+            "minItems": 1, "maxItems": 2})
+        self.assertEqual(props["scores"], {
+            "type": "object", "additionalProperties": {"type": "integer"},
+            "maxProperties": 1})
+        self.assertEqual(props["color"], {"type": "string",
+                                          "enum": ["red", "green"]})
+        self.assertNotIn("message", json.dumps(props))
+
+
+class TestRulesOpenAPI(unittest.TestCase):
+    """The document states the rules: parameters, create bodies."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.places = _oa_example("places", {"PLACES_DB": ":memory:"})
+        cls.doc = openapi(cls.places.places)
+
+    def test_primitive_query_fields_are_plain_parameters(self):
+        params = {p["name"]: p for p in
+                  self.doc["paths"]["/City"]["get"]["parameters"]}
+        self.assertEqual(params["limit"]["schema"], {
+            "type": "integer", "minimum": 1, "maximum": 100})
+        self.assertEqual(params["offset"]["schema"], {"type": "integer",
+                                                      "minimum": 0})
+        self.assertEqual(params["name"]["schema"], {"type": "string"})
+        for p in params.values():
+            self.assertNotIn("content", p)
+        # Structured types still travel as JSON.
+        params = openapi(_ru_api())["paths"]["/Item"]["get"]["parameters"]
+        self.assertEqual([p["name"] for p in params if "content" in p],
+                         ["tags"])
+
+    def test_create_body_marks_the_required_fields(self):
+        components = self.doc["components"]["schemas"]
+        post = self.doc["paths"]["/City"]["post"]
+        ref = post["requestBody"]["content"]["application/json"]["schema"]
+        self.assertEqual(ref, {"$ref": "#/components/schemas/CityCreate"})
+        self.assertEqual(components["CityCreate"]["required"], ["name"])
+        self.assertEqual(components["CityCreate"]["properties"]["name"],
+                         {"type": "string", "pattern": "^[^\\sa-z]",
+                          "description": "Capitalized"})
+        address = components["AddressCreate"]
+        self.assertEqual(address["required"], ["_links", "number", "street"])
+        self.assertEqual(address["properties"]["_links"]["required"],
+                         ["city"])
+        # Updates stay patches: nothing required.
+        self.assertNotIn("required", components["CityPatch"])
+        self.assertEqual(self.doc["paths"]["/Address"]["post"]["summary"],
+                         "Create an Address")
+        self.assertEqual(post["summary"], "Create a City")
+
+    def test_without_create_requires_nothing_changes(self):
+        doc = openapi(_oa_example_api("planetarium"))
+        post = doc["paths"]["/Sphere"]["post"]
+        self.assertEqual(post["requestBody"]["content"]["application/json"],
+                         {"schema": {"$ref": "#/components/schemas/"
+                                               "SpherePatch"}})
+        self.assertNotIn("SphereCreate", doc["components"]["schemas"])
+
+    def test_document_is_valid(self):
+        validator = _oa_need("openapi_spec_validator")
+        validator.validate(self.doc)
+        validator.validate(openapi(_ru_api()))
+
+
+class TestRulesCreateRequires(unittest.TestCase):
+    """create_requires: the framework refuses a create without them."""
+
+    def test_server_and_client_refuse(self):
+        api = _ru_api()
+        app = Server(api).wsgi_app
+        status, headers, body = _sv_call(
+            app, "POST", "/Item", json.dumps({"size": 1}),
+            headers={"Content-Type": "application/json"})
+        self.assertEqual((status, json.loads(body)),
+                         (400, {"error": "Missing fields: ['name']"}))
+        _ru_Recording.sent = 0
+        client = _ru_Recording(app)
+        with self.assertRaises(ValidationError) as cm:
+            client.models.Item.create(size=1)
+        self.assertEqual(str(cm.exception), "Missing fields: ['name']")
+        self.assertEqual(_ru_Recording.sent, 1)  # the spec only
+        self.assertEqual(client.models.Item.create(name="a")[0], "1")
+        self.assertEqual(APISpec.to_json(api.spec)["models"]["map"]["Item"][
+            "create_requires"], ["name"])
+
+    def test_a_link_can_be_required_and_names_are_checked(self):
+        with cosmos.swap({}):
+            api = API("req")
+
+            @api.model
+            class A(BaseModel):
+                methods = ["create"]
+                properties = [optional("x", Integer)]
+
+                @classmethod
+                def create(cls, patch):
+                    return "1", patch
+
+            @api.model
+            class B(BaseModel):
+                methods = ["create"]
+                links = [optional_link("a", A)]
+                create_requires = ["a"]
+
+                @classmethod
+                def create(cls, patch):
+                    return "1", patch
+
+            with self.assertRaises(ValidationError) as cm:
+                @api.model
+                class C(BaseModel):
+                    properties = [optional("x", Integer)]
+                    create_requires = ["y"]
+        self.assertEqual(str(cm.exception),
+                         "create_requires names no field or link of C: ['y']")
+        status, headers, body = _sv_call(
+            Server(api).wsgi_app, "POST", "/B", "{}",
+            headers={"Content-Type": "application/json"})
+        self.assertEqual(json.loads(body), {"error": "Missing fields: ['a']"})
+
+
+class TestRulesDocsPage(unittest.TestCase):
+    """The docs page shows the constraints and reads well."""
+
+    def test_constraints_articles_and_links(self):
+        page = docs_html(_ru_api())
+        for text in ("Integer [\u2265 1, \u2264 100]",
+                     "Float [&gt; 0, &lt; 1]",
+                     "String [length \u2265 2, length \u2264 3, pattern "
+                     "&quot;^[A-Z]+$&quot;]",
+                     "String [one of &quot;red&quot;, &quot;green&quot;]",
+                     "Array [items \u2265 1, items \u2264 2] of String "
+                     "[length \u2265 1]",
+                     "A create must give: <code>name</code>."):
+            with self.subTest(text=text):
+                self.assertIn(text, page)
+        self.assertNotIn("Links", page)  # Item has none
+        places = docs_html(_oa_example("places",
+                                       {"PLACES_DB": ":memory:"}).places)
+        self.assertIn("Create an Address from a patch", places)
+        self.assertIn("Create a City from a patch", places)
+        self.assertNotIn("a Address", places)
+        self.assertEqual(places.count("<h4>Links</h4>"), 1)  # Address only
+
+    def test_examples_respect_bounds_and_enums(self):
+        self.assertEqual(_docs_example({"type": "Integer", "minimum": 5}), 5)
+        self.assertEqual(_docs_example({"type": "Float", "maximum": -2}), -2)
+        self.assertEqual(_docs_example({"type": "String", "enum": ["b"]}),
+                         "b")
 
 
 # (end of rules)
