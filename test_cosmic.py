@@ -13504,6 +13504,402 @@ class TestRulesDocsPage(unittest.TestCase):
                          "b")
 
 
+def _ru_module(source, name="_ru_hinted"):
+    """Run source as a module (registered while it runs and after, so that
+    typing can resolve its string annotations); return the module."""
+    import types as stdlib_types
+    module = stdlib_types.ModuleType(name)
+    sys.modules[name] = module
+    with cosmos.swap({}):
+        exec(compile(textwrap.dedent(source), name, "exec"), vars(module))
+    return module
+
+
+def _ru_spec(api):
+    spec = APISpec.to_json(api.spec)
+    spec["name"] = "x"
+    return spec
+
+
+class TestRulesHints(unittest.TestCase):
+    """Type hints as a shorthand; stdlib only, runs on Python 3.9 too."""
+
+    def tearDown(self):
+        sys.modules.pop("_ru_hinted", None)
+
+    def test_hinted_and_explicit_specs_are_equal(self):
+        module = _ru_module('''
+            import dataclasses, datetime
+            from typing import Annotated, Dict, List, Optional, TypedDict
+            from cosmic import *
+
+            hinted, explicit = API("hinted"), API("explicit")
+
+            @hinted.action
+            def divide(numerator: int, denominator: int) -> int:
+                """Divide."""
+                return numerator // denominator
+
+            @explicit.action(accepts=Struct([
+                required("numerator", Integer),
+                required("denominator", Integer)]), returns=Integer)
+            def divide(numerator, denominator):
+                """Divide."""
+                return numerator // denominator
+
+            @hinted.action()
+            def shout(word: str) -> str:
+                return word.upper()
+
+            @explicit.action(accepts=String, returns=String)
+            def shout(word):
+                return word.upper()
+
+            class Point(TypedDict, total=False):
+                x: float
+                y: Optional[float]
+
+            @hinted.action
+            def every(a: bool, b: bytes, c: datetime.datetime,
+                      d: List[int], e: list[str], f: Dict[str, float],
+                      g: dict[str, List[bool]], p: Point,
+                      h: Annotated[int, {"minimum": 1, "maximum": 9}],
+                      i: Annotated[str, String(max_length=3)],
+                      j: Optional[int] = None, k: JSON = None) -> None:
+                pass
+
+            @explicit.action(accepts=Struct([
+                required("a", Boolean), required("b", Binary),
+                required("c", DateTime), required("d", Array(Integer)),
+                required("e", Array(String)), required("f", Map(Float)),
+                required("g", Map(Array(Boolean))),
+                required("p", Struct([optional("x", Float),
+                                      optional("y", Float)])),
+                required("h", Integer(minimum=1, maximum=9)),
+                required("i", String(max_length=3)),
+                optional("j", Integer), optional("k", JSON)]))
+            def every(a, b, c, d, e, f, g, p, h, i, j=None, k=None):
+                pass
+
+            @hinted.model
+            class City(BaseModel):
+                methods = ["get_by_id"]
+                name: str
+                population: Optional[int]
+
+            @explicit.model
+            class City(BaseModel):
+                methods = ["get_by_id"]
+                properties = [required("name", String),
+                              optional("population", Integer)]
+        ''')
+        self.assertEqual(_ru_spec(module.hinted), _ru_spec(module.explicit))
+
+    def test_future_annotations_and_dataclasses(self):
+        module = _ru_module('''
+            from __future__ import annotations
+            import dataclasses
+            from typing import List, Optional
+            from cosmic import *
+
+            api = API("dc")
+
+            @dataclasses.dataclass
+            class Point:
+                x: int
+                y: int = 0
+                label: Optional[str] = None
+
+            @api.action
+            def shift(p: Point, by: int) -> Point:
+                assert isinstance(p, Point)
+                return Point(p.x + by, p.y + by, p.label)
+
+            @api.action
+            def total(points: List[Point]) -> int:
+                return sum(p.x for p in points)
+        ''')
+        app = Server(module.api).wsgi_app
+        status, headers, body = _sv_call(
+            app, "POST", "/actions/shift",
+            json.dumps({"p": {"x": 1, "label": "a"}, "by": 2}),
+            headers={"Content-Type": "application/json"})
+        self.assertEqual((status, json.loads(body)),
+                         (200, {"x": 3, "y": 2, "label": "a"}))
+        status, headers, body = _sv_call(
+            app, "POST", "/actions/total", json.dumps([{"x": 1}, {"x": 5}]),
+            headers={"Content-Type": "application/json"})
+        self.assertEqual((status, body), (200, b"6"))
+        self.assertEqual(Schema.to_json(
+            module.api.spec["actions"]["shift"]["accepts"]),
+            Schema.to_json(Struct([
+                required("p", Struct([required("x", Integer),
+                                      optional("y", Integer),
+                                      optional("label", String)])),
+                required("by", Integer)])))
+        status, headers, body = _sv_call(
+            app, "POST", "/actions/shift", json.dumps({"p": {}, "by": 1}),
+            headers={"Content-Type": "application/json"})
+        self.assertEqual(json.loads(body),
+                         {"error": "Item at ['p'] Missing fields: ['x']"})
+
+    def test_pipe_none_in_a_string_annotation(self):
+        source = '''
+            from __future__ import annotations
+            from cosmic import *
+
+            api = API("pipe")
+
+            @api.model
+            class City(BaseModel):
+                name: str
+                population: int | None
+        '''
+        if sys.version_info >= (3, 10):
+            module = _ru_module(source)
+            self.assertFalse(module.api.spec["models"]["City"]["properties"][
+                "population"]["required"])
+        else:
+            with self.assertRaises(SpecError) as cm:
+                _ru_module(source)
+            self.assertIn("model City of API pipe: cannot read the type hint "
+                          "'int | None' of 'population'", str(cm.exception))
+            self.assertIn("write Optional[X]", str(cm.exception))
+
+    def test_unmappable_hints_name_function_parameter_and_hint(self):
+        table = [
+            ("def f(a: int, b: set) -> int: pass",
+             "action f of API bad: cannot map the type hint 'set' of 'b'"),
+            ("def g(a: int, b) -> int: pass",
+             "action g of API bad: parameter 'b' has no type hint"),
+            ("def h(a: Dict[int, str]) -> int: pass",
+             "action h of API bad: cannot map the type hint "
+             "'typing.Dict[int, str]' of 'a'"),
+            ("def i(a: int) -> Union[int, str]: pass",
+             "of 'return'"),
+            ("def j(a: 'Nope') -> int: pass",
+             "action j of API bad: cannot read the type hint 'Nope' of 'a' "
+             "(NameError"),
+        ]
+        for source, message in table:
+            with self.subTest(source=source):
+                with self.assertRaises(SpecError) as cm:
+                    _ru_module('''
+                        from typing import Dict, Union
+                        from cosmic import *
+                        api = API("bad")
+                        @api.action
+                        %s
+                    ''' % source)
+                self.assertIn(message, str(cm.exception))
+
+    def test_hints_are_read_once(self):
+        module = _ru_module('''
+            from cosmic import *
+            api = API("once")
+
+            @api.action
+            def add(a: int, b: int) -> int:
+                return a + b
+        ''')
+        app = Server(module.api).wsgi_app
+        import typing
+        with mock.patch.object(typing, "get_type_hints",
+                               side_effect=AssertionError("per request")):
+            status, headers, body = _sv_call(
+                app, "POST", "/actions/add", json.dumps({"a": 1, "b": 2}),
+                headers={"Content-Type": "application/json"})
+        self.assertEqual((status, body), (200, b"3"))
+
+    def test_explicit_forms_and_unannotated_functions_unchanged(self):
+        module = _ru_module('''
+            from cosmic import *
+            api = API("plain")
+
+            @api.action()
+            def ping():
+                return None
+
+            @api.action(accepts=Integer)
+            def echo(x: str) -> str:  # explicit accepts wins over hints
+                return x
+        ''')
+        actions = module.api.spec["actions"]
+        self.assertIsNone(actions["ping"]["accepts"])
+        self.assertIs(actions["echo"]["accepts"], Integer)
+        self.assertIsNone(actions["echo"]["returns"])
+
+
+class TestRulesCustomTypes(unittest.TestCase):
+    """Teleport 0.2's custom types, its own test cases unchanged."""
+
+    @classmethod
+    def setUpClass(cls):
+        from cosmic.legacy_teleport import (BasicWrapper, String,
+                                            ValidationError, Array)
+
+        class Suit(BasicWrapper):
+            schema = String
+
+            @staticmethod
+            def assemble(datum):
+                if datum not in ["hearts", "spades", "clubs", "diamonds"]:
+                    raise ValidationError("Invalid Suit", datum)
+                return datum
+
+        class SuitArray(BasicWrapper):
+            schema = Array(Suit)
+
+        def getter(t):
+            if t == "Suit":
+                return Suit
+            raise UnknownTypeValidationError(t)
+
+        cls.Suit, cls.SuitArray = Suit, SuitArray
+        cls.getter = staticmethod(getter)
+
+    def test_teleport_suits(self):
+        suits = ["hearts", "clubs", "clubs"]
+        self.assertEqual(self.SuitArray.from_json(suits), suits)
+        with self.assertRaisesRegex(ValidationError, "Invalid Suit"):
+            self.SuitArray.from_json(["hearts", "clubs", "clubz"])
+        self.assertEqual(self.Suit.to_json("hearts"), "hearts")
+
+    def test_teleport_type_map(self):
+        from cosmic.types import standard_types
+        suit_types = standard_types(self.getter, include=["Array", "Schema"])
+        schema, array = suit_types["Schema"], suit_types["Array"]
+        self.assertEqual(schema.from_json({"type": "Suit"}), self.Suit)
+        self.assertEqual(schema.from_json(
+            {"type": "Array", "param": {"type": "Suit"}}).__class__, array)
+        with self.assertRaises(UnknownTypeValidationError):
+            schema.from_json({"type": "Integer"})
+        with self.assertRaises(UnknownTypeValidationError):
+            schema.from_json({"type": "Array", "param": {"type": "Integer"}})
+        every = standard_types()
+        self.assertIs(every["Integer"], Integer)
+        self.assertIs(every["Struct"], Struct)
+        self.assertEqual(every["Schema"].from_json({"type": "Integer"}),
+                         Integer)
+        with self.assertRaises(UnknownTypeValidationError):
+            every["Schema"].from_json({"type": "Suit"})
+
+    def test_import_paths(self):
+        import cosmic.legacy_teleport
+        import cosmic.types
+        for module in (cosmic.types, cosmic.legacy_teleport):
+            for name in ("BasicWrapper", "ParametrizedWrapper",
+                         "BasicPrimitive", "ParametrizedPrimitive",
+                         "standard_types"):
+                with self.subTest(module=module.__name__, name=name):
+                    self.assertIs(getattr(module, name), getattr(cosmic, name))
+                    self.assertIn(name, module.__all__)
+
+    def test_in_an_api_spec_json_schema_and_clients(self):
+        from cosmic.legacy_teleport import (BasicPrimitive,
+                                            ParametrizedWrapper)
+
+        class Upper(BasicPrimitive):
+            type_name = "text.Upper"
+
+            @staticmethod
+            def from_json(datum):
+                if type(datum) is not str or datum != datum.upper():
+                    raise ValidationError("Invalid Upper", datum)
+                return datum
+
+            @staticmethod
+            def to_json(datum):
+                return datum
+
+            @staticmethod
+            def json_schema():
+                return {"type": "string", "pattern": "^[^a-z]*$"}
+
+        class Pair(ParametrizedWrapper):
+            param_schema = Schema
+
+            def __init__(self, param):
+                self.param = param
+                self.schema = Array(param, min_items=2, max_items=2)
+
+            def assemble(self, datum):
+                return tuple(datum)
+
+            def disassemble(self, datum):
+                return list(datum)
+
+        with cosmos.swap({}):
+            api = API("cards")
+
+            @api.action(accepts=Struct([required("hand", self.SuitArray),
+                                        required("pair", Pair(self.Suit))]),
+                        returns=Upper)
+            def deal(hand, pair):
+                assert isinstance(pair, tuple)
+                return (hand[0] + pair[1]).upper()
+        spec = APISpec.to_json(api.spec)
+        accepts = spec["actions"]["map"]["deal"]["accepts"]["param"]["map"]
+        self.assertEqual(accepts["hand"]["schema"], {"type": "SuitArray"})
+        self.assertEqual(accepts["pair"]["schema"],
+                         {"type": "Pair", "param": {"type": "Suit"}})
+        self.assertEqual(spec["actions"]["map"]["deal"]["returns"],
+                         {"type": "text.Upper"})
+        schema = api.spec["actions"]["deal"]["accepts"].json_schema()
+        self.assertEqual(schema["properties"]["hand"],
+                         {"type": "array", "items": {"type": "string"}})
+        self.assertEqual(schema["properties"]["pair"]["maxItems"], 2)
+        app = Server(api).wsgi_app
+        status, headers, body = _sv_call(
+            app, "POST", "/actions/deal",
+            json.dumps({"hand": ["clubs"], "pair": ["hearts", "spades"]}),
+            headers={"Content-Type": "application/json"})
+        self.assertEqual((status, json.loads(body)), (200, "CLUBSSPADES"))
+        status, headers, body = _sv_call(
+            app, "POST", "/actions/deal",
+            json.dumps({"hand": ["clubz"], "pair": ["hearts", "spades"]}),
+            headers={"Content-Type": "application/json"})
+        self.assertEqual(json.loads(body),
+                         {"error": "Item at ['hand'][0] Invalid Suit: 'clubz'"})
+        # A client refuses a spec naming types it does not know...
+        with self.assertRaises(ValidationError) as cm:
+            WsgiAPIClient(app)
+        self.assertIn("Unknown type: 'SuitArray'", str(cm.exception))
+        # ... and uses them when its type getter knows them.
+        known = {"Suit": self.Suit, "SuitArray": self.SuitArray,
+                 "Pair": Pair, "text.Upper": Upper}
+
+        class CardsClient(WsgiAPIClient):
+            type_getter = staticmethod(known.__getitem__)
+
+        with cosmos.swap({}):
+            client = CardsClient(app)
+        self.assertEqual(client.actions.deal(hand=["spades"],
+                                             pair=("clubs", "hearts")),
+                         "SPADESHEARTS")
+        with self.assertRaises(ValidationError) as cm:
+            client.actions.deal(hand=["joker"], pair=("clubs", "hearts"))
+        self.assertEqual(str(cm.exception),
+                         "Item at ['hand'][0] Invalid Suit: 'joker'")
+        with cosmos.swap({}):
+            http_client = APIClient.from_spec(spec, "http://127.0.0.1:9",
+                                              type_getter=known.get)
+        returns = http_client.spec["actions"]["deal"]["returns"]
+        self.assertEqual((repr(returns), returns.from_json("AB")),
+                         ("text.Upper", "AB"))
+        http_client.close()
+
+    def test_a_custom_name_may_not_shadow_a_built_in(self):
+        from cosmic.legacy_teleport import BasicWrapper
+
+        class Integer_(BasicWrapper):
+            type_name = "Integer"
+            schema = String
+
+        with self.assertRaises(SpecError):
+            Array(Integer_)
+
+
 # (end of rules)
 
 
