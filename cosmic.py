@@ -62,6 +62,7 @@ MODEL_METHODS = ["get_by_id", "get_list", "create", "update", "delete"]
 __all__ = [
     # types
     "Integer", "Float", "Boolean", "String", "Binary", "DateTime", "JSON",
+    "UUID", "Decimal",
     "Array", "Map", "OrderedMap", "Struct", "Schema", "Model", "Link",
     "Representation", "Patch", "APISpec", "URLParams", "Box", "required",
     "optional", "required_link", "optional_link", "BasicWrapper",
@@ -446,6 +447,70 @@ class _DateTimeType(_Type):
         return {"type": "string", "pattern": _DATETIME_PATTERN}
 
 
+_UUID_RE = _re.compile(
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    "[0-9a-fA-F]{12}" + _END)
+
+
+class _UUIDType(_Type):
+    """UUID: text such as ``"f81d4fae-7dec-11d0-a765-00a0c91e6bf6"``;
+    native ``uuid.UUID``."""
+
+    type_name = "UUID"
+    _string_based = True
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is not str or not _UUID_RE.match(datum):
+            raise ValidationError("Invalid UUID", datum)
+        from uuid import UUID
+        return UUID(datum)
+
+    @staticmethod
+    def _dump(value):
+        from uuid import UUID
+        if isinstance(value, UUID):
+            return str(value)
+        raise ValidationError("Invalid UUID", value)
+
+    def json_schema(self):
+        return {"type": "string", "format": "uuid",
+                "pattern": _UUID_RE.pattern}
+
+
+# A JSON number's syntax (RFC 8259), in a string: the text keeps every digit.
+_DECIMAL_RE = _re.compile(
+    "^-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?" + _END)
+
+
+class _DecimalType(_Type):
+    """Decimal: a number written as a JSON string, ``"12.50"``, so that no
+    digit is lost on the way; native ``decimal.Decimal``."""
+
+    type_name = "Decimal"
+    _string_based = True
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is not str or len(datum) > 1000 or \
+                not _DECIMAL_RE.match(datum):
+            raise ValidationError("Invalid Decimal", datum)
+        from decimal import Decimal
+        return Decimal(datum)
+
+    @staticmethod
+    def _dump(value):
+        from decimal import Decimal
+        if isinstance(value, Decimal) and value.is_finite():
+            text = str(value)
+            return text if text[:1] != "+" else text[1:]
+        raise ValidationError("Invalid Decimal", value)
+
+    def json_schema(self):
+        return {"type": "string", "maxLength": 1000,
+                "pattern": _DECIMAL_RE.pattern}
+
+
 class Box:
     """A JSON value, so that JSON ``null`` (``Box(None)``) differs from None."""
 
@@ -656,6 +721,8 @@ String = _ExactType("String", str, "string", string_based=True)
 Binary = _BinaryType()
 DateTime = _DateTimeType()
 JSON = _JSONType()
+UUID = _UUIDType()
+Decimal = _DecimalType()
 
 
 def _push(err: ValidationError, key: Any) -> ValidationError:
@@ -1923,7 +1990,8 @@ def _check_model_spec(name: str, model: dict) -> None:
 
 APISpec = _APISpecType()
 
-for _t in (Integer, Float, Boolean, String, Binary, DateTime, JSON, Schema):
+for _t in (Integer, Float, Boolean, String, Binary, DateTime, JSON, Schema,
+           UUID, Decimal):
     _SIMPLE[_t.type_name] = _t
 _SIMPLE["cosmic.Model"] = Model
 _SIMPLE["cosmic.APISpec"] = APISpec
@@ -2063,6 +2131,9 @@ def _hint_type(hint: Any, where: str, name: str) -> tuple:
         return _HINT_TYPES[hint], False
     elif hint is datetime.datetime:
         return DateTime, False
+    elif isinstance(hint, type) and (hint.__module__, hint.__name__) in (
+            ("uuid", "UUID"), ("decimal", "Decimal")):
+        return (UUID if hint.__name__ == "UUID" else Decimal), False
     elif isinstance(hint, type) and issubclass(hint, dict) and \
             hasattr(hint, "__required_keys__"):
         return _typed_dict_type(hint, where), False
@@ -5672,7 +5743,8 @@ _DOCS_JS = """
   // "/" and "/docs" both give "/"; "/prefix/docs" gives "/prefix/"
   var base = location.pathname.replace(/\\/docs\\/?$/, '/')
     .replace(/[^\\/]*$/, '');
-  var RAW = {'String': 1, 'DateTime': 1, 'cosmic.Model': 1, 'cosmic.Link': 1};
+  var RAW = {'String': 1, 'DateTime': 1, 'cosmic.Model': 1, 'cosmic.Link': 1,
+             'UUID': 1, 'Decimal': 1};
   var VERBS = {get_by_id: 'GET', create: 'POST', update: 'PUT',
                'delete': 'DELETE'};
   var enc = encodeURIComponent;
@@ -5846,6 +5918,8 @@ _DOCS_EXAMPLES = {
     "DateTime": "2014-01-01T00:00:00",
     "JSON": {"any": "JSON value"},
     "Schema": {"type": "String"},
+    "UUID": "f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+    "Decimal": "12.50",
 }
 
 _DOCS_NAMES = {"cosmic.Model": "Model name", "cosmic.APISpec": "API spec"}
@@ -5857,7 +5931,8 @@ _DOCS_MODEL_WORDS = {
 }
 
 # Types whose query-string form is the raw JSON string (WIRE.md 9.4)
-_DOCS_RAW_QUERY = ("String", "DateTime", "cosmic.Model", "cosmic.Link")
+_DOCS_RAW_QUERY = ("String", "DateTime", "cosmic.Model", "cosmic.Link",
+                   "UUID", "Decimal")
 
 
 def _docs_esc(value: object) -> str:
@@ -6712,7 +6787,7 @@ _TYPE_NAMES = [
     "Representation", "Patch", "APISpec", "URLParams", "Box", "required",
     "optional", "required_link", "optional_link", "ValidationError",
     "BasicWrapper", "ParametrizedWrapper", "BasicPrimitive",
-    "ParametrizedPrimitive", "standard_types",
+    "ParametrizedPrimitive", "standard_types", "UUID", "Decimal",
 ]
 _ALIASES = {
     "api": ["API", "BaseAPI", "Object"],
