@@ -620,39 +620,48 @@ def _rules(base: Any, kinds: tuple, given: dict) -> dict:
     return out
 
 
-def _checker(rules: dict) -> Callable:
-    """One function that raises ValidationError when a value breaks a rule.
+_RULE_TESTS = {
+    # key: (a Python expression on v and the bound {b}, message)
+    "minimum": ("v >= {b}", "Must be at least %r"),
+    "maximum": ("v <= {b}", "Must be at most %r"),
+    "exclusiveMinimum": ("v > {b}", "Must be greater than %r"),
+    "exclusiveMaximum": ("v < {b}", "Must be less than %r"),
+    "minLength": ("len(v) >= {b}", "Must have at least %r characters"),
+    "maxLength": ("len(v) <= {b}", "Must have at most %r characters"),
+    "minItems": ("len(v) >= {b}", "Must have at least %r items"),
+    "maxItems": ("len(v) <= {b}", "Must have at most %r items"),
+    # JSON Schema's pattern is a search, not a full match.
+    "pattern": ("{b}(v) is not None", "Must match the pattern %r"),
+    "enum": ("v in {b}", "Must be one of %r"),
+}
 
-    Built once per type; each test is a plain comparison."""
+
+def _checker(rules: dict) -> tuple:
+    """``(check, test, namespace)`` for a set of constraints.
+
+    ``check(value)`` raises ValidationError naming the first broken rule;
+    ``test`` is one Python expression on ``v`` that is true when every rule
+    holds, to be compiled with ``namespace`` (which holds the bounds: no
+    value from the rules is ever written into the source).
+    """
     custom = rules.get("message")
-    plan = []
-    for key, bound in rules.items():
-        if key == "minimum":
-            test, text = (lambda v, b=bound: v >= b), "Must be at least %r"
-        elif key == "maximum":
-            test, text = (lambda v, b=bound: v <= b), "Must be at most %r"
-        elif key == "exclusiveMinimum":
-            test, text = (lambda v, b=bound: v > b), "Must be greater than %r"
-        elif key == "exclusiveMaximum":
-            test, text = (lambda v, b=bound: v < b), "Must be less than %r"
-        elif key in ("minLength", "minItems"):
-            test = (lambda v, b=bound: len(v) >= b)
-            text = "Must have at least %r " + (
-                "characters" if key == "minLength" else "items")
-        elif key in ("maxLength", "maxItems"):
-            test = (lambda v, b=bound: len(v) <= b)
-            text = "Must have at most %r " + (
-                "characters" if key == "maxLength" else "items")
-        elif key == "pattern":
-            # JSON Schema's pattern is a search, not a full match.
-            test = (lambda v, s=_re.compile(bound).search: s(v) is not None)
-            text = "Must match the pattern %r"
-        elif key == "enum":
-            test = (lambda v, a=frozenset(bound): v in a)
-            text = "Must be one of %r"
-        else:
+    plan: list = []
+    parts: list = []
+    namespace: dict = {"len": len}
+    for i, (key, bound) in enumerate(rules.items()):
+        if key not in _RULE_TESTS:
             continue
-        plan.append((test, custom or text % (bound,)))
+        expression, text = _RULE_TESTS[key]
+        value: Any = bound
+        if key == "pattern":
+            value = _re.compile(bound).search
+        elif key == "enum":
+            value = frozenset(bound)
+        name = "b%d" % i
+        namespace[name] = value
+        parts.append("(%s)" % expression.format(b=name))
+        plan.append((eval("lambda v: " + parts[-1], dict(namespace)),
+                     custom or text % (bound,)))
     checks = tuple(plan)
 
     def check(value):
@@ -660,7 +669,7 @@ def _checker(rules: dict) -> Callable:
             if not test(value):
                 raise ValidationError(text, value)
 
-    return check
+    return check, " and ".join(parts) or "True", namespace
 
 
 class _Constrained(_Type):
@@ -673,10 +682,10 @@ class _Constrained(_Type):
         self.type_name = base.type_name
         self._string_based = base._string_based
         # _exact stays None: containers must not keep a value unchecked.
-        check = _checker(rules)
+        check, test, namespace = _checker(rules)
         base_load, base_dump = base._load, base._dump
 
-        def load(datum):
+        def slow_load(datum):
             value = base_load(datum)
             check(value)
             return value
@@ -686,7 +695,18 @@ class _Constrained(_Type):
             check(datum)
             return datum
 
-        self._load = load
+        # The fast path is one function: a value of the exact type that
+        # passes every rule is returned at once; anything else takes the
+        # slow path, which converts it and names the broken rule.
+        exact = base._exact
+        if exact is float:
+            test = "v - v == 0.0 and " + test  # not inf or nan
+        namespace.update(exact=exact, slow_load=slow_load)
+        exec("def load(v):\n"
+             "    if type(v) is exact and %s:\n"
+             "        return v\n"
+             "    return slow_load(v)\n" % test, namespace)
+        self._load = namespace["load"] if exact is not None else slow_load
         self._dump = dump
 
     def __call__(self, **rules: Any) -> Any:
@@ -739,14 +759,17 @@ class _Container(_Type):
 
     param: Any
     _rules: dict = {}
+    _load: Any
+    _dump: Any
 
     def _constrain(self, rules: dict) -> None:
         """Wrap the compiled load and dump in the item-count checks."""
         self._rules = _rules(self, _RULE_KINDS[self.type_name], rules)
         if not self._rules:
             return
-        check = _checker(self._rules)
-        load, dump = self._load, self._dump
+        check = _checker(self._rules)[0]
+        load: Callable = self._load
+        dump: Callable = self._dump
 
         def checked_load(datum):
             value = load(datum)
@@ -764,7 +787,7 @@ class _Container(_Type):
     def _rules_errors(self, datum, path, out):
         if self._rules:
             try:
-                _checker(self._rules)(datum)
+                _checker(self._rules)[0](datum)
             except ValidationError as err:
                 out.append(err._entry(path))
 
@@ -2075,6 +2098,7 @@ def _type_hints(obj: Any, where: str) -> dict:
         return typing.get_type_hints(obj, include_extras=True)
     except Exception:
         pass  # find the annotation that fails, to name it
+    layers: list
     if isinstance(obj, type):
         layers = [(vars(c).get("__annotations__", {}),
                    vars(_sys.modules.get(c.__module__, typing)), dict(vars(c)))
@@ -2083,8 +2107,8 @@ def _type_hints(obj: Any, where: str) -> dict:
         layers = [(getattr(obj, "__annotations__", {}),
                    getattr(obj, "__globals__", {}), None)]
     hints = {}
-    for annotations, global_ns, local_ns in layers:
-        for name, hint in annotations.items():
+    for found, global_ns, local_ns in layers:
+        for name, hint in found.items():
             if isinstance(hint, str):
                 try:
                     hint = eval(hint, global_ns, local_ns)  # as typing does
@@ -2486,7 +2510,7 @@ class API(BaseAPI):
         if not properties:
             properties = _hint_properties(
                 cls, "model %s of API %s" % (name, self.name))
-        model_spec = {
+        model_spec: dict = {
             "properties": _fields(properties),
             "links": links,
             "query_fields": _fields(cls.query_fields),
@@ -6021,7 +6045,7 @@ def _docs_type_text(schema: object, _depth: int = 0) -> str:
             for name, entry in _docs_dict_entries(param))
     if kind in _DOCS_MODEL_WORDS:
         return "%s %s" % (_DOCS_MODEL_WORDS[kind], param)
-    return _DOCS_NAMES.get(kind, kind) + rules
+    return str(_DOCS_NAMES.get(kind, kind)) + rules
 
 
 def _docs_model_ref(full_name: object, spec_json: object) -> str:
@@ -6106,7 +6130,7 @@ def _docs_example(schema: object, spec_json: object = None, _seen: tuple = (),
     if isinstance(schema.get("enum"), list) and schema["enum"]:
         return schema["enum"][0]
     if kind in ("Integer", "Float"):
-        example = _DOCS_EXAMPLES[kind]
+        example: Any = _DOCS_EXAMPLES[kind]
         for key in ("minimum", "maximum"):
             bound = schema.get(key)
             if type(bound) in (int, float) and (
