@@ -2267,7 +2267,9 @@ def _hint_accepts(func: Callable, where: str) -> tuple:
 
 
 def _hint_properties(cls: type, where: str) -> list:
-    """Fields from a model class's annotations (not BaseModel's own)."""
+    """Fields from a model class's annotations (not BaseModel's own, not
+    ClassVars, not names starting with ``_``)."""
+    import typing
     own = set()
     for klass in cls.__mro__:
         if klass is not BaseModel and issubclass(klass, BaseModel):
@@ -2278,7 +2280,8 @@ def _hint_properties(cls: type, where: str) -> list:
     hints = _type_hints(cls, where)
     fields = []
     for name, hint in hints.items():
-        if name in own:
+        if name in own and not name.startswith("_") and \
+                typing.get_origin(hint) is not typing.ClassVar:
             schema, is_optional = _hint_type(hint, where, name)
             fields.append((name, _field(schema, not is_optional, None)))
     return fields
@@ -2507,7 +2510,8 @@ class API(BaseAPI):
                                 "required_link() gives") from None
             links[link_name] = _link_entry(link_name, spec)
         properties = cls.properties
-        if not properties:
+        if not any("properties" in vars(k) for k in cls.__mro__
+                   if k is not BaseModel):
             properties = _hint_properties(
                 cls, "model %s of API %s" % (name, self.name))
         model_spec: dict = {

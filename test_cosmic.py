@@ -13713,6 +13713,31 @@ class TestRulesHints(unittest.TestCase):
                 headers={"Content-Type": "application/json"})
         self.assertEqual((status, body), (200, b"3"))
 
+    def test_model_annotations_that_are_not_properties(self):
+        module = _ru_module('''
+            from typing import ClassVar, Optional
+            from cosmic import *
+            api = API("notes")
+
+            @api.model
+            class Note(BaseModel):
+                methods: ClassVar[list] = ["get_by_id"]
+                _cache: dict = {}
+                count: ClassVar[int] = 0
+                text: str
+                stars: Optional[int]
+
+            @api.model
+            class Plain(BaseModel):
+                properties = [required("a", Integer)]
+                note: str = "an attribute, not a field"
+        ''')
+        models = module.api.spec["models"]
+        self.assertEqual(list(models["Note"]["properties"]),
+                         ["text", "stars"])
+        self.assertTrue(models["Note"]["methods"]["get_by_id"])
+        self.assertEqual(list(models["Plain"]["properties"]), ["a"])
+
     def test_explicit_forms_and_unannotated_functions_unchanged(self):
         module = _ru_module('''
             from cosmic import *
