@@ -72,10 +72,9 @@ _PUBLIC = (
      "Struct Schema Model Link Representation Patch APISpec URLParams Box "
      "required optional required_link optional_link",
      "cosmic types legacy_teleport http"),
-    ("UUID Decimal BasicWrapper ParametrizedWrapper BasicPrimitive "
-     "ParametrizedPrimitive standard_types",
-     "cosmic types legacy_teleport http"),
     ("ValidationError", "cosmic types legacy_teleport exceptions http"),
+    ("BasicWrapper ParametrizedWrapper BasicPrimitive ParametrizedPrimitive "
+     "standard_types UUID Decimal", "cosmic types legacy_teleport http"),
     ("UnicodeDecodeValidationError UnknownTypeValidationError",
      "cosmic (types)"),
     ("SpecError NotFound HTTPError RemoteHTTPError", "cosmic exceptions http"),
@@ -2115,18 +2114,22 @@ def assert_is_compatible(schema: Any, required_args: tuple,
 # T], Optional[T], TypedDict, dataclasses, Annotated[T, rules] and cosmic
 # types, read once when an action or model is registered.
 
-def _type_hints(obj: Any, where: str) -> dict:
-    """The evaluated annotations of a function or class, by name."""
+def _type_hints(obj: Any, where: str, below: Any = None) -> dict:
+    """The evaluated annotations of a function or class, by name; with
+    ``below``, only those of the classes that derive from it."""
     import typing
-    try:
-        return typing.get_type_hints(obj, include_extras=True)
-    except Exception:
-        pass  # find the annotation that fails, to name it
+    if below is None:
+        try:
+            return typing.get_type_hints(obj, include_extras=True)
+        except Exception:
+            pass  # find the annotation that fails, to name it
     layers: list
     if isinstance(obj, type):
         layers = [(vars(c).get("__annotations__", {}),
                    vars(_sys.modules.get(c.__module__, typing)), dict(vars(c)))
-                  for c in reversed(obj.__mro__)]
+                  for c in reversed(obj.__mro__)
+                  if below is None or (issubclass(c, below) and
+                                       c is not below)]
     else:
         layers = [(getattr(obj, "__annotations__", {}),
                    getattr(obj, "__globals__", {}), None)]
@@ -2301,7 +2304,7 @@ def _hint_properties(cls: type, where: str) -> list:
     own -= set(vars(BaseModel).get("__annotations__", {}))
     if not own:
         return []
-    hints = _type_hints(cls, where)
+    hints = _type_hints(cls, where, below=BaseModel)
     fields = []
     for name, hint in hints.items():
         if name in own and not name.startswith("_") and \
