@@ -6182,6 +6182,8 @@ def _docs_example(schema: object, spec_json: object = None, _seen: tuple = (),
                     example < bound if key == "minimum" else example > bound):
                 example = bound
         return example
+    if kind == "String":
+        return _docs_string_example(schema)
     if kind in _DOCS_EXAMPLES:
         return _DOCS_EXAMPLES[kind]
     if kind in ("Array", "Map", "OrderedMap"):
@@ -6211,6 +6213,25 @@ def _docs_example(schema: object, spec_json: object = None, _seen: tuple = (),
         return {"name": "example", "actions": {"map": {}, "order": []},
                 "models": {"map": {}, "order": []}}
     return None
+
+
+def _docs_string_example(schema: dict) -> str:
+    """"string", or a short text that meets the constraints if one of a
+    few candidates does."""
+    pattern = schema.get("pattern")
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    for text in ("string", "String", "A", "a", "1", "AB12", "x" * 8):
+        if type(low) is int and len(text) < low or \
+                type(high) is int and len(text) > high:
+            continue
+        if isinstance(pattern, str):
+            try:
+                if _re.search(pattern, text) is None:
+                    continue
+            except _re.error:
+                break
+        return text
+    return "string"
 
 
 def _docs_pretty(value: object) -> str:

@@ -8054,6 +8054,13 @@ class TestOpenAPIJSONSchema(unittest.TestCase):
                 ({"a": 1, "c": 2}, False), ({"a": None}, False),
                 ([], False)]),
             (Schema, [({"type": "Integer"}, True), ({}, False), (1, False)]),
+            # Constraints (TestRulesJSONSchema has more).
+            (Integer(minimum=1, exclusive_maximum=10),
+             [(1, True), (9, True), (10, False), (0, False), (1.5, False)]),
+            (String(max_length=2, pattern="^[a-z]"),
+             [("ab", True), ("a1", True), ("abc", False), ("Ab", False)]),
+            (Array(String(enum=["x", "y"]), max_items=1),
+             [(["x"], True), (["z"], False), (["x", "y"], False)]),
             (Model, [("a.B", True), ("a.b.c", True), ("ab", False),
                      (".a", False), ("a.", False), (1, False)]),
             (keeper_link, [("/Keeper/1", True), ("http://h/x/Keeper/a b", True),
@@ -13515,6 +13522,11 @@ class TestRulesDocsPage(unittest.TestCase):
         self.assertEqual(_docs_example({"type": "Float", "maximum": -2}), -2)
         self.assertEqual(_docs_example({"type": "String", "enum": ["b"]}),
                          "b")
+        self.assertEqual(_docs_example({"type": "String",
+                                        "pattern": "^[^\\sa-z]"}), "String")
+        self.assertEqual(_docs_example({"type": "String", "maxLength": 1,
+                                        "pattern": "[0-9]"}), "1")
+        self.assertEqual(_docs_example({"type": "String"}), "string")
 
 
 def _ru_module(source, name="_ru_hinted"):
