@@ -6053,7 +6053,7 @@ _DOCS_RULE_WORDS = (("minimum", "\u2265 %s"), ("exclusiveMinimum", "> %s"),
                     ("maxLength", "length \u2264 %s"),
                     ("minItems", "items \u2265 %s"),
                     ("maxItems", "items \u2264 %s"),
-                    ("pattern", "pattern %s"), ("enum", "one of %s"))
+                    ("pattern", "pattern /%s/"), ("enum", "one of %s"))
 
 
 def _docs_rules(schema: dict) -> str:
@@ -6065,8 +6065,6 @@ def _docs_rules(schema: dict) -> str:
             if key == "enum" and isinstance(value, list):
                 value = ", ".join(_json.dumps(v, ensure_ascii=False)
                                   for v in value)
-            elif key == "pattern":
-                value = _json.dumps(value, ensure_ascii=False)
             words.append(text % (value,))
     return " [%s]" % ", ".join(words) if words else ""
 

@@ -13502,7 +13502,7 @@ class TestRulesDocsPage(unittest.TestCase):
         for text in ("Integer [\u2265 1, \u2264 100]",
                      "Float [&gt; 0, &lt; 1]",
                      "String [length \u2265 2, length \u2264 3, pattern "
-                     "&quot;^[A-Z]+$&quot;]",
+                     "/^[A-Z]+$/]",
                      "String [one of &quot;red&quot;, &quot;green&quot;]",
                      "Array [items \u2265 1, items \u2264 2] of String "
                      "[length \u2265 1]",
