@@ -1409,7 +1409,10 @@ class _Custom(_Type):
         self._inner = None if inner is None else _as_type(inner)
         wrapper = isinstance(obj, ParametrizedWrapper) or (
             isinstance(obj, type) and issubclass(obj, BasicWrapper))
-        if wrapper and self._inner is not None:
+        if wrapper and self._inner is None:
+            raise SpecError("Custom type %s wraps no schema: set its "
+                            "schema attribute to a cosmic type" % name)
+        if wrapper:
             inner_load, inner_dump = self._inner._load, self._inner._dump
             assemble, disassemble = obj.assemble, obj.disassemble
             self._string_based = self._inner._string_based
@@ -1454,17 +1457,21 @@ def _custom_type(name: str, datum: dict, context: Any) -> Any:
     if found is None:
         raise UnknownTypeValidationError("Unknown type", name)
     param_schema = getattr(found, "param_schema", None)
-    if param_schema is None:
-        if "param" in datum:
-            raise ValidationError("Unexpected param for %s schema" % name)
-        return _as_type(found)
-    if "param" not in datum:
-        raise ValidationError("Missing param for %s schema" % name)
     try:
-        param = param_schema.from_json(datum["param"])
-    except ValidationError as err:
-        raise _push(err, "param")
-    return _as_type(found(param))
+        if param_schema is None:
+            if "param" in datum:
+                raise ValidationError("Unexpected param for %s schema"
+                                      % name)
+            return _as_type(found)
+        if "param" not in datum:
+            raise ValidationError("Missing param for %s schema" % name)
+        try:
+            param = param_schema.from_json(datum["param"])
+        except ValidationError as err:
+            raise _push(err, "param")
+        return _as_type(found(param))
+    except SpecError as err:
+        raise ValidationError("Type %s: %s" % (name, err)) from None
 
 
 def standard_types(type_getter: Any = None, include: Any = None) -> dict:

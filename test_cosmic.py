@@ -13939,6 +13939,20 @@ class TestRulesCustomTypes(unittest.TestCase):
                          ("text.Upper", "AB"))
         http_client.close()
 
+    def test_mistakes_are_clear(self):
+        from cosmic.legacy_teleport import BasicWrapper
+
+        class Empty(BasicWrapper):
+            pass
+
+        with self.assertRaises(SpecError) as cm:
+            Array(Empty)
+        self.assertIn("Custom type Empty wraps no schema", str(cm.exception))
+        schema = cosmic.standard_types(lambda name: object())["Schema"]
+        with self.assertRaises(ValidationError) as cm:
+            schema.from_json({"type": "Odd"})
+        self.assertIn("Type Odd: Not a cosmic type", str(cm.exception))
+
     def test_a_custom_name_may_not_shadow_a_built_in(self):
         from cosmic.legacy_teleport import BasicWrapper
 
