@@ -565,7 +565,7 @@ class _JSONType(_Type):
         return {}
 
 
-# -- Constraints: JSON Schema's validation keywords on Integer, Float,
+# Constraints: JSON Schema's validation keywords on Integer, Float,
 # String, Boolean (enum only), Array and Map. In Python they are keyword
 # arguments (min_length=...), in the spec and in JSON Schema the keys below;
 # message= replaces the text of every refusal of that type.
@@ -1300,7 +1300,7 @@ class _SchemaType(_Type):
 Schema = _SchemaType()
 
 
-# -- Custom types: Teleport 0.2's extension protocol (cosmic.legacy_teleport).
+# Custom types: Teleport 0.2's extension protocol (cosmic.legacy_teleport).
 # A custom type is a class (or, when parametrized, an instance) with
 # from_json and to_json, or a wrapper of a cosmic type with assemble and
 # disassemble. Cosmic uses it through an adapter, _Custom; a spec names it
@@ -2117,7 +2117,7 @@ def assert_is_compatible(schema: Any, required_args: tuple,
                             "function argument" % name)
 
 
-# -- Type hints: int, float, bool, str, bytes, datetime, list[T], dict[str,
+# Type hints: int, float, bool, str, bytes, datetime, list[T], dict[str,
 # T], Optional[T], TypedDict, dataclasses, Annotated[T, rules] and cosmic
 # types, read once when an action or model is registered.
 
