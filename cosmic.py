@@ -6082,12 +6082,17 @@ class _AcceptLoop:
                 # waits; with nothing to do the loop sleeps ``poll_interval``.
                 wait = 0.25 if self.waiting or not listening else poll_interval
                 for key, _ in sel.select(wait):
-                    if key.data is None:
-                        self._accept(self.clock())
-                    elif key.data is False:
-                        self._drain_wake()
-                    else:
-                        self._readable(key.data, self.clock())
+                    try:
+                        if key.data is None:
+                            self._accept(self.clock())
+                        elif key.data is False:
+                            self._drain_wake()
+                        else:
+                            self._readable(key.data, self.clock())
+                    except Exception:  # a bug must not stop the server
+                        self.logger.exception("Internal error in HTTP server")
+                        if key.data:
+                            self._discard(key.data)
                 now = self.clock()
                 self._take_returned(now)
                 if now >= next_sweep:
@@ -6145,6 +6150,18 @@ class _AcceptLoop:
             self._drop(conn)
             return True
         return False
+
+    def _discard(self, conn: _Connection) -> None:
+        """Forget a connection whatever state it is in, and close it."""
+        self.waiting.pop(conn, None)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
 
     def _drop(self, conn: _Connection) -> None:
         del self.waiting[conn]
@@ -6313,6 +6330,16 @@ class _DevServer(_AcceptLoop):
                 self._wake()
 
     # -- stopping --
+
+    def after_fork(self) -> None:
+        """In a forked worker process: a wake-up channel of its own (the
+        inherited one is shared with the other workers)."""
+        import socket
+        self._wake_r.close()
+        self._wake_w.close()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
 
     def request_stop(self) -> None:
         """Make serve_forever() return soon; safe in a signal handler."""
@@ -6498,6 +6525,7 @@ def _serve_workers(server: _DevServer, count: int, ready: Any = None) -> None:
         if pid == 0:
             _restore_signals(restore)
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            server.after_fork()
             code = 0
             try:
                 _serve_until_stopped(server)
