@@ -4968,7 +4968,7 @@ _TRANSPORT_OPTIONS = frozenset((
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
            "Oct", "Nov", "Dec")
-_clock: list = [(0, "", "")]
+_DATES: list = [(0, "", "")]  # the last second's date strings
 _token: Any = None  # the patterns below are compiled by the first server
 _http_version: Any = None
 _chunk_size_line: Any = None
@@ -4999,7 +4999,7 @@ def _http_dates() -> tuple:
     """(second, HTTP date, CLF date), recomputed at most once a second."""
     import time
     sec = int(time.time())
-    cached = _clock[0]
+    cached = _DATES[0]
     if cached[0] == sec:
         return cached
     t = time.gmtime(sec)
@@ -5009,7 +5009,7 @@ def _http_dates() -> tuple:
               "%s, %02d %s %d %s GMT" % (_WEEKDAYS[t.tm_wday], t.tm_mday, mon,
                                          t.tm_year, hms),
               "%02d/%s/%d:%s +0000" % (t.tm_mday, mon, t.tm_year, hms))
-    _clock[0] = cached
+    _DATES[0] = cached
     return cached
 
 
@@ -6123,8 +6123,8 @@ class _AcceptLoop:
                     self.logger.warning(
                         "Cannot accept connections: %s; closing the oldest "
                         "waiting connection (logged once)", exc.strerror)
-                if not self._evict():
-                    self._accept_at = now + 0.1  # back off, no busy loop
+                # Back off (no busy loop), longer if nothing could be closed.
+                self._accept_at = now + (0.02 if self._evict() else 0.1)
                 return
             if full:
                 self._evict()  # the oldest waiting one makes room
