@@ -8072,16 +8072,20 @@ def _parser() -> Any:
                        help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000,
                        help="port (default 8000; 0 picks a free one)")
-    serve.add_argument("--threads", type=_positive_int, default=32,
+    serve.add_argument("--threads", metavar="N",
+                       type=_positive_int, default=32,
                        help="threads serving requests (default 32); idle "
                             "connections use none")
-    serve.add_argument("--max-connections", type=_positive_int, default=512,
+    serve.add_argument("--max-connections", metavar="N",
+                       type=_positive_int, default=512,
                        help="open connections (default 512); at the cap the "
                             "oldest idle one is closed")
-    serve.add_argument("--graceful-timeout", type=float, default=10.0,
+    serve.add_argument("--graceful-timeout", metavar="SECONDS",
+                       type=float, default=10.0,
                        help="seconds requests in flight get to finish on "
                             "SIGTERM or Ctrl-C (default 10)")
-    serve.add_argument("--workers", type=_positive_int, default=1,
+    serve.add_argument("--workers", metavar="N",
+                       type=_positive_int, default=1,
                        help="worker processes sharing the socket (default 1; "
                             "POSIX)")
     serve.set_defaults(run=_cmd_serve)

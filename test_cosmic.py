@@ -13684,6 +13684,12 @@ class TestS2GracefulShutdown(unittest.TestCase):
     keep-alive connections, exit 0."""
 
     def test_request_in_flight_gets_its_answer(self):
+        self.check_in_flight(signal.SIGTERM)
+
+    def test_ctrl_c_lets_the_request_in_flight_finish_too(self):
+        self.check_in_flight(signal.SIGINT)
+
+    def check_in_flight(self, signum):
         folder = _s2_app_dir(self)
         server = _s2_Serve(self, folder, "s2app:api")
         idle = _hs_Raw(server.address)
@@ -13696,7 +13702,7 @@ class TestS2GracefulShutdown(unittest.TestCase):
         thread.start()
         marks = os.path.join(folder, "marks")
         self.assertTrue(_hd_wait(lambda: os.listdir(marks), 20))
-        server.proc.send_signal(signal.SIGTERM)
+        server.proc.send_signal(signum)
         idle.settimeout(5)
         self.assertEqual(idle.recv(100), b"")  # idle: closed at once
         thread.join(30)
