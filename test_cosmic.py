@@ -13178,6 +13178,10 @@ def _s2_recording_app(seen):
 def _s2_h11_requests(data):
     """Feed ``data`` to h11 as a server: ([(method, target, body)], error)."""
     h11 = _hd_need("h11")
+    version = tuple(int(p) for p in h11.__version__.split(".")[:2])
+    if version < (0, 16):  # earlier ones had a chunked leniency of their own
+        raise AssertionError("h11 0.16 or later is the reference, not %s"
+                             % h11.__version__)
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(data)
     conn.receive_data(b"")  # then the client closes
@@ -13450,6 +13454,48 @@ class TestS2ConnectionCap(unittest.TestCase):
         second.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertEqual(_hs_read_response(second)[0], 200)
 
+    def test_threads_bound_the_requests_served_at_once(self):
+        release = threading.Event()
+        running = []
+        peak = []
+        lock = threading.Lock()
+
+        def app(environ, start_response):
+            with lock:
+                running.append(1)
+                peak.append(len(running))
+            release.wait(30)
+            with lock:
+                running.pop()
+            start_response("200 OK", [("Content-Length", "2")])
+            return [b"ok"]
+
+        server = _hs_start(app, threads=2, socket_timeout=30)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        # Idle keep-alive connections hold no thread.
+        idle = [_hs_Raw(server.server_address) for _ in range(20)]
+        for raw in idle:
+            self.addCleanup(raw.close)
+        answers = []
+
+        def call():
+            answers.append(_s2_call(server.address, "GET", "/")[0])
+
+        server.address = server.server_address
+        callers = [threading.Thread(target=call) for _ in range(5)]
+        for thread in callers:
+            thread.start()
+        self.assertTrue(_hd_wait(lambda: len(running) == 2, 10))
+        threading.Event().wait(0.3)  # a third would have started by now
+        self.assertEqual(len(running), 2)
+        release.set()
+        for thread in callers:
+            thread.join(30)
+        self.assertEqual(answers, [200] * 5)
+        self.assertEqual(max(peak), 2)
+        self.assertEqual(server._workers, 2)  # threads started, ever
+
     def test_accept_failing_with_emfile_backs_off_and_logs_once(self):
         records = []
 
@@ -13634,6 +13680,11 @@ class TestS2SlowClients(unittest.TestCase):
     def test_a_cap_plus_50_trickling_connections(self):
         server = _s2_Serve(self, self.folder, "s2app:api",
                            "--max-connections", "100", "--threads", "4")
+        idle = [_hs_Raw(server.address) for _ in range(20)]
+        for raw in idle:  # keep-alive connections, now idle
+            self.addCleanup(raw.close)
+            raw.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(_hs_read_response(raw)[0], 200)
         socks = _s2_tricklers(server.address, 150)
         self.addCleanup(self.close_all, socks)
         status, elapsed = _s2_fresh_request(server.address)
