@@ -4964,7 +4964,7 @@ _LEGACY_RUN_OPTIONS = frozenset((
 _TRANSPORT_OPTIONS = frozenset((
     "socket_timeout", "max_request_line", "max_headers", "max_header_bytes",
     "max_chunked_body", "backlog", "max_connections", "threads",
-    "graceful_timeout", "log", "name"))
+    "graceful_timeout", "log", "name", "workers"))
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
            "Oct", "Nov", "Dec")
