@@ -49,6 +49,7 @@ import re as _re
 import sys as _sys
 import threading as _threading
 from collections import OrderedDict as _OrderedDict
+from collections import namedtuple as _namedtuple
 from math import isfinite as _isfinite
 
 TYPE_CHECKING = False
@@ -83,6 +84,8 @@ __all__ = [
     "ensure_thread_local", "thread_local_middleware", "storage", "cosmos",
     # tools
     "openapi", "docs_html", "main",
+    # contract diff
+    "diff", "Change", "ContractError",
 ]
 
 _MISSING = object()
@@ -2338,7 +2341,7 @@ class SpecEndpoint(Endpoint):
 
     def parse_response(self, res: Any) -> dict:
         _check_status(self, res)
-        return APISpec.from_json(_response_json(res))
+        return _answer(APISpec, _response_json(res))
 
 
 class ActionEndpoint(Endpoint):
@@ -2417,7 +2420,7 @@ class ActionEndpoint(Endpoint):
         _check_status(self, res)
         if self.returns is None or not res.content:
             return None
-        return self.returns.from_json(_response_json(res))
+        return _answer(self.returns, _response_json(res))
 
 
 class _ModelEndpoint(Endpoint):
@@ -2508,7 +2511,7 @@ class GetByIdEndpoint(_ModelEndpoint):
 
     def parse_response(self, res):
         _check_status(self, res)
-        return self.representation.from_json(_response_json(res))[1]
+        return _answer(self.representation, _response_json(res))[1]
 
 
 class CreateEndpoint(_ModelEndpoint):
@@ -2555,7 +2558,7 @@ class CreateEndpoint(_ModelEndpoint):
 
     def parse_response(self, res):
         _check_status(self, res)
-        return self.representation.from_json(_response_json(res))
+        return _answer(self.representation, _response_json(res))
 
 
 class UpdateEndpoint(_ModelEndpoint):
@@ -2599,7 +2602,7 @@ class UpdateEndpoint(_ModelEndpoint):
 
     def parse_response(self, res):
         _check_status(self, res)
-        return self.representation.from_json(_response_json(res))[1]
+        return _answer(self.representation, _response_json(res))[1]
 
 
 class DeleteEndpoint(_ModelEndpoint):
@@ -2702,10 +2705,10 @@ class GetListEndpoint(_ModelEndpoint):
             raise SpecError("Invalid list response") from None
         if not isinstance(items, list):
             raise SpecError("Invalid list response")
-        load = self.representation.from_json
-        pairs = [load(item) for item in items]
+        rep = self.representation
+        pairs = [_answer(rep, item) for item in items]
         if self.metadata is not None:
-            return pairs, self.metadata.from_json(body)
+            return pairs, _answer(self.metadata, body)
         return pairs
 
 
@@ -3114,6 +3117,52 @@ class _ClientResponse:
         return "<Response %d>" % self.status_code
 
 
+def _answer(schema: Any, datum: Any) -> Any:
+    """Load a server's answer, dropping fields the client's spec lacks.
+
+    Clients tolerate what a newer server adds to its answers; servers stay
+    strict about what they receive. The strict load runs first, so a valid
+    answer costs nothing more: only a refused one is walked, cleared of
+    unknown fields (logged at debug) and loaded again, every other check
+    intact.
+    """
+    try:
+        return schema.from_json(datum)
+    except ValidationError:
+        dropped: list = []
+        lean = _drop_unknown(schema, datum, [], dropped)
+        if not dropped:
+            raise
+    import logging
+    logging.getLogger("cosmic").debug(
+        "Answer fields unknown to the client's spec, dropped: %s",
+        ", ".join("".join("[%r]" % key for key in path) for path in dropped))
+    return schema.from_json(lean)
+
+
+def _drop_unknown(schema: Any, datum: Any, path: list, dropped: list) -> Any:
+    """A copy of ``datum`` without the Struct fields ``schema`` lacks."""
+    if isinstance(schema, _Wrapper):
+        return _drop_unknown(schema._inner, datum, path, dropped)
+    if isinstance(schema, Struct) and type(datum) is dict:
+        out = {}
+        for key, value in datum.items():
+            field = schema.param.get(key)
+            if field is None:
+                dropped.append(path + [key])
+            else:
+                out[key] = _drop_unknown(field["schema"], value,
+                                         path + [key], dropped)
+        return out
+    if isinstance(schema, Array) and type(datum) is list:
+        return [_drop_unknown(schema.param, item, path + [i], dropped)
+                for i, item in enumerate(datum)]
+    if isinstance(schema, Map) and type(datum) is dict:
+        return {key: _drop_unknown(schema.param, value, path + [key], dropped)
+                for key, value in datum.items()}
+    return datum
+
+
 class BaseAPIClient(BaseAPI):
     """A client whose actions and models are built from the API's spec.
 
@@ -3121,10 +3170,12 @@ class BaseAPIClient(BaseAPI):
     ``make_request`` (the transport, in subclasses), then
     ``parse_response``; override any of them (e.g. to add headers).
     Arguments are checked against the spec before anything is sent, and
-    answers are checked on arrival.
+    answers are checked on arrival (fields the spec lacks are dropped).
     """
 
     problem_details = False
+    expected_spec: Any = None
+    on_breaking = "raise"
 
     def __init__(self, spec: dict | None = None) -> None:
         if spec is None:
@@ -3157,6 +3208,8 @@ class BaseAPIClient(BaseAPI):
                     cls(self, name), cls.method_name, None))
             namespace.validate_patch = _no_check
             setattr(self.models, name, namespace)
+        if self.expected_spec is not None:
+            _check_contract(self)
 
     def _function(self, endpoint: Endpoint, name: str,
                   doc: str | None) -> Callable:
@@ -3209,7 +3262,7 @@ def _no_check(patch: dict) -> None:
 _IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
 _CLIENT_OPTIONS = frozenset((
     "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
-    "max_redirects", "problem_details"))
+    "max_redirects", "problem_details", "expected_spec", "on_breaking"))
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
@@ -3221,7 +3274,10 @@ class APIClient(BaseAPIClient):
     keyword arguments: ``timeout`` (30 s), ``verify`` (TLS certificates,
     True), ``ssl_context``, ``proxy`` (None: proxies are not used),
     ``retries`` (2, idempotent calls only), ``max_redirects`` (5, same
-    origin only), ``problem_details`` (ask for RFC 9457 errors).
+    origin only), ``problem_details`` (ask for RFC 9457 errors),
+    ``expected_spec`` (the spec the caller was written against: the live
+    one is compared with it at connect time, and breaking changes raise
+    ContractError, or warn when ``on_breaking="warn"``).
     """
 
     base_url: str | None = None
@@ -5908,8 +5964,503 @@ def docs_html(api: BaseAPI) -> str:
 
 
 # -- Contract diff -----------------------------------------------------------
+#
+# diff(old, new) compares two versions of a spec in their JSON form and says,
+# for each change, whether a caller written against OLD can fail against NEW.
+# What breaks depends on who sends the data:
+#   request   the client sends, the server checks: action input, patches
+#             (create, update), query strings
+#   response  the server sends, the client checks: action results,
+#             representations, list metadata
+# A type that accepts more values than before ("wider") is safe where
+# clients send and breaks where clients receive; a narrower one the other
+# way round. Clients of this version drop answer fields they do not know
+# (see _tolerant_load), so a field the server adds to its answers is
+# compatible; clients of the original Cosmic refuse it.
 
-# (filled by the contract-diff work)
+_BREAKING, _COMPATIBLE, _INFO = "breaking", "compatible", "info"
+_NA = "-"  # the change cannot occur in this direction
+# Compatible because clients drop answer fields they do not know; clients
+# of the original Cosmic are strict and refuse them.
+_TOLERATED = "tolerated"
+_STRICT_NOTE = "clients of the original Cosmic (strict) refuse it"
+
+# Every kind of change: its verdict when the data is in a request, and when
+# it is in a response, then why it breaks (shown with breaking verdicts).
+_DIFF_RULES = (
+    # kind                        request       response
+    # -- the API
+    ("name-changed",              _INFO,        _INFO,
+     "no call carries the API's name"),
+    ("homepage-changed",          _INFO,        _INFO, ""),
+    ("doc-changed",               _INFO,        _INFO, ""),
+    # -- actions
+    ("action-added",              _COMPATIBLE,  _NA, "a new call"),
+    ("action-removed",            _BREAKING,    _NA, "calls get 404"),
+    ("accepts-added",             _BREAKING,    _NA,
+     "callers send no input; the server now wants some"),
+    ("accepts-removed",           _BREAKING,    _NA,
+     "callers send input; the server now refuses any"),
+    ("returns-added",             _NA,          _COMPATIBLE,
+     "callers ignore the new result"),
+    ("returns-removed",           _NA,          _BREAKING,
+     "callers get None where they expect a value"),
+    # -- models
+    ("model-added",               _COMPATIBLE,  _NA, "new routes"),
+    ("model-removed",             _BREAKING,    _NA, "its routes answer 404"),
+    ("method-enabled",            _COMPATIBLE,  _NA, "a new route"),
+    ("method-disabled",           _BREAKING,    _NA, "calls get 405"),
+    # properties travel in patches (every field optional) and in
+    # representations (required as declared)
+    ("property-added",            _COMPATIBLE,  _TOLERATED, ""),
+    ("property-removed-required", _BREAKING,    _BREAKING,
+     "patches carrying it are refused; answers lack it"),
+    ("property-removed-optional", _BREAKING,    _COMPATIBLE,
+     "patches carrying it are refused"),
+    ("property-made-optional",    _NA,          _BREAKING,
+     "answers may lack it"),
+    ("property-made-required",    _NA,          _COMPATIBLE, ""),
+    ("link-added",                _COMPATIBLE,  _TOLERATED, ""),
+    ("link-removed-required",     _BREAKING,    _BREAKING,
+     "patches carrying it are refused; answers lack it"),
+    ("link-removed-optional",     _BREAKING,    _COMPATIBLE,
+     "patches carrying it are refused"),
+    ("link-made-optional",        _NA,          _BREAKING,
+     "answers may lack it"),
+    ("link-made-required",        _NA,          _COMPATIBLE, ""),
+    ("link-model-changed",        _BREAKING,    _BREAKING,
+     "hrefs name another model"),
+    ("create-field-required",     _BREAKING,    _NA,
+     "creates that leave it out are refused"),
+    ("create-field-optional",     _COMPATIBLE,  _NA, ""),
+    # query strings: the server ignores parameters it does not declare
+    ("query-field-added-required", _BREAKING,   _NA,
+     "calls without it are refused"),
+    ("query-field-added-optional", _COMPATIBLE, _NA, ""),
+    ("query-field-removed",       _BREAKING,    _NA,
+     "the server ignores it: the filter silently stops applying"),
+    ("query-field-made-required", _BREAKING,    _NA,
+     "calls without it are refused"),
+    ("query-field-made-optional", _COMPATIBLE,  _NA, ""),
+    # list metadata: top-level keys of a get_list answer
+    ("metadata-added",            _NA,          _TOLERATED, ""),
+    ("metadata-removed-required", _NA,          _BREAKING, "answers lack it"),
+    ("metadata-removed-optional", _NA,          _COMPATIBLE, ""),
+    ("metadata-made-optional",    _NA,          _BREAKING,
+     "answers may lack it"),
+    ("metadata-made-required",    _NA,          _COMPATIBLE, ""),
+    # -- types, wherever they are (recursively)
+    ("type-changed",              _BREAKING,    _BREAKING,
+     "values of one are not values of the other"),
+    ("type-widened",              _COMPATIBLE,  _BREAKING,
+     "accepts every old value, and more"),
+    ("type-narrowed",             _BREAKING,    _COMPATIBLE,
+     "accepts only some old values"),
+    ("model-changed",             _BREAKING,    _BREAKING,
+     "a reference to another model"),
+    ("field-added-required",      _BREAKING,    _TOLERATED,
+     "senders leave it out"),
+    ("field-added-optional",      _COMPATIBLE,  _TOLERATED, ""),
+    ("field-removed-required",    _BREAKING,    _BREAKING,
+     "senders send it, receivers need it"),
+    ("field-removed-optional",    _BREAKING,    _COMPATIBLE,
+     "senders may send it"),
+    ("field-made-optional",       _COMPATIBLE,  _BREAKING,
+     "receivers need it"),
+    ("field-made-required",       _BREAKING,    _COMPATIBLE,
+     "senders may leave it out"),
+    # -- constraints and enums (minimum, maxLength, pattern, enum, ...)
+    ("constraint-added",          _BREAKING,    _COMPATIBLE,
+     "fewer values pass"),
+    ("constraint-removed",        _COMPATIBLE,  _BREAKING,
+     "more values pass"),
+    ("constraint-tightened",      _BREAKING,    _COMPATIBLE,
+     "fewer values pass"),
+    ("constraint-loosened",       _COMPATIBLE,  _BREAKING,
+     "more values pass"),
+    ("pattern-changed",           _BREAKING,    _BREAKING,
+     "another set of strings"),
+    ("enum-added",                _BREAKING,    _COMPATIBLE,
+     "only the listed values pass"),
+    ("enum-removed",              _COMPATIBLE,  _BREAKING,
+     "any value of the type passes"),
+    ("enum-value-added",          _COMPATIBLE,  _BREAKING,
+     "receivers do not know it"),
+    ("enum-value-removed",        _BREAKING,    _COMPATIBLE,
+     "senders may still send it"),
+    ("message-changed",           _INFO,        _INFO,
+     "only the error text differs"),
+    ("schema-changed",            _BREAKING,    _BREAKING,
+     "an unknown schema key changed"),
+)
+_RULES = {kind: (request, response, note)
+          for kind, request, response, note in _DIFF_RULES}
+_REQUEST, _RESPONSE = "request", "response"
+_BOTH = (_REQUEST, _RESPONSE)
+
+# Lower and upper bounds (constraints on a type's JSON object): raising a
+# lower bound or lowering an upper one lets fewer values through.
+_LOWER_BOUNDS = ("minimum", "exclusiveMinimum", "minLength", "minItems")
+_UPPER_BOUNDS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
+_CONSTRAINT_KEYS = _LOWER_BOUNDS + _UPPER_BOUNDS + (
+    "pattern", "enum", "message")
+# (old, new) type names where NEW accepts every JSON value OLD accepts.
+_WIDER = frozenset([("Integer", "Float"), ("DateTime", "String"),
+                    ("Binary", "String"), ("cosmic.Model", "String"),
+                    ("cosmic.Link", "String")])
+
+
+class Change(_namedtuple("Change", "path kind verdict message direction")):
+    """One change between two specs: ``path``, ``kind``, ``verdict``
+    (breaking, compatible or info), ``message``, and ``direction``: what
+    it breaks ("request", "response" or "request,response"; empty unless
+    the verdict is breaking)."""
+
+    __slots__ = ()
+
+    def as_json(self) -> dict:
+        """The change as a JSON object."""
+        return dict(zip(self._fields, self))
+
+    def __str__(self) -> str:
+        text = "%-10s %s  %s: %s" % (self.verdict, self.path, self.kind,
+                                     self.message)
+        if self.direction:
+            text += " (breaks %ss)" % self.direction.replace(",", "s and ")
+        return text
+
+
+class ContractError(SpecError):
+    """The live spec breaks the one a client expects; ``changes`` lists
+    the breaking changes."""
+
+    def __init__(self, message: str, changes: list) -> None:
+        super().__init__(message)
+        self.changes = changes
+
+
+class _Changes(list):
+    """Collects changes, looking their verdicts up in _DIFF_RULES."""
+
+    def add(self, kind: str, path: str, flows: tuple, message: str) -> None:
+        request, response, note = _RULES[kind]
+        verdicts = {_REQUEST: request, _RESPONSE: response}
+        found = [(f, verdicts[f]) for f in flows if verdicts[f] != _NA]
+        if not found:
+            return  # no data of this kind travels that way
+        order = (_INFO, _COMPATIBLE, _TOLERATED, _BREAKING)
+        verdict = max((v for _, v in found), key=order.index)
+        direction = ",".join(f for f, v in found if v == _BREAKING)
+        if verdict == _TOLERATED:
+            verdict, note = _COMPATIBLE, _STRICT_NOTE
+        elif verdict != _BREAKING:
+            note = ""
+        if note:
+            message = "%s; %s" % (message, note)
+        self.append(Change(path, kind, verdict, message, direction))
+
+
+def _spec_json(spec: Any) -> dict:
+    """The JSON form of a spec given as JSON, native, or an API or client."""
+    if isinstance(spec, BaseAPI):
+        spec = spec.spec
+    if not isinstance(spec, dict):
+        raise SpecError("Not a spec: %s" % _short_repr(spec))
+    actions = spec.get("actions")
+    if isinstance(actions, dict) and "order" in actions:
+        # JSON already; read it without APISpec so that keys this version
+        # does not know (constraints, say) are compared, not refused.
+        if not isinstance(spec.get("models"), dict) or \
+                not isinstance(actions.get("map"), dict):
+            raise SpecError("Not a spec: %s" % _short_repr(spec))
+        return spec
+    return APISpec.to_json(spec)
+
+
+def _ordered(entry: Any) -> dict:
+    """The map of an OrderedMap JSON form, in its order."""
+    if not isinstance(entry, dict):
+        return {}
+    mapping = entry.get("map") or {}
+    return {key: mapping[key] for key in entry.get("order", mapping)
+            if key in mapping}
+
+
+def diff(old: Any, new: Any) -> list:
+    """The changes from spec ``old`` to spec ``new``, as Change objects.
+
+    Each side is a spec (JSON form or native), an API or a client. A
+    change is breaking when a caller written against ``old`` can fail
+    against a server of ``new``.
+    """
+    old, new = _spec_json(old), _spec_json(new)
+    out = _Changes()
+    for key in ("name", "homepage"):
+        if old.get(key) != new.get(key):
+            out.add(key + "-changed", key, _BOTH, "%s -> %s" % (
+                _short_repr(old.get(key)), _short_repr(new.get(key))))
+    _diff_actions(_ordered(old["actions"]), _ordered(new["actions"]), out)
+    _diff_models(_ordered(old["models"]), _ordered(new["models"]), out)
+    return list(out)
+
+
+def _diff_actions(old: dict, new: dict, out: _Changes) -> None:
+    for name in list(old) + [n for n in new if n not in old]:
+        place = "actions." + name
+        if name not in new:
+            out.add("action-removed", place, _BOTH, "removed")
+            continue
+        if name not in old:
+            out.add("action-added", place, _BOTH, "added")
+            continue
+        before, after = old[name], new[name]
+        for key, flow in (("accepts", _REQUEST), ("returns", _RESPONSE)):
+            path = "%s %s" % (place, key)
+            if key in before and key not in after:
+                out.add(key + "-removed", path, (flow,), "removed")
+            elif key in after and key not in before:
+                out.add(key + "-added", path, (flow,),
+                        "added: " + _schema_text(after[key]))
+            elif key in after:
+                _diff_types(before[key], after[key], path, (flow,), out)
+        if before.get("doc") != after.get("doc"):
+            out.add("doc-changed", place, _BOTH, "doc changed")
+
+
+def _diff_models(old: dict, new: dict, out: _Changes) -> None:
+    for name in list(old) + [n for n in new if n not in old]:
+        place = "models." + name
+        if name not in new:
+            out.add("model-removed", place, _BOTH, "removed")
+            continue
+        if name not in old:
+            out.add("model-added", place, _BOTH, "added")
+            continue
+        before, after = old[name], new[name]
+        both = []
+        for method in MODEL_METHODS:
+            was = bool(before.get("methods", {}).get(method))
+            now = bool(after.get("methods", {}).get(method))
+            if was and not now:
+                out.add("method-disabled", "%s %s" % (place, method),
+                        _BOTH, "disabled")
+            elif now and not was:
+                out.add("method-enabled", "%s %s" % (place, method),
+                        _BOTH, "enabled")
+            elif now:
+                both.append(method)
+        writes = _REQUEST if {"create", "update"} & set(both) else None
+        flows = tuple(f for f in (writes, _RESPONSE) if f)
+        _diff_fields(before.get("properties"), after.get("properties"),
+                     place + " properties", flows, out, "property")
+        _diff_links(before.get("links"), after.get("links"),
+                    place + " links", flows, out)
+        if "get_list" in both:
+            _diff_fields(before.get("query_fields"),
+                         after.get("query_fields"),
+                         place + " query_fields", (_REQUEST,), out,
+                         "query-field")
+            _diff_fields(before.get("list_metadata"),
+                         after.get("list_metadata"),
+                         place + " list_metadata", (_RESPONSE,), out,
+                         "metadata")
+        _diff_extra_keys(before, after, place, both, out)
+
+
+# The model keys diff knows; others are compared by _diff_extra_keys.
+_MODEL_KEYS = frozenset(("properties", "links", "query_fields", "methods",
+                         "list_metadata"))
+
+
+def _diff_extra_keys(before: dict, after: dict, place: str, both: list,
+                     out: _Changes) -> None:
+    """Model keys from newer schema features (a create's required fields)."""
+    keys = [k for k in after if k not in _MODEL_KEYS]
+    keys += [k for k in before if k not in _MODEL_KEYS and k not in after]
+    for key in keys:
+        if before.get(key) != after.get(key):
+            out.add("schema-changed", "%s %s" % (place, key), _BOTH,
+                    "%s -> %s" % (_short_repr(before.get(key)),
+                                  _short_repr(after.get(key))))
+
+
+def _diff_fields(old: Any, new: Any, place: str, flows: tuple,
+                 out: _Changes, prefix: str = "field") -> None:
+    """Fields of a Struct, or properties, query fields or list metadata.
+
+    Properties are optional in patches, so there only their presence
+    counts; elsewhere whether each is required counts too.
+    """
+    old, new = _ordered(old), _ordered(new)
+    for name in list(old) + [n for n in new if n not in old]:
+        path = "%s [%r]" % (place, name)
+        was, now = old.get(name), new.get(name)
+        if now is None:
+            required = "required" if was.get("required") else "optional"
+            kind = _field_kind(prefix, "removed", required)
+            out.add(kind, path, flows, "removed (was %s)" % required)
+            continue
+        if was is None:
+            required = "required" if now.get("required") else "optional"
+            kind = _field_kind(prefix, "added", required)
+            out.add(kind, path, flows, "added, %s: %s"
+                    % (required, _schema_text(now.get("schema"))))
+            continue
+        if bool(was.get("required")) != bool(now.get("required")):
+            state = "required" if now.get("required") else "optional"
+            out.add("%s-made-%s" % (prefix, state), path, flows,
+                    "now " + state)
+        if was.get("doc") != now.get("doc"):
+            out.add("doc-changed", path, flows, "doc changed")
+        _diff_types(was.get("schema"), now.get("schema"), path, flows, out)
+
+
+def _field_kind(prefix: str, change: str, required: str) -> str:
+    kind = "%s-%s-%s" % (prefix, change, required)
+    return kind if kind in _RULES else "%s-%s" % (prefix, change)
+
+
+def _diff_links(old: Any, new: Any, place: str, flows: tuple,
+                out: _Changes) -> None:
+    old, new = _ordered(old), _ordered(new)
+    for name in list(old) + [n for n in new if n not in old]:
+        path = "%s [%r]" % (place, name)
+        was, now = old.get(name), new.get(name)
+        if now is None:
+            required = "required" if was.get("required") else "optional"
+            out.add("link-removed-" + required, path, flows,
+                    "removed (was %s)" % required)
+        elif was is None:
+            out.add("link-added", path, flows, "added, %s, to %s" % (
+                "required" if now.get("required") else "optional",
+                now.get("model")))
+        else:
+            if was.get("model") != now.get("model"):
+                out.add("link-model-changed", path, flows, "%s -> %s"
+                        % (was.get("model"), now.get("model")))
+            if bool(was.get("required")) != bool(now.get("required")):
+                state = "required" if now.get("required") else "optional"
+                out.add("link-made-" + state, path, flows, "now " + state)
+            if was.get("doc") != now.get("doc"):
+                out.add("doc-changed", path, flows, "doc changed")
+
+
+def _schema_text(schema: Any) -> str:
+    """A short name for a schema JSON: ``Array(Integer)``, ``Struct``."""
+    if not isinstance(schema, dict):
+        return _short_repr(schema)
+    name = str(schema.get("type"))
+    param = schema.get("param")
+    if isinstance(param, dict) and "type" in param:
+        return "%s(%s)" % (name, _schema_text(param))
+    if isinstance(param, str):
+        return "%s(%s)" % (name, param)
+    return name
+
+
+def _diff_types(old: Any, new: Any, path: str, flows: tuple,
+                out: _Changes) -> None:
+    """Changes between two schema JSON values at one place, recursively."""
+    if old == new:
+        return
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        out.add("type-changed", path, flows, "%s -> %s"
+                % (_schema_text(old), _schema_text(new)))
+        return
+    before, after = old.get("type"), new.get("type")
+    if before != after:
+        bounded_old = any(k in old for k in _CONSTRAINT_KEYS)
+        bounded_new = any(k in new for k in _CONSTRAINT_KEYS)
+        kind = "type-changed"
+        if (after == "JSON" or (before, after) in _WIDER) and not bounded_new:
+            kind = "type-widened"
+        elif (before == "JSON" or (after, before) in _WIDER) and \
+                not bounded_old:
+            kind = "type-narrowed"
+        out.add(kind, path, flows, "%s -> %s"
+                % (_schema_text(old), _schema_text(new)))
+        return
+    _diff_constraints(old, new, path, flows, out)
+    for key in sorted(set(old) | set(new)):
+        if key not in _CONSTRAINT_KEYS and key not in ("type", "param") \
+                and old.get(key) != new.get(key):
+            out.add("schema-changed", path, flows, "%s: %s -> %s" % (
+                key, _short_repr(old.get(key)), _short_repr(new.get(key))))
+    param, new_param = old.get("param"), new.get("param")
+    if param == new_param:
+        return
+    if before == "Struct":
+        _diff_fields(param, new_param, path, flows, out)
+    elif isinstance(param, str) and isinstance(new_param, str):
+        out.add("model-changed", path, flows, "%s -> %s"
+                % (param, new_param))
+    else:  # Array, Map, OrderedMap: their items
+        _diff_types(param, new_param, path + "[*]", flows, out)
+
+
+def _diff_constraints(old: dict, new: dict, path: str, flows: tuple,
+                      out: _Changes) -> None:
+    for key in _LOWER_BOUNDS + _UPPER_BOUNDS:
+        was, now = old.get(key), new.get(key)
+        if was == now:
+            continue
+        text = "%s %s -> %s" % (key, _short_repr(was), _short_repr(now))
+        if was is None or now is None:
+            text = "%s %s %s" % (key, _short_repr(now if was is None else was),
+                                 "added" if was is None else "removed")
+        if now is None:
+            out.add("constraint-removed", path, flows, text)
+        elif was is None:
+            out.add("constraint-added", path, flows, text)
+        elif (now > was) == (key in _LOWER_BOUNDS):
+            out.add("constraint-tightened", path, flows, text)
+        else:
+            out.add("constraint-loosened", path, flows, text)
+    was, now = old.get("pattern"), new.get("pattern")
+    if was != now:
+        kind = "constraint-added" if was is None else \
+            "constraint-removed" if now is None else "pattern-changed"
+        out.add(kind, path, flows, "pattern %s -> %s"
+                % (_short_repr(was), _short_repr(now)))
+    was, now = old.get("enum"), new.get("enum")
+    if was != now:
+        if was is None or now is None:
+            out.add("enum-added" if was is None else "enum-removed", path,
+                    flows, "enum %s -> %s" % (_short_repr(was),
+                                              _short_repr(now)))
+        else:
+            added = [v for v in now if v not in was]
+            removed = [v for v in was if v not in now]
+            if added:
+                out.add("enum-value-added", path, flows,
+                        "enum adds %s" % _short_repr(added))
+            if removed:
+                out.add("enum-value-removed", path, flows,
+                        "enum drops %s" % _short_repr(removed))
+    if old.get("message") != new.get("message"):
+        out.add("message-changed", path, flows, "message %s -> %s" % (
+            _short_repr(old.get("message")), _short_repr(new.get("message"))))
+
+
+def _check_contract(client: BaseAPIClient) -> None:
+    """Compare a client's live spec with the one it expects (see
+    ``expected_spec``): raise or warn on breaking changes."""
+    import logging
+    changes = diff(client.expected_spec, client.spec)
+    breaking = [c for c in changes if c.verdict == _BREAKING]
+    logger = logging.getLogger("cosmic")
+    for change in changes:
+        if change.verdict != _BREAKING:
+            logger.debug("API %s changed: %s", client.name, change)
+    if not breaking:
+        return
+    message = "The API %s changed in ways that break this client:\n%s" % (
+        client.name, "\n".join("  %s" % c for c in breaking))
+    if client.on_breaking == "warn":
+        import warnings
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        return
+    raise ContractError(message, breaking)
 
 
 # -- Compatibility modules ----------------------------------------------------
@@ -6243,6 +6794,64 @@ def _call(client: APIClient, args: Any) -> int:
     return 0
 
 
+def _spec_side(side: str, headers: list) -> dict:
+    """One side of ``diff``: a spec JSON file, a server's URL, or a
+    serve-style target."""
+    import os
+    if _is_url(side):
+        # The raw JSON, not APISpec's reading of it: keys this version does
+        # not know are compared, not refused.
+        empty = {"map": {}, "order": []}
+        client = _client_class(headers)(base_url=side, spec={
+            "name": "diff", "actions": empty, "models": empty})
+        try:
+            endpoint = SpecEndpoint()
+            response = client.make_request(
+                endpoint, client.build_request(endpoint))
+            _check_status(endpoint, response)
+            datum = _response_json(response)
+        finally:
+            client.close()
+    elif side.endswith(".json"):
+        if not os.path.isfile(side):
+            raise _UsageError("No such file: %s" % side)
+        with open(side, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            datum = _loads_strict(text)
+        except ValueError:
+            raise _UsageError("%s is not valid JSON" % side) from None
+    else:
+        return _spec_json_of(side, headers)
+    try:
+        return _spec_json(datum)
+    except SpecError:
+        raise _UsageError("%s does not hold a Cosmic spec" % side) from None
+
+
+def _cmd_diff(args: Any) -> int:
+    changes = diff(_spec_side(args.old, args.header),
+                   _spec_side(args.new, args.header))
+    failing = {_BREAKING} if args.fail_on == "breaking" else {
+        _BREAKING, _COMPATIBLE}
+    if args.format == "json":
+        _write_json([c.as_json() for c in changes], None)
+    elif args.format == "markdown" and changes:
+        lines = ["| Verdict | Where | Kind | Change |",
+                 "| --- | --- | --- | --- |"]
+        for c in changes:
+            verdict = "**breaking** (%s)" % c.direction.replace(",", ", ") \
+                if c.verdict == _BREAKING else c.verdict
+            lines.append("| %s | `%s` | %s | %s |" % tuple(
+                text.replace("|", "\\|") for text in
+                (verdict, c.path, c.kind, c.message)))
+        _sys.stdout.write("\n".join(lines) + "\n")
+    elif args.format == "text":
+        for change in changes:
+            print(change)
+    return 1 if any(c.verdict in failing for c in changes) else 0
+
+
 def _parser() -> Any:
     import argparse
     prog = "cosmic" if _sys.argv and _sys.argv[0].endswith(
@@ -6286,11 +6895,28 @@ def _parser() -> Any:
                       help="'Name: value' sent with every request "
                       "(repeatable)")
     call.set_defaults(run=_cmd_call)
+    compare = commands.add_parser(
+        "diff", help="list the changes between two versions of an API",
+        description="Compare two versions of an API's spec and say which "
+        "changes break callers written against OLD. Exit status: 0 when "
+        "nothing breaks, 1 when something does, 2 for usage errors.")
+    for side in ("old", "new"):
+        compare.add_argument(side, metavar=side.upper(), help="a spec JSON "
+                             "file, the URL of a server, or " + target_help)
+    compare.add_argument("--format", choices=("text", "json", "markdown"),
+                         default="text", help="output format (default text)")
+    compare.add_argument("--fail-on", choices=("breaking", "compatible"),
+                         default="breaking", help="exit 1 on breaking "
+                         "changes (default), or on any compatible one too")
+    compare.add_argument("--header", action="append", default=[],
+                         help="'Name: value' sent to a URL (repeatable)")
+    compare.set_defaults(run=_cmd_diff)
     return parser
 
 
 def main(argv: list | None = None) -> int:
-    """The command line: serve, spec, openapi, call. Returns the exit code."""
+    """The command line: serve, spec, openapi, call, diff. Returns the exit
+    code."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
