@@ -6030,9 +6030,6 @@ _DIFF_RULES = (
     ("link-made-required",        _NA,          _COMPATIBLE, ""),
     ("link-model-changed",        _BREAKING,    _BREAKING,
      "hrefs name another model"),
-    ("create-field-required",     _BREAKING,    _NA,
-     "creates that leave it out are refused"),
-    ("create-field-optional",     _COMPATIBLE,  _NA, ""),
     # query strings: the server ignores parameters it does not declare
     ("query-field-added-required", _BREAKING,   _NA,
      "calls without it are refused"),

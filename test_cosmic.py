@@ -7000,9 +7000,9 @@ class TestClientConstruction(unittest.TestCase):
         with self.assertRaises(TypeError) as cm:
             APIClient.from_spec(self.spec, "http://127.0.0.1:9", timout=3)
         self.assertEqual(str(cm.exception), (
-            "Unknown APIClient option 'timout'; options: max_redirects, "
-            "problem_details, proxy, retries, retry_backoff, ssl_context, "
-            "timeout, verify"))
+            "Unknown APIClient option 'timout'; options: expected_spec, "
+            "max_redirects, on_breaking, problem_details, proxy, retries, "
+            "retry_backoff, ssl_context, timeout, verify"))
         for name in ("call", "make_request", "base_url", "_local"):
             with self.subTest(name=name), self.assertRaises(TypeError):
                 APIClient(base_url="http://127.0.0.1:1", spec=self.spec,
@@ -13015,6 +13015,789 @@ class TestPlanetariumExample(unittest.TestCase):
 
 # == diff ====================================================================
 # contract changes: cosmic diff and pinned clients
+
+_DF_API = "dft"
+_DF_I, _DF_F, _DF_S = {"type": "Integer"}, {"type": "Float"}, {"type": "String"}
+_DF_B = {"type": "Boolean"}
+
+
+def _df_fields(items):
+    """An OrderedMap JSON of field entries from (name, schema, required)."""
+    return {"map": {n: {"schema": s, "required": r} for n, s, r in items},
+            "order": [n for n, _, _ in items]}
+
+
+def _df_model(properties=(), links=(), query_fields=(), list_metadata=(),
+              methods=tuple(cosmic.MODEL_METHODS)):
+    """A model entry; links are (name, target model, required)."""
+    return {
+        "properties": _df_fields(properties),
+        "links": {"map": {n: {"model": "%s.%s" % (_DF_API, m),
+                              "required": r} for n, m, r in links},
+                  "order": [n for n, _, _ in links]},
+        "query_fields": _df_fields(query_fields),
+        "methods": {m: m in methods for m in cosmic.MODEL_METHODS},
+        "list_metadata": _df_fields(list_metadata),
+    }
+
+
+def _df_spec(actions=None, models=None, name=_DF_API):
+    """A spec JSON; a model Other (get_by_id) is there for links to name."""
+    actions = dict(actions or {})
+    models = dict(models or {})
+    models.setdefault("Other", _df_model(methods=("get_by_id",)))
+    return {"name": name,
+            "actions": {"map": actions, "order": list(actions)},
+            "models": {"map": models, "order": list(models)}}
+
+
+def _df_action(accepts=None, returns=None, doc=None):
+    """A spec with one action f."""
+    entry = {}
+    if accepts is not None:
+        entry["accepts"] = accepts
+    if returns is not None:
+        entry["returns"] = returns
+    if doc is not None:
+        entry["doc"] = doc
+    return _df_spec({"f": entry})
+
+
+def _df_thing(**parts):
+    """A spec with one model Thing."""
+    return _df_spec(models={"Thing": _df_model(**parts)})
+
+
+def _df_struct(*items):
+    return {"type": "Struct", "param": _df_fields(items)}
+
+
+def _df_key(value):
+    return json.dumps(value, sort_keys=True)
+
+
+def _df_unique(values):
+    seen, out = set(), []
+    for value in values:
+        if _df_key(value) not in seen:
+            seen.add(_df_key(value))
+            out.append(value)
+    return out
+
+
+_DF_BASE = {
+    "Integer": [0, 1, -1, 2, 100],
+    "Float": [0.5, 1.5, -2.25, 3.0],
+    "Boolean": [True, False],
+    "String": ["a", "", "Hello", "2014-01-01T00:00:00", "YWJj", "x y"],
+    "DateTime": ["2014-01-01T00:00:00", "2013-10-04T13:05:25+05:00"],
+    "Binary": ["YWJj", ""],
+    "JSON": [None, 1, "x", [1, 2], {"a": True}],
+    "Schema": [{"type": "Integer"}],
+    "cosmic.Model": ["%s.Other" % _DF_API],
+}
+
+
+def _df_struct_values(items):
+    """Struct values: the minimal one, the full one, and each value of
+    each field in both (every value that could show a break)."""
+    firsts = {}
+    options = {}
+    for name, schema, _ in items:
+        options[name] = _df_values(schema)
+        if options[name]:
+            firsts[name] = options[name][0]
+    minimal = {n: firsts[n] for n, _, r in items if r and n in firsts}
+    full = dict(firsts)
+    out = [minimal, full]
+    for name, _, _ in items:
+        for value in options[name]:
+            out.append(dict(minimal, **{name: value}))
+            out.append(dict(full, **{name: value}))
+    return out
+
+
+def _df_values(schema):
+    """Valid JSON values of a schema JSON, bounds and enum values first."""
+    kind = schema["type"]
+    extra = list(schema.get("enum", ()))
+    for key in ("minimum", "maximum", "exclusiveMinimum",
+                "exclusiveMaximum"):
+        if key in schema:
+            bound = schema[key]
+            extra += [bound, bound - 1, bound + 1]
+            if kind == "Float":
+                extra += [bound - 0.5, bound + 0.5]
+    for key in ("minLength", "maxLength"):
+        if key in schema:
+            extra += ["a" * max(schema[key] + d, 0) for d in (0, -1, 1)]
+    param = schema.get("param")
+    if kind == "Struct":
+        items = [(n, param["map"][n]["schema"], param["map"][n]["required"])
+                 for n in param["order"]]
+        base = _df_struct_values(items)
+    elif kind in ("Array", "Map", "OrderedMap"):
+        items = _df_values(param)[:8]
+        if kind == "Array":
+            base = [[]] + [[v] for v in items] + [items[:2]]
+            for key in ("minItems", "maxItems"):
+                if key in schema and items:
+                    base += [items[:1] * max(schema[key] + d, 0)
+                             for d in (0, -1, 1)]
+        elif kind == "Map":
+            base = [{}] + [{"k": v} for v in items]
+        else:
+            base = [{"map": {}, "order": []}] + [
+                {"map": {"k": v}, "order": ["k"]} for v in items]
+    elif kind == "cosmic.Link":
+        base = ["/%s/1" % param.partition(".")[2]]
+    else:
+        base = list(_DF_BASE[kind])
+    schema_type = Schema.from_json(copy.deepcopy(schema))
+    out = []
+    for value in _df_unique(extra + base):
+        try:
+            schema_type.from_json(copy.deepcopy(value))
+        except ValidationError:
+            continue
+        out.append(value)
+    return out
+
+
+def _df_natives(schema):
+    """Native values for the JSON values of _df_values."""
+    schema_type = Schema.from_json(copy.deepcopy(schema))
+    return [schema_type.from_json(copy.deepcopy(v)) for v in _df_values(schema)]
+
+
+def _df_rep_items(model, writing=False):
+    """A model's properties and links as fields; all optional in patches."""
+    items = []
+    for name in model["properties"]["order"]:
+        field = model["properties"]["map"][name]
+        items.append((name, field["schema"],
+                      field["required"] and not writing))
+    for name in model["links"]["order"]:
+        link = model["links"]["map"][name]
+        items.append((name, {"type": "cosmic.Link", "param": link["model"]},
+                      link["required"] and not writing))
+    return items
+
+
+def _df_server(spec, state):
+    """A WSGI app serving ``spec``: handlers record what they get and
+    return ``state``'s values (set by the caller, valid for ``spec``)."""
+    native = APISpec.from_json(copy.deepcopy(spec))
+    api = API(spec["name"])
+    for name, entry in native["actions"].items():
+        func = _df_action_func(state, entry.get("accepts") is not None,
+                               entry.get("returns") is not None)
+        func.__name__ = name
+        api.action(accepts=entry.get("accepts"),
+                   returns=entry.get("returns"))(func)
+    for name, model in native["models"].items():
+        api.model(_df_model_class(name, model, state))
+    return Server(api).wsgi_app
+
+
+def _df_action_func(state, takes_input, gives_result):
+    """An action's function: records its input, returns state's result."""
+    if takes_input:
+        def func(x):
+            state["got"].append(x)
+            return state["result"] if gives_result else None
+    else:
+        def func():
+            state["got"].append(None)
+            return state["result"] if gives_result else None
+    return func
+
+
+def _df_model_class(name, model, state):
+    has_meta = bool(model["list_metadata"])
+
+    def get_by_id(cls, id):
+        return state["rep"]
+
+    def get_list(cls, **query):
+        state["got"].append(query)
+        items = [("1", state["rep"])]
+        return (items, state["meta"]) if has_meta else items
+
+    def create(cls, patch):
+        state["got"].append(patch)
+        return "1", state["rep"]
+
+    def update(cls, id, patch):
+        state["got"].append(patch)
+        return state["rep"]
+
+    def delete(cls, id):
+        return None
+
+    attrs = {
+        "methods": [m for m in cosmic.MODEL_METHODS if model["methods"][m]],
+        "properties": list(model["properties"].items()),
+        "links": list(model["links"].items()),
+        "query_fields": list(model["query_fields"].items()),
+        "list_metadata": list(model["list_metadata"].items()),
+    }
+    for func in (get_by_id, get_list, create, update, delete):
+        attrs[func.__name__] = classmethod(func)
+    return type(name, (BaseModel,), attrs)
+
+
+class _df_Probe:
+    """Calls generated from OLD's spec, by a client built from OLD, to a
+    server built from NEW's spec whose handlers return NEW's values."""
+
+    def __init__(self, old, new):
+        self.old, self.new = old, new
+        self.state = {"got": [], "result": None, "rep": {}, "meta": {}}
+        with cosmos.swap({}):
+            self.app = _df_server(new, self.state)
+            self.client = WsgiAPIClient(self.app, spec=copy.deepcopy(old))
+        self.failed = set()
+
+    def run(self):
+        """The directions in which OLD's callers fail: request (the server
+        refuses or drops what they send), response (they refuse or miss
+        what it answers)."""
+        with cosmos.swap({}):
+            for name, entry in self.old["actions"]["map"].items():
+                self.action(name, entry)
+            for name, model in self.old["models"]["map"].items():
+                self.model(name, model)
+        return self.failed
+
+    def send(self, call, *args, **kwargs):
+        """Make one call; True when the server took it."""
+        try:
+            call(*args, **kwargs)
+        except (RemoteHTTPError, NotFound) as err:
+            if getattr(err, "code", 404) >= 500:
+                raise AssertionError("the server failed: %s" % err)
+            self.failed.add("request")
+            return False
+        except (ValidationError, SpecError):
+            pass  # what came back: checked by answer()
+        return True
+
+    def answer(self, call, *args, expect=True, **kwargs):
+        """Make one call whose request the server takes; note a response
+        failure when OLD's client refuses the answer or gets nothing."""
+        try:
+            result = call(*args, **kwargs)
+        except (ValidationError, SpecError):
+            self.failed.add("response")
+            return
+        if expect and result is None:
+            self.failed.add("response")
+
+    def new_entry(self, kind, name):
+        return self.new[kind]["map"].get(name)
+
+    def action(self, name, entry):
+        func = getattr(self.client.actions, name)
+        new = self.new_entry("actions", name) or {}
+        new_returns = new.get("returns")
+        self.state["result"] = _df_natives(new_returns)[0] \
+            if new_returns else None
+        accepts = entry.get("accepts")
+        inputs = [(v,) for v in _df_natives(accepts)] if accepts else [()]
+        taken = [args for args in inputs if self.send(func, *args)]
+        if not taken:
+            return  # nothing reaches the server: no answer to check
+        for result in (_df_natives(new_returns) if new_returns else [None]):
+            self.state["result"] = result
+            self.answer(func, *taken[0], expect="returns" in entry)
+
+    def model(self, name, model):
+        namespace = getattr(self.client.models, name)
+        methods = [m for m in cosmic.MODEL_METHODS if model["methods"][m]]
+        new = self.new_entry("models", name)
+        reps, metas = [{}], [{}]
+        if new is not None:
+            reps = _df_struct_natives(_df_rep_items(new)) or [{}]
+            metas = _df_struct_natives(_df_field_items(
+                new["list_metadata"])) or [{}]
+        self.state["rep"], self.state["meta"] = reps[-1], metas[-1]
+        patches = _df_struct_natives(_df_rep_items(model, writing=True))
+        if "get_by_id" in methods and self.send(namespace.get_by_id, "1"):
+            for rep in reps:
+                self.state["rep"] = rep
+                self.answer(namespace.get_by_id, "1")
+            self.state["rep"] = reps[-1]
+        if "delete" in methods:
+            self.send(namespace.delete, "1")
+        for method in ("create", "update"):
+            if method in methods:
+                call = getattr(namespace, method)
+                args = ("1",) if method == "update" else ()
+                for patch in patches:
+                    self.state["got"][:] = []
+                    self.send(call, *args, **patch)
+        if "get_list" in methods:
+            self.get_list(namespace.get_list, model, metas)
+
+    def get_list(self, call, model, metas):
+        queries = _df_struct_natives(_df_field_items(model["query_fields"]))
+        taken = []
+        for query in queries:
+            self.state["got"][:] = []
+            if self.send(call, **query):
+                taken.append(query)
+                if self.state["got"] != [query]:
+                    self.failed.add("request")  # a parameter was dropped
+        if taken:
+            for meta in metas:
+                self.state["meta"] = meta
+                self.answer(call, **taken[0])
+
+
+def _df_field_items(fields):
+    """(name, schema, required) from an OrderedMap JSON of field entries."""
+    return [(n, fields["map"][n]["schema"], fields["map"][n]["required"])
+            for n in fields["order"]]
+
+
+def _df_struct_natives(items):
+    """Native values of a Struct of these fields (links become ids)."""
+    struct = Struct([(n, {"schema": Schema.from_json(copy.deepcopy(s)),
+                          "required": r}) for n, s, r in items])
+    out = []
+    for value in _df_struct_values(items):
+        try:
+            out.append(struct.from_json(copy.deepcopy(value)))
+        except ValidationError:
+            pass
+    return out
+
+
+def _df_practice(old, new):
+    """Where calls from OLD fail against NEW: a set of directions."""
+    return _df_Probe(old, new).run()
+
+
+# Every kind of change, as (label, old, new, kind, verdict, direction):
+# direction is where the change breaks callers of OLD (empty when it does
+# not). Each is checked by diff() and in practice by _df_practice.
+_DF_ARRAY_I = {"type": "Array", "param": _DF_I}
+_DF_CASES = [
+    # the API and actions
+    ("name changed", _df_action(returns=_DF_I),
+     dict(_df_action(returns=_DF_I), name="dft2"),
+     "name-changed", "info", ""),
+    ("action doc changed", _df_action(returns=_DF_I, doc="One"),
+     _df_action(returns=_DF_I, doc="Two"), "doc-changed", "info", ""),
+    ("action added", _df_spec(), _df_action(returns=_DF_I),
+     "action-added", "compatible", ""),
+    ("action removed", _df_action(returns=_DF_I), _df_spec(),
+     "action-removed", "breaking", "request"),
+    ("accepts added", _df_action(returns=_DF_I),
+     _df_action(accepts=_DF_I, returns=_DF_I),
+     "accepts-added", "breaking", "request"),
+    ("accepts removed", _df_action(accepts=_DF_I, returns=_DF_I),
+     _df_action(returns=_DF_I), "accepts-removed", "breaking", "request"),
+    ("returns added", _df_action(accepts=_DF_I),
+     _df_action(accepts=_DF_I, returns=_DF_I),
+     "returns-added", "compatible", ""),
+    ("returns removed", _df_action(accepts=_DF_I, returns=_DF_I),
+     _df_action(accepts=_DF_I), "returns-removed", "breaking", "response"),
+    # models and their methods
+    ("model added", _df_spec(), _df_thing(properties=[("a", _DF_I, True)]),
+     "model-added", "compatible", ""),
+    ("model removed", _df_thing(properties=[("a", _DF_I, True)]),
+     _df_spec(), "model-removed", "breaking", "request"),
+    ("method enabled",
+     _df_thing(properties=[("a", _DF_I, True)], methods=["get_by_id"]),
+     _df_thing(properties=[("a", _DF_I, True)],
+               methods=["get_by_id", "delete"]),
+     "method-enabled", "compatible", ""),
+    ("method disabled",
+     _df_thing(properties=[("a", _DF_I, True)],
+               methods=["get_by_id", "delete"]),
+     _df_thing(properties=[("a", _DF_I, True)], methods=["get_by_id"]),
+     "method-disabled", "breaking", "request"),
+    # properties (in patches and representations)
+    ("property added, optional", _df_thing(properties=[("a", _DF_I, True)]),
+     _df_thing(properties=[("a", _DF_I, True), ("b", _DF_S, False)]),
+     "property-added", "compatible", ""),
+    ("property added, required", _df_thing(properties=[("a", _DF_I, True)]),
+     _df_thing(properties=[("a", _DF_I, True), ("b", _DF_S, True)]),
+     "property-added", "compatible", ""),
+    ("property removed, required",
+     _df_thing(properties=[("a", _DF_I, True), ("b", _DF_S, True)]),
+     _df_thing(properties=[("a", _DF_I, True)]),
+     "property-removed-required", "breaking", "request,response"),
+    ("property removed, optional",
+     _df_thing(properties=[("a", _DF_I, True), ("b", _DF_S, False)]),
+     _df_thing(properties=[("a", _DF_I, True)]),
+     "property-removed-optional", "breaking", "request"),
+    ("property made optional", _df_thing(properties=[("a", _DF_I, True)]),
+     _df_thing(properties=[("a", _DF_I, False)]),
+     "property-made-optional", "breaking", "response"),
+    ("property made required", _df_thing(properties=[("a", _DF_I, False)]),
+     _df_thing(properties=[("a", _DF_I, True)]),
+     "property-made-required", "compatible", ""),
+    ("property type narrowed", _df_thing(properties=[("a", _DF_F, True)]),
+     _df_thing(properties=[("a", _DF_I, True)]),
+     "type-narrowed", "breaking", "request"),
+    ("property type widened", _df_thing(properties=[("a", _DF_I, True)]),
+     _df_thing(properties=[("a", _DF_F, True)]),
+     "type-widened", "breaking", "response"),
+    ("property type widened, read only",
+     _df_thing(properties=[("a", _DF_I, True)], methods=["get_by_id"]),
+     _df_thing(properties=[("a", _DF_F, True)], methods=["get_by_id"]),
+     "type-widened", "breaking", "response"),
+    ("property type narrowed, read only",
+     _df_thing(properties=[("a", _DF_F, True)], methods=["get_by_id"]),
+     _df_thing(properties=[("a", _DF_I, True)], methods=["get_by_id"]),
+     "type-narrowed", "compatible", ""),
+    # links
+    ("link added", _df_thing(properties=[("a", _DF_I, True)]),
+     _df_thing(properties=[("a", _DF_I, True)],
+               links=[("o", "Other", False)]),
+     "link-added", "compatible", ""),
+    ("link removed, required",
+     _df_thing(links=[("o", "Other", True)]), _df_thing(),
+     "link-removed-required", "breaking", "request,response"),
+    ("link removed, optional",
+     _df_thing(links=[("o", "Other", False)]), _df_thing(),
+     "link-removed-optional", "breaking", "request"),
+    ("link made optional", _df_thing(links=[("o", "Other", True)]),
+     _df_thing(links=[("o", "Other", False)]),
+     "link-made-optional", "breaking", "response"),
+    ("link made required", _df_thing(links=[("o", "Other", False)]),
+     _df_thing(links=[("o", "Other", True)]),
+     "link-made-required", "compatible", ""),
+    ("link to another model", _df_thing(links=[("o", "Other", True)]),
+     _df_thing(links=[("o", "Thing", True)]),
+     "link-model-changed", "breaking", "request,response"),
+    # query fields
+    ("query field added, optional", _df_thing(),
+     _df_thing(query_fields=[("q", _DF_I, False)]),
+     "query-field-added-optional", "compatible", ""),
+    ("query field added, required", _df_thing(),
+     _df_thing(query_fields=[("q", _DF_I, True)]),
+     "query-field-added-required", "breaking", "request"),
+    ("query field removed", _df_thing(query_fields=[("q", _DF_I, False)]),
+     _df_thing(),
+     "query-field-removed", "breaking", "request"),
+    ("query field made required",
+     _df_thing(query_fields=[("q", _DF_I, False)]),
+     _df_thing(query_fields=[("q", _DF_I, True)]),
+     "query-field-made-required", "breaking", "request"),
+    ("query field made optional",
+     _df_thing(query_fields=[("q", _DF_I, True)]),
+     _df_thing(query_fields=[("q", _DF_I, False)]),
+     "query-field-made-optional", "compatible", ""),
+    ("query field narrowed", _df_thing(query_fields=[("q", _DF_F, False)]),
+     _df_thing(query_fields=[("q", _DF_I, False)]),
+     "type-narrowed", "breaking", "request"),
+    # list metadata
+    ("metadata added", _df_thing(list_metadata=[("n", _DF_I, True)]),
+     _df_thing(list_metadata=[("n", _DF_I, True), ("m", _DF_S, False)]),
+     "metadata-added", "compatible", ""),
+    ("metadata removed, required",
+     _df_thing(list_metadata=[("n", _DF_I, True), ("m", _DF_S, True)]),
+     _df_thing(list_metadata=[("n", _DF_I, True)]),
+     "metadata-removed-required", "breaking", "response"),
+    ("metadata removed, optional",
+     _df_thing(list_metadata=[("n", _DF_I, True), ("m", _DF_S, False)]),
+     _df_thing(list_metadata=[("n", _DF_I, True)]),
+     "metadata-removed-optional", "compatible", ""),
+    ("metadata made optional", _df_thing(list_metadata=[("n", _DF_I, True)]),
+     _df_thing(list_metadata=[("n", _DF_I, False)]),
+     "metadata-made-optional", "breaking", "response"),
+    ("metadata made required",
+     _df_thing(list_metadata=[("n", _DF_I, False)]),
+     _df_thing(list_metadata=[("n", _DF_I, True)]),
+     "metadata-made-required", "compatible", ""),
+    ("metadata widened", _df_thing(list_metadata=[("n", _DF_I, True)]),
+     _df_thing(list_metadata=[("n", _DF_F, True)]),
+     "type-widened", "breaking", "response"),
+]
+
+
+def _df_type_cases():
+    """Type changes, each in what clients send (an action's accepts) and
+    in what they receive (its returns)."""
+    s = _df_struct
+    pairs = [
+        ("Integer to String", _DF_I, _DF_S, "type-changed", "both"),
+        ("Integer to Float", _DF_I, _DF_F, "type-widened", "response"),
+        ("Float to Integer", _DF_F, _DF_I, "type-narrowed", "request"),
+        ("DateTime to String", {"type": "DateTime"}, _DF_S,
+         "type-widened", "response"),
+        ("String to DateTime", _DF_S, {"type": "DateTime"},
+         "type-narrowed", "request"),
+        ("Binary to String", {"type": "Binary"}, _DF_S,
+         "type-widened", "response"),
+        ("Integer to JSON", _DF_I, {"type": "JSON"},
+         "type-widened", "response"),
+        ("JSON to Integer", {"type": "JSON"}, _DF_I,
+         "type-narrowed", "request"),
+        ("Boolean to Integer", _DF_B, _DF_I, "type-changed", "both"),
+        ("Array item widened", _DF_ARRAY_I, {"type": "Array", "param": _DF_F},
+         "type-widened", "response"),
+        ("Map item narrowed", {"type": "Map", "param": _DF_F},
+         {"type": "Map", "param": _DF_I}, "type-narrowed", "request"),
+        ("OrderedMap item changed", {"type": "OrderedMap", "param": _DF_I},
+         {"type": "OrderedMap", "param": _DF_B}, "type-changed", "both"),
+        ("Array to Map", _DF_ARRAY_I, {"type": "Map", "param": _DF_I},
+         "type-changed", "both"),
+        ("Link to another model",
+         {"type": "cosmic.Link", "param": "dft.Other"},
+         {"type": "cosmic.Link", "param": "dft.Thing"},
+         "model-changed", "both"),
+        ("Struct field added, required", s(("a", _DF_I, True)),
+         s(("a", _DF_I, True), ("b", _DF_S, True)),
+         "field-added-required", "request"),
+        ("Struct field added, optional", s(("a", _DF_I, True)),
+         s(("a", _DF_I, True), ("b", _DF_S, False)),
+         "field-added-optional", ""),
+        ("Struct field removed, required",
+         s(("a", _DF_I, True), ("b", _DF_S, True)), s(("a", _DF_I, True)),
+         "field-removed-required", "both"),
+        ("Struct field removed, optional",
+         s(("a", _DF_I, True), ("b", _DF_S, False)), s(("a", _DF_I, True)),
+         "field-removed-optional", "request"),
+        ("Struct field made optional", s(("a", _DF_I, True)),
+         s(("a", _DF_I, False)), "field-made-optional", "response"),
+        ("Struct field made required", s(("a", _DF_I, False)),
+         s(("a", _DF_I, True)), "field-made-required", "request"),
+        ("nested Struct field added, required",
+         {"type": "Array", "param": s(("a", _DF_I, True))},
+         {"type": "Array", "param": s(("a", _DF_I, True),
+                                      ("b", _DF_I, True))},
+         "field-added-required", "request"),
+        ("Struct field narrowed", s(("a", _DF_F, True)),
+         s(("a", _DF_I, True)), "type-narrowed", "request"),
+    ]
+    cases = []
+    for label, before, after, kind, breaks in pairs:
+        for key, flow in (("accepts", "request"), ("returns", "response")):
+            direction = flow if breaks in ("both", flow) else ""
+            cases.append(("%s, in %s" % (label, key),
+                          _df_action(**{key: before}),
+                          _df_action(**{key: after}), kind,
+                          "breaking" if direction else "compatible",
+                          direction))
+    return cases
+
+
+def _df_constraint_cases():
+    """Constraints and enums (spec JSON keys of the schema system)."""
+    def with_(schema, **keys):
+        return dict(schema, **keys)
+    pairs = [
+        ("minimum added", _DF_I, with_(_DF_I, minimum=1),
+         "constraint-added", "request"),
+        ("minimum raised", with_(_DF_I, minimum=0), with_(_DF_I, minimum=1),
+         "constraint-tightened", "request"),
+        ("minimum lowered", with_(_DF_I, minimum=1), with_(_DF_I, minimum=0),
+         "constraint-loosened", "response"),
+        ("maximum removed", with_(_DF_I, maximum=1), _DF_I,
+         "constraint-removed", "response"),
+        ("maximum lowered", with_(_DF_F, maximum=2), with_(_DF_F, maximum=1),
+         "constraint-tightened", "request"),
+        ("maximum raised", with_(_DF_I, maximum=1), with_(_DF_I, maximum=2),
+         "constraint-loosened", "response"),
+        ("exclusiveMinimum raised", with_(_DF_F, exclusiveMinimum=0),
+         with_(_DF_F, exclusiveMinimum=1), "constraint-tightened",
+         "request"),
+        ("exclusiveMaximum raised", with_(_DF_I, exclusiveMaximum=1),
+         with_(_DF_I, exclusiveMaximum=3), "constraint-loosened",
+         "response"),
+        ("minLength raised", with_(_DF_S, minLength=0),
+         with_(_DF_S, minLength=2), "constraint-tightened", "request"),
+        ("maxLength lowered", with_(_DF_S, maxLength=5),
+         with_(_DF_S, maxLength=1), "constraint-tightened", "request"),
+        ("maxLength raised", with_(_DF_S, maxLength=1),
+         with_(_DF_S, maxLength=5), "constraint-loosened", "response"),
+        ("minItems added", _DF_ARRAY_I, with_(_DF_ARRAY_I, minItems=1),
+         "constraint-added", "request"),
+        ("maxItems lowered", with_(_DF_ARRAY_I, maxItems=2),
+         with_(_DF_ARRAY_I, maxItems=1), "constraint-tightened", "request"),
+        ("pattern added", _DF_S, with_(_DF_S, pattern="^[a-z]+$"),
+         "constraint-added", "request"),
+        ("pattern removed", with_(_DF_S, pattern="^[a-z]+$"), _DF_S,
+         "constraint-removed", "response"),
+        ("pattern changed", with_(_DF_S, pattern="^[a-z]*$"),
+         with_(_DF_S, pattern="^[A-Z]*$"), "pattern-changed", "both"),
+        ("enum added", _DF_S, with_(_DF_S, enum=["a", "b"]),
+         "enum-added", "request"),
+        ("enum removed", with_(_DF_S, enum=["a", "b"]), _DF_S,
+         "enum-removed", "response"),
+        ("enum value added", with_(_DF_S, enum=["a"]),
+         with_(_DF_S, enum=["a", "b"]), "enum-value-added", "response"),
+        ("enum value removed", with_(_DF_I, enum=[1, 2]),
+         with_(_DF_I, enum=[1]), "enum-value-removed", "request"),
+        ("message changed", with_(_DF_I, minimum=0, message="Too small"),
+         with_(_DF_I, minimum=0, message="Must be positive"),
+         "message-changed", ""),
+    ]
+    cases = []
+    for label, before, after, kind, breaks in pairs:
+        for key, flow in (("accepts", "request"), ("returns", "response")):
+            direction = flow if breaks in ("both", flow) else ""
+            verdict = "info" if kind == "message-changed" else \
+                "breaking" if direction else "compatible"
+            cases.append(("%s, in %s" % (label, key),
+                          _df_action(**{key: before}),
+                          _df_action(**{key: after}), kind, verdict,
+                          direction))
+    return cases
+
+
+_DF_ALL_CASES = (_DF_CASES + _df_type_cases() + _df_constraint_cases())
+
+
+def _df_has_constraints():
+    """Whether this cosmic's schemas carry constraints (the rules issue)."""
+    try:
+        Schema.from_json({"type": "Integer", "minimum": 1})
+    except ValidationError:
+        return False
+    return True
+
+
+class TestDiffVerdicts(unittest.TestCase):
+    """diff() names each kind of change with the table's verdict."""
+
+    def test_each_kind_of_change(self):
+        for label, old, new, kind, verdict, direction in _DF_ALL_CASES:
+            with self.subTest(label):
+                changes = cosmic.diff(old, new)
+                kinds = [c.kind for c in changes]
+                self.assertIn(kind, kinds)
+                worst = max((c.verdict for c in changes), key=[
+                    "info", "compatible", "breaking"].index)
+                self.assertEqual(worst, verdict, changes)
+                breaks = set()
+                for change in changes:
+                    breaks.update(filter(None, change.direction.split(",")))
+                self.assertEqual(breaks, set(filter(None,
+                                                    direction.split(","))))
+
+    def test_every_rule_is_covered(self):
+        tested = {case[3] for case in _DF_ALL_CASES}
+        rules = {row[0] for row in cosmic._DIFF_RULES}
+        self.assertEqual(rules - tested, {"homepage-changed",
+                                          "schema-changed"})
+        self.assertGreaterEqual(len(_DF_ALL_CASES), 100)
+
+    def test_identical_specs_have_no_changes(self):
+        for _, old, new, _, _, _ in _DF_ALL_CASES:
+            self.assertEqual(cosmic.diff(old, old), [])
+            self.assertEqual(cosmic.diff(new, copy.deepcopy(new)), [])
+
+    def test_change_fields_and_text(self):
+        old = _df_action(accepts=_df_struct(("a", _DF_I, True)))
+        new = _df_action(accepts=_df_struct(("a", _DF_I, True),
+                                            ("b", _DF_S, True)))
+        [change] = cosmic.diff(old, new)
+        self.assertEqual(change.as_json(), {
+            "path": "actions.f accepts ['b']",
+            "kind": "field-added-required", "verdict": "breaking",
+            "message": "added, required: String; senders leave it out",
+            "direction": "request"})
+        self.assertEqual(str(change), (
+            "breaking   actions.f accepts ['b']  field-added-required: "
+            "added, required: String; senders leave it out "
+            "(breaks requests)"))
+        [change] = cosmic.diff(_df_action(returns=_DF_S),
+                               _df_action(returns=dict(_DF_S, enum=["a"])))
+        self.assertEqual(change.path, "actions.f returns")
+        self.assertEqual(change.message, "enum None -> ['a']")
+
+    def test_tolerated_additions_carry_the_strict_note(self):
+        [change] = cosmic.diff(
+            _df_action(returns=_df_struct(("a", _DF_I, True))),
+            _df_action(returns=_df_struct(("a", _DF_I, True),
+                                          ("b", _DF_I, False))))
+        self.assertEqual(change.verdict, "compatible")
+        self.assertIn("clients of the original Cosmic (strict) refuse it",
+                      change.message)
+        [change] = cosmic.diff(
+            _df_action(accepts=_df_struct(("a", _DF_I, True))),
+            _df_action(accepts=_df_struct(("a", _DF_I, True),
+                                          ("b", _DF_I, False))))
+        self.assertEqual(change.message, "added, optional: Integer")
+
+    def test_sides_may_be_apis_clients_or_native_specs(self):
+        api = API("dfsides")
+
+        @api.action(returns=Integer)
+        def one():
+            return 1
+
+        spec_json = APISpec.to_json(api.spec)
+        client = WsgiAPIClient(Server(api).wsgi_app)
+        self.assertEqual(cosmic.diff(api, spec_json), [])
+        self.assertEqual(cosmic.diff(client, api.spec), [])
+        with self.assertRaises(SpecError):
+            cosmic.diff({"name": "x"}, spec_json)
+        with self.assertRaises(SpecError):
+            cosmic.diff(3, spec_json)
+
+    def test_unknown_schema_keys_are_breaking(self):
+        old = _df_action(returns=_DF_I)
+        new = _df_action(returns=dict(_DF_I, format="int64"))
+        [change] = cosmic.diff(old, new)
+        self.assertEqual((change.kind, change.verdict, change.direction),
+                         ("schema-changed", "breaking", "response"))
+        old, new = _df_thing(), _df_thing()
+        new["models"]["map"]["Thing"]["create_required"] = ["a"]
+        [change] = cosmic.diff(old, new)
+        self.assertEqual((change.path, change.kind, change.verdict),
+                         ("models.Thing create_required", "schema-changed",
+                          "breaking"))
+
+    def test_the_rules_table_reads_as_one_table(self):
+        for kind, request, response, note in cosmic._DIFF_RULES:
+            with self.subTest(kind):
+                self.assertRegex(kind, r"^[a-z]+(-[a-z]+)*$")
+                for verdict in (request, response):
+                    self.assertIn(verdict, ("breaking", "compatible", "info",
+                                            "tolerated", "-"))
+                if "breaking" in (request, response):
+                    self.assertTrue(note, kind)
+
+
+class TestDiffInPractice(unittest.TestCase):
+    """Each verdict holds when calls generated from OLD's spec, by a client
+    built from OLD, meet a server built from NEW whose handlers return
+    valid values of NEW's types."""
+
+    def test_each_kind_of_change(self):
+        constraints = _df_has_constraints()
+        checked = 0
+        for label, old, new, kind, verdict, direction in _DF_ALL_CASES:
+            if kind.startswith(("constraint", "pattern", "enum", "message")) \
+                    and not constraints:
+                continue  # spec JSON only until the schemas carry them
+            with self.subTest(label):
+                expected = set(filter(None, direction.split(",")))
+                self.assertEqual(_df_practice(old, new), expected)
+                if verdict == "compatible":
+                    self.assertEqual(_df_practice(old, old), set())
+                checked += 1
+        self.assertGreaterEqual(checked, 40)
+
+    def test_the_probe_sees_breaks(self):
+        # The harness itself: an unchanged spec passes, a narrowed input
+        # and a widened result fail where they should.
+        same = _df_action(accepts=_DF_F, returns=_DF_F)
+        self.assertEqual(_df_practice(same, same), set())
+        self.assertEqual(_df_practice(same, _df_action(accepts=_DF_I,
+                                                       returns=_DF_F)),
+                         {"request"})
+        narrow = _df_action(accepts=_DF_I, returns=_DF_I)
+        self.assertEqual(_df_practice(narrow, _df_action(accepts=_DF_I,
+                                                         returns=_DF_F)),
+                         {"response"})
 
 
 # (end of diff)
