@@ -6164,14 +6164,18 @@ def _spec_json(spec: Any) -> dict:
     if not isinstance(spec, dict):
         raise SpecError("Not a spec: %s" % _short_repr(spec))
     actions = spec.get("actions")
-    if isinstance(actions, dict) and "order" in actions:
-        # JSON already; read it without APISpec so that keys this version
-        # does not know (constraints, say) are compared, not refused.
-        if not isinstance(spec.get("models"), dict) or \
-                not isinstance(actions.get("map"), dict):
+    if not (isinstance(actions, dict) and "order" in actions):
+        try:
+            spec = APISpec.to_json(spec)
+        except (ValidationError, AttributeError, TypeError):
+            raise SpecError("Not a spec: %s" % _short_repr(spec)) from None
+    # JSON now, read without APISpec, so that keys this version does not
+    # know (a newer schema's, say) are compared rather than refused.
+    for key in ("actions", "models"):
+        if not isinstance(spec.get(key), dict) or \
+                not isinstance(spec[key].get("map"), dict):
             raise SpecError("Not a spec: %s" % _short_repr(spec))
-        return spec
-    return APISpec.to_json(spec)
+    return spec
 
 
 def _ordered(entry: Any) -> dict:
@@ -6452,7 +6456,7 @@ def _check_contract(client: BaseAPIClient) -> None:
     if not breaking:
         return
     message = "The API %s changed in ways that break this client:\n%s" % (
-        client.name, "\n".join("  %s" % c for c in breaking))
+        client.name, "\n".join("  " + str(c) for c in breaking))
     if client.on_breaking == "warn":
         import warnings
         warnings.warn(message, RuntimeWarning, stacklevel=4)

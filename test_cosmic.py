@@ -13800,6 +13800,361 @@ class TestDiffInPractice(unittest.TestCase):
                          {"response"})
 
 
+def _df_tolerance_api():
+    """NEW: an action and a model whose answers carry more than OLD's."""
+    api = API("dftol")
+    item = Struct([required("a", Integer), optional("b", String)])
+
+    @api.action(accepts=item, returns=Array(item))
+    def echo(x):
+        return [{"a": x["a"], "b": "extra"}]
+
+    @api.model
+    class Other(BaseModel):
+        methods = ["get_by_id"]
+        properties = [required("a", Integer)]
+
+    @api.model
+    class Thing(BaseModel):
+        methods = ["get_by_id", "get_list"]
+        properties = [required("a", Integer), optional("b", String)]
+        links = [optional_link("o", Model("dftol.Other"))]
+        list_metadata = [required("n", Integer), optional("m", Integer)]
+
+        @classmethod
+        def get_by_id(cls, id):
+            return {"a": 1, "b": "extra", "o": "7"}
+
+        @classmethod
+        def get_list(cls):
+            return [("1", cls.get_by_id("1"))], {"n": 1, "m": 2}
+
+    return api
+
+
+def _df_old_spec(api):
+    """The spec of _df_tolerance_api before b, o and m were added."""
+    old = APISpec.to_json(api.spec)
+    for fields in (
+            old["actions"]["map"]["echo"]["accepts"]["param"],
+            old["actions"]["map"]["echo"]["returns"]["param"]["param"],
+            old["models"]["map"]["Thing"]["properties"],
+            old["models"]["map"]["Thing"]["links"],
+            old["models"]["map"]["Thing"]["list_metadata"]):
+        for name in ("b", "o", "m"):
+            if name in fields["map"]:
+                del fields["map"][name]
+                fields["order"].remove(name)
+    return old
+
+
+class TestClientTolerance(unittest.TestCase):
+    """Clients drop answer fields their spec lacks; servers stay strict."""
+
+    def setUp(self):
+        _sv_isolate(self)
+        self.api = _df_tolerance_api()
+        self.app = Server(self.api).wsgi_app
+        self.old = _df_old_spec(self.api)
+        self.client = WsgiAPIClient(self.app, spec=copy.deepcopy(self.old))
+
+    def test_unknown_fields_in_answers_are_dropped_and_logged(self):
+        with self.assertLogs("cosmic", "DEBUG") as logs:
+            self.assertEqual(self.client.actions.echo({"a": 1}), [{"a": 1}])
+        self.assertEqual(logs.output, [
+            "DEBUG:cosmic:Answer fields unknown to the client's spec, "
+            "dropped: [0]['b']"])
+        with self.assertLogs("cosmic", "DEBUG") as logs:
+            self.assertEqual(self.client.models.Thing.get_by_id("1"),
+                             {"a": 1})
+        self.assertIn("['_links']['o'], ['b']", logs.output[0])
+        with self.assertLogs("cosmic", "DEBUG"):
+            self.assertEqual(self.client.models.Thing.get_list(),
+                             ([("1", {"a": 1})], {"n": 1}))
+
+    def test_everything_else_is_still_checked(self):
+        answer = {"a": "x", "b": "extra"}
+        rep = self.client.models.Thing.get_by_id.endpoint.representation
+        with self.assertRaises(ValidationError) as cm:
+            cosmic._answer(rep, answer)
+        self.assertEqual(str(cm.exception), "Item at ['a'] Invalid Integer: "
+                         "'x'")
+        with self.assertRaises(ValidationError) as cm:
+            cosmic._answer(rep, {"b": "extra"})
+        self.assertEqual(str(cm.exception), "Missing fields: ['a']")
+        with self.assertRaises(ValidationError):
+            cosmic._answer(Array(Integer), [1, "x"])
+
+    def test_valid_answers_take_the_strict_path_only(self):
+        client = WsgiAPIClient(self.app)  # the same spec as the server
+        with mock.patch.object(cosmic, "_drop_unknown") as walk:
+            self.assertEqual(client.actions.echo({"a": 1}),
+                             [{"a": 1, "b": "extra"}])
+            client.models.Thing.get_by_id("1")
+        walk.assert_not_called()
+
+    def test_the_server_stays_strict(self):
+        status, _, body = _sv_json(self.app, "POST", "/actions/echo",
+                                   {"a": 1, "c": 2})
+        self.assertEqual((status, json.loads(body)),
+                         (400, {"error": "Unexpected fields: ['c']"}))
+        # The client checks its own arguments as strictly: OLD lacks b.
+        with self.assertRaises(ValidationError) as cm:
+            self.client.actions.echo({"a": 1, "b": "x"})
+        self.assertEqual(str(cm.exception), "Unexpected fields: ['b']")
+
+    def test_a_spec_with_keys_from_a_newer_server_is_read(self):
+        spec = APISpec.to_json(self.api.spec)
+        spec["models"]["map"]["Thing"]["create_required"] = ["a"]
+        body = json.dumps(spec).encode()
+
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "application/json"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+
+        client = WsgiAPIClient(app)
+        self.assertEqual(list(client.spec["models"]), ["Other", "Thing"])
+
+
+class TestPinnedClient(unittest.TestCase):
+    """A client given the spec it was written against checks the live one."""
+
+    def setUp(self):
+        _sv_isolate(self)
+        self.api = _df_tolerance_api()
+        self.old = APISpec.to_json(self.api.spec)
+        self.broken = copy.deepcopy(self.old)
+        # The client expects an action the server no longer has.
+        self.broken["actions"]["map"]["gone"] = {}
+        self.broken["actions"]["order"].append("gone")
+
+    def pinned(self, expected, **attrs):
+        return type("Pinned", (WsgiAPIClient,), dict(
+            attrs, expected_spec=expected))(Server(self.api).wsgi_app)
+
+    def test_breaking_changes_raise_and_are_listed(self):
+        with self.assertRaises(cosmic.ContractError) as cm:
+            self.pinned(self.broken)
+        self.assertEqual(str(cm.exception), (
+            "The API dftol changed in ways that break this client:\n"
+            "  breaking   actions.gone  action-removed: removed; calls get "
+            "404 (breaks requests)"))
+        self.assertEqual([c.kind for c in cm.exception.changes],
+                         ["action-removed"])
+        self.assertIsInstance(cm.exception, SpecError)
+
+    def test_warn_when_asked(self):
+        with self.assertWarns(RuntimeWarning) as cm:
+            client = self.pinned(self.broken, on_breaking="warn")
+        self.assertIn("actions.gone", str(cm.warning))
+        self.assertEqual(client.actions.echo({"a": 2}),
+                         [{"a": 2, "b": "extra"}])
+
+    def test_compatible_changes_are_logged_at_debug(self):
+        with self.assertLogs("cosmic", "DEBUG") as logs:
+            self.pinned(_df_old_spec(self.api))
+        self.assertTrue(logs.output)
+        self.assertTrue(all("compatible" in line for line in logs.output))
+
+    def test_identical_specs_pass_quietly(self):
+        with self.assertNoLogs("cosmic", "DEBUG") if hasattr(
+                self, "assertNoLogs") else contextlib.nullcontext():
+            client = self.pinned(self.api)
+        self.assertEqual(client.actions.echo({"a": 3}),
+                         [{"a": 3, "b": "extra"}])
+
+    def test_without_an_expected_spec_nothing_is_compared(self):
+        with mock.patch.object(cosmic, "diff") as compare:
+            WsgiAPIClient(Server(self.api).wsgi_app)
+        compare.assert_not_called()
+
+    def test_over_http_and_with_connect(self):
+        with served_api(self.api) as url:
+            with self.assertRaises(cosmic.ContractError):
+                APIClient(url, expected_spec=self.broken)
+            client = cosmic.connect(url, expected_spec=self.old)
+            try:
+                self.assertEqual(client.actions.echo({"a": 4}),
+                                 [{"a": 4, "b": "extra"}])
+            finally:
+                client.close()
+            with self.assertWarns(RuntimeWarning):
+                client = cosmic.connect(url, expected_spec=self.broken,
+                                        on_breaking="warn")
+            client.close()
+
+
+def _df_cli(*args, cwd=_ROOT):
+    """``python -m cosmic diff ARGS``: (exit code, stdout, stderr)."""
+    env = dict(os.environ, PYTHONPATH=_ROOT)
+    proc = subprocess.run([sys.executable, "-m", "cosmic", "diff"] +
+                          list(args), cwd=cwd, env=env, timeout=60,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def _df_places_v2(folder):
+    """A second version of examples/places.py in ``folder``: rename_city
+    requires a reason, City's query drops country, City gains area."""
+    with open(os.path.join(_ROOT, "examples", "places.py"),
+              encoding="utf-8") as f:
+        text = f.read()
+    edits = [
+        ('        optional("population", Integer),\n',
+         '        optional("population", Integer),\n'
+         '        optional("area", Integer),\n'),
+        ('        optional("country", String, "Only cities in this '
+         'country"),\n', ''),
+        ('    required("name", String, "Its new name"),\n',
+         '    required("name", String, "Its new name"),\n'
+         '    required("reason", String),\n'),
+        ("def rename_city(id, name):", "def rename_city(id, name, reason):"),
+    ]
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    path = os.path.join(folder, "places.py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return path
+
+
+class TestDiffCommand(unittest.TestCase):
+    """python -m cosmic diff OLD NEW."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp()
+        cls.v2 = _df_places_v2(cls.tmp)
+        cls.v1 = os.path.join("examples", "places.py")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp)
+
+    def test_two_versions_of_places(self):
+        code, out, err = _df_cli(self.v1, self.v2)
+        self.assertEqual((code, err), (1, ""))
+        self.assertEqual(out.splitlines(), [
+            "breaking   actions.rename_city accepts ['reason']  "
+            "field-added-required: added, required: String; senders leave "
+            "it out (breaks requests)",
+            "compatible models.City properties ['area']  property-added: "
+            "added, optional: Integer; clients of the original Cosmic "
+            "(strict) refuse it",
+            "breaking   models.City query_fields ['country']  "
+            "query-field-removed: removed (was optional); the server "
+            "ignores it: the filter silently stops applying (breaks "
+            "requests)",
+        ])
+
+    def test_identical_specs_print_nothing(self):
+        spec = os.path.join(self.tmp, "released-spec.json")
+        with open(spec, "w", encoding="utf-8") as f:
+            json.dump(APISpec.to_json(_df_places_api().spec), f)
+        for old, new in ((self.v1, self.v1), (spec, self.v1),
+                         (spec, "examples.places:places")):
+            with self.subTest(old=old, new=new):
+                self.assertEqual(_df_cli(old, new), (0, "", ""))
+
+    def test_formats(self):
+        code, out, _ = _df_cli(self.v1, self.v2, "--format", "json")
+        self.assertEqual(code, 1)
+        changes = json.loads(out)
+        self.assertEqual([c["kind"] for c in changes], [
+            "field-added-required", "property-added",
+            "query-field-removed"])
+        self.assertEqual(changes[0]["direction"], "request")
+        code, out, _ = _df_cli(self.v1, self.v2, "--format", "markdown")
+        lines = out.splitlines()
+        self.assertEqual(lines[:2], ["| Verdict | Where | Kind | Change |",
+                                     "| --- | --- | --- | --- |"])
+        self.assertEqual(lines[2], (
+            "| **breaking** (request) | `actions.rename_city accepts "
+            "['reason']` | field-added-required | added, required: String; "
+            "senders leave it out |"))
+        self.assertEqual(len(lines), 5)
+        self.assertEqual(_df_cli(self.v1, self.v1, "--format", "json"),
+                         (0, "[]\n", ""))
+
+    def test_fail_on_compatible(self):
+        old = os.path.join(self.tmp, "old.json")
+        new = os.path.join(self.tmp, "new.json")
+        with open(old, "w", encoding="utf-8") as f:
+            json.dump(_df_spec(), f)
+        with open(new, "w", encoding="utf-8") as f:
+            json.dump(_df_action(returns=_DF_I), f)
+        code, out, _ = _df_cli(old, new)
+        self.assertEqual((code, out), (
+            0, "compatible actions.f  action-added: added\n"))
+        self.assertEqual(_df_cli(old, new, "--fail-on", "compatible")[0], 1)
+        self.assertEqual(_df_cli(old, old, "--fail-on", "compatible"),
+                         (0, "", ""))
+
+    def test_usage_errors_are_one_line(self):
+        bad = os.path.join(self.tmp, "bad.json")
+        with open(bad, "w", encoding="utf-8") as f:
+            f.write('{"name": "x"}')
+        broken = os.path.join(self.tmp, "broken.json")
+        with open(broken, "w", encoding="utf-8") as f:
+            f.write('{"name": ')
+        for args, message in (
+                (("nope.json", self.v1), "No such file: nope.json"),
+                ((bad, self.v1), "%s does not hold a Cosmic spec" % bad),
+                ((broken, self.v1), "%s is not valid JSON" % broken),
+                ((self.v1, "no_such_module_here"),
+                 "No module named no_such_module_here"),
+                ((self.v1,), None),
+                ((self.v1, self.v1, "--format", "yaml"), None)):
+            with self.subTest(args=args):
+                code, out, err = _df_cli(*args)
+                self.assertEqual((code, out), (2, ""))
+                self.assertNotIn("Traceback", err)
+                if message is not None:
+                    self.assertEqual(err, "cosmic: error: %s\n" % message)
+
+    def test_url_sides_send_headers(self):
+        api = _df_places_api()
+        inner = Server(api).wsgi_app
+
+        def guarded(environ, start_response):
+            if environ.get("HTTP_X_KEY") != "k":
+                body = b'{"error": "Unauthorized"}'
+                start_response("401 Unauthorized", [
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", str(len(body)))])
+                return [body]
+            return inner(environ, start_response)
+
+        server = _hs_start(guarded)
+        try:
+            url = "http://127.0.0.1:%d" % server.server_address[1]
+            self.assertEqual(_df_cli(url, self.v1, "--header", "X-Key: k"),
+                             (0, "", ""))
+            code, out, err = _df_cli(self.v2, url, "--header", "X-Key: k")
+            self.assertEqual(code, 1)
+            self.assertIn("field-removed-required", out)
+            self.assertEqual(_df_cli(url, self.v1),
+                             (1, "", "cosmic: HTTP 401: Unauthorized\n"))
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def _df_places_api():
+    """examples/places.py's API, imported under a private name."""
+    name = "_df_places_example"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(_ROOT, "examples", "places.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return module.places
+
 # (end of diff)
 
 
