@@ -6182,8 +6182,9 @@ def _ordered(entry: Any) -> dict:
     """The map of an OrderedMap JSON form, in its order."""
     if not isinstance(entry, dict):
         return {}
-    mapping = entry.get("map") or {}
-    return {key: mapping[key] for key in entry.get("order", mapping)
+    mapping: dict = entry.get("map") or {}
+    order = entry.get("order")
+    return {key: mapping[key] for key in (order or mapping)
             if key in mapping}
 
 
@@ -6802,7 +6803,7 @@ def _spec_side(side: str, headers: list) -> dict:
     if _is_url(side):
         # The raw JSON, not APISpec's reading of it: keys this version does
         # not know are compared, not refused.
-        empty = {"map": {}, "order": []}
+        empty: dict = {"map": {}, "order": []}
         client = _client_class(headers)(base_url=side, spec={
             "name": "diff", "actions": empty, "models": empty})
         try:
