@@ -13755,6 +13755,18 @@ class TestDiffVerdicts(unittest.TestCase):
                          ("models.Thing create_required", "schema-changed",
                           "breaking"))
 
+    def test_readme_lists_the_rules(self):
+        with open(os.path.join(_ROOT, "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        cells = {"-": "\u2014", "tolerated": "compatible\u00b9",
+                 "breaking": "**breaking**"}
+        rows = [line for line in readme.splitlines()
+                if line.startswith("| `")]
+        self.assertEqual(rows, [
+            "| `%s` | %s | %s | %s |" % (kind, cells.get(request, request),
+                                         cells.get(response, response), note)
+            for kind, request, response, note in cosmic._DIFF_RULES])
+
     def test_the_rules_table_reads_as_one_table(self):
         for kind, request, response, note in cosmic._DIFF_RULES:
             with self.subTest(kind):
