@@ -4,7 +4,7 @@ Declare an API once, with actions (RPC) and models (REST resources) typed by a
 small Teleport-like schema system, and get from that one object a WSGI server,
 a JSON spec at ``/spec.json``, an HTTP client built at run time from that spec,
 an in-process client with the same interface, an OpenAPI 3.1 document, a docs
-page and a command line::
+page, a contract diff and a command line::
 
     from cosmic.api import API
     from cosmic.types import String
@@ -21,8 +21,8 @@ page and a command line::
 
 Sections (search for ``# --``): exceptions; schema types; tools; API, spec
 and models; WSGI server; client; thread-local globals; testing helpers;
-development server; OpenAPI and docs page; compatibility modules; command
-line.
+development server; OpenAPI and docs page; contract diff; compatibility
+modules; command line.
 
 How the server handles one request::
 
@@ -5975,7 +5975,7 @@ def docs_html(api: BaseAPI) -> str:
 # A type that accepts more values than before ("wider") is safe where
 # clients send and breaks where clients receive; a narrower one the other
 # way round. Clients of this version drop answer fields they do not know
-# (see _tolerant_load), so a field the server adds to its answers is
+# (see _answer), so a field the server adds to its answers is
 # compatible; clients of the original Cosmic refuse it.
 
 _BREAKING, _COMPATIBLE, _INFO = "breaking", "compatible", "info"
@@ -6201,8 +6201,14 @@ def diff(old: Any, new: Any) -> list:
         if old.get(key) != new.get(key):
             out.add(key + "-changed", key, _BOTH, "%s -> %s" % (
                 _short_repr(old.get(key)), _short_repr(new.get(key))))
-    _diff_actions(_ordered(old["actions"]), _ordered(new["actions"]), out)
-    _diff_models(_ordered(old["models"]), _ordered(new["models"]), out)
+    try:
+        _diff_actions(_ordered(old["actions"]), _ordered(new["actions"]),
+                      out)
+        _diff_models(_ordered(old["models"]), _ordered(new["models"]), out)
+    except (AttributeError, TypeError, KeyError):
+        # A spec read as JSON is checked only where diff looks.
+        raise SpecError("Not a valid spec: an entry has the wrong "
+                        "shape") from None
     return list(out)
 
 

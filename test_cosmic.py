@@ -13741,6 +13741,12 @@ class TestDiffVerdicts(unittest.TestCase):
             cosmic.diff({"name": "x"}, spec_json)
         with self.assertRaises(SpecError):
             cosmic.diff(3, spec_json)
+        broken = copy.deepcopy(spec_json)
+        broken["actions"]["map"]["one"] = "oops"
+        with self.assertRaises(SpecError) as cm:
+            cosmic.diff(spec_json, broken)
+        self.assertEqual(str(cm.exception), "Not a valid spec: an entry "
+                         "has the wrong shape")
 
     def test_unknown_schema_keys_are_breaking(self):
         old = _df_action(returns=_DF_I)
