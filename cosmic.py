@@ -6204,7 +6204,8 @@ def diff(old: Any, new: Any) -> list:
     try:
         _diff_actions(_ordered(old["actions"]), _ordered(new["actions"]),
                       out)
-        _diff_models(_ordered(old["models"]), _ordered(new["models"]), out)
+        _diff_models(_ordered(old["models"]), _ordered(new["models"]),
+                     _sent_models(old), out)
     except (AttributeError, TypeError, KeyError):
         # A spec read as JSON is checked only where diff looks.
         raise SpecError("Not a valid spec: an entry has the wrong "
@@ -6235,7 +6236,28 @@ def _diff_actions(old: dict, new: dict, out: _Changes) -> None:
             out.add("doc-changed", place, _BOTH, "doc changed")
 
 
-def _diff_models(old: dict, new: dict, out: _Changes) -> None:
+def _sent_models(spec: dict) -> set:
+    """Models whose representations or patches clients send to actions."""
+    found: set = set()
+
+    def walk(schema):
+        if not isinstance(schema, dict):
+            return
+        param = schema.get("param")
+        if schema.get("type") in ("cosmic.Representation", "cosmic.Patch"):
+            found.add(str(param).partition(".")[2])
+        elif schema.get("type") == "Struct":
+            for field in _ordered(param).values():
+                walk(field.get("schema"))
+        else:
+            walk(param)
+
+    for entry in _ordered(spec["actions"]).values():
+        walk(entry.get("accepts"))
+    return found
+
+
+def _diff_models(old: dict, new: dict, sent: set, out: _Changes) -> None:
     for name in list(old) + [n for n in new if n not in old]:
         place = "models." + name
         if name not in new:
@@ -6257,7 +6279,8 @@ def _diff_models(old: dict, new: dict, out: _Changes) -> None:
                         _BOTH, "enabled")
             elif now:
                 both.append(method)
-        writes = _REQUEST if {"create", "update"} & set(both) else None
+        writes = _REQUEST if {"create", "update"} & set(both) or \
+            name in sent else None
         flows = tuple(f for f in (writes, _RESPONSE) if f)
         _diff_fields(before.get("properties"), after.get("properties"),
                      place + " properties", flows, out, "property")
@@ -6437,8 +6460,13 @@ def _diff_constraints(old: dict, new: dict, path: str, flows: tuple,
                     flows, "enum %s -> %s" % (_short_repr(was),
                                               _short_repr(now)))
         else:
-            added = [v for v in now if v not in was]
-            removed = [v for v in was if v not in now]
+            # Compared as JSON: 1 and true are different values.
+            keys_was = {_json.dumps(v, sort_keys=True) for v in was}
+            keys_now = {_json.dumps(v, sort_keys=True) for v in now}
+            added = [v for v in now
+                     if _json.dumps(v, sort_keys=True) not in keys_was]
+            removed = [v for v in was
+                       if _json.dumps(v, sort_keys=True) not in keys_now]
             if added:
                 out.add("enum-value-added", path, flows,
                         "enum adds %s" % _short_repr(added))

@@ -13018,7 +13018,7 @@ class TestPlanetariumExample(unittest.TestCase):
 
 _DF_API = "dft"
 _DF_I, _DF_F, _DF_S = {"type": "Integer"}, {"type": "Float"}, {"type": "String"}
-_DF_B = {"type": "Boolean"}
+_DF_B, _DF_JSON = {"type": "Boolean"}, {"type": "JSON"}
 
 
 def _df_fields(items):
@@ -13747,6 +13747,35 @@ class TestDiffVerdicts(unittest.TestCase):
             cosmic.diff(spec_json, broken)
         self.assertEqual(str(cm.exception), "Not a valid spec: an entry "
                          "has the wrong shape")
+
+    def test_models_sent_to_actions_are_compared_as_requests(self):
+        def spec(*properties):
+            out = _df_spec(
+                {"f": {"accepts": {"type": "cosmic.Patch",
+                                   "param": "dft.Thing"}}},
+                {"Thing": _df_model(properties=properties,
+                                    methods=["get_by_id"])})
+            return out
+        old = spec(("a", _DF_I, True), ("b", _DF_I, False))
+        [change] = cosmic.diff(old, spec(("a", _DF_I, True)))
+        self.assertEqual((change.kind, change.verdict, change.direction),
+                         ("property-removed-optional", "breaking",
+                          "request"))
+        read_only = copy.deepcopy(old)
+        del read_only["actions"]["map"]["f"]["accepts"]
+        new = copy.deepcopy(read_only)
+        del new["models"]["map"]["Thing"]["properties"]["map"]["b"]
+        new["models"]["map"]["Thing"]["properties"]["order"].remove("b")
+        [change] = cosmic.diff(read_only, new)
+        self.assertEqual(change.verdict, "compatible")
+
+    def test_enum_values_compare_as_json(self):
+        old = _df_action(returns=dict(_DF_JSON, enum=[1, "a"]))
+        new = _df_action(returns=dict(_DF_JSON, enum=[1, True, "a"]))
+        [change] = cosmic.diff(old, new)
+        self.assertEqual((change.kind, change.message),
+                         ("enum-value-added",
+                          "enum adds [True]; receivers do not know it"))
 
     def test_unknown_schema_keys_are_breaking(self):
         old = _df_action(returns=_DF_I)
