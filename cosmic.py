@@ -3163,7 +3163,7 @@ def _answer(schema: Any, datum: Any) -> Any:
     strict about what they receive. The strict load runs first, so a valid
     answer costs nothing more: only a refused one is walked, cleared of
     unknown fields (logged at debug) and loaded again, every other check
-    intact.
+    intact (docs/protocol.md#unknown-fields-in-answers).
     """
     try:
         return schema.from_json(datum)
