@@ -3161,45 +3161,78 @@ def _answer(schema: Any, datum: Any) -> Any:
 
     Clients tolerate what a newer server adds to its answers; servers stay
     strict about what they receive. The strict load runs first, so a valid
-    answer costs nothing more: only a refused one is walked, cleared of
-    unknown fields (logged at debug) and loaded again, every other check
-    intact (docs/protocol.md#unknown-fields-in-answers).
+    answer costs nothing more: only a refused one is cleared of unknown
+    fields (logged at debug) and loaded again, every other check intact
+    (docs/protocol.md#unknown-fields-in-answers).
     """
     try:
         return schema.from_json(datum)
     except ValidationError:
+        drop = _dropper(schema)
         dropped: list = []
-        lean = _drop_unknown(schema, datum, [], dropped)
+        if drop is not None:
+            datum = drop(datum, [], dropped)
         if not dropped:
             raise
     import logging
-    logging.getLogger("cosmic").debug(
-        "Answer fields unknown to the client's spec, dropped: %s",
-        ", ".join("".join("[%r]" % key for key in path) for path in dropped))
-    return schema.from_json(lean)
+    logger = logging.getLogger("cosmic")
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("Answer fields unknown to the client's spec, dropped: "
+                     "%s", ", ".join("".join("[%r]" % key for key in path)
+                                     for path in dropped))
+    return schema.from_json(datum)
 
 
-def _drop_unknown(schema: Any, datum: Any, path: list, dropped: list) -> Any:
-    """A copy of ``datum`` without the Struct fields ``schema`` lacks."""
+def _dropper(schema: Any) -> Callable | None:
+    """A function ``(datum, path, dropped) -> datum`` that copies a value
+    of ``schema`` without the Struct fields the schema lacks, noting their
+    paths in ``dropped``; None for a type that holds no Struct. Compiled
+    once per type object."""
+    cached = getattr(schema, "__dict__", {}).get("_drop", _MISSING)
+    if cached is not _MISSING:
+        return cached
+    drop = None
     if isinstance(schema, _Wrapper):
-        return _drop_unknown(schema._inner, datum, path, dropped)
-    if isinstance(schema, Struct) and type(datum) is dict:
-        out = {}
-        for key, value in datum.items():
-            field = schema.param.get(key)
-            if field is None:
-                dropped.append(path + [key])
-            else:
-                out[key] = _drop_unknown(field["schema"], value,
-                                         path + [key], dropped)
-        return out
-    if isinstance(schema, Array) and type(datum) is list:
-        return [_drop_unknown(schema.param, item, path + [i], dropped)
-                for i, item in enumerate(datum)]
-    if isinstance(schema, Map) and type(datum) is dict:
-        return {key: _drop_unknown(schema.param, value, path + [key], dropped)
-                for key, value in datum.items()}
-    return datum
+        drop = _dropper(schema._inner)
+    elif isinstance(schema, Struct):
+        known = {name: _dropper(f["schema"])
+                 for name, f in schema.param.items()}
+
+        def drop(datum, path, dropped):
+            if type(datum) is not dict:
+                return datum
+            out = {}
+            for key, value in datum.items():
+                child = known.get(key, _MISSING)
+                if child is _MISSING:
+                    dropped.append(path + [key])
+                else:
+                    out[key] = value if child is None else \
+                        child(value, path + [key], dropped)
+            return out
+    elif isinstance(schema, (Array, Map)):
+        item = _dropper(schema.param)
+        if item is not None:
+            drop = _container_dropper(item, schema)
+    if isinstance(schema, _Type):
+        schema.__dict__["_drop"] = drop
+    return drop
+
+
+def _container_dropper(item: Callable, schema: Any) -> Callable:
+    if isinstance(schema, Array):
+        def drop(datum, path, dropped):
+            if type(datum) is not list:
+                return datum
+            return [item(value, path + [i], dropped)
+                    for i, value in enumerate(datum)]
+    else:
+        def drop(datum, path, dropped):
+            if type(datum) is not dict:
+                return datum
+            return {key: item(value, path + [key], dropped)
+                    for key, value in datum.items()}
+    return drop
 
 
 class BaseAPIClient(BaseAPI):

@@ -13947,11 +13947,24 @@ class TestClientTolerance(unittest.TestCase):
 
     def test_valid_answers_take_the_strict_path_only(self):
         client = WsgiAPIClient(self.app)  # the same spec as the server
-        with mock.patch.object(cosmic, "_drop_unknown") as walk:
+        with mock.patch.object(cosmic, "_dropper") as walk:
             self.assertEqual(client.actions.echo({"a": 1}),
                              [{"a": 1, "b": "extra"}])
             client.models.Thing.get_by_id("1")
         walk.assert_not_called()
+
+    def test_the_dropper_is_compiled_once_per_type(self):
+        rep = self.client.models.Thing.get_by_id.endpoint.representation
+        with mock.patch.object(cosmic, "_container_dropper",
+                               wraps=cosmic._container_dropper) as compile_:
+            for _ in range(3):
+                self.client.actions.echo({"a": 1})
+        self.assertEqual(compile_.call_count, 1)  # Array(Struct), once
+        self.client.models.Thing.get_by_id("1")
+        drop = rep.__dict__["_drop"]
+        self.client.models.Thing.get_by_id("1")
+        self.assertIs(rep.__dict__["_drop"], drop)
+        self.assertIsNone(Integer.__dict__.get("_drop"))
 
     def test_the_server_stays_strict(self):
         status, _, body = _sv_json(self.app, "POST", "/actions/echo",
