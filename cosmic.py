@@ -6105,6 +6105,10 @@ _DIFF_RULES = (
     ("link-made-required",        _NA,          _COMPATIBLE, ""),
     ("link-model-changed",        _BREAKING,    _BREAKING,
      "hrefs name another model"),
+    # fields and links a create must carry (create_requires)
+    ("create-required-added",     _BREAKING,    _NA,
+     "creates that leave it out are refused"),
+    ("create-required-removed",   _COMPATIBLE,  _NA, ""),
     # query strings: the server ignores parameters it does not declare
     ("query-field-added-required", _BREAKING,   _NA,
      "calls without it are refused"),
@@ -6370,12 +6374,29 @@ def _diff_models(old: dict, new: dict, sent: set, out: _Changes) -> None:
                          after.get("list_metadata"),
                          place + " list_metadata", (_RESPONSE,), out,
                          "metadata")
+        if "create" in both:
+            _diff_create_requires(before, after, place, out)
         _diff_extra_keys(before, after, place, both, out)
+
+
+def _diff_create_requires(before: dict, after: dict, place: str,
+                          out: _Changes) -> None:
+    was = list(before.get("create_requires") or ())
+    now = list(after.get("create_requires") or ())
+    path = place + " create_requires"
+    for name in now:
+        if name not in was:
+            out.add("create-required-added", "%s [%r]" % (path, name),
+                    (_REQUEST,), "creates must carry it")
+    for name in was:
+        if name not in now:
+            out.add("create-required-removed", "%s [%r]" % (path, name),
+                    (_REQUEST,), "creates may leave it out")
 
 
 # The model keys diff knows; others are compared by _diff_extra_keys.
 _MODEL_KEYS = frozenset(("properties", "links", "query_fields", "methods",
-                         "list_metadata"))
+                         "list_metadata", "create_requires"))
 
 
 def _diff_extra_keys(before: dict, after: dict, place: str, both: list,

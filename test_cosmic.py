@@ -13039,9 +13039,9 @@ def _df_fields(items):
 
 
 def _df_model(properties=(), links=(), query_fields=(), list_metadata=(),
-              methods=tuple(cosmic.MODEL_METHODS)):
+              methods=tuple(cosmic.MODEL_METHODS), create_requires=None):
     """A model entry; links are (name, target model, required)."""
-    return {
+    entry = {
         "properties": _df_fields(properties),
         "links": {"map": {n: {"model": "%s.%s" % (_DF_API, m),
                               "required": r} for n, m, r in links},
@@ -13050,6 +13050,9 @@ def _df_model(properties=(), links=(), query_fields=(), list_metadata=(),
         "methods": {m: m in methods for m in cosmic.MODEL_METHODS},
         "list_metadata": _df_fields(list_metadata),
     }
+    if create_requires is not None:
+        entry["create_requires"] = list(create_requires)
+    return entry
 
 
 def _df_spec(actions=None, models=None, name=_DF_API):
@@ -13253,6 +13256,8 @@ def _df_model_class(name, model, state):
         "query_fields": list(model["query_fields"].items()),
         "list_metadata": list(model["list_metadata"].items()),
     }
+    if model.get("create_requires"):
+        attrs["create_requires"] = list(model["create_requires"])
     for func in (get_by_id, get_list, create, update, delete):
         attrs[func.__name__] = classmethod(func)
     return type(name, (BaseModel,), attrs)
@@ -13662,13 +13667,42 @@ def _df_constraint_cases():
     return cases
 
 
-_DF_ALL_CASES = (_DF_CASES + _df_type_cases() + _df_constraint_cases())
+def _df_create_cases():
+    """Fields a create must carry (the model key create_requires)."""
+    props = [("a", _DF_I, True), ("b", _DF_S, False)]
+    return [
+        ("create requires a field", _df_thing(properties=props),
+         _df_thing(properties=props, create_requires=["a"]),
+         "create-required-added", "breaking", "request"),
+        ("create requires another field",
+         _df_thing(properties=props, create_requires=["a"]),
+         _df_thing(properties=props, create_requires=["a", "b"]),
+         "create-required-added", "breaking", "request"),
+        ("create requires a field no more",
+         _df_thing(properties=props, create_requires=["a", "b"]),
+         _df_thing(properties=props, create_requires=["a"]),
+         "create-required-removed", "compatible", ""),
+    ]
+
+
+_DF_ALL_CASES = (_DF_CASES + _df_type_cases() + _df_constraint_cases() +
+                 _df_create_cases())
 
 
 def _df_has_constraints():
     """Whether this cosmic's schemas carry constraints (the rules issue)."""
     try:
         Schema.from_json({"type": "Integer", "minimum": 1})
+    except ValidationError:
+        return False
+    return True
+
+
+def _df_has_create_requires():
+    """Whether this cosmic's specs carry create_requires (the rules issue)."""
+    try:
+        APISpec.from_json(_df_thing(properties=[("a", _DF_I, True)],
+                                    create_requires=["a"]))
     except ValidationError:
         return False
     return True
@@ -13833,11 +13867,15 @@ class TestDiffInPractice(unittest.TestCase):
 
     def test_each_kind_of_change(self):
         constraints = _df_has_constraints()
+        create_requires = _df_has_create_requires()
         checked = 0
         for label, old, new, kind, verdict, direction in _DF_ALL_CASES:
+            # Spec JSON only until this cosmic's schemas carry them:
             if kind.startswith(("constraint", "pattern", "enum", "message")) \
                     and not constraints:
-                continue  # spec JSON only until the schemas carry them
+                continue
+            if kind.startswith("create-required") and not create_requires:
+                continue
             with self.subTest(label):
                 expected = set(filter(None, direction.split(",")))
                 self.assertEqual(_df_practice(old, new), expected)
