@@ -13103,7 +13103,7 @@ _DF_BASE = {
     "Integer": [0, 1, -1, 2, 100],
     "Float": [0.5, 1.5, -2.25, 3.0],
     "Boolean": [True, False],
-    "String": ["a", "", "Hello", "2014-01-01T00:00:00", "YWJj", "x y"],
+    "String": ["a", "", "Hello", "ABC", "2014-01-01T00:00:00", "YWJj", "x y"],
     "DateTime": ["2014-01-01T00:00:00", "2013-10-04T13:05:25+05:00"],
     "Binary": ["YWJj", ""],
     "JSON": [None, 1, "x", [1, 2], {"a": True}],
