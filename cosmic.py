@@ -6908,10 +6908,13 @@ def _call(client: APIClient, args: Any) -> int:
     return 0
 
 
-def _spec_side(side: str, headers: list) -> dict:
+def _spec_side(side: str, headers: list, alone: bool = True) -> dict:
     """One side of ``diff``: a spec JSON file, a server's URL, or a
-    serve-style target."""
+    serve-style target (imported in a process of its own unless ``alone``:
+    two versions of one module, or of its siblings, would collide)."""
     import os
+    if not alone and not _is_url(side) and not side.endswith(".json"):
+        return _spec_json(_spec_in_subprocess(side))
     if _is_url(side):
         # The raw JSON, not APISpec's reading of it: keys this version does
         # not know are compared, not refused.
@@ -6943,9 +6946,24 @@ def _spec_side(side: str, headers: list) -> dict:
         raise _UsageError("%s does not hold a Cosmic spec" % side) from None
 
 
+def _spec_in_subprocess(target: str) -> Any:
+    """``python -m cosmic spec TARGET`` in a new process: its spec JSON."""
+    import subprocess
+    proc = subprocess.run([_sys.executable, __file__, "spec", target],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        lines = proc.stderr.strip().splitlines() or ["exit status %d"
+                                                     % proc.returncode]
+        raise _UsageError(lines[-1].replace("cosmic: error: ", "", 1))
+    return _loads_strict(proc.stdout)
+
+
 def _cmd_diff(args: Any) -> int:
-    changes = diff(_spec_side(args.old, args.header),
-                   _spec_side(args.new, args.header))
+    targets = [side for side in (args.old, args.new)
+               if not _is_url(side) and not side.endswith(".json")]
+    alone = len(targets) < 2
+    changes = diff(_spec_side(args.old, args.header, alone),
+                   _spec_side(args.new, args.header, alone))
     failing = {_BREAKING} if args.fail_on == "breaking" else {
         _BREAKING, _COMPATIBLE}
     if args.format == "json":

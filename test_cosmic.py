@@ -14203,6 +14203,30 @@ class TestDiffCommand(unittest.TestCase):
         self.assertEqual(_df_cli(old, old, "--fail-on", "compatible"),
                          (0, "", ""))
 
+    def test_two_versions_with_siblings_load_apart(self):
+        # Each version imports its own sibling module of the same name:
+        # loaded in one process, the second would get the first's.
+        app = ("from cosmic.api import API\n"
+               "from shapes import RETURNS\n"
+               "shop = API('shop')\n"
+               "def price():\n"
+               "    return 1\n"
+               "shop.action(returns=RETURNS)(price)\n")
+        for version, type_name in (("old", "Integer"), ("new", "Float")):
+            folder = os.path.join(self.tmp, version)
+            os.mkdir(folder)
+            with open(os.path.join(folder, "app.py"), "w") as f:
+                f.write(app)
+            with open(os.path.join(folder, "shapes.py"), "w") as f:
+                f.write("from cosmic.types import %s as RETURNS\n"
+                        % type_name)
+        code, out, err = _df_cli(os.path.join(self.tmp, "old", "app.py"),
+                                 os.path.join(self.tmp, "new", "app.py"))
+        self.assertEqual((code, err), (1, ""))
+        self.assertEqual(out, (
+            "breaking   actions.price returns  type-widened: Integer -> "
+            "Float; accepts every old value, and more (breaks responses)\n"))
+
     def test_usage_errors_are_one_line(self):
         bad = os.path.join(self.tmp, "bad.json")
         with open(bad, "w", encoding="utf-8") as f:
