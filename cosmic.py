@@ -7350,7 +7350,7 @@ _DIFF_RULES = (
     ("message-changed",           _INFO,        _INFO,
      "only the error text differs"),
     ("schema-changed",            _BREAKING,    _BREAKING,
-     "an unknown schema key changed"),
+     "a key or parameter diff does not know changed"),
 )
 _RULES = {kind: (request, response, note)
           for kind, request, response, note in _DIFF_RULES}
@@ -7365,8 +7365,8 @@ _CONSTRAINT_KEYS = _LOWER_BOUNDS + _UPPER_BOUNDS + (
     "pattern", "enum", "message")
 # (old, new) type names where NEW accepts every JSON value OLD accepts.
 _WIDER = frozenset([("Integer", "Float"), ("DateTime", "String"),
-                    ("Binary", "String"), ("cosmic.Model", "String"),
-                    ("cosmic.Link", "String")])
+                    ("Binary", "String"), ("UUID", "String"),
+                    ("cosmic.Model", "String"), ("cosmic.Link", "String")])
 
 
 class Change(_namedtuple("Change", "path kind verdict message direction")):
@@ -7701,11 +7701,14 @@ def _diff_types(old: Any, new: Any, path: str, flows: tuple,
         return
     if before == "Struct":
         _diff_fields(param, new_param, path, flows, out)
-    elif isinstance(param, str) and isinstance(new_param, str):
+    elif before in ("cosmic.Link", "cosmic.Representation", "cosmic.Patch"):
         out.add("model-changed", path, flows, "%s -> %s"
                 % (param, new_param))
-    else:  # Array, Map, OrderedMap: their items
+    elif before in ("Array", "Map", "OrderedMap"):  # their items
         _diff_types(param, new_param, path + "[*]", flows, out)
+    else:  # a custom type's parameter: what it means is its own
+        out.add("schema-changed", path, flows, "param %s -> %s"
+                % (_short_repr(param), _short_repr(new_param)))
 
 
 def _diff_constraints(old: dict, new: dict, path: str, flows: tuple,

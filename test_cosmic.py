@@ -14934,6 +14934,7 @@ _DF_BASE = {
     "JSON": [None, 1, "x", [1, 2], {"a": True}],
     "Schema": [{"type": "Integer"}],
     "cosmic.Model": ["%s.Other" % _DF_API],
+    "UUID": ["f81d4fae-7dec-11d0-a765-00a0c91e6bf6"],
 }
 
 
@@ -15375,6 +15376,10 @@ def _df_type_cases():
          "type-narrowed", "request"),
         ("Binary to String", {"type": "Binary"}, _DF_S,
          "type-widened", "response"),
+        ("UUID to String", {"type": "UUID"}, _DF_S,
+         "type-widened", "response"),
+        ("String to UUID", _DF_S, {"type": "UUID"},
+         "type-narrowed", "request"),
         ("Integer to JSON", _DF_I, {"type": "JSON"},
          "type-widened", "response"),
         ("JSON to Integer", {"type": "JSON"}, _DF_I,
@@ -15653,6 +15658,12 @@ class TestDiffVerdicts(unittest.TestCase):
         [change] = cosmic.diff(old, new)
         self.assertEqual((change.kind, change.verdict, change.direction),
                          ("schema-changed", "breaking", "response"))
+        custom = _df_action(returns={"type": "shop.Money", "param": "EUR"})
+        [change] = cosmic.diff(custom, _df_action(
+            returns={"type": "shop.Money", "param": "USD"}))
+        self.assertEqual((change.kind, change.message), (
+            "schema-changed", "param 'EUR' -> 'USD'; a key or parameter "
+            "diff does not know changed"))
         old, new = _df_thing(), _df_thing()
         new["models"]["map"]["Thing"]["create_required"] = ["a"]
         [change] = cosmic.diff(old, new)
