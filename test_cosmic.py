@@ -15890,6 +15890,10 @@ class TestPinnedClient(unittest.TestCase):
         self.assertEqual([c.kind for c in cm.exception.changes],
                          ["action-removed"])
         self.assertIsInstance(cm.exception, SpecError)
+        from cosmic.client import ContractError as from_client
+        from cosmic.exceptions import ContractError as from_exceptions
+        self.assertIs(from_client, cosmic.ContractError)
+        self.assertIs(from_exceptions, cosmic.ContractError)
 
     def test_warn_when_asked(self):
         with self.assertWarns(RuntimeWarning) as cm:
