@@ -15559,6 +15559,7 @@ class TestDiffVerdicts(unittest.TestCase):
     def test_every_rule_is_covered(self):
         tested = {case[3] for case in _DF_ALL_CASES}
         rules = {row[0] for row in cosmic._DIFF_RULES}
+        # Both have tests of their own (a homepage, unknown schema keys).
         self.assertEqual(rules - tested, {"homepage-changed",
                                           "schema-changed"})
         self.assertGreaterEqual(len(_DF_ALL_CASES), 100)
@@ -15586,6 +15587,13 @@ class TestDiffVerdicts(unittest.TestCase):
                                _df_action(returns=dict(_DF_S, enum=["a"])))
         self.assertEqual(change.path, "actions.f returns")
         self.assertEqual(change.message, "enum None -> ['a']")
+
+    def test_homepage_changes_are_info(self):
+        old = _df_spec()
+        new = dict(_df_spec(), homepage="https://example.com")
+        self.assertEqual(cosmic.diff(old, new), [cosmic.Change(
+            "homepage", "homepage-changed", "info",
+            "None -> 'https://example.com'", "")])
 
     def test_tolerated_additions_carry_the_strict_note(self):
         [change] = cosmic.diff(
