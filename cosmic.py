@@ -68,7 +68,7 @@ __all__ = [
     # exceptions
     "ValidationError", "UnicodeDecodeValidationError",
     "UnknownTypeValidationError", "SpecError", "NotFound", "HTTPError",
-    "RemoteHTTPError", "ThreadLocalMissing",
+    "RemoteHTTPError", "PreconditionFailed", "ThreadLocalMissing",
     # API and models
     "API", "BaseAPI", "BaseModel", "Object", "MODEL_METHODS",
     # server
@@ -81,6 +81,7 @@ __all__ = [
     # globals
     "ThreadLocalDict", "SwappableDict", "thread_local",
     "ensure_thread_local", "thread_local_middleware", "storage", "cosmos",
+    "if_match",
     # tools
     "openapi", "docs_html", "main",
 ]
@@ -198,6 +199,19 @@ class HTTPError(Exception):
         return "%s %s" % (self.code, self.message)
 
 
+class PreconditionFailed(HTTPError):
+    """412: the object changed since the ETag a request named in If-Match.
+
+    The server raises it when its own comparison fails; a model raises it
+    when its own atomic check does (see ``if_match()``). Clients raise it
+    on a 412 answer.
+    """
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(412, message or "Precondition Failed")
+        self.args = (message,)
+
+
 class RemoteHTTPError(HTTPError):
     """A client call answered with an error status.
 
@@ -209,6 +223,16 @@ class RemoteHTTPError(HTTPError):
                  errors: list | None = None) -> None:
         super().__init__(code, message)
         self.errors = errors or []
+
+
+class _RemotePreconditionFailed(PreconditionFailed, RemoteHTTPError):
+    """A client's 412: both a PreconditionFailed and a RemoteHTTPError."""
+
+    def __init__(self, message: str | None = None,
+                 errors: list | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+        self.args = (message, errors)
 
 
 class ThreadLocalMissing(Exception):
@@ -1804,7 +1828,8 @@ class Response:
 
     ``Response(body, status=200, headers=None)``: ``data`` (bytes),
     ``status_code`` and ``headers`` (a dict). ``Content-Length`` is added
-    when it is sent.
+    when it is sent, except on 204 and 304, which have no body
+    (RFC 9110 section 8.6).
     """
 
     error: str | None = None
@@ -1829,7 +1854,10 @@ class Response:
         headers = [(k, v) for k, v in self.headers.items()
                    if k.lower() != "content-length"]
         body = self.data
-        headers.append(("Content-Length", str(len(body))))
+        if code == 204 or code == 304:
+            body = b""
+        else:
+            headers.append(("Content-Length", str(len(body))))
         start_response(status, headers)
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
@@ -1869,7 +1897,12 @@ _ENCODE = _make_encode()
 
 def _json_response(datum: Any, status: int = 200) -> Response:
     response = Response.__new__(Response)
-    response.data = _ENCODE(datum).encode("ascii")
+    try:
+        text = _ENCODE(datum)
+    except (ValueError, TypeError, RecursionError) as err:
+        err.__dict__["_cosmic_unwritable"] = True  # for the log line
+        raise
+    response.data = text.encode("ascii")
     response.status_code = status
     response.headers = {"Content-Type": _JSON_TYPE}
     return response
@@ -2197,6 +2230,119 @@ def _call_style(func: Callable, names: Iterable, skip: int = 0) -> bool:
     return len(params) == 1 and params[0].name not in names
 
 
+# -- Conditional requests (RFC 9110 section 13): ETag, If-Match, If-None-Match
+
+# etagc: visible ASCII but '"', and obs-text (RFC 9110 section 8.8.3).
+_OPAQUE_TAG = _re.compile(r"[\x21\x23-\x7e\x80-\xff]*\Z")
+_TAG_LIST = _re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
+# The tags of recently sent small bodies: hashing costs more than the rest
+# of a small GET, and the objects fetched most are those that change least.
+_TAGS: dict = {}
+_TAGS_SIZE = 1024
+_TAGS_BODY = 2048
+_blake2b: Any = None
+
+
+def _hash_tag(body: bytes) -> str:
+    """The quoted ETag of a representation: a hash of its JSON bytes."""
+    global _blake2b
+    tag = _TAGS.get(body)
+    if tag is None:
+        if _blake2b is None:
+            from hashlib import blake2b
+            _blake2b = blake2b
+        tag = '"%s"' % _blake2b(body, digest_size=16).hexdigest()
+        if len(body) <= _TAGS_BODY:
+            if len(_TAGS) >= _TAGS_SIZE:
+                _TAGS.clear()
+            _TAGS[body] = tag
+    return tag
+
+
+def _model_tag(func: Callable, model: str) -> Callable:
+    """The quoted tag of a model's own ``etag(id, rep)`` classmethod."""
+    def tag(ident, rep):
+        value = func(ident, rep)
+        if type(value) is not str or _OPAQUE_TAG.match(value) is None:
+            raise SpecError("%s.etag must return a str of visible ASCII "
+                            "characters other than '\"', got %s"
+                            % (model, _short_repr(value)))
+        return '"%s"' % value
+    return tag
+
+
+def _tags_match(header: str, tag: str, weak: bool) -> str | None:
+    """The tag of an If-Match (strong comparison) or If-None-Match (weak
+    comparison) list that matches ``tag`` (quoted), without its quotes;
+    ``"*"`` for any; None when none does (RFC 9110 sections 8.8.3.2,
+    13.1.1, 13.1.2)."""
+    header = header.strip()
+    if header == "*":
+        return "*"
+    if header == tag:
+        return tag[1:-1]
+    opaque = tag[1:-1]
+    for prefix, value in _TAG_LIST.findall(header):
+        if value == opaque and (weak or not prefix):
+            return value
+    return None
+
+
+def _preconditions(environ: dict, tag: str, what: str) -> str | None:
+    """Evaluate If-Match, then If-None-Match, for the current ``tag``
+    (RFC 9110 section 13.2.2). Returns the matched If-Match tag (None
+    without one); raises PreconditionFailed, or _NotModified for a GET."""
+    matched = None
+    header = environ.get("HTTP_IF_MATCH")
+    if header is not None:
+        matched = _tags_match(header, tag, False)
+        if matched is None:
+            raise PreconditionFailed("Precondition Failed: %s has changed "
+                                     "since the ETag in If-Match" % what)
+    header = environ.get("HTTP_IF_NONE_MATCH")
+    if header is not None and _tags_match(header, tag, True) is not None:
+        if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+            raise _NotModified
+        raise PreconditionFailed("Precondition Failed: %s matches "
+                                 "If-None-Match" % what)
+    return matched
+
+
+class _NotModified(Exception):
+    """A GET whose If-None-Match names the current tag: 304."""
+
+
+# PUT and DELETE of one object take one of these while the server compares
+# the tag and the model writes, so that no other write of this process
+# comes in between.
+_WRITE_LOCKS = [_threading.RLock() for _ in range(64)]
+
+
+def _write_lock(key: tuple) -> Any:
+    return _WRITE_LOCKS[hash(key) % len(_WRITE_LOCKS)]
+
+
+def _mark_return_error(err: BaseException, what: str) -> None:
+    """Say in the log that a return value failed, not the server."""
+    if isinstance(err, ValidationError):
+        note = "failed validation: %s" % err
+    elif getattr(err, "_cosmic_unwritable", False):
+        note = "cannot be written as JSON: %s" % _return_value_cause(err)
+    else:
+        return
+    if getattr(err, "_cosmic_return", None) is None:
+        err.__dict__["_cosmic_return"] = "Return value of %s %s" % (what,
+                                                                    note)
+
+
+def _return_value_cause(err: BaseException) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deep"
+    if isinstance(err, ValueError) and "digits" in str(err):
+        return "an integer has more digits than Python writes (%s)" % err
+    return "%s: %s" % (type(err).__name__, err)
+
+
 class Endpoint:
     """One kind of HTTP exchange, used by servers and clients alike.
 
@@ -2240,18 +2386,28 @@ class Endpoint:
             response._err = err
             return response
         try:
-            if timeout is not None:
-                func_output = _call_with_timeout(self.handler, func_input,
-                                                 timeout)
-            else:
-                func_output = self.handler(**func_input)
+            func_output = self._call(request, url_args, func_input, timeout)
         except NotFound:
             if self.not_found_is_404:
                 return error_response("Not Found", 404)
             raise
-        if hooks is None:
-            return self.build_response(func_input, func_output)
-        return hooks.build_response(self, func_input, func_output)
+        try:
+            if hooks is None:
+                return self.build_response(func_input, func_output)
+            return hooks.build_response(self, func_input, func_output)
+        except Exception as err:
+            _mark_return_error(err, self._what)
+            raise
+
+    def _call(self, request: Request, url_args: dict, func_input: dict,
+              timeout: float | None) -> Any:
+        if timeout is not None:
+            return _call_with_timeout(self.handler, func_input, timeout)
+        return self.handler(**func_input)
+
+    @property
+    def _what(self) -> str:
+        return type(self).__name__
 
     def build_response(self, func_input: dict, func_output: Any) -> Response:
         """The response for the handler's result, type-checked."""
@@ -2308,6 +2464,8 @@ def _check_status(endpoint: Endpoint, res: Any) -> None:
             errors = body.get("errors")
             if not isinstance(errors, list):
                 errors = None
+        if code == 412:
+            raise _RemotePreconditionFailed(message, errors)
         raise RemoteHTTPError(code, message, errors)
 
 
@@ -2395,6 +2553,10 @@ class ActionEndpoint(Endpoint):
     def handler(self, **func_input: Any) -> Any:
         return self.func(**func_input)
 
+    @property
+    def _what(self) -> str:
+        return "action " + self.action_name
+
     def build_response(self, func_input, func_output) -> Response:
         if self._dump is None:
             if func_output is not None:
@@ -2423,6 +2585,8 @@ class ActionEndpoint(Endpoint):
 class _ModelEndpoint(Endpoint):
     """Shared by the five model endpoints."""
 
+    method_name = ""
+
     def __init__(self, api: Any, model_name: str) -> None:
         super().__init__(api)
         self.model_name = model_name
@@ -2433,6 +2597,9 @@ class _ModelEndpoint(Endpoint):
         self.representation._inner  # compiled now, before any request
         self.patch._inner
         self.func = None
+        self.etags = True
+        self._get: Callable | None = None  # get_by_id, to compare tags
+        self._tag: Callable | None = None  # the model's own etag, quoted
         namespace = getattr(api.models, model_name, None) \
             if isinstance(api, API) else None
         if namespace is not None:
@@ -2440,6 +2607,31 @@ class _ModelEndpoint(Endpoint):
             if self.method_name in ("get_by_id", "delete") and \
                     _first_param(self.func) == "id":
                 self.handler = self.func  # the same call, one frame less
+            getter = namespace.get_by_id
+            if getattr(getter, "__func__", None) is not \
+                    BaseModel.get_by_id.__func__:  # type: ignore[attr-defined]
+                self._get = getter
+            etag = getattr(api._model_classes.get(model_name), "etag", None)
+            if etag is not None:
+                self._tag = _model_tag(etag, model_name)
+
+    @property
+    def _what(self) -> str:
+        return "%s.%s" % (self.model_name, self.method_name)
+
+    def _object(self, ident: str) -> str:
+        return "%s %s" % (self.model_name, _short_repr(ident))
+
+    def _current_tag(self, ident: str, rep: Any,
+                     body: bytes | None = None) -> str:
+        """The quoted ETag of an object: the model's own, or a hash of
+        the representation a GET sends (``body``, when already made)."""
+        if self._tag is not None:
+            return self._tag(ident, rep)
+        if body is None:
+            body = _ENCODE(self.representation._dump((ident, rep))).encode(
+                "ascii")
+        return _hash_tag(body)
 
     def _href(self, ident: str) -> str:
         if type(ident) is not str:
@@ -2488,20 +2680,54 @@ class GetByIdEndpoint(_ModelEndpoint):
         return self.func(id)
 
     def build_response(self, func_input, func_output):
-        return _json_response(
-            self.representation._dump((func_input["id"], func_output)))
+        ident = func_input["id"]
+        response = _json_response(
+            self.representation._dump((ident, func_output)))
+        if self.etags:
+            response.headers["ETag"] = self._current_tag(
+                ident, func_output, response.data)
+        return response
 
     def _serve(self, request, url_args, timeout, hooks=None):
-        if hooks is not None or timeout is not None or \
-                _sends_body(request.environ):
-            return _ModelEndpoint._serve(self, request, url_args, timeout,
-                                         hooks)
+        environ = request.environ
+        if hooks is not None or timeout is not None or _sends_body(environ):
+            response = _ModelEndpoint._serve(self, request, url_args,
+                                             timeout, hooks)
+            tag = response.headers.get("ETag")
+            if tag is not None and response.status_code == 200 and (
+                    "HTTP_IF_NONE_MATCH" in environ or
+                    "HTTP_IF_MATCH" in environ):
+                return self._conditional(environ, tag, url_args, response)
+            return response
         ident = url_args["id"]  # no body: nothing to parse
         try:
             rep = self.func(ident)
         except NotFound:
             return error_response("Not Found", 404)
-        return _json_response(self.representation._dump((ident, rep)))
+        try:
+            response = _json_response(self.representation._dump((ident, rep)))
+        except Exception as err:
+            _mark_return_error(err, self._what)
+            raise
+        if self.etags:
+            if self._tag is None:
+                tag = _TAGS.get(response.data)  # _hash_tag, inline
+                if tag is None:
+                    tag = _hash_tag(response.data)
+            else:
+                tag = self._tag(ident, rep)
+            response.headers["ETag"] = tag
+            if "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ:
+                return self._conditional(environ, tag, url_args, response)
+        return response
+
+    def _conditional(self, environ: dict, tag: str, url_args: dict,
+                     response: Response) -> Response:
+        try:
+            _preconditions(environ, tag, self._object(url_args["id"]))
+        except _NotModified:
+            return Response(b"", 304, {"ETag": tag})
+        return response
 
     def build_request(self, id: str) -> _ClientRequest:
         return _ClientRequest("GET", self._href(id), "", {})
@@ -2544,6 +2770,9 @@ class CreateEndpoint(_ModelEndpoint):
         response = _json_response(
             self.representation.to_json((ident, rep)), 201)
         response.headers["Location"] = self._href(ident)
+        if self.etags:
+            response.headers["ETag"] = self._current_tag(ident, rep,
+                                                         response.data)
         return response
 
     def build_request(self, *args: Any, **fields: Any) -> _ClientRequest:
@@ -2558,7 +2787,64 @@ class CreateEndpoint(_ModelEndpoint):
         return self.representation.from_json(_response_json(res))
 
 
-class UpdateEndpoint(_ModelEndpoint):
+class _WriteEndpoint(_ModelEndpoint):
+    """PUT and DELETE of one object: the conditions of If-Match and
+    If-None-Match, compared with the object as get_by_id returns it.
+
+    The comparison and the model's write hold a lock of this process, so
+    no other PUT or DELETE that this process serves comes in between; a
+    model that keeps its objects elsewhere reads ``if_match()`` to make
+    its own check atomic there.
+    """
+
+    def _call(self, request, url_args, func_input, timeout):
+        if not self.etags:
+            return Endpoint._call(self, request, url_args, func_input,
+                                  timeout)
+        ident = url_args["id"]
+        environ = request.environ
+        with _write_lock((self.api.name, self.model_name, ident)):
+            if "HTTP_IF_MATCH" not in environ and \
+                    "HTTP_IF_NONE_MATCH" not in environ:
+                return Endpoint._call(self, request, url_args, func_input,
+                                      timeout)
+            if self._get is None:
+                raise PreconditionFailed(
+                    "Precondition Failed: %s has no get_by_id to compare "
+                    "the ETag with" % self.model_name)
+            tag = self._current_tag(ident, self._get(ident))
+            matched = _preconditions(environ, tag, self._object(ident))
+            token = _if_match.set(matched)
+            try:
+                return Endpoint._call(self, request, url_args, func_input,
+                                      timeout)
+            finally:
+                _if_match.reset(token)
+
+
+def _if_match_header(headers: dict, tag: str | None) -> dict:
+    """Client side: ``headers`` with If-Match for a tag (unquoted)."""
+    if tag is None:
+        return headers
+    if type(tag) is not str or (
+            tag != "*" and _OPAQUE_TAG.match(tag) is None):
+        raise ValidationError("Invalid If-Match tag", tag)
+    headers["If-Match"] = tag if tag == "*" else '"%s"' % tag
+    return headers
+
+
+def _response_tag(response: Any) -> str | None:
+    """Client side: the ETag of an answer, without quotes (or None)."""
+    value = response.headers.get("etag")
+    if value is None:
+        return None
+    value = value.strip().removeprefix("W/")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return value
+
+
+class UpdateEndpoint(_WriteEndpoint):
     """``PUT /<Model>/<id>``: apply a patch, or 404."""
 
     method = "PUT"
@@ -2585,24 +2871,32 @@ class UpdateEndpoint(_ModelEndpoint):
         return self.func(id, **patch)
 
     def build_response(self, func_input, func_output):
-        return _json_response(
-            self.representation.to_json((func_input["id"], func_output)))
+        ident = func_input["id"]
+        response = _json_response(
+            self.representation.to_json((ident, func_output)))
+        if self.etags:
+            response.headers["ETag"] = self._current_tag(
+                ident, func_output, response.data)
+        return response
 
-    def build_request(self, id: str, *args: Any, **fields: Any):
+    def build_request(self, id: str, *args: Any, _if_match: str | None = None,
+                      **fields: Any):
         if len(args) == 1 and not fields and isinstance(args[0], dict):
             fields = args[0]
         elif args:
             raise SpecError("update takes the id, then the fields as "
                             "keywords or one dict")
         href = self._href(id)
-        return _client_request("PUT", href, self._patch_json(id, fields))
+        request = _client_request("PUT", href, self._patch_json(id, fields))
+        _if_match_header(request.headers, _if_match)
+        return request
 
     def parse_response(self, res):
         _check_status(self, res)
         return self.representation.from_json(_response_json(res))[1]
 
 
-class DeleteEndpoint(_ModelEndpoint):
+class DeleteEndpoint(_WriteEndpoint):
     """``DELETE /<Model>/<id>``: 204, or 404."""
 
     method = "DELETE"
@@ -2621,8 +2915,10 @@ class DeleteEndpoint(_ModelEndpoint):
     def build_response(self, func_input, func_output):
         return Response(b"", 204)
 
-    def build_request(self, id: str) -> _ClientRequest:
-        return _ClientRequest("DELETE", self._href(id), "", {})
+    def build_request(self, id: str,
+                      _if_match: str | None = None) -> _ClientRequest:
+        return _ClientRequest("DELETE", self._href(id), "",
+                              _if_match_header({}, _if_match))
 
     def parse_response(self, res):
         _check_status(self, res)
@@ -2729,7 +3025,7 @@ class _Route:
 class _Routes:
     """Every route of one API, built once per change of the API."""
 
-    def __init__(self, api: API) -> None:
+    def __init__(self, api: API, etags: bool = True) -> None:
         self.version = api._version
         self.spec = _Route({"GET": SpecEndpoint(api)})
         self.openapi = _Route({"GET": _OpenAPIEndpoint(api)})
@@ -2743,7 +3039,8 @@ class _Routes:
             for cls in _MODEL_ENDPOINTS:
                 if model["methods"][cls.method_name]:
                     table = items if cls.on_item else lists
-                    table[cls.method] = cls(api, name)
+                    endpoint = table[cls.method] = cls(api, name)
+                    endpoint.etags = etags
             self.items[name] = _Route(items)
             self.lists[name] = _Route(lists)
 
@@ -2755,7 +3052,7 @@ _ID_PREFIX = "%08x-" % (abs(hash(object())) & 0xFFFFFFFF)
 
 _SERVER_OPTIONS = frozenset((
     "max_content_length", "max_json_depth", "max_url_length",
-    "handler_timeout", "cors_origins", "docs"))
+    "handler_timeout", "cors_origins", "docs", "etags"))
 
 
 class Server:
@@ -2765,7 +3062,8 @@ class Server:
     ``build_response``, ``unhandled_exception_hook``, ``dispatch_request``.
     Limits are attributes (or keyword arguments): ``max_content_length``
     (bytes, 1 MiB), ``max_json_depth`` (100), ``max_url_length`` (16 KiB),
-    ``handler_timeout`` (seconds, None for no limit), ``cors_origins``.
+    ``handler_timeout`` (seconds, None for no limit), ``cors_origins``,
+    ``etags`` (False: no ETag, and If-Match and If-None-Match ignored).
     """
 
     max_content_length = 1 << 20
@@ -2774,6 +3072,7 @@ class Server:
     handler_timeout: float | None = None
     cors_origins: Any = ()
     docs = True
+    etags = True
 
     def __init__(self, api: API, debug: bool = False, **options: Any) -> None:
         self.api = api
@@ -2797,7 +3096,7 @@ class Server:
     def _get_routes(self) -> _Routes:
         routes = self._routes
         if routes is None or routes.version != self.api._version:
-            routes = self._routes = _Routes(self.api)
+            routes = self._routes = _Routes(self.api, self.etags)
         return routes
 
     def wsgi_app(self, environ: dict, start_response: Callable) -> Any:
@@ -2840,8 +3139,12 @@ class Server:
             if "Content-Length" in headers or "content-length" in headers:
                 headers = {k: v for k, v in headers.items()
                            if k.lower() != "content-length"}
-            pairs = [*headers.items(), ("X-Request-ID", request_id),
-                     ("Content-Length", str(len(body)))]
+            if code == 204 or code == 304:  # no body (RFC 9110 8.6)
+                body = b""
+                pairs = [*headers.items(), ("X-Request-ID", request_id)]
+            else:
+                pairs = [*headers.items(), ("X-Request-ID", request_id),
+                         ("Content-Length", str(len(body)))]
             start_response(_STATUS.get(code) or _status_line(code), pairs)
             if environ["REQUEST_METHOD"] == "HEAD":
                 return []
@@ -2943,8 +3246,13 @@ class Server:
                 path = request.path
             except HTTPError:
                 path = request.environ.get("PATH_INFO", "-")
+        note = getattr(exc, "_cosmic_return", None)
+        if note is None:
+            note = "Unhandled exception"
+        else:  # the handler's value, not the server, is at fault
+            note = _log_safe(note)
         logging.getLogger("cosmic").error(
-            "Unhandled exception in %s %s (request %s)", _log_safe(method),
+            "%s in %s %s (request %s)", note, _log_safe(method),
             _log_safe(path), request_id,
             exc_info=(type(exc), exc, exc.__traceback__))
         return error_response("Internal Server Error", 500)
@@ -2961,7 +3269,8 @@ class Server:
         origin = self._cors_origin(environ)
         if origin is not None:
             headers["Access-Control-Allow-Origin"] = origin
-            headers["Access-Control-Expose-Headers"] = "Location, X-Request-ID"
+            headers["Access-Control-Expose-Headers"] = \
+                "Location, X-Request-ID, ETag"
         headers["Vary"] = "Origin"
 
     def _preflight(self, environ: dict, route: _Route) -> Response:
@@ -3174,14 +3483,21 @@ class BaseAPIClient(BaseAPI):
         """Build, send and parse one call to ``endpoint``.
 
         ``_timeout=seconds`` (never a field name: fields cannot start with
-        ``_``) overrides the client's timeout for this call.
+        ``_``) overrides the client's timeout for this call;
+        ``_with_etag=True`` returns ``(result, etag)``, the answer's ETag
+        without quotes (None without one), and ``_if_match=etag`` (update,
+        delete) makes the call conditional: a 412 raises PreconditionFailed.
         """
         timeout = kwargs.pop("_timeout", None)
+        with_etag = kwargs.pop("_with_etag", False)
         request = self.build_request(endpoint, *args, **kwargs)
         if timeout is not None:
             request.timeout = timeout
         response = self.make_request(endpoint, request)
-        return self.parse_response(endpoint, response)
+        result = self.parse_response(endpoint, response)
+        if with_etag:
+            return result, _response_tag(response)
+        return result
 
     def build_request(self, endpoint: Endpoint, *args: Any,
                       **kwargs: Any) -> _ClientRequest:
@@ -3698,6 +4014,22 @@ class ThreadLocalDict(_Swappable):
 
 
 cosmos = SwappableDict()
+
+_if_match: _contextvars.ContextVar = _contextvars.ContextVar(
+    "cosmic_if_match", default=None)
+
+
+def if_match() -> str | None:
+    """The If-Match tag of the request being served, without its quotes.
+
+    ``"*"`` for ``If-Match: *``, None when the request sent none. Set
+    while a model's ``update`` or ``delete`` runs, after the server found
+    that the tag matches the object as ``get_by_id`` returns it, so that
+    the model can make its check and its write one statement
+    (``UPDATE ... WHERE id = ? AND version = ?``) and raise
+    ``PreconditionFailed`` when no row matched.
+    """
+    return _if_match.get()
 
 
 # -- Testing helpers (cosmic.testing) -----------------------------------------
@@ -5631,6 +5963,8 @@ _OA_ERRORS = {
     "400": "Bad request: Content-Type, charset, UTF-8, JSON, the body's or "
            "the query's schema, or a rule of the API refused it",
     "404": "No object with this id",
+    "412": "Precondition Failed: the object changed since the ETag in "
+           "If-Match (or If-None-Match names its current ETag)",
     "413": "Request body larger than the server accepts",
     "500": "Unexpected error in the server; the body tells nothing more",
     "default": "Another error: raised by the API's code or a server hook "
@@ -5685,6 +6019,25 @@ def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
     return param
 
 
+_OA_ETAG = {"ETag": {
+    "description": "The object's current entity tag (RFC 9110 section "
+                   "8.8.3), for If-Match and If-None-Match",
+    "schema": {"type": "string"}}}
+
+
+def _oa_condition(header: str, description: str) -> dict:
+    return {"name": header, "in": "header", "required": False,
+            "description": description, "schema": {"type": "string"}}
+
+
+_OA_IF_MATCH = _oa_condition(
+    "If-Match", "Act only if the object's ETag is one of these (or * for "
+    "any): else 412, and nothing changes")
+_OA_IF_NONE_MATCH = _oa_condition(
+    "If-None-Match", "Answer 304 (GET) or 412 (PUT, DELETE) if the "
+    "object's ETag is one of these (or * for any)")
+
+
 def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
                     refs: dict, ops: list) -> dict:
     """The path items of one model's enabled methods (WIRE.md 6.3-6.7).
@@ -5713,34 +6066,43 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
                            "API's own rules may refuse it (400).",
             "requestBody": _oa_body_param(patch, "The new object's fields"),
             "responses": _oa_responses({"201": _oa_object(
-                rep, "Created", {"Location": {
+                rep, "Created", dict({"Location": {
                     "description": "The new object's path, /%s/<id> with "
                                    "the id percent-encoded" % name,
                     "required": True, "schema": {"type": "string"}}},
+                    **_OA_ETAG),
             )}, ("400", "413", "500"), shared),
         }
     if enabled.get("get_by_id"):
         item["get"] = {
             "summary": "Get a %s" % name,
+            "parameters": [_OA_IF_NONE_MATCH, _OA_IF_MATCH],
             "responses": _oa_responses(
-                {"200": _oa_object(rep, "The object")},
-                ("400", "404", "413", "500"), shared),
+                {"200": _oa_object(rep, "The object", _OA_ETAG),
+                 "304": {"description": "Not Modified: If-None-Match "
+                                        "names the current ETag; no body",
+                         "headers": _OA_ETAG}},
+                ("400", "404", "412", "413", "500"), shared),
         }
     if enabled.get("update"):
         item["put"] = {
             "summary": "Update a %s" % name,
             "description": "Only the fields in the patch change; the API's "
                            "own rules may refuse it (400).",
+            "parameters": [_OA_IF_MATCH, _OA_IF_NONE_MATCH],
             "requestBody": _oa_body_param(patch, "The fields to change"),
             "responses": _oa_responses(
-                {"200": _oa_object(rep, "The object after the update")},
-                ("400", "404", "413", "500"), shared),
+                {"200": _oa_object(rep, "The object after the update",
+                                   _OA_ETAG)},
+                ("400", "404", "412", "413", "500"), shared),
         }
     if enabled.get("delete"):
         item["delete"] = {
             "summary": "Delete a %s" % name,
+            "parameters": [_OA_IF_MATCH, _OA_IF_NONE_MATCH],
             "responses": _oa_responses({"204": {"description": "Deleted"}},
-                                       ("400", "404", "413", "500"), shared),
+                                       ("400", "404", "412", "413", "500"),
+                                       shared),
         }
     paths = {}
     method_names = {"get": "get_list", "post": "create"}
@@ -5930,17 +6292,18 @@ _ALIASES = {
     "models": ["BaseModel"],
     "types": _TYPE_NAMES,
     "exceptions": ["SpecError", "NotFound", "HTTPError", "RemoteHTTPError",
-                   "ThreadLocalMissing", "ValidationError"],
+                   "PreconditionFailed", "ThreadLocalMissing",
+                   "ValidationError"],
     "http": ["Server", "Request", "Response", "error_response", "Endpoint",
              "SpecEndpoint", "ActionEndpoint", "GetByIdEndpoint",
              "CreateEndpoint", "UpdateEndpoint", "DeleteEndpoint",
              "GetListEndpoint", "NotFound", "HTTPError", "RemoteHTTPError",
-             "SpecError"] + _TYPE_NAMES,
+             "PreconditionFailed", "if_match", "SpecError"] + _TYPE_NAMES,
     "client": ["BaseAPIClient", "APIClient", "WsgiAPIClient",
                "ClientLoggingMixin", "connect"],
     "globals": ["ThreadLocalDict", "SwappableDict", "thread_local",
                 "thread_local_middleware", "ensure_thread_local", "storage",
-                "cosmos"],
+                "cosmos", "if_match"],
     "tools": ["get_args", "args_to_datum", "assert_is_compatible",
               "serialize_json", "deserialize_json", "string_to_json",
               "validate_underscore_identifier", "is_string_type"],

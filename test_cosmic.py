@@ -2505,8 +2505,8 @@ class TestActions(unittest.TestCase):
         self.assertEqual((status, body, headers["content-length"]),
                          (200, b'"kimchi"', "8"))
         status, headers, body = _sv_call(app, "POST", "/actions/noop")
-        self.assertEqual((status, body, headers["content-length"]),
-                         (204, b"", "0"))
+        self.assertEqual((status, body), (204, b""))
+        self.assertNotIn("content-length", headers)  # RFC 9110 8.6
         self.assertNotIn("content-type", headers)
         status, headers, body = _sv_call(app, "POST", "/actions/pluralize",
                                          b"1", _sv_JSON)
@@ -2843,7 +2843,7 @@ class TestRouting(unittest.TestCase):
                 self.assertEqual((status, body), (204, b""))
                 self.assertEqual(_sv_allow(headers), allow)
                 self.assertNotIn("content-type", headers)
-                self.assertEqual(headers["content-length"], "0")
+                self.assertNotIn("content-length", headers)
         self.assertEqual(self.log, [])
 
     def test_head_is_get_without_body(self):
@@ -3319,13 +3319,13 @@ class TestResponses(unittest.TestCase):
                 status, headers, body = _sv_call(self.app, method, path,
                                                  data, _sv_JSON)
                 self.assertEqual(status, code)
-                self.assertEqual(headers["content-length"], str(len(body)))
-                if code == 204:
+                if code == 204:  # no body, so no length (RFC 9110 8.6)
                     self.assertEqual(body, b"")
                     self.assertNotIn("content-type", headers)
-                else:
-                    self.assertEqual(headers["content-type"],
-                                     "application/json")
+                    self.assertNotIn("content-length", headers)
+                    continue
+                self.assertEqual(headers["content-length"], str(len(body)))
+                self.assertEqual(headers["content-type"], "application/json")
 
     def test_json_output_uses_default_dumps(self):
         status, _, body = _sv_json(self.app, "POST", "/actions/echo",
@@ -3922,8 +3922,8 @@ class TestModels(unittest.TestCase):
 
     def test_delete(self):
         status, headers, body = _sv_call(self.app, "DELETE", "/City/1")
-        self.assertEqual((status, body, headers["content-length"]),
-                         (204, b"", "0"))
+        self.assertEqual((status, body), (204, b""))
+        self.assertNotIn("content-length", headers)
         self.assertNotIn("content-type", headers)
         self.assertEqual(self.cities, {"0": {"name": "Toronto"}})
         status, _, body = _sv_call(self.app, "GET", "/City/1")
@@ -7715,12 +7715,13 @@ class TestOpenAPIDocument(unittest.TestCase):
         codes = {(m, p): list(op["responses"])
                  for m, p, op in _oa_operations(self.doc)}
         errors = ["400", "413", "500", "default"]
-        with_404 = ["400", "404", "413", "500", "default"]
+        with_412 = ["400", "404", "412", "413", "500", "default"]
         self.assertEqual(codes["POST", "/actions/count"], ["200"] + errors)
         self.assertEqual(codes["GET", "/Animal"], ["200"] + errors)
         self.assertEqual(codes["POST", "/Animal"], ["201"] + errors)
-        self.assertEqual(codes["GET", "/Animal/{id}"], ["200"] + with_404)
-        self.assertEqual(codes["PUT", "/Animal/{id}"], ["200"] + with_404)
+        self.assertEqual(codes["GET", "/Animal/{id}"],
+                         ["200", "304"] + with_412)
+        self.assertEqual(codes["PUT", "/Animal/{id}"], ["200"] + with_412)
         self.assertEqual(codes["GET", "/spec.json"],
                          ["200", "500", "default"])
 
@@ -7756,7 +7757,7 @@ class TestOpenAPIDocument(unittest.TestCase):
         self.assertEqual(op["operationId"], "Sphere_delete")
         self.assertEqual(op["responses"]["204"], {"description": "Deleted"})
         self.assertEqual(list(op["responses"]),
-                         ["204", "400", "404", "413", "500", "default"])
+                         ["204", "400", "404", "412", "413", "500", "default"])
 
     def test_query_parameters(self):
         params = self.doc["paths"]["/Animal"]["get"]["parameters"]
@@ -10712,8 +10713,10 @@ class TestHardeningHostileInput(unittest.TestCase):
         if answer.status == 204:
             self.assertEqual(answer.body, b"")
             self.assertNotIn("content-type", answer.headers)
-        self.assertEqual(int(answer.headers["content-length"]),
-                         len(answer.body))
+            self.assertNotIn("content-length", answer.headers)
+        else:
+            self.assertEqual(int(answer.headers["content-length"]),
+                             len(answer.body))
         if case["max_body"] is not None:
             self.assertLessEqual(len(answer.body), case["max_body"])
         if case["max_seconds"] is not None:
@@ -11105,7 +11108,7 @@ class TestHardeningLocationHeader(unittest.TestCase):
                 self.assertEqual(answer.headers["location"], location)
                 self.assertEqual(
                     sorted(answer.headers),
-                    ["content-length", "content-type", "location",
+                    ["content-length", "content-type", "etag", "location",
                      "x-request-id"])
                 if "/" in ident:
                     continue  # %2F adds a path segment (WIRE.md 2.1)
@@ -11131,7 +11134,7 @@ class TestHardeningLocationHeader(unittest.TestCase):
                 self.assertEqual(
                     sorted(name.lower() for name, _ in answer.pairs),
                     ["connection", "content-length", "content-type", "date",
-                     "location", "x-request-id"])
+                     "etag", "location", "x-request-id"])
 
 
 # == 2. faults in user code ===================================================
@@ -12994,6 +12997,519 @@ class TestPlanetariumExample(unittest.TestCase):
 
 # == app2 ====================================================================
 # WSGI application, round two: return values, limits, scopes, HTTP details, conditional requests
+
+
+def _app_towns(etag=None, log=None, slow=None):
+    """A Town model for conditional requests; (api, towns, log).
+
+    ``etag``: a version-based ``etag`` classmethod when true, and update
+    and delete then check ``if_match()`` against the version themselves.
+    ``slow``: an Event the update waits on (to widen a race).
+    """
+    log = log if log is not None else []
+    towns = {"1": {"name": "Lund", "version": 1},
+             "2": {"name": "Malmo", "version": 1}}
+    api = API("towns")
+
+    class Town(BaseModel):
+        methods = ["get_by_id", "get_list", "create", "update", "delete"]
+        properties = [required("name", String)]
+
+        @classmethod
+        def get_by_id(cls, id):
+            try:
+                return dict(towns[id])
+            except KeyError:
+                raise NotFound from None
+
+        @classmethod
+        def get_list(cls):
+            return [(k, dict(v)) for k, v in towns.items()]
+
+        @classmethod
+        def create(cls, patch):
+            new_id = str(len(towns) + 1)
+            towns[new_id] = dict(patch, version=1)
+            return new_id, dict(towns[new_id])
+
+        @classmethod
+        def update(cls, id, patch):
+            log.append(("update", id, cosmic.if_match()))
+            if id not in towns:
+                raise NotFound
+            if slow is not None:
+                slow.wait(0.05)
+            if etag:
+                cls.check(id)
+            towns[id] = dict(towns[id], **patch)
+            towns[id]["version"] += 1
+            return dict(towns[id])
+
+        @classmethod
+        def delete(cls, id):
+            log.append(("delete", id, cosmic.if_match()))
+            if id not in towns:
+                raise NotFound
+            if etag:
+                cls.check(id)
+            del towns[id]
+
+        @classmethod
+        def check(cls, id):
+            tag = cosmic.if_match()
+            if tag not in (None, "*") and tag != "v%d" % towns[id]["version"]:
+                raise cosmic.PreconditionFailed("Town %s changed" % id)
+
+    if etag:
+        Town.etag = classmethod(
+            lambda cls, id, rep: "v%d" % rep["version"])
+    api.model(Town)
+    return api, towns, log
+
+
+def _app_get(app, path, headers=None, method="GET"):
+    return _sv_call(app, method, path, headers=headers)
+
+
+class TestConditionalRequests(unittest.TestCase):
+    """ETag on GET /<Model>/<id>; If-None-Match, If-Match (RFC 9110 13)."""
+
+    def setUp(self):
+        _sv_isolate(self)
+        self.api, self.towns, self.log = _app_towns()
+        self.app = Server(self.api).wsgi_app
+
+    def tag(self, path="/Town/1"):
+        status, headers, _ = _app_get(self.app, path)
+        self.assertEqual(status, 200)
+        return headers["etag"]
+
+    def test_get_has_a_strong_tag_from_the_representation(self):
+        status, headers, body = _app_get(self.app, "/Town/1")
+        self.assertEqual(status, 200)
+        tag = headers["etag"]
+        self.assertRegex(tag, r'\A"[0-9a-f]{32}"\Z')
+        self.assertEqual(tag, '"%s"' % hashlib.blake2b(
+            body, digest_size=16).hexdigest())
+        self.assertEqual(self.tag(), tag)  # the same for the same object
+        self.assertNotEqual(self.tag("/Town/2"), tag)
+        status, head, _ = _app_get(self.app, "/Town/1", method="HEAD")
+        self.assertEqual(head["etag"], tag)
+        self.towns["1"]["name"] = "Lund C"
+        self.assertNotEqual(self.tag(), tag)
+        # Only what is sent counts: the version is not a property.
+        self.towns["1"] = {"name": "Lund C", "version": 7}
+        self.assertEqual(self.tag(), self.tag())
+
+    def test_if_none_match_gives_304_without_body_or_length(self):
+        tag = self.tag()
+        for header in (tag, "W/" + tag, '"other", ' + tag, "*",
+                       ' %s ,"x"' % tag):
+            for method in ("GET", "HEAD"):
+                with self.subTest(header=header, method=method):
+                    status, headers, body = _app_get(
+                        self.app, "/Town/1", {"If-None-Match": header},
+                        method)
+                    self.assertEqual((status, body), (304, b""))
+                    self.assertNotIn("content-length", headers)
+                    self.assertNotIn("content-type", headers)
+                    self.assertEqual(headers["etag"], tag)
+        for header in ('"other"', tag[:-2] + '"', 'W/"x"'):
+            with self.subTest(header=header):
+                status, headers, body = _app_get(
+                    self.app, "/Town/1", {"If-None-Match": header})
+                self.assertEqual(status, 200)
+                self.assertEqual(headers["etag"], tag)
+                self.assertEqual(json.loads(body)["name"], "Lund")
+
+    def test_if_match_on_get(self):
+        tag = self.tag()
+        status, _, _ = _app_get(self.app, "/Town/1", {"If-Match": tag})
+        self.assertEqual(status, 200)
+        status, _, body = _app_get(self.app, "/Town/1",
+                                   {"If-Match": '"stale"'})
+        self.assertEqual(status, 412)
+        self.assertIn("Precondition Failed", json.loads(body)["error"])
+
+    def test_put_with_if_match(self):
+        tag = self.tag()
+        patch = {"name": "Lund N"}
+        status, headers, body = _sv_json(self.app, "PUT", "/Town/1", patch,
+                                         {"If-Match": tag})
+        self.assertEqual(status, 200)
+        new_tag = headers["etag"]
+        self.assertNotEqual(new_tag, tag)
+        self.assertEqual(new_tag, self.tag())  # what a GET says next
+        self.assertEqual(self.log, [("update", "1", tag[1:-1])])
+        # The old tag no longer matches: 412, and nothing changes.
+        status, headers, body = _sv_json(self.app, "PUT", "/Town/1",
+                                         {"name": "Lund X"},
+                                         {"If-Match": tag})
+        self.assertEqual((status, headers["content-type"]),
+                         (412, "application/json"))
+        self.assertEqual(json.loads(body), {"error": (
+            "Precondition Failed: Town '1' has changed since the ETag in "
+            "If-Match")})
+        self.assertEqual(self.towns["1"]["name"], "Lund N")
+        self.assertEqual(len(self.log), 1)
+        status, headers, body = _sv_json(
+            self.app, "PUT", "/Town/1", {"name": "Lund X"},
+            {"If-Match": tag, "Accept": "application/problem+json"})
+        self.assertEqual(headers["content-type"], "application/problem+json")
+        problem = json.loads(body)
+        self.assertEqual((problem["status"], problem["title"]),
+                         (412, "Precondition Failed"))
+        self.assertIn("has changed", problem["detail"])
+
+    def test_if_match_forms(self):
+        tag = self.tag()
+        table = [('"a", %s' % tag, 200), ("*", 200), ("W/" + tag, 412),
+                 ('"a"', 412), ("", 412), (tag[1:-1], 412)]
+        for header, want in table:
+            with self.subTest(header=header):
+                status, _, _ = _sv_json(self.app, "PUT", "/Town/1",
+                                        {"name": "Lund"}, {"If-Match": header})
+                self.assertEqual(status, want)
+
+    def test_without_if_match_nothing_changes(self):
+        status, headers, _ = _sv_json(self.app, "PUT", "/Town/1",
+                                      {"name": "Lund Y"})
+        self.assertEqual(status, 200)
+        self.assertIn("etag", headers)
+        self.assertEqual(self.log, [("update", "1", None)])
+        status, _, _ = _sv_call(self.app, "DELETE", "/Town/2")
+        self.assertEqual(status, 204)
+
+    def test_put_if_none_match_star_is_412(self):
+        status, _, _ = _sv_json(self.app, "PUT", "/Town/1", {"name": "Lu"},
+                                {"If-None-Match": "*"})
+        self.assertEqual(status, 412)
+        self.assertEqual(self.towns["1"]["name"], "Lund")
+
+    def test_delete_with_if_match(self):
+        tag = self.tag()
+        self.towns["1"]["name"] = "Changed"
+        status, headers, body = _sv_call(self.app, "DELETE", "/Town/1",
+                                         headers={"If-Match": tag})
+        self.assertEqual(status, 412)
+        self.assertIn("1", self.towns)
+        status, headers, body = _sv_call(self.app, "DELETE", "/Town/1",
+                                         headers={"If-Match": self.tag()})
+        self.assertEqual((status, body), (204, b""))
+        self.assertNotIn("content-length", headers)
+        self.assertNotIn("1", self.towns)
+
+    def test_missing_object_is_404_with_if_match(self):
+        for method in ("PUT", "DELETE"):
+            with self.subTest(method=method):
+                status, _, body = _sv_json(self.app, method, "/Town/9",
+                                           {"name": "X"}, {"If-Match": "*"}) \
+                    if method == "PUT" else _sv_call(
+                        self.app, method, "/Town/9",
+                        headers={"If-Match": "*"})
+                self.assertEqual((status, body), (404, _sv_err("Not Found")))
+
+    def test_invalid_body_is_400_before_the_condition(self):
+        status, _, _ = _sv_json(self.app, "PUT", "/Town/1", {"name": 3},
+                                {"If-Match": '"stale"'})
+        self.assertEqual(status, 400)
+
+    def test_create_answers_the_new_tag(self):
+        status, headers, body = _sv_json(self.app, "POST", "/Town",
+                                         {"name": "Ystad"})
+        self.assertEqual(status, 201)
+        self.assertEqual(headers["etag"], self.tag(headers["location"]))
+
+    def test_etags_off(self):
+        app = Server(self.api, etags=False).wsgi_app
+        status, headers, _ = _app_get(app, "/Town/1")
+        self.assertEqual(status, 200)
+        self.assertNotIn("etag", headers)
+        status, _, _ = _app_get(app, "/Town/1", {"If-None-Match": "*"})
+        self.assertEqual(status, 200)
+        status, headers, _ = _sv_json(app, "PUT", "/Town/1", {"name": "Lu"},
+                                      {"If-Match": '"stale"'})
+        self.assertEqual(status, 200)
+        self.assertNotIn("etag", headers)
+        self.assertEqual(self.log, [("update", "1", None)])
+
+    def test_hooks_keep_the_tag(self):
+        class Hooked(Server):
+            def build_response(self, endpoint, func_input, func_output):
+                response = super().build_response(endpoint, func_input,
+                                                  func_output)
+                response.headers["X-Hooked"] = "1"
+                return response
+
+        app = Hooked(self.api).wsgi_app
+        status, headers, _ = _app_get(app, "/Town/1")
+        self.assertEqual((status, headers["x-hooked"]), (200, "1"))
+        tag = headers["etag"]
+        self.assertEqual(tag, self.tag())
+        status, headers, body = _app_get(app, "/Town/1",
+                                         {"If-None-Match": tag})
+        self.assertEqual((status, body), (304, b""))
+        app = Server(self.api, handler_timeout=5).wsgi_app
+        status, headers, body = _app_get(app, "/Town/1",
+                                         {"If-None-Match": tag})
+        self.assertEqual((status, body), (304, b""))
+
+    def test_one_process_lets_one_writer_win(self):
+        # Eight PUTs with the same tag at once: the comparison and the
+        # write hold one lock, so exactly one matches.
+        slow = threading.Event()
+        api, towns, log = _app_towns(slow=slow)
+        app = Server(api).wsgi_app
+        tag = _app_get(app, "/Town/1")[1]["etag"]
+        barrier = threading.Barrier(8)
+        results = []
+
+        def put(i):
+            barrier.wait()
+            results.append(_sv_json(app, "PUT", "/Town/1",
+                                    {"name": "T%d" % i},
+                                    {"If-Match": tag})[0])
+
+        threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        self.assertEqual(sorted(results), [200] + [412] * 7)
+        self.assertEqual(towns["1"]["version"], 2)
+
+    def test_cors_exposes_and_allows_the_headers(self):
+        app = Server(self.api, cors_origins="https://a.example").wsgi_app
+        status, headers, _ = _app_get(app, "/Town/1",
+                                      {"Origin": "https://a.example"})
+        self.assertIn("ETag", [h.strip() for h in headers[
+            "access-control-expose-headers"].split(",")])
+        status, headers, _ = _sv_call(app, "OPTIONS", "/Town/1", headers={
+            "Origin": "https://a.example",
+            "Access-Control-Request-Method": "PUT",
+            "Access-Control-Request-Headers": "If-Match, If-None-Match"})
+        self.assertEqual(status, 204)
+        self.assertEqual(headers["access-control-allow-headers"],
+                         "If-Match, If-None-Match")
+
+
+class TestModelETags(unittest.TestCase):
+    """A model's own ``etag`` and its atomic check through ``if_match()``."""
+
+    def setUp(self):
+        _sv_isolate(self)
+        self.api, self.towns, self.log = _app_towns(etag=True)
+        self.app = Server(self.api).wsgi_app
+
+    def test_the_models_tag_is_quoted(self):
+        status, headers, _ = _app_get(self.app, "/Town/1")
+        self.assertEqual(headers["etag"], '"v1"')
+        status, headers, _ = _sv_json(self.app, "PUT", "/Town/1",
+                                      {"name": "L"}, {"If-Match": '"v1"'})
+        self.assertEqual((status, headers["etag"]), (200, '"v2"'))
+        self.assertEqual(self.log, [("update", "1", "v1")])
+        status, headers, _ = _app_get(self.app, "/Town/1",
+                                      {"If-None-Match": '"v2"'})
+        self.assertEqual(status, 304)
+        status, _, _ = _sv_call(self.app, "DELETE", "/Town/1",
+                                headers={"If-Match": "*"})
+        self.assertEqual(status, 204)
+        self.assertEqual(self.log[-1], ("delete", "1", "*"))
+
+    def test_the_model_refuses_a_write_the_server_let_through(self):
+        # Another process wrote between the server's comparison and the
+        # model's own check: the model raises PreconditionFailed.
+        real = self.api._model_classes["Town"].get_by_id.__func__
+
+        def stale_read(cls, id):
+            rep = real(cls, id)
+            self.towns[id]["version"] += 1  # the write of someone else
+            return rep
+
+        self.api._model_classes["Town"].get_by_id = classmethod(stale_read)
+        self.api.models.Town.get_by_id = \
+            self.api._model_classes["Town"].get_by_id
+        app = Server(self.api).wsgi_app
+        status, _, body = _sv_json(app, "PUT", "/Town/1", {"name": "L"},
+                                   {"If-Match": '"v1"'})
+        self.assertEqual((status, body), (412, _sv_err("Town 1 changed")))
+        self.assertEqual(self.towns["1"]["name"], "Lund")
+
+    def test_if_match_outside_a_request_is_none(self):
+        self.assertIsNone(cosmic.if_match())
+        _sv_json(self.app, "PUT", "/Town/1", {"name": "L"},
+                 {"If-Match": '"v1"'})
+        self.assertIsNone(cosmic.if_match())
+
+    def test_a_bad_tag_from_the_model_is_a_logged_500(self):
+        for bad in (3, 'has"quote', "sp ace", None):
+            with self.subTest(bad=bad):
+                self.api._model_classes["Town"].etag = classmethod(
+                    lambda cls, id, rep: bad)
+                app = Server(self.api).wsgi_app
+                with self.assertLogs("cosmic", "ERROR") as cm:
+                    status, _, _ = _app_get(app, "/Town/1")
+                self.assertEqual(status, 500)
+                self.assertIn("Town.etag must return a str", cm.output[0])
+
+    def test_model_without_get_by_id(self):
+        api = API("bare")
+
+        @api.model
+        class Note(BaseModel):
+            methods = ["update"]
+            properties = [optional("text", String)]
+
+            @classmethod
+            def update(cls, id, patch):
+                return patch
+
+        app = Server(api).wsgi_app
+        status, _, body = _sv_json(app, "PUT", "/Note/1", {"text": "a"},
+                                   {"If-Match": '"x"'})
+        self.assertEqual(status, 412)
+        self.assertIn("no get_by_id", json.loads(body)["error"])
+        status, _, _ = _sv_json(app, "PUT", "/Note/1", {"text": "a"})
+        self.assertEqual(status, 200)
+
+
+class TestPreconditionFailed(unittest.TestCase):
+    def test_names(self):
+        import cosmic.exceptions
+        import cosmic.globals
+        import cosmic.http
+        self.assertIs(cosmic.exceptions.PreconditionFailed,
+                      cosmic.PreconditionFailed)
+        self.assertIs(cosmic.http.PreconditionFailed,
+                      cosmic.PreconditionFailed)
+        self.assertIs(cosmic.globals.if_match, cosmic.if_match)
+        self.assertIs(cosmic.http.if_match, cosmic.if_match)
+        self.assertIn("if_match", cosmic.__all__)
+        self.assertIn("PreconditionFailed", cosmic.__all__)
+
+    def test_it_is_an_http_error_412(self):
+        err = cosmic.PreconditionFailed()
+        self.assertIsInstance(err, HTTPError)
+        self.assertEqual((err.code, err.message), (412, "Precondition Failed"))
+        err = cosmic.PreconditionFailed("changed")
+        self.assertEqual(str(err), "412 changed")
+        again = pickle.loads(pickle.dumps(err))
+        self.assertEqual((type(again), again.code, again.message),
+                         (cosmic.PreconditionFailed, 412, "changed"))
+
+
+class _app_ClientETags:
+    """The same conditional calls through each client."""
+
+    def make_client(self, api):
+        raise NotImplementedError
+
+    def setUp(self):
+        _sv_isolate(self)
+        self.api, self.towns, self.log = _app_towns()
+        self.client = self.make_client(self.api)
+        self.Town = self.client.models.Town
+
+    def test_get_with_etag(self):
+        rep, tag = self.Town.get_by_id("1", _with_etag=True)
+        self.assertEqual(rep, {"name": "Lund"})
+        self.assertRegex(tag, r"\A[0-9a-f]{32}\Z")
+        self.assertEqual(self.Town.get_by_id("1"), {"name": "Lund"})
+
+    def test_update_and_delete_with_if_match(self):
+        rep, tag = self.Town.get_by_id("1", _with_etag=True)
+        rep, new_tag = self.Town.update("1", {"name": "Lund N"},
+                                        _if_match=tag, _with_etag=True)
+        self.assertEqual(rep, {"name": "Lund N"})
+        self.assertEqual(self.log, [("update", "1", tag)])
+        self.assertEqual(self.Town.get_by_id("1", _with_etag=True)[1],
+                         new_tag)
+        with self.assertRaises(cosmic.PreconditionFailed) as cm:
+            self.Town.update("1", name="Lund X", _if_match=tag)
+        self.assertIsInstance(cm.exception, RemoteHTTPError)
+        self.assertEqual(cm.exception.code, 412)
+        self.assertIn("has changed", cm.exception.message)
+        with self.assertRaises(cosmic.PreconditionFailed):
+            self.Town.delete("1", _if_match=tag)
+        self.assertIsNone(self.Town.delete("1", _if_match=new_tag))
+        self.assertNotIn("1", self.towns)
+        self.assertIsNone(self.Town.delete("2", _if_match="*"))
+
+    def test_bad_tags_are_refused_before_sending(self):
+        for bad in ('a"b', 3, "a b"):
+            with self.subTest(bad=bad):
+                with self.assertRaises(ValidationError):
+                    self.Town.update("1", name="X", _if_match=bad)
+        self.assertEqual(self.log, [])
+
+
+class TestClientETagsInProcess(_app_ClientETags, unittest.TestCase):
+    def make_client(self, api):
+        return WsgiAPIClient.for_api(api)
+
+
+class TestClientETagsHTTP(_app_ClientETags, unittest.TestCase):
+    def make_client(self, api):
+        served = served_api(api)
+        url = served.__enter__()
+        self.addCleanup(served.__exit__, None, None, None)
+        client = APIClient(url)
+        self.addCleanup(client.close)
+        return client
+
+
+class TestConditionalRequestsHTTP(unittest.TestCase):
+    """304 over a real keep-alive connection: no body, no length."""
+
+    def test_304_then_another_request(self):
+        _sv_isolate(self)
+        api, _, _ = _app_towns()
+        with served_api(api) as url:
+            conn = http.client.HTTPConnection(urlsplit(url).hostname,
+                                              urlsplit(url).port, timeout=10)
+            try:
+                conn.request("GET", "/Town/1")
+                res = conn.getresponse()
+                body = res.read()
+                tag = res.getheader("ETag")
+                self.assertEqual(res.status, 200)
+                conn.request("GET", "/Town/1", headers={"If-None-Match": tag})
+                res = conn.getresponse()
+                self.assertEqual((res.status, res.read()), (304, b""))
+                self.assertIsNone(res.getheader("Content-Length"))
+                self.assertEqual(res.getheader("ETag"), tag)
+                conn.request("PUT", "/Town/1", body=b'{"name": "X"}',
+                             headers={"If-Match": '"old"',
+                                      "Content-Type": "application/json"})
+                res = conn.getresponse()
+                self.assertEqual(res.status, 412)
+                self.assertIn(b"Precondition Failed", res.read())
+                conn.request("GET", "/Town/1")
+                res = conn.getresponse()
+                self.assertEqual((res.status, res.read()), (200, body))
+            finally:
+                conn.close()
+
+
+class TestConditionalOpenAPI(unittest.TestCase):
+    def test_document_names_the_headers_and_statuses(self):
+        _sv_isolate(self)
+        api, _, _ = _app_towns()
+        doc = openapi(api)
+        item = doc["paths"]["/Town/{id}"]
+        get = item["get"]
+        self.assertIn("ETag", get["responses"]["200"]["headers"])
+        self.assertIn("304", get["responses"])
+        self.assertEqual(
+            [p["name"] for p in get["parameters"]], ["If-None-Match", "If-Match"])
+        for verb in ("put", "delete"):
+            with self.subTest(verb=verb):
+                op = item[verb]
+                self.assertIn("412", op["responses"])
+                self.assertIn("If-Match", [p["name"] for p in op["parameters"]])
+        self.assertIn("ETag", item["put"]["responses"]["200"]["headers"])
+        self.assertIn("ETag", doc["paths"]["/Town"]["post"]["responses"][
+            "201"]["headers"])
 
 
 # (end of app2)
