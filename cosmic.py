@@ -452,6 +452,16 @@ class _DateTimeType(_Type):
     @staticmethod
     def _dump(value):
         if isinstance(value, _datetime.datetime):
+            offset = value.utcoffset()
+            if offset is not None and (offset.seconds % 60 or
+                                       offset.microseconds):
+                # ISO 8601 offsets are whole minutes: zoneinfo's zones
+                # before 1900 are not (Europe/Amsterdam +00:19:32). Write
+                # the same instant in UTC instead.
+                try:
+                    value = value.astimezone(_datetime.timezone.utc)
+                except OverflowError:
+                    raise ValidationError("Invalid DateTime", value) from None
             return value.isoformat()
         raise ValidationError("Invalid DateTime", value)
 
@@ -1064,20 +1074,32 @@ def _as_model(obj: Any) -> Model:
                     "class, got %s" % _short_repr(obj))
 
 
+_DOT_IDS = frozenset((".", ".."))
+
+
 def _href_id(ident: str) -> str:
-    """An id as it appears in an href: as it is (WIRE.md 8.6), except that
-    ``%`` and ``/`` are escaped, so that any id survives the round trip."""
-    if "%" in ident or "/" in ident:
-        return ident.replace("%", "%25").replace("/", "%2F")
+    """An id as it appears in an href: as it is, as the original's clients
+    read it, except that ``%``, ``/``, ``?`` and ``#`` are escaped, so
+    that any id survives the round trip and names its own object. The
+    ids ``.`` and ``..`` are refused: an href would resolve upward
+    whatever the encoding (RFC 3986 section 6.2.2)."""
+    if ident.isalnum():
+        return ident
+    if ident in _DOT_IDS:
+        raise ValidationError("Invalid id (a dot segment)", ident)
+    if "%" in ident or "/" in ident or "?" in ident or "#" in ident:
+        return ident.replace("%", "%25").replace("/", "%2F").replace(
+            "?", "%3F").replace("#", "%23")
     return ident
 
 
-_HREF_ESCAPE = _re.compile("%(25|2[Ff])")
+_HREF_ESCAPE = _re.compile("%(25|2[Ff]|3[Ff]|23)")
+_HREF_UNESCAPE = {"25": "%", "2F": "/", "2f": "/", "3F": "?", "3f": "?",
+                  "23": "#"}
 
 
 def _href_unescape(text: str) -> str:
-    return _HREF_ESCAPE.sub(lambda m: "%" if m.group(1) == "25" else "/",
-                            text)
+    return _HREF_ESCAPE.sub(lambda m: _HREF_UNESCAPE[m.group(1)], text)
 
 
 class Link(_Type):
@@ -1094,7 +1116,8 @@ class Link(_Type):
             if type(datum) is not str:
                 raise ValidationError("Invalid String", datum)
             parts = datum.rsplit("/", 2)
-            if len(parts) != 3 or parts[1] != name or not parts[2]:
+            if len(parts) != 3 or parts[1] != name or not parts[2] or \
+                    parts[2] in _DOT_IDS:
                 raise ValidationError(
                     "Invalid url for %s link: %s" % (name, _cap(datum)))
             ident = parts[2]
@@ -1156,16 +1179,18 @@ class _ModelBody(_Wrapper):
             target = _as_model(link["model"])
             if self.param._api is not None:
                 target._bind_model(self.param._api)
+            is_required = link["required"] and not opt
             links.append((name, _field(Struct([required("href", Link(target))]),
-                                       link["required"] and not opt, None)))
-            link_dumps.append((name, Link(target)._dump))
+                                       is_required, None)))
+            link_dumps.append((name, Link(target)._dump, is_required))
         props = [(name, _field(f["schema"], f["required"] and not opt, None))
                  for name, f in spec["properties"].items()]
-        prop_dumps = [(n, f["schema"]._dump, f["schema"]._exact)
-                      for n, f in props]
+        prop_dumps = [(n, f["schema"]._dump, f["schema"]._exact,
+                       f["required"], f["schema"]) for n, f in props]
         inner = Struct([optional("_links", Struct(links))] + props)
         self._model = model
-        self._dump = self._compile_dump(model, link_dumps, prop_dumps)
+        self._dump = self._compile_dump(model, link_dumps, prop_dumps, False)
+        self._parts = (model, link_dumps, prop_dumps)
         self._inner = inner  # last: its presence means "compiled"
         return inner
 
@@ -1184,12 +1209,31 @@ class _ModelBody(_Wrapper):
         self._inner  # compiles, and sets the instance's own _dump
         return self._dump(value)
 
-    def _compile_dump(self, model: str, link_dumps: list,
-                      prop_dumps: list) -> Callable:
-        links, what = tuple(link_dumps), self.type_name[7:]
-        props = tuple((n, d, e if e is not float else None)
-                      for n, d, e in prop_dumps)
+    def _server_dump(self, value):
+        """_dump that also refuses a missing required field, anywhere
+        inside: what a server sends must pass its clients' from_json."""
+        self._inner
+        with _COMPILE_LOCK:  # after _inner: a model may contain itself
+            dump = self.__dict__.get("_server_dump")
+            if dump is None:
+                dump = self.__dict__["_server_dump"] = self._compile_dump(
+                    *self._parts, strict=True)
+        return dump(value)
+
+    def _compile_dump(self, model: str, link_dumps: list, prop_dumps: list,
+                      strict: bool) -> Callable:
+        links = tuple((n, d, strict and r) for n, d, r in link_dumps)
+        what = self.type_name[7:]
+        props = tuple((n, d, e if e is not float else None, strict and r,
+                       _required_check(schema) if strict else None)
+                      for n, d, e, r, schema in prop_dumps)
         self_prefix = "/%s/" % model
+        required_names = [n for n, _, r in links if r] + \
+            [n for n, _, _, r, _ in props if r]
+
+        def missing(rep):
+            return ValidationError("Missing fields", [
+                n for n in required_names if rep.get(n) is None])
 
         def dump(value):
             try:
@@ -1204,7 +1248,7 @@ class _ModelBody(_Wrapper):
                     raise ValidationError("Invalid %s id" % model, ident)
                 out["_links"] = {"self": {"href": self_prefix +
                                           _href_id(ident)}}
-            for name, link_dump in links:
+            for name, link_dump, is_required in links:
                 target = rep.get(name)
                 if target is not None:
                     try:
@@ -1212,7 +1256,9 @@ class _ModelBody(_Wrapper):
                     except ValidationError as err:
                         raise _push(err, name)
                     out.setdefault("_links", {})[name] = {"href": href}
-            for name, item_dump, exact in props:
+                elif is_required:
+                    raise missing(rep)
+            for name, item_dump, exact, is_required, check in props:
                 item = rep.get(name)
                 if item is not None:
                     if type(item) is exact:
@@ -1220,8 +1266,12 @@ class _ModelBody(_Wrapper):
                         continue
                     try:
                         out[name] = item_dump(item)
+                        if check is not None:
+                            check(out[name])
                     except ValidationError as err:
                         raise _push(err, name)
+                elif is_required:
+                    raise missing(rep)
             return out
 
         return dump
@@ -1261,6 +1311,66 @@ class Patch(_ModelBody):
         return (ident, patch)
 
 
+def _required_check(schema: Any, _seen: dict | None = None) -> Any:
+    """A check that a dumped (JSON) value has every required field, at any
+    depth; None when the type has none. A dump leaves out fields that are
+    absent or None, which a client's from_json refuses: a server runs this
+    on what it sends."""
+    seen: dict = {} if _seen is None else _seen
+    cell = seen.get(id(schema))
+    if cell is not None:  # a type that contains itself (through a model)
+        return lambda datum: cell[0] is not None and cell[0](datum)
+    cell = seen[id(schema)] = [None]
+    cell[0] = _make_required_check(schema, seen)
+    return cell[0]
+
+
+def _make_required_check(schema: Any, seen: dict) -> Any:
+    if isinstance(schema, Struct):
+        fields = schema.param.items()
+        names = tuple(n for n, f in fields if f["required"])
+        subs = tuple((n, c) for n, f in fields
+                     for c in (_required_check(f["schema"], seen),)
+                     if c is not None)
+        if not names and not subs:
+            return None
+
+        def check_struct(datum):
+            for name in names:
+                if name not in datum:
+                    raise ValidationError("Missing fields", [
+                        n for n in names if n not in datum])
+            for name, check in subs:
+                if name in datum:
+                    try:
+                        check(datum[name])
+                    except ValidationError as err:
+                        raise _push(err, name)
+
+        return check_struct
+    if isinstance(schema, (Array, Map)):
+        item_check = _required_check(schema.param, seen)
+        if item_check is None:
+            return None
+
+        def check_items(datum):
+            pairs = enumerate(datum) if type(datum) is list else datum.items()
+            for key, item in pairs:
+                try:
+                    item_check(item)
+                except ValidationError as err:
+                    raise _push(err, key)
+
+        return check_items
+    if isinstance(schema, _Wrapper):
+        try:
+            inner = schema._inner
+        except RuntimeError:  # a model this process does not know
+            return None
+        return _required_check(inner, seen)
+    return None
+
+
 _FIELD_ENTRY = Struct([required("schema", Schema),
                        required("required", Boolean),
                        optional("doc", String)])
@@ -1283,6 +1393,10 @@ class URLParams(_Type):
                               if f["schema"]._string_based)
 
     def _load(self, datum):
+        return self._parse(datum, _MAX_JSON_DEPTH)
+
+    def _parse(self, datum: Any, max_depth: int) -> dict:
+        """_load, with JSON values nested at most ``max_depth`` deep."""
         from urllib.parse import parse_qsl
         if type(datum) is not str:
             raise ValidationError("Invalid query string", datum)
@@ -1301,12 +1415,19 @@ class URLParams(_Type):
                         "Repeating query parameters not allowed: %s" % key)
                 if key in self._raw:
                     found[key] = value
-                else:
-                    try:
-                        found[key] = _loads_strict(value)
-                    except ValueError:
-                        raise _push(ValidationError("Invalid JSON", value),
-                                    key) from None
+                    continue
+                try:
+                    if value.count("[") + value.count("{") > max_depth and \
+                            _too_deep(value, max_depth):
+                        raise _JSONLimitError("nested deeper than %d levels"
+                                              % max_depth)
+                    found[key] = _loads_strict(value, _DECODE_REQUEST)
+                except _JSONLimitError as err:
+                    raise _push(ValidationError("Invalid JSON: %s" % err),
+                                key) from None
+                except (ValueError, RecursionError):
+                    raise _push(ValidationError("Invalid JSON", value),
+                                key) from None
         return self._struct._load(found)
 
     def _dump(self, value):
@@ -1338,6 +1459,10 @@ def _strict_constant(name: str) -> Any:
     raise ValueError("JSON does not allow " + name)
 
 
+class _JSONLimitError(ValueError):
+    """JSON text that parses but is past one of cosmic's limits."""
+
+
 def _reject_inf(text: str) -> float:
     value = float(text)
     if value - value != 0.0:
@@ -1345,12 +1470,21 @@ def _reject_inf(text: str) -> float:
     return value
 
 
-def _reject_long_int(text: str) -> int:
-    # Python 3.11's own limit (int_max_str_digits) is not there on every
-    # supported version, and can be switched off.
-    if len(text) > 4300:
-        raise ValueError("Integer too long")
-    return int(text)
+# Integers: the encoder writes up to Python 3.11's default int_max_str_digits
+# (checked here too: older versions have no limit, and it can be switched
+# off); a server reads far fewer, so that sums and products of the values it
+# accepts can still be written.
+_MAX_DIGITS_OUT = 4300
+_MAX_DIGITS_IN = 1000
+_MAX_JSON_DEPTH = 100
+
+
+def _int_parser(limit: int) -> Callable:
+    def parse_int(text):
+        if len(text) > limit and len(text.lstrip("-")) > limit:
+            raise _JSONLimitError("integer with more than %d digits" % limit)
+        return int(text)
+    return parse_int
 
 
 # Two decoders built once: the second, slower one checks floats and runs
@@ -1375,23 +1509,28 @@ def _DECODE(text: str) -> Any:
     return datum
 
 
-_DECODE_CHECKED = _json.JSONDecoder(parse_constant=_strict_constant,
-                                    parse_float=_reject_inf,
-                                    parse_int=_reject_long_int).decode
+_DECODE_CHECKED = _json.JSONDecoder(
+    parse_constant=_strict_constant, parse_float=_reject_inf,
+    parse_int=_int_parser(_MAX_DIGITS_OUT)).decode
+# What servers read (request bodies, query strings).
+_DECODE_REQUEST = _json.JSONDecoder(
+    parse_constant=_strict_constant, parse_float=_reject_inf,
+    parse_int=_int_parser(_MAX_DIGITS_IN)).decode
 # Three simple searches are several times faster than one alternation; the
 # look-behind makes a long run of digits cost one try, not one per digit.
 _EXPONENT = _re.compile(r"[0-9][eE]").search
 _LONG_NUMBER = _re.compile(r"(?<![0-9])[0-9]{300}").search
 
 
-def _loads_strict(text: str) -> Any:
-    """json.loads without NaN, Infinity, numbers that overflow to inf, or
-    lone surrogates."""
+def _loads_strict(text: str, _checked: Callable = _DECODE_CHECKED) -> Any:
+    """json.loads without NaN, Infinity, numbers that overflow to inf,
+    integers over 4300 digits (``_DECODE_REQUEST``: 1000), or lone
+    surrogates."""
     escapes = "\\u" in text
     if not escapes and _EXPONENT(text) is None and (
             len(text) < 300 or _LONG_NUMBER(text) is None):
         return _DECODE(text)
-    datum = _DECODE_CHECKED(text)
+    datum = _checked(text)
     if escapes:
         try:
             _json.dumps(datum, ensure_ascii=False).encode("utf-8")
@@ -2028,7 +2167,7 @@ class Request:
     ``mimetype``, ``mimetype_params``, ``content_type``, ``request_id``.
     """
 
-    max_json_depth = 100
+    max_json_depth = _MAX_JSON_DEPTH
 
     def __init__(self, environ: dict,
                  max_content_length: int = 1 << 20) -> None:
@@ -2161,13 +2300,20 @@ _JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', _re.S)
 _NOT_BRACKET = _re.compile(r"[^\[\]{}]+")
 
 
+_ONE_BRACKET = str.maketrans("{}", "[]")
+
+
 def _too_deep(text: str, limit: int) -> bool:
     """Whether JSON text nests arrays and objects deeper than ``limit``."""
     if text.count("[") + text.count("{") <= limit:
         return False
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    # In valid JSON, brackets pair up whatever their kind; one kind then
+    # makes each pass peel exactly one level (a "[]" removed may leave a
+    # new "[]" that only the next pass sees), however they alternate.
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(
+        _ONE_BRACKET)
     for _ in range(limit):
-        inner = brackets.replace("[]", "").replace("{}", "")
+        inner = brackets.replace("[]", "")
         if not inner or inner == brackets:
             return False
         brackets = inner
@@ -2195,7 +2341,9 @@ def _decode_json_body(request: Request) -> Any:
         raise HTTPError(400, "Invalid JSON: nested deeper than %d levels"
                         % max_depth)
     try:
-        return _loads_strict(text)
+        return _loads_strict(text, _DECODE_REQUEST)
+    except _JSONLimitError as err:
+        raise HTTPError(400, "Invalid JSON: %s" % err) from None
     except (ValueError, RecursionError):
         raise HTTPError(400, "Invalid JSON") from None
 
@@ -2326,7 +2474,8 @@ def _mark_return_error(err: BaseException, what: str) -> None:
     """Say in the log that a return value failed, not the server."""
     if isinstance(err, ValidationError):
         note = "failed validation: %s" % err
-    elif getattr(err, "_cosmic_unwritable", False):
+    elif isinstance(err, RecursionError) or \
+            getattr(err, "_cosmic_unwritable", False):
         note = "cannot be written as JSON: %s" % _return_value_cause(err)
     else:
         return
@@ -2526,6 +2675,7 @@ class ActionEndpoint(Endpoint):
                 self._param = names[0] if names else None
         self._load = self.accepts._load if self.accepts is not None else None
         self._dump = self.returns._dump if self.returns is not None else None
+        self._check: Any = _MISSING  # _required_check(returns), when needed
         if self.func is not None:
             if self._mode == "one" and _positional_only(self.func):
                 param = self._param
@@ -2564,7 +2714,13 @@ class ActionEndpoint(Endpoint):
             return Response(b"", 204)
         if func_output is None:
             raise ValidationError("Expected data, found None")
-        return _json_response(self._dump(func_output))
+        datum = self._dump(func_output)
+        check = self._check
+        if check is _MISSING:
+            check = self._check = _required_check(self.returns)
+        if check is not None:
+            check(datum)
+        return _json_response(datum)
 
     def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
         datum = args_to_datum(*args, **kwargs)
@@ -2629,12 +2785,16 @@ class _ModelEndpoint(Endpoint):
         if self._tag is not None:
             return self._tag(ident, rep)
         if body is None:
-            body = _ENCODE(self.representation._dump((ident, rep))).encode(
-                "ascii")
+            try:
+                body = _json_response(
+                    self.representation._server_dump((ident, rep))).data
+            except Exception as err:
+                _mark_return_error(err, "%s.get_by_id" % self.model_name)
+                raise
         return _hash_tag(body)
 
     def _href(self, ident: str) -> str:
-        if type(ident) is not str:
+        if type(ident) is not str or ident in _DOT_IDS:
             raise ValidationError("Invalid %s id" % self.model_name, ident)
         return "/%s/%s" % (self.model_name, _quote(ident))
 
@@ -2682,7 +2842,7 @@ class GetByIdEndpoint(_ModelEndpoint):
     def build_response(self, func_input, func_output):
         ident = func_input["id"]
         response = _json_response(
-            self.representation._dump((ident, func_output)))
+            self.representation._server_dump((ident, func_output)))
         if self.etags:
             response.headers["ETag"] = self._current_tag(
                 ident, func_output, response.data)
@@ -2705,7 +2865,8 @@ class GetByIdEndpoint(_ModelEndpoint):
         except NotFound:
             return error_response("Not Found", 404)
         try:
-            response = _json_response(self.representation._dump((ident, rep)))
+            response = _json_response(
+                self.representation._server_dump((ident, rep)))
         except Exception as err:
             _mark_return_error(err, self._what)
             raise
@@ -2768,7 +2929,7 @@ class CreateEndpoint(_ModelEndpoint):
             raise ValidationError("create must return (id, rep)",
                                   func_output) from None
         response = _json_response(
-            self.representation.to_json((ident, rep)), 201)
+            self.representation._server_dump((ident, rep)), 201)
         response.headers["Location"] = self._href(ident)
         if self.etags:
             response.headers["ETag"] = self._current_tag(ident, rep,
@@ -2873,7 +3034,7 @@ class UpdateEndpoint(_WriteEndpoint):
     def build_response(self, func_input, func_output):
         ident = func_input["id"]
         response = _json_response(
-            self.representation.to_json((ident, func_output)))
+            self.representation._server_dump((ident, func_output)))
         if self.etags:
             response.headers["ETag"] = self._current_tag(
                 ident, func_output, response.data)
@@ -2936,12 +3097,20 @@ class GetListEndpoint(_ModelEndpoint):
         self.query = URLParams(fields) if fields else None
         meta = self.model_spec["list_metadata"]
         self.metadata = Struct(meta) if meta else None
+        self._meta_check: Any = _MISSING
 
     def parse_request(self, request, **url_args):
         self._body(request)
         if self.query is None:
             return {}
-        return self.query.from_json(request.environ.get("QUERY_STRING", ""))
+        text = request.environ.get("QUERY_STRING", "")
+        try:
+            return self.query._parse(text, request.max_json_depth)
+        except ValidationError as err:
+            err._source = (self.query, text)
+            raise
+        except RecursionError:
+            raise ValidationError("Nesting too deep") from None
 
     def handler(self, **query: Any) -> Any:
         return self.func(**query)
@@ -2960,16 +3129,27 @@ class GetListEndpoint(_ModelEndpoint):
             query = self.query.to_json(func_input)
             if query:
                 href += "?" + query
-        dump = self.representation._dump
+        dump = self.representation._server_dump
+        embedded = []
+        i = 0
         try:
-            embedded = [dump(item) for item in items]
+            for i, item in enumerate(items):
+                embedded.append(dump(item))
         except TypeError:
             raise ValidationError("get_list must return (id, rep) pairs",
                                   func_output) from None
+        except ValidationError as err:
+            raise _push(err, i)
         body = {"_links": {"self": {"href": href}},
                 "_embedded": {self.model_name: embedded}}
         if meta is not None:
-            body.update(self.metadata.to_json(meta))
+            meta_json = self.metadata.to_json(meta)
+            check = self._meta_check
+            if check is _MISSING:
+                check = self._meta_check = _required_check(self.metadata)
+            if check is not None:
+                check(meta_json)
+            body.update(meta_json)
         return _json_response(body)
 
     def build_request(self, **query: Any) -> _ClientRequest:
@@ -3034,6 +3214,7 @@ class _Routes:
                         for name in api.spec["actions"]}
         self.items: dict = {}
         self.lists: dict = {}
+        methods = {"GET", "HEAD", "OPTIONS"}
         for name, model in api.spec["models"].items():
             items, lists = {}, {}
             for cls in _MODEL_ENDPOINTS:
@@ -3043,9 +3224,16 @@ class _Routes:
                     endpoint.etags = etags
             self.items[name] = _Route(items)
             self.lists[name] = _Route(lists)
+            methods.update(items, lists)
+        if self.actions:
+            methods.add("POST")
+        self.allow = ", ".join(sorted(methods))  # the server's, for "*"
 
 
 _SANE_ID = _re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
+# The key that marks a request scope in which a Server is serving a request
+# (ThreadLocalDict's keys are ints: no clash).
+_SERVING = "cosmic.serving"
 _request_counter = iter(range(1, 1 << 62))
 _ID_PREFIX = "%08x-" % (abs(hash(object())) & 0xFFFFFFFF)
 
@@ -3100,10 +3288,17 @@ class Server:
         return routes
 
     def wsgi_app(self, environ: dict, start_response: Callable) -> Any:
-        """The WSGI application (PEP 3333)."""
+        """The WSGI application (PEP 3333).
+
+        Each request runs in a request scope: the one that
+        thread_local_middleware (or thread_local) opened around the
+        server, else a fresh one, also when the active scope is that of a
+        request being served (a handler calling an API in-process).
+        """
+        local = _current.get()
         token = None
-        if _current.get() is None:
-            local: dict = {}
+        if local is None or _SERVING in local:
+            local = {_SERVING: True}
             token = _current.set(local)
             ident = _get_ident()
             alone = ident not in _active  # the usual case, done inline
@@ -3112,6 +3307,8 @@ class Server:
                 storage[ident] = local
             else:
                 _enter_local(local)
+        else:
+            local[_SERVING] = True
         try:
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _SANE_ID.match(request_id) is None:
@@ -3150,7 +3347,9 @@ class Server:
                 return []
             return [body]
         finally:
-            if token is not None:
+            if token is None:
+                local.pop(_SERVING, None)
+            else:
                 _current.reset(token)
                 if alone and len(_active[ident]) == 1:
                     del _active[ident], storage[ident]
@@ -3167,12 +3366,18 @@ class Server:
                 raise HTTPError(414, _REASONS[414])
             route, url_args = self._match(request._parts or
                                           request.path_segments)
-            if route is None:
-                return error_response("Not Found", 404)
             method = request.method
+            if route is None:
+                if method == "OPTIONS" and _asterisk(environ):
+                    return Response(b"", 204,
+                                    {"Allow": self._get_routes().allow})
+                return error_response("Not Found", 404)
             endpoint = route.methods.get("GET" if method == "HEAD" else method)
             if endpoint is None:
                 if method == "OPTIONS":
+                    if _asterisk(environ):
+                        return Response(b"", 204,
+                                        {"Allow": self._get_routes().allow})
                     if self.cors_origins and "HTTP_ORIGIN" in environ:
                         return self._preflight(environ, route)
                     return Response(b"", 204, {"Allow": route.allow})
@@ -3213,6 +3418,9 @@ class Server:
         if head == "actions":
             return routes.actions.get(tail), {}
         route = routes.items.get(head)
+        if tail[0] == "." and tail in _DOT_IDS and route is not None:
+            raise HTTPError(400, "Invalid %s id: %s (a dot segment)"
+                            % (head, tail))
         return route, {"id": tail}
 
     def view(self, endpoint: Endpoint, request: Request,
@@ -3285,6 +3493,13 @@ class Server:
         if allowed:
             headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
         return Response(b"", 204, headers)
+
+
+def _asterisk(environ: dict) -> bool:
+    """Whether a request targets the server itself: ``OPTIONS *``
+    (RFC 9110 section 9.3.7), whatever PATH_INFO a server makes of it."""
+    return "*" in (environ.get("PATH_INFO"), environ.get("REQUEST_URI"),
+                   environ.get("RAW_URI"))
 
 
 def _log_safe(text: str) -> str:

@@ -3007,7 +3007,8 @@ class TestBodies(unittest.TestCase):
     def test_huge_integer_is_400(self):
         status, _, body = self.echo(b"9" * 10000)
         self.assertEqual(status, 400)
-        self.assertEqual(body, _sv_err("Invalid JSON"))
+        self.assertEqual(body, _sv_err(
+            "Invalid JSON: integer with more than 1000 digits"))
         self.assertEqual(self.log, [])
 
     def test_deep_nesting_is_400_without_recursion_error(self):
@@ -3854,7 +3855,9 @@ class TestModels(unittest.TestCase):
         status, _, body = _sv_call(app, "GET", "/Word/1")
         self.assertEqual((status, body), (404, b'{"error": "Not Found"}'))
 
-    def test_output_is_lenient_about_keys(self):
+    def test_output_is_lenient_about_undeclared_keys(self):
+        # Keys that are not fields are left out; a missing required field
+        # is a 500, as the client would refuse the answer.
         api = API("lenient")
         rep = {}
 
@@ -3870,20 +3873,25 @@ class TestModels(unittest.TestCase):
                 return rep
 
         app = Server(api).wsgi_app
-        table = [({}, b'{"_links": {"self": {"href": "/Word/0"}}}'),
+        internal = b'{"error": "Internal Server Error"}'
+        table = [({}, 500, internal),
                  ({"letters": "a", "secret": "s", "note": None,
-                   "root": None},
+                   "root": None}, 200,
                   b'{"_links": {"self": {"href": "/Word/0"}}, "letters": '
                   b'"a"}'),
-                 ({"root": "1", "note": "n"},
+                 ({"root": "1", "note": "n"}, 500, internal),
+                 ({"root": "1", "note": "n", "letters": "b"}, 200,
                   b'{"_links": {"self": {"href": "/Word/0"}, "root": {"href":'
-                  b' "/Word/1"}}, "note": "n"}')]
-        for value, expected in table:
+                  b' "/Word/1"}}, "letters": "b", "note": "n"}')]
+        for value, code, expected in table:
             with self.subTest(value=value):
                 rep.clear()
                 rep.update(value)
-                status, _, body = _sv_call(app, "GET", "/Word/0")
-                self.assertEqual((status, body), (200, expected))
+                with contextlib.ExitStack() as stack:
+                    if code == 500:
+                        stack.enter_context(self.assertLogs("cosmic"))
+                    status, _, body = _sv_call(app, "GET", "/Word/0")
+                self.assertEqual((status, body), (code, expected))
 
     def test_create_moscow(self):
         status, headers, body = _sv_json(self.app, "POST", "/City",
@@ -4013,12 +4021,19 @@ class TestModels(unittest.TestCase):
 
     def test_patch_quirk_links_are_optional(self):
         # A patch ignores required flags: no _links, or _links without
-        # the required link, both pass.
+        # the required link, both pass. (This create returns the patch as
+        # the new object, which lacks required fields: the answer is a
+        # logged 500, as the client would refuse it.)
         for datum in ({"number": 1}, {"number": 1, "_links": {}}):
             with self.subTest(datum=datum):
                 del self.log[:]
-                status, _, _ = _sv_json(self.app, "POST", "/Address", datum)
-                self.assertEqual(status, 201)
+                with self.assertLogs("cosmic", "ERROR") as cm:
+                    status, _, _ = _sv_json(self.app, "POST", "/Address",
+                                            datum)
+                self.assertEqual(status, 500)
+                self.assertIn("Return value of Address.create failed "
+                              "validation: Missing fields: ['city', "
+                              "'street']", cm.output[0])
                 self.assertEqual(self.log,
                                  [("Address.create", {"number": 1})])
 
@@ -4056,15 +4071,16 @@ class TestModels(unittest.TestCase):
                 return next_id[0], patch
 
         app = Server(api).wsgi_app
-        # hrefs keep ids as they are (WIRE.md 8.6) but for "%" and "/",
-        # escaped so that an id holding a slash is still one href segment.
+        # hrefs keep ids as they are (WIRE.md 8.6) but for "%", "/", "?"
+        # and "#", escaped so that an id holding a slash is still one href
+        # segment, and a "?" or "#" does not end it.
         table = [("a b/\u00e9", "/Thing/a%20b%2F%C3%A9",
                   b'"/Thing/a b%2F\\u00e9"'),
                  ("x\r\nSet-Cookie: a=b",
                   "/Thing/x%0D%0ASet-Cookie%3A%20a%3Db",
                   b'"/Thing/x\\r\\nSet-Cookie: a=b"'),
                  ("\u2603?#", "/Thing/%E2%98%83%3F%23",
-                  b'"/Thing/\\u2603?#"')]
+                  b'"/Thing/\\u2603%3F%23"')]
         for ident, location, href in table:
             with self.subTest(ident=ident):
                 next_id[:] = [ident]
@@ -10465,7 +10481,7 @@ _HD_HOSTILE = [
     _hd_case("1e999", "POST", "/City",
              b'{"name": "Paris", "population": 1e999}', message=_HD_BAD_JSON),
     _hd_case("10,001-digit integer", "POST", "/City", _HD_LONG_INT,
-             message=_HD_BAD_JSON),
+             message="Invalid JSON: integer with more than 1000 digits"),
     _hd_case("integer beyond 64 bits", "POST", "/City",
              b'{"name": "Paris", "population": 1' + b"0" * 30 + b"}",
              message="Population must be between 0 and 9223372036854775807: "
@@ -10573,8 +10589,8 @@ _HD_HOSTILE = [
              headers=(), status=404, message="Not Found"),
     _hd_case("raw ../ in the path", "GET", "/City/../City/1", headers=(),
              status=404, message="Not Found"),
-    _hd_case("id %2E%2E", "GET", "/City/%2E%2E", headers=(), status=404,
-             message="Not Found"),
+    _hd_case("id %2E%2E", "GET", "/City/%2E%2E", headers=(), status=400,
+             message="Invalid City id: .. (a dot segment)"),
     _hd_case("id with %2F", "GET", "/City/1%2F2", headers=(), status=404,
              message="Not Found"),
     _hd_case("id %00", "GET", "/City/%00", headers=(), status=404,
@@ -13510,6 +13526,639 @@ class TestConditionalOpenAPI(unittest.TestCase):
         self.assertIn("ETag", item["put"]["responses"]["200"]["headers"])
         self.assertIn("ETag", doc["paths"]["/Town"]["post"]["responses"][
             "201"]["headers"])
+
+
+def _app_returns(values):
+    """Actions and models that return ``values[name]``: an API whose
+    handlers send what their clients would refuse."""
+    api = API("rets")
+    point = Struct([required("x", Integer), optional("label", String)])
+
+    @api.action(returns=point)
+    def one():
+        return values["one"]
+
+    @api.action(returns=Array(point))
+    def many():
+        return values["many"]
+
+    @api.action(returns=Map(Struct([required("inner", point)])))
+    def nested():
+        return values["nested"]
+
+    @api.action(returns=Integer)
+    def number():
+        return values["number"]
+
+    @api.action(accepts=Struct([required("a", Integer),
+                                required("b", Integer)]), returns=Integer)
+    def add(a, b):
+        return a + b
+
+    @api.action(returns=JSON)
+    def anything():
+        return values["anything"]
+
+    @api.action(returns=DateTime)
+    def when():
+        return values["when"]
+
+    @api.action()
+    def raises():
+        raise ValidationError("from the handler")
+
+    @api.model
+    class Spot(BaseModel):
+        methods = ["get_by_id", "get_list", "create", "update"]
+        properties = [required("name", String), optional("at", point)]
+        list_metadata = [required("total", Integer)]
+
+        @classmethod
+        def get_by_id(cls, id):
+            return values["get_by_id"]
+
+        @classmethod
+        def get_list(cls):
+            return values["get_list"]
+
+        @classmethod
+        def create(cls, patch):
+            return values["create"]
+
+        @classmethod
+        def update(cls, id, patch):
+            return values["update"]
+
+    return api
+
+
+class TestReturnValues(unittest.TestCase):
+    """What the server sends passes the schema its client checks; a value
+    that does not is a 500 whose log names the handler and the path."""
+
+    CASES = [
+        ("POST", "/actions/one", "one", {},
+         "Return value of action one failed validation: Missing fields: "
+         "['x']"),
+        ("POST", "/actions/one", "one", {"label": "no x"},
+         "Return value of action one failed validation: Missing fields: "
+         "['x']"),
+        ("POST", "/actions/many", "many", [{"x": 1}, {"x": 2}, {"y": 3}],
+         "Return value of action many failed validation: Item at [2] "
+         "Missing fields: ['x']"),
+        ("POST", "/actions/nested", "nested", {"a": {"inner": {}}},
+         "Return value of action nested failed validation: Item at "
+         "['a']['inner'] Missing fields: ['x']"),
+        ("POST", "/actions/number", "number", "7",
+         "Return value of action number failed validation: Invalid "
+         "Integer: '7'"),
+        ("GET", "/Spot/1", "get_by_id", {},
+         "Return value of Spot.get_by_id failed validation: Missing "
+         "fields: ['name']"),
+        ("GET", "/Spot/1", "get_by_id", {"name": None},
+         "Return value of Spot.get_by_id failed validation: Missing "
+         "fields: ['name']"),
+        ("GET", "/Spot/1", "get_by_id", {"name": "n", "at": {}},
+         "Return value of Spot.get_by_id failed validation: Item at "
+         "['at'] Missing fields: ['x']"),
+        ("GET", "/Spot", "get_list",
+         ([("1", {"name": "a"}), ("2", {})], {"total": 2}),
+         "Return value of Spot.get_list failed validation: Item at [1] "
+         "Missing fields: ['name']"),
+        ("GET", "/Spot", "get_list", ([("1", {"name": "a"})], {}),
+         "Return value of Spot.get_list failed validation: Missing "
+         "fields: ['total']"),
+        ("POST", "/Spot", "create", ("9", {}),
+         "Return value of Spot.create failed validation: Missing fields: "
+         "['name']"),
+        ("PUT", "/Spot/1", "update", {"at": {"x": 1}},
+         "Return value of Spot.update failed validation: Missing fields: "
+         "['name']"),
+    ]
+
+    def setUp(self):
+        _sv_isolate(self)
+        self.values = {}
+        self.api = _app_returns(self.values)
+        self.app = Server(self.api).wsgi_app
+
+    def call(self, method, path):
+        body = b"{}" if method in ("POST", "PUT") and \
+            not path.startswith("/actions") else b""
+        return _sv_call(self.app, method, path, body, _sv_JSON)
+
+    def test_a_missing_field_is_a_logged_500(self):
+        for method, path, name, value, line in self.CASES:
+            with self.subTest(path=path, value=value):
+                self.values[name] = value
+                with self.assertLogs("cosmic", "ERROR") as cm:
+                    status, _, body = self.call(method, path)
+                self.assertEqual((status, body), (500, _sv_err(
+                    "Internal Server Error")))
+                self.assertEqual(len(cm.records), 1)
+                message = cm.records[0].getMessage()
+                self.assertTrue(message.startswith(line + " in %s %s "
+                                                   % (method, path)),
+                                message)
+
+    def test_valid_values_still_pass(self):
+        self.values.update(
+            one={"x": 1, "label": None, "extra": "dropped"},
+            many=[{"x": 1}], nested={"a": {"inner": {"x": 2}}},
+            get_by_id={"name": "n", "at": {"x": 1}, "version": 3},
+            get_list=([("1", {"name": "a"})], {"total": 1}),
+            create=("9", {"name": "c"}), update={"name": "u"})
+        client = WsgiAPIClient.for_api(self.api)
+        self.assertEqual(client.actions.one(), {"x": 1})
+        self.assertEqual(client.actions.many(), [{"x": 1}])
+        self.assertEqual(client.actions.nested(), {"a": {"inner": {"x": 2}}})
+        self.assertEqual(client.models.Spot.get_by_id("1"),
+                         {"name": "n", "at": {"x": 1}})
+        self.assertEqual(client.models.Spot.get_list(),
+                         ([("1", {"name": "a"})], {"total": 1}))
+        self.assertEqual(client.models.Spot.create(name="c"),
+                         ("9", {"name": "c"}))
+        self.assertEqual(client.models.Spot.update("1", name="u"),
+                         {"name": "u"})
+
+    def test_a_handlers_own_validation_error_is_not_its_return_value(self):
+        with self.assertLogs("cosmic", "ERROR") as cm:
+            status, _, _ = self.call("POST", "/actions/raises")
+        self.assertEqual(status, 500)
+        self.assertTrue(cm.records[0].getMessage().startswith(
+            "Unhandled exception in POST /actions/raises"))
+
+    def test_client_arguments_keep_their_to_json(self):
+        point = Struct([required("x", Integer)])
+        self.assertEqual(point.to_json({}), {})
+        self.assertEqual(Representation(Model("rets.Spot")).to_json(
+            (None, {})), {})
+
+    def test_over_http_the_client_gets_a_500(self):
+        self.values["one"] = {}
+        with served_api(self.api) as url:
+            client = APIClient(url)
+            self.addCleanup(client.close)
+            with self.assertLogs("cosmic", "ERROR") as cm:
+                with self.assertRaises(RemoteHTTPError) as raised:
+                    client.actions.one()
+        self.assertEqual(raised.exception.code, 500)
+        self.assertIn("Return value of action one failed validation",
+                      cm.output[0])
+
+
+class TestDateTimeOffsetsWithSeconds(unittest.TestCase):
+    """to_json never writes an offset from_json refuses."""
+
+    def zones(self):
+        zones = [datetime.timezone(datetime.timedelta(minutes=19,
+                                                      seconds=32)),
+                 datetime.timezone(-datetime.timedelta(hours=4, seconds=1)),
+                 datetime.timezone(datetime.timedelta(
+                     minutes=1, microseconds=5))]
+        try:
+            import zoneinfo
+            zones.append(zoneinfo.ZoneInfo("Europe/Amsterdam"))
+        except Exception:  # no zoneinfo (3.8) or no time zone data
+            pass
+        return zones
+
+    def test_the_same_instant_in_utc(self):
+        for zone in self.zones():
+            value = datetime.datetime(1850, 6, 1, 12, 0, 7, tzinfo=zone)
+            with self.subTest(zone=zone):
+                text = DateTime.to_json(value)
+                self.assertTrue(text.endswith("+00:00"), text)
+                again = DateTime.from_json(text)
+                self.assertEqual(again, value)
+                self.assertEqual(again.utcoffset(), datetime.timedelta(0))
+
+    def test_minute_offsets_are_kept(self):
+        zone = datetime.timezone(datetime.timedelta(hours=5, minutes=30))
+        value = datetime.datetime(2014, 1, 1, tzinfo=zone)
+        self.assertEqual(DateTime.to_json(value),
+                         "2014-01-01T00:00:00+05:30")
+        naive = datetime.datetime(2014, 1, 1)
+        self.assertEqual(DateTime.to_json(naive), "2014-01-01T00:00:00")
+
+    def test_out_of_range_is_refused(self):
+        zone = datetime.timezone(datetime.timedelta(seconds=30))
+        with self.assertRaises(ValidationError):
+            DateTime.to_json(datetime.datetime(1, 1, 1, tzinfo=zone))
+
+    def test_server_sends_it_and_the_client_reads_it(self):
+        _sv_isolate(self)
+        values = {"when": datetime.datetime(1850, 1, 1, 12, tzinfo=(
+            datetime.timezone(datetime.timedelta(minutes=19, seconds=32))))}
+        client = WsgiAPIClient.for_api(_app_returns(values))
+        self.assertEqual(client.actions.when(), values["when"])
+
+
+def _app_limits(max_json_depth=None):
+    api = API("limits")
+
+    @api.action(accepts=Struct([required("a", Integer),
+                                required("b", Integer)]), returns=Integer)
+    def add(a, b):
+        return a + b
+
+    @api.action(accepts=Integer, returns=Integer)
+    def power(n):
+        return 10 ** n
+
+    @api.action(accepts=JSON, returns=JSON)
+    def echo(value):
+        return value
+
+    @api.action(returns=JSON)
+    def deep():
+        value = []
+        for _ in range(100000):
+            value = [value]
+        return Box(value)
+
+    @api.model
+    class Tag(BaseModel):
+        methods = ["get_list"]
+        properties = [optional("name", String)]
+        query_fields = [optional("filter", JSON)]
+
+        @classmethod
+        def get_list(cls, filter=None):
+            return [("1", {"name": "t"})]
+
+    options = {} if max_json_depth is None else \
+        {"max_json_depth": max_json_depth}
+    return api, Server(api, **options).wsgi_app
+
+
+def _app_nest(depth, kinds="[", inner=b"1"):
+    head, tail = b"", b""
+    for i in range(depth):
+        if kinds[i % len(kinds)] == "[":
+            head, tail = head + b"[", b"]" + tail
+        else:
+            head, tail = head + b'{"a": ', b"}" + tail
+    return head + inner + tail
+
+
+class TestJSONLimits(unittest.TestCase):
+    """Valid input never gives a 500: limits checked when parsing."""
+
+    def setUp(self):
+        _sv_isolate(self)
+        self.api, self.app = _app_limits()
+
+    def post(self, name, body, app=None):
+        return _sv_call(app or self.app, "POST", "/actions/" + name, body,
+                        _sv_JSON)
+
+    def test_integer_digits(self):
+        big = "9" * 1000
+        status, _, body = self.post(
+            "add", ('{"a": %s, "b": -%s}' % (big, big)).encode())
+        self.assertEqual((status, body), (200, b"0"))
+        status, _, body = self.post(
+            "add", ('{"a": %s, "b": %s}' % (big, big)).encode())
+        self.assertEqual((status, body), (200, str(2 * int(big)).encode()))
+        for text in ("9" * 1001, "-" + "9" * 1001, "1" + "0" * 4300):
+            with self.subTest(digits=len(text)):
+                status, _, body = self.post(
+                    "add", ('{"a": %s, "b": 1}' % text).encode())
+                self.assertEqual((status, body), (400, _sv_err(
+                    "Invalid JSON: integer with more than 1000 digits")))
+
+    def test_sums_of_accepted_values_can_be_written(self):
+        status, _, body = self.post("echo", ("[%s]" % ("9" * 1000)).encode())
+        self.assertEqual(status, 200)
+
+    def test_a_return_value_past_the_output_limit_is_a_logged_500(self):
+        with self.assertLogs("cosmic", "ERROR") as cm:
+            status, _, body = self.post("power", b"5000")
+        self.assertEqual((status, body), (500, _sv_err(
+            "Internal Server Error")))
+        self.assertIn("Return value of action power cannot be written as "
+                      "JSON: an integer has more digits than Python writes",
+                      cm.records[0].getMessage())
+        status, _, body = self.post("power", b"4299")
+        self.assertEqual(status, 200)
+
+    def test_a_return_value_nested_too_deep_is_a_logged_500(self):
+        with self.assertLogs("cosmic", "ERROR") as cm:
+            status, _, _ = self.post("deep", b"")
+        self.assertEqual(status, 500)
+        self.assertIn("Return value of action deep cannot be written as "
+                      "JSON: nested too deep", cm.records[0].getMessage())
+
+    def test_depth_is_exact_for_any_mix_of_brackets(self):
+        for kinds in ("[", "{", "[{", "{[", "[[{"):
+            for depth, want in ((100, 200), (101, 400), (150, 400),
+                                (199, 400), (201, 400)):
+                with self.subTest(kinds=kinds, depth=depth):
+                    status, _, body = self.post("echo", _app_nest(depth,
+                                                                  kinds))
+                    self.assertEqual(status, want, body)
+                    if want == 400:
+                        self.assertEqual(body, _sv_err(
+                            "Invalid JSON: nested deeper than 100 levels"))
+
+    def test_brackets_in_strings_do_not_count(self):
+        text = json.dumps({"s": "[{" * 500, "t": ["]}" * 500]}).encode()
+        status, _, _ = self.post("echo", text)
+        self.assertEqual(status, 200)
+
+    def test_query_json_is_depth_checked(self):
+        for depth, want in ((100, 200), (101, 400), (1000, 400),
+                            (150, 400)):
+            with self.subTest(depth=depth):
+                query = "filter=" + quote(_app_nest(depth, "[{").decode())
+                status, _, body = _sv_call(self.app, "GET", "/Tag",
+                                           query=query)
+                self.assertEqual(status, want, body[:200])
+                if want == 400:
+                    self.assertEqual(body, _sv_err(
+                        "Item at ['filter'] Invalid JSON: nested deeper "
+                        "than 100 levels"))
+
+    def test_query_json_integer_digits(self):
+        query = "filter=" + "9" * 1001
+        status, _, body = _sv_call(self.app, "GET", "/Tag", query=query)
+        self.assertEqual((status, body), (400, _sv_err(
+            "Item at ['filter'] Invalid JSON: integer with more than 1000 "
+            "digits")))
+
+    def test_the_servers_own_depth(self):
+        _, app = _app_limits(max_json_depth=5)
+        for depth, want in ((5, 200), (6, 400)):
+            with self.subTest(depth=depth):
+                status, _, _ = self.post("echo", _app_nest(depth, "{["),
+                                         app=app)
+                self.assertEqual(status, want)
+                query = "filter=" + quote(_app_nest(depth, "[{").decode())
+                status, _, _ = _sv_call(app, "GET", "/Tag", query=query)
+                self.assertEqual(status, want)
+
+    def test_over_http(self):
+        with served_api(self.api) as url:
+            client = APIClient(url)
+            self.addCleanup(client.close)
+            with self.assertRaises(RemoteHTTPError) as raised:
+                client.models.Tag.get_list(filter=Box(json.loads(
+                    _app_nest(150, "[{"))))
+            self.assertEqual(raised.exception.code, 400)
+            self.assertIn("nested deeper than 100 levels",
+                          raised.exception.message)
+            big = int("9" * 1000)
+            self.assertEqual(client.actions.add(a=big, b=big), 2 * big)
+
+
+_app_g = ThreadLocalDict()
+
+
+def _app_scoped_apis():
+    """An outer API whose action calls an inner one in-process."""
+    inner = API("inner")
+    outer = API("outer")
+    seen = []
+
+    @inner.action(returns=String)
+    def whoami():
+        seen.append(("inner sees", _app_g.get("user")))
+        _app_g["user"] = "inner"
+        return "inner"
+
+    @outer.action(accepts=String, returns=String)
+    def relay(how):
+        _app_g["user"] = "outer"
+        if how == "client":
+            WsgiAPIClient.for_api(inner).actions.whoami()
+        else:
+            app = Server(inner).wsgi_app
+            status, _, _ = _sv_call(app, "POST", "/actions/whoami")
+            seen.append(("status", status))
+        return _app_g["user"]
+
+    return outer, inner, seen
+
+
+class TestRequestScopesNest(unittest.TestCase):
+    def setUp(self):
+        _sv_isolate(self)
+        self.outer, self.inner, self.seen = _app_scoped_apis()
+
+    def test_an_inner_request_gets_a_fresh_scope(self):
+        for how in ("client", "wsgi_app"):
+            with self.subTest(how=how):
+                del self.seen[:]
+                status, _, body = _sv_json(Server(self.outer).wsgi_app,
+                                           "POST", "/actions/relay", how)
+                self.assertEqual((status, body), (200, b'"outer"'))
+                self.assertEqual(self.seen[0], ("inner sees", None))
+                self.assertEqual(storage, {})
+
+    def test_with_a_handler_timeout(self):
+        app = Server(self.outer, handler_timeout=10).wsgi_app
+        status, _, body = _sv_json(app, "POST", "/actions/relay", "client")
+        self.assertEqual((status, body), (200, b'"outer"'))
+        self.assertEqual(self.seen[0], ("inner sees", None))
+
+    def test_a_scope_around_the_server_is_reused(self):
+        api = API("authy")
+
+        @api.action(returns=String)
+        def me():
+            return _app_g["user"]
+
+        def auth(app):
+            def middleware(environ, start_response):
+                _app_g["user"] = environ.get("HTTP_AUTHORIZATION", "nobody")
+                return app(environ, start_response)
+            return thread_local_middleware(middleware)
+
+        app = auth(Server(api).wsgi_app)
+        status, _, body = _sv_call(app, "POST", "/actions/me",
+                                   headers={"Authorization": "bob"})
+        self.assertEqual((status, body), (200, b'"bob"'))
+        with thread_local():
+            _app_g["user"] = "carol"
+            status, _, body = _sv_call(Server(api).wsgi_app, "POST",
+                                       "/actions/me")
+            self.assertEqual((status, body), (200, b'"carol"'))
+            self.assertEqual(_app_g["user"], "carol")
+            # And the scope is not left marked as serving a request.
+            status, _, body = _sv_call(Server(api).wsgi_app, "POST",
+                                       "/actions/me")
+            self.assertEqual((status, body), (200, b'"carol"'))
+        self.assertEqual(storage, {})
+
+    def test_over_http(self):
+        with served_api(self.outer) as url:
+            client = APIClient(url)
+            self.addCleanup(client.close)
+            self.assertEqual(client.actions.relay("client"), "outer")
+        self.assertEqual(self.seen[0], ("inner sees", None))
+
+
+def _app_ids(next_id):
+    api = API("ids2")
+    things = {}
+
+    @api.model
+    class Thing(BaseModel):
+        methods = ["get_by_id", "create", "get_list", "delete"]
+        properties = [optional("name", String)]
+        links = [optional_link("other", Model("ids2.Thing"))]
+
+        @classmethod
+        def get_by_id(cls, id):
+            try:
+                return things[id]
+            except KeyError:
+                raise NotFound from None
+
+        @classmethod
+        def create(cls, patch):
+            things[next_id[0]] = patch
+            return next_id[0], patch
+
+        @classmethod
+        def get_list(cls):
+            return list(things.items())
+
+        @classmethod
+        def delete(cls, id):
+            things.pop(id)
+
+    @api.action()
+    def noop():
+        pass
+
+    return api, things
+
+
+class TestHTTPDetails(unittest.TestCase):
+    """No length on 204; OPTIONS *; ids in hrefs and Location."""
+
+    def setUp(self):
+        _sv_isolate(self)
+        self.next_id = ["1"]
+        self.api, self.things = _app_ids(self.next_id)
+        self.app = Server(self.api).wsgi_app
+
+    def test_no_content_length_on_204(self):
+        status, headers, body = _sv_call(self.app, "POST", "/actions/noop")
+        self.assertEqual((status, body), (204, b""))
+        self.assertNotIn("content-length", headers)
+        response = cosmic.Response(b"ignored", 204)
+        seen = {}
+        body = response({"REQUEST_METHOD": "GET"},
+                        lambda status, headers: seen.update(headers))
+        self.assertEqual((body, seen), ([b""], {}))
+        seen.clear()
+        body = cosmic.Response(b"", 304, {"ETag": '"a"'})(
+            {"REQUEST_METHOD": "GET"},
+            lambda status, headers: seen.update(headers))
+        self.assertEqual((body, seen), ([b""], {"ETag": '"a"'}))
+
+    def test_options_asterisk(self):
+        for environ in ({"PATH_INFO": "*"}, {"REQUEST_URI": "*"},
+                        {"PATH_INFO": "", "RAW_URI": "*"}):
+            with self.subTest(environ=environ):
+                status, headers, body = _sv_call(self.app, "OPTIONS", "/",
+                                                 environ=environ,
+                                                 validate=False)
+                self.assertEqual((status, body), (204, b""))
+                self.assertEqual(_sv_allow(headers), {
+                    "DELETE", "GET", "HEAD", "OPTIONS", "POST"})
+                self.assertNotIn("content-length", headers)
+        status, _, _ = _sv_call(self.app, "GET", "*", validate=False)
+        self.assertEqual(status, 404)
+
+    def test_over_http(self):
+        with served_api(self.api) as url:
+            parts = urlsplit(url)
+            with socket.create_connection((parts.hostname, parts.port),
+                                          timeout=10) as sock:
+                sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+                             b"POST /actions/noop HTTP/1.1\r\nHost: x\r\n"
+                             b"Content-Length: 0\r\n\r\n"
+                             b"GET /Thing/zz HTTP/1.1\r\nHost: x\r\n"
+                             b"Connection: close\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        answers = data.split(b"HTTP/1.1 ")[1:]
+        self.assertEqual([a[:3] for a in answers], [b"204", b"204", b"404"])
+        for answer in answers[:2]:
+            head = answer.lower()
+            self.assertNotIn(b"content-length", head)
+            self.assertTrue(head.endswith(b"\r\n\r\n"), head)
+        self.assertIn(b"allow: delete, get, head, options, post",
+                      answers[0].lower())
+
+    def test_hrefs_escape_question_marks_and_hashes(self):
+        table = [("a?admin=1", "/Thing/a%3Fadmin=1", "/Thing/a%3Fadmin%3D1"),
+                 ("x#y", "/Thing/x%23y", "/Thing/x%23y"),
+                 ("%3F", "/Thing/%253F", "/Thing/%253F"),
+                 ("caf\u00e9 1", "/Thing/caf\u00e9 1", "/Thing/caf%C3%A9%201"),
+                 ("a/b?c#d%", "/Thing/a%2Fb%3Fc%23d%25",
+                  "/Thing/a%2Fb%3Fc%23d%25")]
+        client = WsgiAPIClient.for_api(self.api)
+        for ident, href, location in table:
+            with self.subTest(ident=ident):
+                self.next_id[0] = ident
+                status, headers, body = _sv_json(self.app, "POST", "/Thing",
+                                                 {"name": "n"})
+                self.assertEqual(status, 201)
+                self.assertEqual(headers["location"], location)
+                self.assertEqual(json.loads(body)["_links"]["self"]["href"],
+                                 href)
+                self.assertEqual(Link(Model("ids2.Thing")).to_json(ident),
+                                 href)
+                self.assertEqual(Link(Model("ids2.Thing")).from_json(href),
+                                 ident)
+                self.assertEqual(client.models.Thing.get_by_id(ident),
+                                 {"name": "n"})
+                # The href resolves to this object, not to another one.
+                resolved = urlsplit("http://h" + href)
+                self.assertEqual((resolved.query, resolved.fragment),
+                                 ("", ""))
+        listed = dict(client.models.Thing.get_list())
+        self.assertEqual(sorted(listed), sorted(i for i, _, _ in table))
+
+    def test_dot_ids_are_refused(self):
+        for ident in (".", ".."):
+            with self.subTest(ident=ident):
+                for path in ("/Thing/" + ident,
+                             "/Thing/" + ident.replace(".", "%2E")):
+                    status, _, body = _sv_call(
+                        self.app, "GET", unquote_to_bytes(path).decode(),
+                        environ={"REQUEST_URI": path})
+                    self.assertEqual((status, body), (400, _sv_err(
+                        "Invalid Thing id: %s (a dot segment)" % ident)))
+                link = Link(Model("ids2.Thing"))
+                with self.assertRaises(ValidationError):
+                    link.to_json(ident)
+                with self.assertRaises(ValidationError):
+                    link.from_json("/Thing/" + ident)
+                status, _, _ = _sv_json(self.app, "POST", "/Thing", {
+                    "_links": {"other": {"href": "/Thing/" + ident}}})
+                self.assertEqual(status, 400)
+                client = WsgiAPIClient.for_api(self.api)
+                for call in (client.models.Thing.get_by_id,
+                             client.models.Thing.delete):
+                    with self.assertRaises(ValidationError):
+                        call(ident)
+                self.next_id[0] = ident
+                with self.assertLogs("cosmic", "ERROR") as cm:
+                    status, _, _ = _sv_json(self.app, "POST", "/Thing", {})
+                self.assertEqual(status, 500)
+                self.assertIn("Return value of Thing.create failed "
+                              "validation", cm.output[0])
+        self.assertEqual(_sv_call(self.app, "GET", "/Thing/.x")[0], 404)
 
 
 # (end of app2)
