@@ -4136,6 +4136,7 @@ def thread_local_middleware(app: Callable) -> Callable:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+    middleware.__wrapped__ = app  # type: ignore[attr-defined]
     return middleware
 
 
@@ -6566,7 +6567,13 @@ def _load_module(text: str) -> Any:
             raise _UsageError("No such file: %s" % text)
         name = os.path.splitext(os.path.basename(path))[0]
         folder = os.path.dirname(path)
-        if folder not in _sys.path:
+        if _stdlib_name(name):
+            # json.py, socket.py: load it under another name, its folder
+            # last on the path, so that it replaces no module of Python's.
+            name = "_cosmic_target_" + name
+            if folder not in _sys.path:
+                _sys.path.append(folder)
+        elif folder not in _sys.path:
             _sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -6587,6 +6594,22 @@ def _load_module(text: str) -> Any:
         raise _UsageError(_import_failure(text, err)) from None
     except Exception as exc:
         raise _UsageError(_import_failure(text, exc)) from None
+
+
+def _stdlib_name(name: str) -> bool:
+    """Whether ``name`` is a module of Python's standard library."""
+    names = getattr(_sys, "stdlib_module_names", None)  # 3.10+
+    if names is not None:
+        return name in names
+    if name in _sys.builtin_module_names:
+        return True
+    import importlib.machinery
+    import os
+    import sysconfig
+    folders = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib")}
+    folders |= {os.path.join(folder, "lib-dynload") for folder in folders}
+    return importlib.machinery.PathFinder.find_spec(
+        name, sorted(folders)) is not None
 
 
 def _import_failure(text: str, exc: Exception) -> str:
@@ -6616,8 +6639,9 @@ def _load_target(target: str) -> Any:
             except AttributeError:
                 raise _UsageError("%s has no attribute %r"
                                   % (module_text, attr)) from None
-        if not (isinstance(obj, (API, Server)) or callable(obj)):
-            raise _UsageError("%s is not an API, a Server or a WSGI app"
+        if not (isinstance(obj, (API, Server)) or _wsgi_callable(obj)):
+            raise _UsageError("%s is not an API, a Server or a WSGI app (a "
+                              "callable taking environ and start_response)"
                               % target)
         return obj
     apis = []
@@ -6634,12 +6658,42 @@ def _load_target(target: str) -> Any:
     return apis[0]
 
 
+def _wsgi_callable(obj: Any) -> bool:
+    """Whether obj can be called as a WSGI app, with two arguments."""
+    import inspect
+    if not callable(obj):
+        return False
+    try:
+        inspect.signature(obj).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some built-ins): trust it
+        return True
+    return True
+
+
+def _wrapped_server(app: Any) -> Server | None:
+    """The Server whose wsgi_app an app is, or wraps (``__wrapped__``, as
+    functools.wraps and thread_local_middleware set it)."""
+    for _ in range(100):
+        owner = getattr(app, "__self__", None)
+        if isinstance(owner, Server):
+            return owner
+        app = getattr(app, "__wrapped__", None)
+        if app is None:
+            break
+    return None
+
+
 def _as_app(obj: Any) -> tuple:
     """``(wsgi_app, name, api_or_None)`` for a loaded target."""
     if isinstance(obj, API):
         return Server(obj).wsgi_app, obj.name, obj
     if isinstance(obj, Server):
         return obj.wsgi_app, obj.api.name, obj.api
+    server = _wrapped_server(obj)
+    if server is not None:
+        return obj, server.api.name, server.api
     return obj, getattr(obj, "__name__", "app"), None
 
 
@@ -6647,10 +6701,11 @@ def _cmd_serve(args: Any) -> int:
     target = _load_target(args.target)
     app, name, _ = _as_app(target)
     limits = {}
-    if isinstance(target, (API, Server)):
+    server = target if isinstance(target, Server) else \
+        Server if isinstance(target, API) else _wrapped_server(target)
+    if server is not None:
         # Chunked bodies are buffered by the server: no more than the app
         # will accept.
-        server = target if isinstance(target, Server) else Server
         limits["max_chunked_body"] = server.max_content_length
 
     def ready(server):

@@ -14161,6 +14161,120 @@ class TestHTTPDetails(unittest.TestCase):
         self.assertEqual(_sv_call(self.app, "GET", "/Thing/.x")[0], 404)
 
 
+def _app_serve(test, target, cwd=None):
+    """Start ``python -m cosmic serve TARGET --port 0``; (first stdout
+    line, process). The process is killed at cleanup."""
+    env = dict(os.environ, PYTHONPATH=_ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
+        cwd=cwd or _ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, universal_newlines=True)
+
+    def stop():
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    test.addCleanup(stop)
+    lines = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()),
+                     daemon=True).start()
+    try:
+        return lines.get(timeout=20), proc
+    except queue.Empty:
+        test.fail("no 'Serving ...' line within 20 s")
+
+
+class TestServeTargets(unittest.TestCase):
+    """What ``serve`` accepts, and what it says it serves."""
+
+    def setUp(self):
+        self.folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.folder)
+
+    def write(self, name, text):
+        path = os.path.join(self.folder, name)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        return path
+
+    def test_neither_api_server_nor_wsgi_app_is_refused(self):
+        path = self.write("things.py", """\
+            from cosmic.api import API
+            api = API("things")
+            def one(environ):
+                return []
+            number = 3
+            """)
+        for target in ("examples/places.py:City", path + ":one",
+                       path + ":number"):
+            with self.subTest(target=target):
+                code, err = _sv_cli("serve", target, "--port", "0")
+                self.assertEqual(code, 2)
+                self.assertEqual(err, (
+                    "cosmic: error: %s is not an API, a Server or a WSGI app"
+                    " (a callable taking environ and start_response)\n"
+                    % target))
+
+    def test_a_file_named_like_a_stdlib_module(self):
+        for name in ("json.py", "socket.py"):
+            with self.subTest(name=name):
+                folder = tempfile.mkdtemp()
+                self.addCleanup(shutil.rmtree, folder)
+                path = os.path.join(folder, name)
+                shutil.copy(os.path.join(_ROOT, "examples", "words.py"), path)
+                line, proc = _app_serve(self, path)
+                match = _sv_SERVING.match(line)
+                self.assertIsNotNone(match, line)
+                self.assertEqual(match.group(1), "words")
+                client = APIClient("http://%s:%s" % (match.group(2),
+                                                     match.group(3)))
+                self.addCleanup(client.close)
+                self.assertEqual(client.actions.pluralize("pencil"),
+                                 "pencils")
+
+    def test_loading_it_in_process_replaces_nothing(self):
+        path = self.write("json.py", "from cosmic.api import API\n"
+                          "api = API('shadow')\n")
+        before = sys.modules["json"]
+        with cosmos.swap({}):
+            module = cosmic._load_module(path)
+            self.assertIs(sys.modules["json"], before)
+            self.assertIsNot(module, before)
+            self.assertEqual(module.api.name, "shadow")
+        self.assertNotEqual(sys.path[0], self.folder)
+
+    def test_a_wrapped_server_is_announced_by_its_api(self):
+        path = self.write("wrapped.py", """\
+            import functools
+            import cosmic
+            from cosmic.api import API
+            api = API("wrapped_api")
+
+            @api.action(returns=cosmic.String)
+            def hi():
+                return "hi"
+
+            plain = cosmic.Server(api).wsgi_app
+            wsgi_app = cosmic.thread_local_middleware(plain)
+
+            @functools.wraps(plain)
+            def logged(environ, start_response):
+                return plain(environ, start_response)
+
+            def other(environ, start_response):
+                start_response("200 OK", [("Content-Length", "2")])
+                return [b"ok"]
+            """)
+        for attr, name in (("plain", "wrapped_api"),
+                           ("wsgi_app", "wrapped_api"),
+                           ("logged", "wrapped_api"), ("other", "other")):
+            with self.subTest(attr=attr):
+                line, proc = _app_serve(self, "%s:%s" % (path, attr))
+                match = _sv_SERVING.match(line)
+                self.assertIsNotNone(match, line)
+                self.assertEqual(match.group(1), name)
+
+
 # (end of app2)
 
 
