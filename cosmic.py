@@ -3243,11 +3243,102 @@ _SERVER_OPTIONS = frozenset((
     "handler_timeout", "cors_origins", "docs", "etags"))
 
 
-class Server:
+class _ServerCORS:
+    """Server's cross-origin answers (``cors_origins``): the headers of
+    every answer, and preflight requests."""
+
+    cors_origins: Any
+
+    def _cors_origin(self, environ: dict) -> str | None:
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return None
+        if origin in self.cors_origins or "*" in self.cors_origins:
+            return origin
+        return None
+
+    def _cors(self, environ: dict, headers: dict) -> None:
+        origin = self._cors_origin(environ)
+        if origin is not None:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Expose-Headers"] = \
+                "Location, X-Request-ID, ETag"
+        headers["Vary"] = "Origin"
+
+    def _preflight(self, environ: dict, route: _Route) -> Response:
+        if self._cors_origin(environ) is None:
+            return error_response("Origin not allowed", 403)
+        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
+        allowed = [h.strip() for h in requested.split(",")
+                   if _re.match(r"[A-Za-z0-9-]{1,64}\Z", h.strip())]
+        headers = {"Allow": route.allow,
+                   "Access-Control-Allow-Methods": route.allow,
+                   "Access-Control-Max-Age": "600"}
+        if allowed:
+            headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
+        return Response(b"", 204, headers)
+
+
+class _ServerRoutes(_ServerCORS):
+    """Server's routing: the routes of its API, made again when the API
+    changes, and the route of a path (see ``dispatch_request``)."""
+
+    api: API
+    docs: bool
+    etags: bool
+    _routes: _Routes | None
+
+    def _get_routes(self) -> _Routes:
+        routes = self._routes
+        if routes is None or routes.version != self.api._version:
+            routes = self._routes = _Routes(self.api, self.etags)
+        return routes
+
+    def _match(self, parts: list) -> tuple:
+        routes = self._routes
+        if routes is None or routes.version != self.api._version:
+            routes = self._get_routes()
+        if parts[0] or len(parts) > 3:
+            return None, None
+        if len(parts) == 2:
+            name = parts[1]
+            route = routes.lists.get(name)
+            if route is not None:
+                return route, {}
+            if name == "spec.json":
+                return routes.spec, {}
+            if name == "openapi.json":
+                return routes.openapi, {}
+            if self.docs and name in ("", "docs"):
+                return routes.docs, {}
+            return None, None
+        head, tail = parts[1], parts[2]
+        if not tail:
+            return None, None
+        if head == "actions":
+            return routes.actions.get(tail), {}
+        route = routes.items.get(head)
+        if tail[0] == "." and tail in _DOT_IDS and route is not None:
+            raise HTTPError(400, "Invalid %s id: %s (a dot segment)"
+                            % (head, tail))
+        return route, {"id": tail}
+
+    def _options(self, environ: dict, route: _Route | None) -> Response:
+        """``OPTIONS``: the methods of a route, or with ``*`` (RFC 9110
+        section 9.3.7) of the whole server; a CORS preflight."""
+        if route is None or _asterisk(environ):
+            return Response(b"", 204, {"Allow": self._get_routes().allow})
+        if self.cors_origins and "HTTP_ORIGIN" in environ:
+            return self._preflight(environ, route)
+        return Response(b"", 204, {"Allow": route.allow})
+
+
+class Server(_ServerRoutes):
     """Serve an API as a WSGI application: ``Server(api).wsgi_app``.
 
-    Subclass it to hook into a request: ``view``, ``parse_request``,
-    ``build_response``, ``unhandled_exception_hook``, ``dispatch_request``.
+    Subclass it to hook into a request; the hooks, in the order a request
+    meets them: ``dispatch_request``, ``view``, ``parse_request``,
+    ``build_response``, ``unhandled_exception_hook``.
     Limits are attributes (or keyword arguments): ``max_content_length``
     (bytes, 1 MiB), ``max_json_depth`` (100), ``max_url_length`` (16 KiB),
     ``handler_timeout`` (seconds, None for no limit), ``cors_origins``,
@@ -3280,12 +3371,6 @@ class Server:
         self._plain_build = cls.build_response is Server.build_response
         self._plain_view = (self._plain_parse and self._plain_build
                             and cls.view is Server.view)
-
-    def _get_routes(self) -> _Routes:
-        routes = self._routes
-        if routes is None or routes.version != self.api._version:
-            routes = self._routes = _Routes(self.api, self.etags)
-        return routes
 
     def wsgi_app(self, environ: dict, start_response: Callable) -> Any:
         """The WSGI application (PEP 3333).
@@ -3369,18 +3454,12 @@ class Server:
             method = request.method
             if route is None:
                 if method == "OPTIONS" and _asterisk(environ):
-                    return Response(b"", 204,
-                                    {"Allow": self._get_routes().allow})
+                    return self._options(environ, route)
                 return error_response("Not Found", 404)
             endpoint = route.methods.get("GET" if method == "HEAD" else method)
             if endpoint is None:
                 if method == "OPTIONS":
-                    if _asterisk(environ):
-                        return Response(b"", 204,
-                                        {"Allow": self._get_routes().allow})
-                    if self.cors_origins and "HTTP_ORIGIN" in environ:
-                        return self._preflight(environ, route)
-                    return Response(b"", 204, {"Allow": route.allow})
+                    return self._options(environ, route)
                 response = error_response("Method Not Allowed", 405)
                 response.headers["Allow"] = route.allow
                 return response
@@ -3393,35 +3472,6 @@ class Server:
         except HTTPError as err:
             return error_response(
                 err.message or _REASONS.get(err.code, "Error"), err.code)
-
-    def _match(self, parts: list) -> tuple:
-        routes = self._routes
-        if routes is None or routes.version != self.api._version:
-            routes = self._get_routes()
-        if parts[0] or len(parts) > 3:
-            return None, None
-        if len(parts) == 2:
-            name = parts[1]
-            route = routes.lists.get(name)
-            if route is not None:
-                return route, {}
-            if name == "spec.json":
-                return routes.spec, {}
-            if name == "openapi.json":
-                return routes.openapi, {}
-            if self.docs and name in ("", "docs"):
-                return routes.docs, {}
-            return None, None
-        head, tail = parts[1], parts[2]
-        if not tail:
-            return None, None
-        if head == "actions":
-            return routes.actions.get(tail), {}
-        route = routes.items.get(head)
-        if tail[0] == "." and tail in _DOT_IDS and route is not None:
-            raise HTTPError(400, "Invalid %s id: %s (a dot segment)"
-                            % (head, tail))
-        return route, {"id": tail}
 
     def view(self, endpoint: Endpoint, request: Request,
              **url_args: Any) -> Response:
@@ -3464,35 +3514,6 @@ class Server:
             _log_safe(path), request_id,
             exc_info=(type(exc), exc, exc.__traceback__))
         return error_response("Internal Server Error", 500)
-
-    def _cors_origin(self, environ: dict) -> str | None:
-        origin = environ.get("HTTP_ORIGIN")
-        if origin is None:
-            return None
-        if origin in self.cors_origins or "*" in self.cors_origins:
-            return origin
-        return None
-
-    def _cors(self, environ: dict, headers: dict) -> None:
-        origin = self._cors_origin(environ)
-        if origin is not None:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Access-Control-Expose-Headers"] = \
-                "Location, X-Request-ID, ETag"
-        headers["Vary"] = "Origin"
-
-    def _preflight(self, environ: dict, route: _Route) -> Response:
-        if self._cors_origin(environ) is None:
-            return error_response("Origin not allowed", 403)
-        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
-        allowed = [h.strip() for h in requested.split(",")
-                   if _re.match(r"[A-Za-z0-9-]{1,64}\Z", h.strip())]
-        headers = {"Allow": route.allow,
-                   "Access-Control-Allow-Methods": route.allow,
-                   "Access-Control-Max-Age": "600"}
-        if allowed:
-            headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
-        return Response(b"", 204, headers)
 
 
 def _asterisk(environ: dict) -> bool:

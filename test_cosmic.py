@@ -14275,6 +14275,69 @@ class TestServeTargets(unittest.TestCase):
                 self.assertEqual(match.group(1), name)
 
 
+class TestServerShape(unittest.TestCase):
+    """The WSGI application reads in small pieces (no body over 200
+    lines); Server keeps its hooks, in the order a request meets them."""
+
+    NAMES = ("Response", "Request", "Endpoint", "ActionEndpoint",
+             "_ModelEndpoint", "GetByIdEndpoint", "CreateEndpoint",
+             "_WriteEndpoint", "UpdateEndpoint", "DeleteEndpoint",
+             "GetListEndpoint", "_Routes", "_ServerCORS", "_ServerRoutes",
+             "Server")
+
+    def test_no_body_over_200_lines(self):
+        with open(cosmic.__file__, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        found = {}
+        for node in tree.body:
+            if getattr(node, "name", None) in self.NAMES:
+                found[node.name] = node.end_lineno - node.lineno + 1
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.FunctionDef):
+                        self.assertLessEqual(
+                            inner.end_lineno - inner.lineno + 1, 200,
+                            "%s.%s" % (node.name, inner.name))
+        self.assertEqual(sorted(found), sorted(self.NAMES))
+        for name, size in found.items():
+            with self.subTest(name=name):
+                self.assertLessEqual(size, 200)
+
+    def test_hooks_in_request_order(self):
+        hooks = ["wsgi_app", "dispatch_request", "view", "parse_request",
+                 "build_response", "unhandled_exception_hook"]
+        own = [name for name in vars(Server) if name in hooks]
+        self.assertEqual(own, hooks)
+        order = []
+
+        class Traced(Server):
+            def dispatch_request(self, request):
+                order.append("dispatch_request")
+                return super().dispatch_request(request)
+
+            def view(self, endpoint, request, **url_args):
+                order.append("view")
+                return super().view(endpoint, request, **url_args)
+
+            def parse_request(self, endpoint, request, **url_args):
+                order.append("parse_request")
+                return super().parse_request(endpoint, request, **url_args)
+
+            def build_response(self, endpoint, func_input, func_output):
+                order.append("build_response")
+                raise ValueError("boom")
+
+            def unhandled_exception_hook(self, exc, request):
+                order.append("unhandled_exception_hook")
+                return super().unhandled_exception_hook(exc, request)
+
+        _sv_isolate(self)
+        api, _, _ = _app_towns()
+        with self.assertLogs("cosmic", "ERROR"):
+            status, _, _ = _sv_call(Traced(api).wsgi_app, "GET", "/Town/1")
+        self.assertEqual(status, 500)
+        self.assertEqual(order, hooks[1:])
+
+
 # (end of app2)
 
 
