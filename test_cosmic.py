@@ -14124,6 +14124,32 @@ class TestHTTPDetails(unittest.TestCase):
         self.assertIn(b"allow: delete, get, head, options, post",
                       answers[0].lower())
 
+    def test_ids_over_http(self):
+        self.next_id[0] = "a?admin=1"
+        _sv_json(self.app, "POST", "/Thing", {"name": "q"})
+        self.next_id[0] = "admin"
+        _sv_json(self.app, "POST", "/Thing", {"name": "other"})
+        with served_api(self.api) as url:
+            client = APIClient(url)
+            self.addCleanup(client.close)
+            Thing = client.models.Thing
+            self.assertEqual(Thing.get_by_id("a?admin=1"), {"name": "q"})
+            self.assertEqual(dict(Thing.get_list())["a?admin=1"],
+                             {"name": "q"})
+            conn = http.client.HTTPConnection(urlsplit(url).hostname,
+                                              urlsplit(url).port, timeout=10)
+            self.addCleanup(conn.close)
+            conn.request("GET", "/Thing/a%3Fadmin%3D1")
+            body = json.loads(conn.getresponse().read())
+            self.assertEqual(body["_links"]["self"]["href"],
+                             "/Thing/a%3Fadmin=1")
+            conn.request("GET", "/Thing/%2E%2E")
+            res = conn.getresponse()
+            self.assertEqual((res.status, res.read()), (400, _sv_err(
+                "Invalid Thing id: .. (a dot segment)")))
+            with self.assertRaises(ValidationError):
+                Thing.get_by_id("..")
+
     def test_hrefs_escape_question_marks_and_hashes(self):
         table = [("a?admin=1", "/Thing/a%3Fadmin=1", "/Thing/a%3Fadmin%3D1"),
                  ("x#y", "/Thing/x%23y", "/Thing/x%23y"),
