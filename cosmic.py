@@ -3739,22 +3739,32 @@ class GetByIdEndpoint(_ModelEndpoint):
             rep = self.func(ident)
         except NotFound:
             return error_response("Not Found", 404)
+        # build_response and _json_response, inline.
         try:
-            response = _json_response(
-                self.representation._server_dump((ident, rep)))
+            datum = self.representation._server_dump((ident, rep))
         except Exception as err:
             _mark_return_error(err, self._what)
             raise
-        if self.etags:
-            if self._tag is None:
-                tag = _TAGS.get(response.data)  # _hash_tag, inline
-                if tag is None:
-                    tag = _hash_tag(response.data)
-            else:
-                tag = self._tag(ident, rep)
-            response.headers["ETag"] = tag
-            if "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ:
-                return self._conditional(environ, tag, url_args, response)
+        response = Response.__new__(Response)
+        response.status_code = 200
+        try:
+            data = response.data = _ENCODE(datum).encode("ascii")
+        except Exception as err:
+            err.__dict__["_cosmic_unwritable"] = True
+            _mark_return_error(err, self._what)
+            raise
+        if not self.etags:
+            response.headers = {"Content-Type": _JSON_TYPE}
+            return response
+        if self._tag is None:
+            tag = _TAGS.get(data)  # _hash_tag, inline
+            if tag is None:
+                tag = _hash_tag(data)
+        else:
+            tag = self._tag(ident, rep)
+        response.headers = {"Content-Type": _JSON_TYPE, "ETag": tag}
+        if "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ:
+            return self._conditional(environ, tag, url_args, response)
         return response
 
     def _conditional(self, environ: dict, tag: str, url_args: dict,
