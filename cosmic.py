@@ -2574,6 +2574,9 @@ class BaseModel:
     ``create_requires`` names the fields and links a create must carry
     (refused otherwise with ``Missing fields``). Properties may also be
     written as annotations: ``name: str``, ``population: Optional[int]``.
+    An optional classmethod ``etag(cls, id, rep) -> str`` gives objects
+    their own ETag (by default a hash of the representation); see
+    ``cosmic.if_match()``.
     """
 
     _cosmic_model: ClassVar[Model]  # set by API.model
@@ -3162,8 +3165,6 @@ def _read_body(environ: dict, limit: int) -> bytes:
 # pass (a pattern that needs the closing quote retries from every quote).
 _JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', _re.S)
 _NOT_BRACKET = _re.compile(r"[^\[\]{}]+")
-
-
 _ONE_BRACKET = str.maketrans("{}", "[]")
 
 
@@ -3243,9 +3244,10 @@ def _call_style(func: Callable, names: Iterable, skip: int = 0) -> bool:
     return len(params) == 1 and params[0].name not in names
 
 
-# -- Conditional requests (RFC 9110 section 13): ETag, If-Match, If-None-Match
-
-# etagc: visible ASCII but '"', and obs-text (RFC 9110 section 8.8.3).
+# Conditional requests (RFC 9110 section 13): the ETag of a model object,
+# and If-Match and If-None-Match compared with it (see
+# docs/protocol.md#conditional-requests). etagc, the characters of a tag, is
+# visible ASCII but '"', and obs-text (RFC 9110 section 8.8.3).
 _OPAQUE_TAG = _re.compile(r"[\x21\x23-\x7e\x80-\xff]*\Z")
 _TAG_LIST = _re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
 # The tags of recently sent small bodies: hashing costs more than the rest
@@ -3639,7 +3641,7 @@ class _ModelEndpoint(Endpoint):
                     BaseModel.get_by_id.__func__:  # type: ignore[attr-defined]
                 self._get = getter
             etag = getattr(api._model_classes.get(model_name), "etag", None)
-            if etag is not None:
+            if callable(etag):
                 self._tag = _model_tag(etag, model_name)
 
     @property
