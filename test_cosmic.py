@@ -13537,6 +13537,41 @@ class TestConditionalRequestsHTTP(unittest.TestCase):
                 conn.close()
 
 
+class TestConditionalRaceHTTP(unittest.TestCase):
+    """Clients on their own connections race with one tag: one wins."""
+
+    def test_one_winner_per_tag(self):
+        _sv_isolate(self)
+        api, towns, _ = _app_towns(slow=threading.Event())
+        results = []
+        with served_api(api) as url:
+            reader = APIClient(url)
+            tag = reader.models.Town.get_by_id("1", _with_etag=True)[1]
+            reader.close()
+            barrier = threading.Barrier(6)
+
+            def put(i):
+                client = APIClient(url)
+                try:
+                    barrier.wait()
+                    client.models.Town.update("1", name="T%d" % i,
+                                              _if_match=tag)
+                    results.append("won")
+                except cosmic.PreconditionFailed:
+                    results.append(412)
+                finally:
+                    client.close()
+
+            threads = [threading.Thread(target=put, args=(i,))
+                       for i in range(6)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        self.assertEqual(sorted(results, key=str), [412] * 5 + ["won"])
+        self.assertEqual(towns["1"]["version"], 2)
+
+
 class TestConditionalOpenAPI(unittest.TestCase):
     def test_document_names_the_headers_and_statuses(self):
         _sv_isolate(self)
