@@ -1454,9 +1454,10 @@ class _Custom(_Type):
             raise SpecError("Custom type %s wraps no schema: set its "
                             "schema attribute to a cosmic type" % name)
         if wrapper:
-            inner_load, inner_dump = self._inner._load, self._inner._dump
+            wrapped: Any = self._inner
+            inner_load, inner_dump = wrapped._load, wrapped._dump
             assemble, disassemble = obj.assemble, obj.disassemble
-            self._string_based = self._inner._string_based
+            self._string_based = wrapped._string_based
             self._load = lambda datum: assemble(inner_load(datum))
             self._dump = lambda value: inner_dump(disassemble(value))
         else:
