@@ -13030,6 +13030,442 @@ class TestPlanetariumExample(unittest.TestCase):
 # == scale ===================================================================
 # scale-out: PostgreSQL, gunicorn and nginx
 
+# The places example on both back ends (one test body), and the deployment
+# users are told to run: two gunicorn instances of places on a real
+# PostgreSQL behind nginx, driven, broken and restarted. The tools are
+# Debian packages (postgresql, nginx) and test extras (psycopg, gunicorn);
+# without them these tests skip, and fail with COSMIC_REQUIRE_EXTRAS=1.
+
+try:
+    import psycopg as _sc_psycopg
+except ImportError:  # pragma: no cover - depends on the environment
+    _sc_psycopg = None
+
+_sc_sqlite3 = importlib.import_module("sqlite3")
+_SC_PG_BINS = sorted(
+    (os.path.dirname(path) for path in importlib.import_module("glob").glob(
+        "/usr/lib/postgresql/*/bin/initdb")),
+    key=lambda path: int(path.split("/")[-2]) if
+    path.split("/")[-2].isdigit() else 0)
+_SC_NGINX = shutil.which("nginx") or (
+    "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def _sc_need_tool(found, name):
+    """Skip (or, with COSMIC_REQUIRE_EXTRAS=1, fail) without a program."""
+    if found:
+        return found
+    if os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1":
+        raise AssertionError("%s is missing, but COSMIC_REQUIRE_EXTRAS=1"
+                             % name)
+    raise unittest.SkipTest("%s not installed (Debian package)" % name)
+
+
+def _sc_need_gunicorn():
+    """gunicorn, importable by this Python (it runs as `python -m`)."""
+    found = importlib.util.find_spec("gunicorn") is not None
+    return _ty_need(True if found else None, "gunicorn")
+
+
+def _sc_wait(predicate, timeout, what):
+    """Poll until predicate() is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %s s waiting for %s"
+                                 % (timeout, what))
+        time.sleep(0.05)
+
+
+def _sc_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _sc_Postgres:
+    """A PostgreSQL server in a temporary directory, on a free port of
+    127.0.0.1, with a role and database ``places`` for the app.
+
+    initdb refuses to run as root: then the directory is given to the
+    ``postgres`` user and the server's programs run through runuser.
+    ``stop()`` stops the server by the pid in its postmaster.pid.
+    """
+
+    PASSWORD = "places-secret"
+
+    def __init__(self):
+        _ty_need(_sc_psycopg, "psycopg")
+        bin_dir = _sc_need_tool(_SC_PG_BINS and _SC_PG_BINS[-1],
+                                "PostgreSQL (initdb)")
+        self.dir = tempfile.mkdtemp(prefix="cosmic-sc-pg-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = _hd_free_port()
+        self.pid = None
+        prefix = []
+        if os.geteuid() == 0:
+            runuser = _sc_need_tool(shutil.which("runuser"), "runuser")
+            import pwd
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            prefix = [runuser, "-u", "postgres", "--"]
+        try:
+            self._run(prefix + [
+                os.path.join(bin_dir, "initdb"), "-D", self.data,
+                "-U", "postgres", "--auth-local=trust",
+                "--auth-host=scram-sha-256", "--no-sync", "-E", "UTF8",
+                "--locale=C"])
+            # fsync off: a test cluster need not survive a power cut.
+            options = ("-p %d -k %s -c listen_addresses=127.0.0.1 "
+                       "-c fsync=off -c full_page_writes=off "
+                       "-c max_connections=200" % (self.port, self.dir))
+            self._run(prefix + [
+                os.path.join(bin_dir, "pg_ctl"), "-D", self.data, "-l",
+                os.path.join(self.dir, "server.log"), "-w", "-t", "60",
+                "-o", options, "start"])
+            with open(os.path.join(self.data, "postmaster.pid")) as f:
+                self.pid = int(f.readline())
+            with self.admin() as conn:
+                conn.execute("CREATE ROLE places LOGIN PASSWORD '%s'"
+                             % self.PASSWORD)
+                conn.execute("CREATE DATABASE places OWNER places")
+        except BaseException:
+            self.stop()
+            raise
+        self.url = "postgresql://places:%s@127.0.0.1:%d/places" % (
+            self.PASSWORD, self.port)
+
+    def _run(self, args):
+        done = subprocess.run(args, cwd=self.dir, capture_output=True,
+                              text=True, timeout=120)
+        if done.returncode != 0:
+            name = [os.path.basename(arg) for arg in args
+                    if os.path.basename(arg) in ("initdb", "pg_ctl")]
+            raise AssertionError("%s failed (%d): %s%s" % (
+                name[0], done.returncode, done.stdout[-1500:],
+                done.stderr[-1500:]))
+
+    def admin(self, dbname="postgres"):
+        """A superuser connection over the Unix socket (autocommit)."""
+        return _sc_psycopg.connect(host=self.dir, port=self.port,
+                                   user="postgres", dbname=dbname,
+                                   autocommit=True)
+
+    def query(self, sql, params=()):
+        """Rows of one query in the app's database, as the superuser."""
+        with self.admin("places") as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+    def stop(self):
+        """Fast shutdown (SIGINT to the postmaster), SIGKILL if it hangs."""
+        if self.pid is not None and _sc_alive(self.pid):
+            os.kill(self.pid, signal.SIGINT)
+            try:
+                _sc_wait(lambda: not _sc_alive(self.pid), 30, "postgres")
+            except AssertionError:
+                os.kill(self.pid, signal.SIGKILL)
+        self.pid = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _sc_load_places(env):
+    """Import examples/places.py afresh with ``env`` (its own registry)."""
+    path = os.path.join(_ROOT, "examples", "places.py")
+    name = "_sc_places_%d" % next(_sc_COUNTER)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    keys = ("PLACES_DB", "PLACES_DATABASE_URL")
+    saved = {key: os.environ.pop(key, None) for key in keys}
+    os.environ.update(env)
+    try:
+        with cosmic.cosmos.swap({}):
+            spec.loader.exec_module(module)
+    finally:
+        for key in keys:
+            os.environ.pop(key, None)
+            if saved[key] is not None:
+                os.environ[key] = saved[key]
+    return module
+
+
+_sc_COUNTER = itertools.count()
+
+
+def _sc_close(module):
+    """Close the connection this thread opened in a places module."""
+    conn = getattr(module._local, "conn", None)
+    if conn is not None:
+        conn.close()
+        module._local.conn = None
+
+
+@contextlib.contextmanager
+def _sc_if_match(tag):
+    """Run model code as if the request carried ``If-Match: "tag"``."""
+    with mock.patch.object(cosmic, "if_match", lambda: tag):
+        yield
+
+
+class _sc_PlacesBody:
+    """One test body for places, run on each back end.
+
+    Subclasses set ``env`` in setUpClass (and ``pg`` for PostgreSQL);
+    ``rows(sql)`` reads the database behind the app's back.
+    """
+
+    @classmethod
+    def load(cls, env):
+        cls.places = _sc_load_places(env)
+        cls.client = WsgiAPIClient(cls.places.wsgi_app)
+        cls.client.actions.stats()  # the tables exist from here on
+        _sc_close(cls.places)
+
+    def setUp(self):
+        self.reset()
+        self.addCleanup(_sc_close, self.places)
+
+    def run_threads(self, count, work):
+        """Run work(n) in ``count`` threads at once; the exceptions."""
+        errors = []
+        barrier = threading.Barrier(count, timeout=30)
+
+        def run(n):
+            try:
+                barrier.wait()
+                work(n)
+            except BaseException as exc:  # reported by the caller
+                errors.append(exc)
+            finally:
+                _sc_close(self.places)
+
+        threads = [threading.Thread(target=run, args=(n,))
+                   for n in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        return errors
+
+    def test_crud_filters_and_paging(self):
+        City = self.client.models.City
+        ids = [City.create(name="C%02d" % n, country="AB"[n % 2],
+                           population=n)[0] for n in range(25)]
+        self.assertEqual(ids, [str(n) for n in range(1, 26)])
+        self.assertEqual(City.get_by_id("3"),
+                         {"name": "C02", "country": "A", "population": 2})
+        items, meta = City.get_list(country="B", limit=5, offset=10)
+        self.assertEqual(meta, {"total_count": 12})
+        self.assertEqual([ident for ident, _ in items], ["22", "24"])
+        items, meta = City.get_list()
+        self.assertEqual((len(items), meta), (20, {"total_count": 25}))
+        self.assertEqual(City.get_list(name="C07", country="B"),
+                         ([("8", {"name": "C07", "country": "B",
+                                  "population": 7})], {"total_count": 1}))
+        self.assertEqual(City.get_list(offset=2 ** 62), ([],
+                                                         {"total_count": 25}))
+        self.assertEqual(City.get_list(name="No\x00where"),
+                         ([], {"total_count": 0}))
+        self.assertEqual(City.update("3", population=2 ** 63 - 1),
+                         {"name": "C02", "country": "A",
+                          "population": 2 ** 63 - 1})
+        with self.assertRaises(RemoteHTTPError) as caught:
+            City.update("3", name="Nul\x00")
+        self.assertEqual((caught.exception.code, caught.exception.message),
+                         (400, "Name must not contain NUL characters"))
+        City.delete("25")
+        self.assertEqual(City.create(name="Next")[0], "26")  # never reused
+        with self.assertRaises(NotFound):
+            City.get_by_id("25")
+        with self.assertRaises(NotFound):
+            City.delete("25")
+        self.assertEqual(self.client.actions.rename_city(id="1", name="D"),
+                         "C00")
+        self.assertEqual(self.client.actions.stats(),
+                         {"cities": 25, "addresses": 0})
+
+    def test_addresses_link_to_existing_cities(self):
+        City, Address = self.client.models.City, self.client.models.Address
+        city, _ = City.create(name="Lyon")
+        other, _ = City.create(name="Nice")
+        ident, rep = Address.create(number=3, street="Rue", city=city)
+        self.assertEqual(rep, {"number": 3, "street": "Rue", "city": city})
+        for bad in ("99", "0"):
+            with self.subTest(city=bad):
+                with self.assertRaises(RemoteHTTPError) as caught:
+                    Address.create(number=1, street="X", city=bad)
+                self.assertEqual((caught.exception.code,
+                                  caught.exception.message),
+                                 (400, "No City with id %r" % bad))
+                with self.assertRaises(RemoteHTTPError) as caught:
+                    Address.update(ident, city=bad)
+                self.assertEqual(caught.exception.code, 400)
+        self.assertEqual(Address.update(ident, city=other)["city"], other)
+        self.assertEqual(Address.get_list(city=other),
+                         ([(ident, {"number": 3, "street": "Rue",
+                                    "city": other})], {"total_count": 1}))
+        with self.assertRaises(RemoteHTTPError) as caught:
+            City.delete(other)
+        self.assertEqual((caught.exception.code, caught.exception.message),
+                         (409, "City has addresses"))
+        City.delete(city)
+        Address.delete(ident)
+        City.delete(other)
+        self.assertEqual(self.client.actions.stats(),
+                         {"cities": 0, "addresses": 0})
+
+    def test_concurrent_creates_get_distinct_ids(self):
+        created = []
+
+        def work(n):
+            client = WsgiAPIClient(self.places.wsgi_app)
+            for i in range(20):
+                created.append(client.models.City.create(
+                    name="T%d_%d" % (n, i))[0])
+
+        self.assertEqual(self.run_threads(8, work), [])
+        self.assertEqual(len(set(created)), 160)
+        self.assertEqual(self.rows("SELECT COUNT(*) FROM city"), [(160,)])
+
+    def test_delete_city_races_address_creates(self):
+        # Each round: one thread deletes a city while three add addresses
+        # to it. Whatever the order, no address may outlive its city, and
+        # each answer must agree with what the database holds.
+        City = self.client.models.City
+        outcomes = []
+        for round_ in range(6):
+            city, _ = City.create(name="R%d" % round_)
+
+            def work(n, city=city):
+                client = WsgiAPIClient(self.places.wsgi_app)
+                try:
+                    if n == 0:
+                        client.models.City.delete(city)
+                        outcomes.append(("deleted", city))
+                    else:
+                        ident, _ = client.models.Address.create(
+                            number=n, street="S", city=city)
+                        outcomes.append(("address", ident))
+                except RemoteHTTPError as err:
+                    outcomes.append((err.code, city))
+
+            self.assertEqual(self.run_threads(4, work), [])
+        orphans = self.rows("SELECT COUNT(*) FROM address WHERE city_id NOT "
+                            "IN (SELECT id FROM city)")
+        self.assertEqual(orphans, [(0,)])
+        deleted = {c for kind, c in outcomes if kind == "deleted"}
+        refused = {c for kind, c in outcomes if kind == 409}
+        self.assertEqual(len(deleted) + len(refused), 6)
+        for kind, value in outcomes:
+            if kind == "address":
+                self.assertEqual(len(self.rows(
+                    "SELECT id FROM address WHERE id = %d" % int(value))), 1)
+            if kind == 400:  # the city was gone first
+                self.assertIn(value, deleted)
+
+    def test_if_match_is_checked_in_the_write(self):
+        City = self.places.City
+        ident, _ = City.create({"name": "Vigo"})
+        City.get_by_id(ident)
+        tag = City.etag(ident, {"name": "Vigo", "country": None,
+                                "population": None})
+        self.assertEqual(tag, "1")
+        with _sc_if_match("1"):
+            rep = City.update(ident, {"population": 1})
+        self.assertEqual(City.etag(ident, rep), "2")
+        for stale in ("1", "x", "99"):
+            with self.subTest(tag=stale), _sc_if_match(stale):
+                with self.assertRaises(cosmic.PreconditionFailed) as caught:
+                    City.update(ident, {"population": 5})
+                self.assertEqual(caught.exception.code, 412)
+                with self.assertRaises(cosmic.PreconditionFailed):
+                    City.delete(ident)
+        with _sc_if_match("*"):
+            City.update(ident, {})
+        with _sc_if_match("2"), self.assertRaises(NotFound):
+            City.update("999", {"population": 5})
+        self.assertEqual(City.get_by_id(ident)["population"], 1)
+        # A representation that is no longer current never gets the
+        # current version as its tag.
+        self.assertEqual(City.etag(ident, {"name": "Old", "country": None,
+                                           "population": None}), "0")
+        with _sc_if_match("2"):
+            City.delete(ident)
+        self.assertEqual(self.rows("SELECT COUNT(*) FROM city"), [(0,)])
+
+    def test_if_match_contest_has_one_winner_per_version(self):
+        City = self.places.City
+        ident, _ = City.create({"name": "Gijon", "population": 0})
+        wins, refusals = [], []
+        for version in (1, 2, 3):
+
+            def work(n, version=version):
+                try:
+                    City.update(ident, {"population": n})
+                    wins.append((version, n))
+                except cosmic.PreconditionFailed:
+                    refusals.append(version)
+
+            with _sc_if_match(str(version)):  # every thread sends this tag
+                self.assertEqual(self.run_threads(6, work), [])
+        self.assertEqual([v for v, _ in wins], [1, 2, 3])
+        self.assertEqual(len(refusals), 15)
+        row = self.rows("SELECT version, population FROM city")
+        self.assertEqual(row, [(4, wins[-1][1])])
+
+
+class TestScalePlacesSQLite(_sc_PlacesBody, unittest.TestCase):
+    """The places body on SQLite (the default back end)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="cosmic-sc-")
+        cls.path = os.path.join(cls.tmp.name, "places.db")
+        cls.load({"PLACES_DB": cls.path})
+
+    @classmethod
+    def tearDownClass(cls):
+        _sc_close(cls.places)
+        cls.tmp.cleanup()
+
+    def reset(self):
+        with contextlib.closing(_sc_sqlite3.connect(self.path)) as conn, conn:
+            conn.execute("DELETE FROM address")
+            conn.execute("DELETE FROM city")
+            conn.execute("DELETE FROM sqlite_sequence")
+
+    def rows(self, sql):
+        with contextlib.closing(_sc_sqlite3.connect(self.path)) as conn:
+            return [tuple(row) for row in conn.execute(sql)]
+
+
+class TestScalePlacesPostgreSQL(_sc_PlacesBody, unittest.TestCase):
+    """The same body on PostgreSQL (PLACES_DATABASE_URL)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = _sc_Postgres()
+        try:
+            cls.load({"PLACES_DATABASE_URL": cls.pg.url})
+        except BaseException:
+            cls.pg.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        _sc_close(cls.places)
+        cls.pg.stop()
+
+    def reset(self):
+        self.pg.query("TRUNCATE address, city RESTART IDENTITY")
+
+    def rows(self, sql):
+        return [tuple(row) for row in self.pg.query(sql)]
+
 
 # (end of scale)
 
