@@ -13467,6 +13467,71 @@ class TestScalePlacesPostgreSQL(_sc_PlacesBody, unittest.TestCase):
         return [tuple(row) for row in self.pg.query(sql)]
 
 
+class TestScalePlacesStartCheck(unittest.TestCase):
+    """A database that cannot work stops places at start, in one line."""
+
+    def failure(self, env):
+        with self.assertRaises(RuntimeError) as caught:
+            _sc_load_places(env)
+        message = str(caught.exception)
+        self.assertNotIn("\n", message)
+        return message
+
+    def test_sqlite_paths(self):
+        with tempfile.TemporaryDirectory(prefix="cosmic-sc-") as tmp:
+            missing = os.path.join(tmp, "nowhere", "p.db")
+            self.assertEqual(self.failure({"PLACES_DB": missing}),
+                             "PLACES_DB=%s: the folder %s does not exist"
+                             % (missing, os.path.dirname(missing)))
+            self.assertEqual(self.failure({"PLACES_DB": tmp}),
+                             "PLACES_DB=%s is a directory, not a database "
+                             "file" % tmp)
+            junk = os.path.join(tmp, "junk.db")
+            with open(junk, "wb") as f:
+                f.write(b"not a database" * 100)
+            self.assertEqual(self.failure({"PLACES_DB": junk}),
+                             "PLACES_DB=%s: cannot open it as SQLite: file "
+                             "is not a database" % junk)
+            fresh = os.path.join(tmp, "fresh.db")
+            _sc_load_places({"PLACES_DB": fresh})
+            self.assertFalse(os.path.exists(fresh))  # nothing made yet
+
+    def test_postgres_unreachable_or_driver_missing(self):
+        port = _hd_free_port()
+        url = "postgresql://places:pw@127.0.0.1:%d/places" % port
+        if _sc_psycopg is not None:
+            message = self.failure({"PLACES_DATABASE_URL": url})
+            self.assertTrue(message.startswith(
+                "PLACES_DATABASE_URL: cannot connect to "
+                "postgresql://places@127.0.0.1:%d/places: " % port),
+                message)
+            self.assertNotIn("pw", message.replace("places", ""))
+        with mock.patch.dict(sys.modules, {"psycopg": None}):
+            self.assertEqual(
+                self.failure({"PLACES_DATABASE_URL": url}),
+                "PLACES_DATABASE_URL is set, but the PostgreSQL driver is "
+                "not installed: pip install 'psycopg[binary]'")
+        self.assertEqual(
+            self.failure({"PLACES_DATABASE_URL": "mysql://x"}),
+            "PLACES_DATABASE_URL must start with postgresql://, got "
+            "'mysql://x'")
+
+    def test_cosmic_serve_says_it_in_one_line(self):
+        with tempfile.TemporaryDirectory(prefix="cosmic-sc-") as tmp:
+            bad = os.path.join(tmp, "no", "p.db")
+            done = subprocess.run(
+                [sys.executable, "-m", "cosmic", "serve",
+                 "examples/places.py", "--port", "0"], cwd=_ROOT,
+                env=_hd_child_env(PLACES_DB=bad), capture_output=True,
+                text=True, timeout=60)
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(done.stdout, "")
+        lines = done.stderr.splitlines()
+        self.assertEqual(len(lines), 1, done.stderr)
+        self.assertIn("PLACES_DB=%s: the folder %s does not exist"
+                      % (bad, os.path.dirname(bad)), lines[0])
+
+
 # (end of scale)
 
 
