@@ -13818,7 +13818,8 @@ class _sc_Client:
                 city["population"] = self.refresh(ident)["population"]
                 return
             city["population"] = value
-            city["tag"] = _sc_tag(res)
+            # The answer's tag, when it carries one; else read it next time.
+            city["tag"] = res.getheader("ETag") and _sc_tag(res)
         elif op == "delete":
             if city["pinned"]:
                 return
