@@ -13556,7 +13556,7 @@ http {{
         default $http_x_request_id;
     }}
     log_format places '$places_request_id $status "$upstream_addr" '
-                      '"$upstream_status" $request_time';
+                      '"$upstream_status" $request_method $request_time';
     access_log {dir}/access.log places;
     upstream places {{
         server 127.0.0.1:{port_a} max_fails=1 fail_timeout=1s;
@@ -13667,13 +13667,15 @@ class _sc_Nginx:
             return f.read()[-3000:]
 
     def access(self):
-        """The access log: request id -> (status, upstreams, statuses)."""
+        """The access log: request id -> (status, upstreams, their
+        statuses, method)."""
         lines = {}
         with open(os.path.join(self.dir, "access.log")) as f:
             for line in f:
                 rid, status, rest = line.split(" ", 2)
-                upstreams, statuses, _ = rest.split('"')[1::2] + [""]
-                lines[rid] = (int(status), upstreams, statuses)
+                _, upstreams, _, statuses, rest = rest.split('"')
+                lines[rid] = (int(status), upstreams, statuses,
+                              rest.split()[0])
         return lines
 
     def stop(self):
@@ -14099,6 +14101,15 @@ class TestScaleDeployment(unittest.TestCase):
         self.assertIn(target, {access[rid][1] for _, rid in after})
         failed = collections.Counter(op for op, *_ in load.failed())
         unknown = len(load.unknown_addresses) + len(load.unknown_renames)
+        # Requests nginx sent to the killed instance and then to the other:
+        # in flight when it died, or sent just after, before nginx marked
+        # it down (both: "A, B" in $upstream_addr).
+        resent = collections.Counter(
+            "%s %s->%s" % (line[3], *line[2].split(", ")[:2])
+            for rid, line in access.items() if rid.startswith("k-") and
+            line[1].startswith(target + ", "))
+        print("\n[scale: resent by nginx from the killed instance to the "
+              "other (method, statuses): %s]" % (dict(resent) or "none"))
         print("\n[scale: killed one instance (SIGKILL to its process group) "
               "after 500 calls: %s; failed in flight (502 from nginx, not "
               "resent): %s; of those, creates that landed anyway: %d of %d, "
