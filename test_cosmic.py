@@ -14095,12 +14095,12 @@ class TestScaleDeployment(unittest.TestCase):
         self.assertEqual(result, [[]])
         access = self.nginx.access()
         target = "127.0.0.1:%d" % killed.port
-        for op, rid, start, status in load.failed():
+        for _, rid, start, _ in load.failed():
             with self.subTest(failed=rid):
                 # In flight on the killed instance when it died.
                 self.assertLess(start, kill_time)
                 self.assertIn(target, access[rid][1])
-        for op, rid, status in load.explained():
+        for _, rid, _ in load.explained():
             with self.subTest(explained=rid):
                 self.assertIn(target, access[rid][1])
         acknowledged, rows, landed, writes = self.check_counts(load)
