@@ -13378,6 +13378,26 @@ class _sc_PlacesBody:
             if kind == 400:  # the city was gone first
                 self.assertIn(value, deleted)
 
+    @unittest.skipUnless(hasattr(os, "fork"), "needs fork()")
+    def test_a_forked_process_opens_its_own_connection(self):
+        # What a server that forks its workers after the import does: the
+        # child must not use (or close) the parent's connection.
+        self.client.actions.stats()
+        parent = self.places._local.conn
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                self.places.City.create({"name": "Forked"})
+                code = 0 if self.places._local.conn is not parent else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        self.assertIs(self.places._local.conn, parent)
+        self.assertEqual(self.client.actions.stats(),  # still works
+                         {"cities": 1, "addresses": 0})
+
     def test_if_match_is_checked_in_the_write(self):
         City = self.places.City
         ident, _ = City.create({"name": "Vigo"})
