@@ -50,6 +50,8 @@ import re as _re
 import sys as _sys
 import threading as _threading
 from collections import OrderedDict as _OrderedDict
+from os import getpid as _getpid  # os and time are loaded already
+from time import monotonic as _monotonic
 from math import isfinite as _isfinite
 
 TYPE_CHECKING = False
@@ -76,7 +78,7 @@ _PUBLIC = (
     ("BasicWrapper ParametrizedWrapper BasicPrimitive ParametrizedPrimitive "
      "standard_types UUID Decimal", "cosmic types legacy_teleport http"),
     ("UnicodeDecodeValidationError UnknownTypeValidationError",
-     "cosmic (types)"),
+     "cosmic (types) legacy_teleport"),
     ("SpecError NotFound HTTPError RemoteHTTPError", "cosmic exceptions http"),
     ("ThreadLocalMissing", "cosmic exceptions"),
     ("API BaseAPI", "cosmic api"),
@@ -89,6 +91,7 @@ _PUBLIC = (
     ("serve_wsgi", "cosmic"),
     ("BaseAPIClient APIClient WsgiAPIClient ClientLoggingMixin connect",
      "cosmic client"),
+    ("OutcomeUnknown ResponseTooLarge", "cosmic client"),
     ("ThreadLocalDict SwappableDict thread_local ensure_thread_local "
      "thread_local_middleware storage cosmos", "cosmic globals"),
     ("openapi docs_html main", "cosmic"),
@@ -2463,6 +2466,20 @@ def _link_entry(name: str, spec: dict) -> dict:
             "doc": spec.get("doc")}
 
 
+def _where(err: SpecError, api: API, kind: str, name: Any) -> SpecError:
+    """``err`` with the API, the action or model and the user's line in
+    its message, its traceback cut at the user's code (registration)."""
+    frame = _sys._getframe(1)
+    here = frame.f_code.co_filename
+    while frame.f_back is not None and frame.f_code.co_filename == here:
+        frame = frame.f_back
+    what = "%s %r" % (kind, name) if isinstance(name, str) else kind
+    err.args = ("API %r, %s (%s, line %d): %s" % (
+        api.name, what, frame.f_code.co_filename, frame.f_lineno,
+        err.args[0] if err.args else ""),) + err.args[1:]
+    return err.with_traceback(None)
+
+
 class API(BaseAPI):
     """A server-side API: register actions and models, then serve it.
 
@@ -2494,38 +2511,56 @@ class API(BaseAPI):
         if inspect.isroutine(accepts) and returns is None:
             return self.action()(accepts)  # bare @api.action
         hinted = accepts is None and returns is None
-        accepts = None if accepts is None else _as_type(accepts)
-        returns = None if returns is None else _as_type(returns)
+        try:
+            accepts = None if accepts is None else _as_type(accepts)
+            returns = None if returns is None else _as_type(returns)
+        except SpecError as err:
+            raise _where(err, self, "action", None) from None
 
         def decorator(func: Callable) -> Callable:
-            nonlocal accepts, returns
-            name = func.__name__
-            validate_underscore_identifier(name)
-            if hinted and getattr(func, "__annotations__", None):
-                accepts, returns = _hint_accepts(
-                    func, "action %s of API %s" % (name, self.name))
-            required_args, optional_args = get_args(func)
-            if len(required_args + optional_args) > 1 and \
-                    _positional_only(func):
-                raise SpecError("Cannot define action with positional-only "
-                                "parameters unless it has just one: %s"
-                                % name)
-            if accepts is not None:
-                assert_is_compatible(accepts, required_args, optional_args)
-            for schema in (accepts, returns):
-                if schema is not None:
-                    schema._bind(self)
-            self.spec["actions"][name] = {
-                "accepts": accepts, "returns": returns,
-                "doc": inspect.getdoc(func)}
-            setattr(self.actions, name, func)
-            self._version += 1
-            return func
+            try:
+                return self._add_action(func, accepts, returns, hinted)
+            except SpecError as err:
+                raise _where(err, self, "action",
+                             getattr(func, "__name__", None)) from None
 
         return decorator
 
+    def _add_action(self, func: Callable, accepts: Any, returns: Any,
+                    hinted: bool) -> Callable:
+        import inspect
+        name = func.__name__
+        validate_underscore_identifier(name)
+        if hinted and getattr(func, "__annotations__", None):
+            accepts, returns = _hint_accepts(
+                func, "action %s of API %s" % (name, self.name))
+        required_args, optional_args = get_args(func)
+        if len(required_args + optional_args) > 1 and \
+                _positional_only(func):
+            raise SpecError("Cannot define action with positional-only "
+                            "parameters unless it has just one: %s"
+                            % name)
+        if accepts is not None:
+            assert_is_compatible(accepts, required_args, optional_args)
+        for schema in (accepts, returns):
+            if schema is not None:
+                schema._bind(self)
+        self.spec["actions"][name] = {
+            "accepts": accepts, "returns": returns,
+            "doc": inspect.getdoc(func)}
+        setattr(self.actions, name, func)
+        self._version += 1
+        return func
+
     def model(self, cls: _ModelClass) -> _ModelClass:
         """Register a BaseModel subclass; its methods become REST endpoints."""
+        try:
+            return self._add_model(cls)
+        except SpecError as err:
+            raise _where(err, self, "model",
+                         getattr(cls, "__name__", None)) from None
+
+    def _add_model(self, cls: _ModelClass) -> _ModelClass:
         name = cls.__name__
         validate_underscore_identifier(name)
         if name == "actions":
@@ -3052,7 +3087,7 @@ class Endpoint:
             raise HTTPError(400, "Invalid data")
         return datum
 
-    def handler(self, *args: Any, **func_input: Any) -> Any:
+    def handler(self, /, *args: Any, **func_input: Any) -> Any:
         """Call the user's code with the decoded input (server side)."""
         raise NotImplementedError
 
@@ -3087,7 +3122,7 @@ class Endpoint:
         """The response for the handler's result, type-checked."""
         raise NotImplementedError
 
-    def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **kwargs: Any) -> _ClientRequest:
         """The request for a client call, its arguments checked first."""
         raise NotImplementedError
 
@@ -3225,7 +3260,7 @@ class ActionEndpoint(Endpoint):
             return {self._param: value}
         return value
 
-    def handler(self, **func_input: Any) -> Any:
+    def handler(self, /, **func_input: Any) -> Any:
         return self.func(**func_input)
 
     def build_response(self, func_input, func_output) -> Response:
@@ -3237,7 +3272,7 @@ class ActionEndpoint(Endpoint):
             raise ValidationError("Expected data, found None")
         return _json_response(self._dump(func_output))
 
-    def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **kwargs: Any) -> _ClientRequest:
         datum = args_to_datum(*args, **kwargs)
         if isinstance(self.accepts, Struct) and isinstance(datum, dict):
             _no_unexpected(datum, self.accepts.param)
@@ -3280,7 +3315,9 @@ class _ModelEndpoint(Endpoint):
 
     def _href(self, ident: str) -> str:
         if type(ident) is not str:
-            raise ValidationError("Invalid %s id" % self.model_name, ident)
+            raise ValidationError("Invalid %s id: an id must be a string, "
+                                  "got %s" % (self.model_name,
+                                              type(ident).__name__), ident)
         return "/%s/%s" % (self.model_name, _quote(ident))
 
     def _patch_json(self, ident: str | None, fields: dict) -> Box:
@@ -3392,7 +3429,7 @@ class CreateEndpoint(_ModelEndpoint):
         response.headers["Location"] = self._href(ident)
         return response
 
-    def build_request(self, *args: Any, **fields: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **fields: Any) -> _ClientRequest:
         if len(args) == 1 and not fields and isinstance(args[0], dict):
             fields = args[0]
         elif args:
@@ -3436,7 +3473,7 @@ class UpdateEndpoint(_ModelEndpoint):
         return _json_response(
             self.representation.to_json((func_input["id"], func_output)))
 
-    def build_request(self, id: str, *args: Any, **fields: Any):
+    def build_request(self, id: str, /, *args: Any, **fields: Any):
         if len(args) == 1 and not fields and isinstance(args[0], dict):
             fields = args[0]
         elif args:
@@ -3495,7 +3532,7 @@ class GetListEndpoint(_ModelEndpoint):
             return {}
         return self.query.from_json(request.environ.get("QUERY_STRING", ""))
 
-    def handler(self, **query: Any) -> Any:
+    def handler(self, /, **query: Any) -> Any:
         return self.func(**query)
 
     def build_response(self, func_input, func_output):
@@ -3524,7 +3561,7 @@ class GetListEndpoint(_ModelEndpoint):
             body.update(self.metadata.to_json(meta))
         return _json_response(body)
 
-    def build_request(self, **query: Any) -> _ClientRequest:
+    def build_request(self, /, **query: Any) -> _ClientRequest:
         url = self.url
         if self.query is not None:
             _no_unexpected(query, self.query.param)
@@ -3912,7 +3949,8 @@ class _DocsEndpoint(_OpenAPIEndpoint):
 
 class _ClientRequest:
     """What a client sends: ``method``, ``url`` (relative), ``data`` (text),
-    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None)."""
+    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None),
+    ``retry_writes`` (None: the client's setting)."""
 
     def __init__(self, method: str, url: str, data: str = "",
                  headers: dict | None = None) -> None:
@@ -3921,6 +3959,7 @@ class _ClientRequest:
         self.data = data
         self.headers = headers if headers is not None else {}
         self.timeout: float | None = None
+        self.retry_writes: bool | None = None
 
     def __repr__(self) -> str:
         return "<Request %s %s>" % (self.method, self.url)
@@ -3990,7 +4029,8 @@ class BaseAPIClient(BaseAPI):
                 spec = APISpec.from_json(spec)
         finally:
             _TYPES.reset(token)
-        super().__init__(spec)
+        super().__init__(spec, _ClientNames("action"),
+                         _ClientNames("model"))
         for model in spec["models"].values():
             for link in model["links"].values():
                 link["model"]._bind_model(self)
@@ -4028,22 +4068,29 @@ class BaseAPIClient(BaseAPI):
         remote.endpoint = endpoint  # type: ignore[attr-defined]
         return remote
 
-    def call(self, endpoint: Endpoint, *args: Any, **kwargs: Any) -> Any:
+    def call(self, endpoint: Endpoint, /, *args: Any, **kwargs: Any) -> Any:
         """Build, send and parse one call to ``endpoint``.
 
-        ``_timeout=seconds`` (never a field name: fields cannot start with
-        ``_``) overrides the client's timeout for this call.
+        Options for this call (never field names: fields cannot start with
+        ``_``): ``_timeout=seconds`` overrides the client's timeout, and
+        ``_retry_writes=True`` lets a write be repeated even when its
+        outcome is unknown.
         """
         timeout = kwargs.pop("_timeout", None)
+        retry_writes = kwargs.pop("_retry_writes", None)
         request = self.build_request(endpoint, *args, **kwargs)
         if timeout is not None:
             request.timeout = timeout
+        if retry_writes is not None:
+            request.retry_writes = retry_writes
         response = self.make_request(endpoint, request)
         return self.parse_response(endpoint, response)
 
-    def build_request(self, endpoint: Endpoint, *args: Any,
+    def build_request(self, endpoint: Endpoint, /, *args: Any,
                       **kwargs: Any) -> _ClientRequest:
-        """The request for a call; validates the arguments first."""
+        """The request for a call; validates the arguments first. (An
+        override should keep ``endpoint`` positional-only, ``/``, so that
+        a field may be called ``endpoint`` too.)"""
         request = endpoint.build_request(*args, **kwargs)
         if self.problem_details:
             request.headers["Accept"] = _PROBLEM_TYPE + ", " + _JSON_TYPE
@@ -4064,11 +4111,41 @@ def _no_check(patch: dict) -> None:
     """Clients leave patch checks to the server."""
 
 
-_IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
+class _ClientNames(Object):
+    """``client.actions`` and ``client.models``: a misspelt name raises an
+    AttributeError that lists the names there are."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError("No %s %r; %ss: %s" % (
+            self._what, name, self._what,
+            ", ".join(sorted(self.__dict__)) or "none"))
+
+
+_READS = frozenset(("GET", "HEAD", "OPTIONS"))
 _CLIENT_OPTIONS = frozenset((
     "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
-    "max_redirects", "problem_details", "type_getter"))
+    "max_redirects", "problem_details", "type_getter", "max_response_size",
+    "retry_writes"))
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+class OutcomeUnknown(ConnectionError):
+    """A write (POST, PUT, DELETE) lost its connection after the request
+    may have reached the server: it may or may not have been applied, so
+    it was not sent again. Check before repeating it, or allow repeats with
+    ``retry_writes=True``."""
+
+
+class ResponseTooLarge(ConnectionError):
+    """An answer longer than the client's ``max_response_size``; the
+    connection was dropped before the body was read."""
 
 
 class APIClient(BaseAPIClient):
@@ -4076,10 +4153,13 @@ class APIClient(BaseAPIClient):
 
     ``APIClient("http://127.0.0.1:8000")`` (or ``cosmic.connect(url)``),
     or subclass it and set ``base_url``. Options, as class attributes or
-    keyword arguments: ``timeout`` (30 s), ``verify`` (TLS certificates,
-    True), ``ssl_context``, ``proxy`` (None: proxies are not used),
-    ``retries`` (2, idempotent calls only), ``max_redirects`` (5, same
-    origin only), ``problem_details`` (ask for RFC 9457 errors).
+    keyword arguments: ``timeout`` (30 s for the whole call: connect, send
+    and receive), ``verify`` (TLS certificates, True), ``ssl_context``,
+    ``proxy`` (None: proxies are not used), ``retries`` (2: reads, and
+    writes that provably never reached the server), ``retry_writes``
+    (False; True also repeats writes whose outcome is unknown),
+    ``max_response_size`` (64 MiB; None for no limit), ``max_redirects``
+    (5, same origin only), ``problem_details`` (ask for RFC 9457 errors).
     """
 
     base_url: str | None = None
@@ -4089,6 +4169,8 @@ class APIClient(BaseAPIClient):
     proxy: str | None = None
     retries = 2
     retry_backoff = 0.1
+    retry_writes = False
+    max_response_size: int | None = 64 * 1024 * 1024
     max_redirects = 5
 
     def __init__(self, base_url: str | None = None, spec: dict | None = None,
@@ -4103,14 +4185,8 @@ class APIClient(BaseAPIClient):
         if not self.base_url:
             raise SpecError("APIClient needs a base_url such as "
                             "'http://127.0.0.1:8000'")
-        self.base_url = self.base_url.rstrip("/")
-        from urllib.parse import urlsplit
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SpecError("base_url must be an http:// or https:// URL: %s"
-                            % _short_repr(self.base_url))
-        self._origin = _origin(parts)
-        self._prefix = parts.path
+        self.base_url, self._origin, self._prefix = _parse_base_url(
+            self.base_url)
         self._local = _threading.local()
         try:
             super().__init__(spec)
@@ -4125,9 +4201,8 @@ class APIClient(BaseAPIClient):
 
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
-        """Send over HTTP/1.1 keep-alive; retry idempotent calls on
-        connection failures; follow same-origin redirects only."""
-        from urllib.parse import urlsplit, urljoin
+        """Send over HTTP/1.1 keep-alive within the timeout; retry as the
+        rules allow; follow same-origin redirects only."""
         method = request.method
         origin = self._origin
         target = self._prefix + request.url
@@ -4135,18 +4210,27 @@ class APIClient(BaseAPIClient):
         headers = dict(request.headers)
         timeout = request.timeout if request.timeout is not None \
             else self.timeout
+        retry_writes = request.retry_writes
+        if retry_writes is None:
+            retry_writes = self.retry_writes
+        deadline = None if timeout is None else _monotonic() + timeout
         for _ in range(self.max_redirects + 1):
-            status, pairs, content = self._send(origin, method, target, body,
-                                                headers, timeout)
+            status, pairs, content = self._send(
+                origin, method, target, body, headers, deadline, timeout,
+                retry_writes)
             if status not in _REDIRECTS:
                 break
             location = _ResponseHeaders(pairs).get("location")
             if not location:
                 break
-            url = urljoin("%s://%s:%d%s" % (origin + (target,)), location)
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or \
-                    _origin(parts) != origin:
+            from urllib.parse import urlsplit, urljoin
+            url = urljoin(_origin_url(origin) + target, location)
+            try:
+                parts = urlsplit(url)
+                other = _origin(parts)
+            except ValueError:
+                break
+            if parts.scheme not in ("http", "https") or other != origin:
                 break  # never carry credentials to another origin
             target = parts.path or "/"
             if parts.query:
@@ -4157,23 +4241,51 @@ class APIClient(BaseAPIClient):
         return _ClientResponse(status, pairs, content)
 
     def _send(self, origin: tuple, method: str, target: str,
-              body: bytes | None, headers: dict, timeout: Any) -> tuple:
+              body: bytes | None, headers: dict, deadline: float | None,
+              timeout: Any, retry_writes: bool) -> tuple:
+        # One exchange, repeated only when it is safe: a read, a request
+        # that never left (connect failed), or retry_writes.
         import http.client
-        import time
-        attempts = 1 + (self.retries if method in _IDEMPOTENT else 0)
-        for attempt in range(attempts):
-            conn = self._connection(origin, timeout)
+        import socket
+        for attempt in range(1 + max(self.retries, 0)):
+            conn = self._connection(origin)
+            sent = False
             try:
+                _arm(conn, deadline)
+                if conn.sock is None:
+                    conn.connect()
+                sent = True
                 conn.request(method, target, body, headers)
                 res = conn.getresponse()
-                content = res.read()
+                content = self._read_body(res, method, target)
+            except ResponseTooLarge:
+                self._drop(origin)
+                raise
+            except socket.timeout as exc:
+                self._drop(origin)
+                message = "%s %s: no complete answer within %s s" % (
+                    method, target, timeout)
+                if sent and method not in _READS:
+                    raise _connection_classes()[2](  # socket.timeout too
+                        message + "; the server may have acted on it") \
+                        from exc
+                raise socket.timeout(message) from exc
             except (ConnectionError, http.client.BadStatusLine,
                     http.client.IncompleteRead) as exc:
                 self._drop(origin)
-                if attempt + 1 >= attempts:
+                if sent and method not in _READS and not retry_writes:
+                    raise OutcomeUnknown(
+                        "%s %s: the connection was lost after the request "
+                        "was sent (%s: %s); the server may or may not have "
+                        "acted on it, so it was not sent again"
+                        % (method, target, type(exc).__name__, exc)) from exc
+                pause = self.retry_backoff * (2 ** attempt)
+                if attempt >= self.retries or deadline is not None and \
+                        _monotonic() + pause >= deadline:
                     raise ConnectionError("%s %s: %s" % (
                         method, target, exc)) from exc
-                time.sleep(self.retry_backoff * (2 ** attempt))
+                import time
+                time.sleep(pause)
                 continue
             except BaseException:
                 self._drop(origin)
@@ -4183,16 +4295,45 @@ class APIClient(BaseAPIClient):
             return res.status, res.getheaders(), content
         raise AssertionError("unreachable")
 
-    def _connection(self, origin: tuple, timeout: Any) -> Any:
-        import http.client
-        pool = self._local.__dict__.setdefault("pool", {})
+    def _read_body(self, res: Any, method: str, target: str) -> bytes:
+        limit = self.max_response_size
+        if limit is None:
+            return res.read()
+        if res.length is not None:
+            if res.length > limit:
+                raise ResponseTooLarge(
+                    "%s %s: the answer declares %d bytes, more than "
+                    "max_response_size (%d); the connection was dropped"
+                    % (method, target, res.length, limit))
+            return res.read()
+        chunks: list = []
+        total = 0
+        while True:
+            chunk = res.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > limit:
+                raise ResponseTooLarge(
+                    "%s %s: the answer exceeds max_response_size (%d "
+                    "bytes); the connection was dropped"
+                    % (method, target, limit))
+            chunks.append(chunk)
+
+    def _connection(self, origin: tuple) -> Any:
+        local = self._local.__dict__
+        pool = local.get("pool")
+        if pool is None or local["pid"] != _getpid():
+            # New thread, or a forked child: the parent's sockets are
+            # never reused here (this closes only the child's copies).
+            for stale in (pool or {}).values():
+                stale.close()
+            pool = local["pool"] = {}
+            local["pid"] = _getpid()
         conn = pool.get(origin)
         if conn is not None:
             if conn.sock is not None and _dropped(conn.sock):
-                conn.close()
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
+                conn.close()  # closed by the server while idle: reconnect
             return conn
         scheme, host, port = origin
         connect_host, connect_port = host, port
@@ -4200,13 +4341,12 @@ class APIClient(BaseAPIClient):
             from urllib.parse import urlsplit
             proxy = urlsplit(self.proxy)
             connect_host, connect_port = proxy.hostname, proxy.port or 80
+        https, plain, _ = _connection_classes()
         if scheme == "https":
-            conn = http.client.HTTPSConnection(
-                connect_host, connect_port, timeout=timeout,
-                context=self._ssl_context())
+            conn = https(connect_host, connect_port,
+                         context=self._ssl_context())
         else:
-            conn = http.client.HTTPConnection(connect_host, connect_port,
-                                              timeout=timeout)
+            conn = plain(connect_host, connect_port)
         if self.proxy:
             conn.set_tunnel(host, port)
         pool[origin] = conn
@@ -4233,10 +4373,124 @@ class APIClient(BaseAPIClient):
             self._drop(origin)
 
 
+def _parse_base_url(url: str) -> tuple:
+    """``(base_url, origin, path prefix)``, or SpecError for a URL that
+    cannot serve as a base (bad port, query, fragment, spaces...)."""
+    from urllib.parse import urlsplit
+    if type(url) is not str:
+        raise SpecError("base_url must be a string: %s" % _short_repr(url))
+    try:
+        parts = urlsplit(url)
+        origin = _origin(parts)
+    except ValueError as err:
+        raise SpecError("Invalid base_url %s: %s"
+                        % (_short_repr(url), err)) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise SpecError("base_url must be an http:// or https:// URL: %s"
+                        % _short_repr(url))
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise SpecError("base_url cannot have a query or a fragment: %s"
+                        % _short_repr(url))
+    if _re.search(r"[\x00-\x20\x7f]", url):
+        raise SpecError("base_url cannot contain spaces or control "
+                        "characters: %s" % _short_repr(url))
+    if parts.username is not None or parts.password is not None:
+        raise SpecError("base_url cannot carry credentials (user:password@):"
+                        " send them in a header")
+    return url.rstrip("/"), origin, parts.path.rstrip("/")
+
+
 def _origin(parts: Any) -> tuple:
     scheme = parts.scheme.lower()
     return (scheme, parts.hostname,
             parts.port or (443 if scheme == "https" else 80))
+
+
+def _origin_url(origin: tuple) -> str:
+    scheme, host, port = origin
+    if ":" in host:
+        host = "[%s]" % host  # IPv6
+    if port == (443 if scheme == "https" else 80):
+        return "%s://%s" % (scheme, host)
+    return "%s://%s:%d" % (scheme, host, port)
+
+
+def _arm(conn: Any, deadline: float | None) -> None:
+    """Bound the next exchange on ``conn`` by ``deadline`` (monotonic)."""
+    if deadline is None:
+        conn.timeout = None
+    else:
+        left = deadline - _monotonic()
+        if left <= 0:
+            import socket
+            raise socket.timeout("timed out")
+        conn.timeout = left
+    conn.cosmic_deadline[0] = deadline
+    if conn.sock is not None:
+        conn.sock.settimeout(conn.timeout)
+
+
+_CONNECTION_CLASSES: list = []
+
+
+def _connection_classes() -> tuple:
+    """http.client connections whose answers are read within the call's
+    deadline: each read waits only for the time left, so a server that
+    drips bytes cannot stretch a call past its timeout."""
+    if _CONNECTION_CLASSES:
+        return _CONNECTION_CLASSES[0]
+    import http.client
+    import io
+    import socket
+
+    class DeadlineIO(socket.SocketIO):
+        def __init__(self, sock: Any, deadline: list) -> None:
+            super().__init__(sock, "rb")
+            self._deadline = deadline
+            self._timed = sock
+
+        def readinto(self, b: Any) -> Any:
+            deadline = self._deadline[0]
+            if deadline is not None:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                self._timed.settimeout(left)
+            return super().readinto(b)
+
+    class Maker:
+        __slots__ = ("deadline", "sock")
+
+        def __init__(self, sock: Any, deadline: list) -> None:
+            self.sock = sock
+            self.deadline = deadline
+
+        def makefile(self, mode: str) -> Any:
+            self.sock._io_refs += 1  # as socket.makefile does
+            return io.BufferedReader(DeadlineIO(self.sock, self.deadline))
+
+    def with_deadline(base: type) -> type:
+        class Connection(base):  # type: ignore[valid-type, misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                deadline = self.cosmic_deadline = [None]
+
+                def response(sock, debuglevel=0, method=None, url=None):
+                    return http.client.HTTPResponse(
+                        Maker(sock, deadline), debuglevel, method, url)
+
+                self.response_class = response
+
+        return Connection
+
+    class TimedOutWrite(OutcomeUnknown, socket.timeout):
+        """A write that timed out after it was sent: both a timeout and
+        an unknown outcome."""
+
+    _CONNECTION_CLASSES.append((with_deadline(http.client.HTTPSConnection),
+                                with_deadline(http.client.HTTPConnection),
+                                TimedOutWrite))
+    return _CONNECTION_CLASSES[0]
 
 
 def _dropped(sock: Any) -> bool:
@@ -4582,19 +4836,19 @@ class DBModel(BaseModel):
             raise NotFound from None
 
     @classmethod
-    def get_list(cls, **query):
+    def get_list(cls, /, **query):
         return [(i, rep) for i, rep in cls._table().items()
                 if all(rep.get(k) == v for k, v in query.items())]
 
     @classmethod
-    def create(cls, **patch):
+    def create(cls, /, **patch):
         table = cls._table()
         new_id = str(max([int(i) for i in table if i.isdigit()] + [-1]) + 1)
         table[new_id] = dict(patch)
         return new_id, table[new_id]
 
     @classmethod
-    def update(cls, id, **patch):
+    def update(cls, id, /, **patch):
         table = cls._table()
         if id not in table:
             raise NotFound
@@ -4607,7 +4861,7 @@ class DBModel(BaseModel):
             raise NotFound
 
 
-class Wildcard:
+class _Wildcard:
     """Compares equal to anything (for assertions on generated values)."""
 
     def __eq__(self, other: Any) -> bool:
@@ -4618,8 +4872,16 @@ class Wildcard:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __call__(self) -> _Wildcard:
+        return self
+
     def __repr__(self) -> str:
-        return "Wildcard()"
+        return "Wildcard"
+
+
+Wildcard = _Wildcard()
+"""Equal to anything: ``assert rep == {"id": Wildcard}``. As in the
+original, the name is an instance; ``Wildcard()`` gives the same one."""
 
 
 @_contextlib.contextmanager
@@ -7046,7 +7308,7 @@ def _client_class(headers: list) -> type:
         extra[name.strip()] = value.strip()
 
     class _CLIClient(APIClient):
-        def build_request(self, endpoint, *args, **kwargs):
+        def build_request(self, endpoint, /, *args, **kwargs):
             request = super().build_request(endpoint, *args, **kwargs)
             request.headers.update(extra)
             return request
@@ -7194,6 +7456,8 @@ def _parser() -> Any:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve, inspect and call Cosmic APIs.")
+    parser.add_argument("--version", action="version",
+                        version="cosmic " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     target_help = ("module:attr, module, path/to/file.py or "
                    "path/to/file.py:attr; attr names an API, a Server or a "
