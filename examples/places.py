@@ -301,14 +301,6 @@ class _PostgreSQL:
         return isinstance(err, self.psycopg.errors.ForeignKeyViolation)
 
 
-if not hasattr(cosmic, "if_match"):  # XXX-SCALE: until main has it
-    cosmic.if_match = lambda: None
-
-    class _PF(HTTPError):
-        def __init__(self, message="Precondition Failed"):
-            super().__init__(412, message)
-    cosmic.PreconditionFailed = _PF
-
 _STORE = _PostgreSQL(DATABASE_URL) if DATABASE_URL else _SQLite(DB_PATH)
 _STORE.check()
 _local = threading.local()
