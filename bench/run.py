@@ -11,6 +11,8 @@ Sections (``--only`` takes the number or the name):
 3 ``http``        servers under 16 keep-alive clients; gunicorn; client calls;
                   serve --workers 1 and 2
 4 ``import``      ``python -X importtime -c "import cosmic"`` versus bottle
+5 ``scale``       optional, only with --only: places on PostgreSQL, nginx in
+                  front of two gunicorn instances versus one (bench/scale.py)
 
 Every measurement runs in interleaved rounds (each contender once per round,
 in a rotating order); the table shows the median across rounds, the ratio to
@@ -81,6 +83,7 @@ MODES = {
 }
 
 SECTIONS = ["inprocess", "validation", "http", "import"]
+OPTIONAL_SECTIONS = ["scale"]  # run only when named with --only
 
 
 # -- output -------------------------------------------------------------------
@@ -1190,14 +1193,14 @@ def parse_sections(text):
     if not text:
         return list(SECTIONS)
     chosen = []
+    every = SECTIONS + OPTIONAL_SECTIONS
     for part in text.split(","):
         part = part.strip().lower()
-        if part.isdigit() and 1 <= int(part) <= len(SECTIONS):
-            part = SECTIONS[int(part) - 1]
-        if part not in SECTIONS:
+        if part.isdigit() and 1 <= int(part) <= len(every):
+            part = every[int(part) - 1]
+        if part not in every:
             raise SystemExit("run.py: unknown section %r; choose from %s or "
-                             "1-%d" % (part, ", ".join(SECTIONS),
-                                       len(SECTIONS)))
+                             "1-%d" % (part, ", ".join(every), len(every)))
         if part not in chosen:
             chosen.append(part)
     return chosen
@@ -1244,8 +1247,10 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true",
                         help="tiny counts, just prove every section runs")
     parser.add_argument("--only", metavar="SECTION",
-                        help="comma-separated sections: %s (or 1-%d)"
-                        % (", ".join(SECTIONS), len(SECTIONS)))
+                        help="comma-separated sections: %s (or 1-%d); "
+                        "scale runs only when named" % (", ".join(
+                            SECTIONS + OPTIONAL_SECTIONS),
+                            len(SECTIONS) + len(OPTIONAL_SECTIONS)))
     parser.add_argument("--rounds", type=int,
                         help="override the number of rounds")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"],
@@ -1268,6 +1273,8 @@ def main(argv=None):
         "validation": lambda: section_validation(settings),
         "http": lambda: section_http(settings, args.loadgen),
         "import": lambda: section_import(settings),
+        "scale": lambda: __import__("scale").section_scale(
+            settings, title, print_table),
     }
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _terminate)
