@@ -81,6 +81,9 @@ __all__ = [
     # globals
     "ThreadLocalDict", "SwappableDict", "thread_local",
     "ensure_thread_local", "thread_local_middleware", "storage", "cosmos",
+    # authentication
+    "BearerAuth", "APIKeyAuth", "BasicAuth", "current_identity",
+    "compare_secret",
     # tools
     "openapi", "docs_html", "main",
 ]
@@ -1600,6 +1603,8 @@ class BaseModel:
     ``list_metadata`` (lists of ``required(...)``/``optional(...)``
     pairs) and ``methods`` (which of get_by_id, get_list, create, update
     and delete are served over HTTP). Implement those as classmethods.
+    ``requires`` maps methods to requirements that override the API's
+    default, e.g. ``{"create": True, "delete": "admin"}``.
     """
 
     properties: list = []
@@ -1607,6 +1612,7 @@ class BaseModel:
     query_fields: list = []
     list_metadata: list = []
     methods: list = []
+    requires: dict = {}
 
     @classmethod
     def get_by_id(cls, id: str) -> dict:
@@ -1659,12 +1665,27 @@ class API(BaseAPI):
 
     ``API("words", homepage=None)``; ``@api.action(accepts, returns)``,
     ``@api.model``; ``Server(api).wsgi_app`` or ``api.run()`` to serve.
+
+    Authentication: ``auth`` is a scheme (``BearerAuth``, ``APIKeyAuth``,
+    ``BasicAuth``) or a list of them; ``requires`` is what every call
+    needs unless it says otherwise: False (open), True (a valid
+    identity) or scopes (a name or a list of names the identity must
+    hold). ``protect_spec=True`` puts /spec.json and /openapi.json
+    behind the schemes too; the docs page is always open.
     """
 
-    def __init__(self, name: str, homepage: str | None = None) -> None:
+    def __init__(self, name: str, homepage: str | None = None,
+                 auth: Any = None, requires: Any = False,
+                 protect_spec: bool = False) -> None:
         if type(name) is not str or not name or "." in name:
             raise SpecError("API name must be a non-empty string without "
                             "dots: %s" % _short_repr(name))
+        self._schemes = _schemes_of(auth)
+        self._requires: dict = {}
+        self._requires_default = self._need(requires, "API %s" % name)
+        self.protect_spec = bool(protect_spec)
+        if self.protect_spec and not self._schemes:
+            raise SpecError("protect_spec needs a scheme: pass auth=")
         spec = {"name": name, "homepage": homepage,
                 "actions": _OrderedDict(), "models": _OrderedDict()}
         super().__init__(spec)
@@ -1672,12 +1693,21 @@ class API(BaseAPI):
         self._version = 0
         cosmos[name] = self
 
-    def action(self, accepts: Any = None, returns: Any = None) -> Callable:
+    def _need(self, requires: Any, where: str) -> Any:
+        need = _requirement(requires, where)
+        if need is not None and not self._schemes:
+            raise SpecError("%s requires credentials, but the API declares "
+                            "no scheme: pass auth= to API()" % where)
+        return need
+
+    def action(self, accepts: Any = None, returns: Any = None,
+               requires: Any = _MISSING) -> Callable:
         """Register a function as ``POST /actions/<name>``.
 
         ``accepts`` and ``returns`` are types (or None for no input or no
         output). With several parameters, ``accepts`` must be a Struct
-        whose fields match them. The function is returned unchanged.
+        whose fields match them. ``requires`` overrides the API's
+        default (see ``API``). The function is returned unchanged.
         """
         accepts = None if accepts is None else _as_type(accepts)
         returns = None if returns is None else _as_type(returns)
@@ -1694,6 +1724,9 @@ class API(BaseAPI):
                                 % name)
             if accepts is not None:
                 assert_is_compatible(accepts, required_args, optional_args)
+            if requires is not _MISSING:
+                self._requires[name] = self._need(requires,
+                                                  "Action %s" % name)
             for schema in (accepts, returns):
                 if schema is not None:
                     schema._bind(self)
@@ -1734,6 +1767,14 @@ class API(BaseAPI):
             "list_metadata": _fields(cls.list_metadata),
         }
         _check_model_spec(name, model_spec)
+        requires = getattr(cls, "requires", None) or {}
+        if not isinstance(requires, dict) or \
+                not set(requires) <= set(MODEL_METHODS):
+            raise SpecError("%s.requires must map model methods (%s) to "
+                            "requirements" % (name, ", ".join(MODEL_METHODS)))
+        for method, value in requires.items():
+            self._requires[name, method] = self._need(
+                value, "%s.%s" % (name, method))
         for kind in ("properties", "query_fields", "list_metadata"):
             for field in model_spec[kind].values():
                 field["schema"]._bind(self)
@@ -1760,8 +1801,304 @@ class API(BaseAPI):
 
 
 # -- Authentication ----------------------------------------------------------
+#
+# A scheme reads one header and asks the user's ``verify`` for an identity.
+# Server builds, once per version of the API, a guard around each endpoint of
+# an API that declares schemes; an API that declares none keeps its endpoints
+# as they are, so it pays nothing per request.
 
-# (filled by the authentication work)
+_identity: _contextvars.ContextVar = _contextvars.ContextVar(
+    "cosmic_identity", default=None)
+_REFUSED = object()  # a credential was sent, and verify refused it
+
+
+def current_identity() -> Any:
+    """The identity that ``verify`` returned for the current request.
+
+    None outside a request, on an API without schemes, and on an open call
+    that came without a (valid) credential.
+    """
+    return _identity.get()
+
+
+def compare_secret(given: str | bytes, expected: str | bytes) -> bool:
+    """Whether two secrets are equal, in time that does not depend on
+    where they differ (``hmac.compare_digest``); str is taken as UTF-8."""
+    import hmac
+    if isinstance(given, str):
+        given = given.encode("utf-8")
+    if isinstance(expected, str):
+        expected = expected.encode("utf-8")
+    return hmac.compare_digest(given, expected)
+
+
+class _Scheme:
+    """What the three schemes share: ``verify`` and the header they read."""
+
+    kind = ""
+    header = "Authorization"
+    _prefix = ""
+
+    def __init__(self, verify: Callable) -> None:
+        if not callable(verify):
+            raise SpecError("%s needs a verify function, got %s"
+                            % (type(self).__name__, _short_repr(verify)))
+        self.verify = verify
+
+    @property
+    def _environ_key(self) -> str:
+        return "HTTP_" + self.header.upper().replace("-", "_")
+
+    def _credential(self, value: str) -> Any:
+        """The credential in a header value, None if it is not for this
+        scheme, "" if it is for this scheme but empty."""
+        if value[:len(self._prefix)].lower() != self._prefix.lower():
+            return None
+        return value[len(self._prefix):].strip()
+
+    def _identify(self, value: str) -> Any:
+        """The identity, None (not this scheme's header) or _REFUSED."""
+        credential = self._credential(value)
+        if credential is None:
+            return None
+        identity = self.verify(credential) if credential else None
+        return _REFUSED if identity is None else identity
+
+    def _challenge(self, realm: str, refused: bool) -> str:
+        return '%s realm="%s"' % (self._prefix.strip(), realm)
+
+    def __repr__(self) -> str:
+        return "<%s>" % type(self).__name__
+
+
+class BearerAuth(_Scheme):
+    """``Authorization: Bearer <token>`` (RFC 6750); ``verify(token)``
+    returns the identity, or None to refuse the token."""
+
+    kind = "bearer"
+    _prefix = "Bearer "
+    hint = "Authorization: Bearer <token>"
+
+    def _challenge(self, realm: str, refused: bool) -> str:
+        if refused:
+            return 'Bearer realm="%s", error="invalid_token"' % realm
+        return 'Bearer realm="%s"' % realm
+
+
+class BasicAuth(_Scheme):
+    """``Authorization: Basic <base64 user:password>`` (RFC 7617);
+    ``verify(username, password)`` returns the identity, or None."""
+
+    kind = "basic"
+    _prefix = "Basic "
+    hint = "Authorization: Basic <base64 of user:password>"
+
+    def _identify(self, value: str) -> Any:
+        encoded = self._credential(value)
+        if encoded is None:
+            return None
+        try:
+            pair = _base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return _REFUSED
+        user, colon, password = pair.partition(":")
+        identity = self.verify(user, password) if colon else None
+        return _REFUSED if identity is None else identity
+
+    def _challenge(self, realm: str, refused: bool) -> str:
+        return 'Basic realm="%s", charset="UTF-8"' % realm
+
+
+class APIKeyAuth(_Scheme):
+    """An API key in a header of its own (``X-API-Key`` by default);
+    ``verify(key)`` returns the identity, or None to refuse the key."""
+
+    kind = "api_key"
+
+    def __init__(self, verify: Callable, header: str = "X-API-Key") -> None:
+        super().__init__(verify)
+        if not isinstance(header, str) or \
+                not _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) or \
+                header.lower() in ("authorization", "content-type",
+                                   "content-length"):
+            raise SpecError("APIKeyAuth header must be a header name such as"
+                            " 'X-API-Key', got %s" % _short_repr(header))
+        self.header = header
+        self.hint = "%s: <key>" % header
+
+    def _credential(self, value: str) -> Any:
+        return value.strip()
+
+    def _challenge(self, realm: str, refused: bool) -> str:
+        return 'APIKey realm="%s", header="%s"' % (realm, self.header)
+
+
+def _requirement(value: Any, where: str) -> Any:
+    """A requirement as the server keeps it: None (open), () (any valid
+    identity) or a tuple of the scopes the identity must hold."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, (list, tuple)) and value and \
+            all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise SpecError("%s: requires must be True, False, a scope or a list of "
+                    "scopes, got %s" % (where, _short_repr(value)))
+
+
+def _schemes_of(auth: Any) -> tuple:
+    if auth is None:
+        return ()
+    schemes = tuple(auth) if isinstance(auth, (list, tuple)) else (auth,)
+    kinds = set()
+    for scheme in schemes:
+        if not isinstance(scheme, _Scheme):
+            raise SpecError("auth takes BearerAuth, APIKeyAuth and BasicAuth "
+                            "objects, got %s" % _short_repr(scheme))
+        if scheme.kind in kinds:
+            raise SpecError("auth declares two %s schemes" % scheme.kind)
+        kinds.add(scheme.kind)
+    return schemes
+
+
+def _scopes_of(identity: Any) -> Any:
+    """The scopes an identity holds: its ``scopes`` key or attribute."""
+    if isinstance(identity, dict):
+        return identity.get("scopes") or ()
+    return getattr(identity, "scopes", None) or ()
+
+
+def _authenticator(schemes: tuple) -> Callable:
+    """identity = authenticate(environ): the first scheme that accepts the
+    request's credential, else _REFUSED if one was sent, else None."""
+    readers = [(scheme._environ_key, scheme._identify) for scheme in schemes]
+
+    def authenticate(environ: dict) -> Any:
+        result = None
+        for key, identify in readers:
+            value = environ.get(key)
+            if value is not None:
+                identity = identify(value)
+                if identity is not None and identity is not _REFUSED:
+                    return identity
+                result = result or identity
+        return result
+
+    return authenticate
+
+
+def _unauthorized(schemes: tuple, realm: str, refused: bool) -> Response:
+    """401 naming every declared scheme (RFC 9110 11.6.1: challenges may
+    share one header, comma-separated); the credential is never quoted."""
+    if refused:
+        message = "Invalid credentials"
+    else:
+        message = "Missing credentials: send %s" % " or ".join(
+            scheme.hint for scheme in schemes)
+    response = error_response(message, 401)
+    response.headers["WWW-Authenticate"] = ", ".join(
+        scheme._challenge(realm, refused) for scheme in schemes)
+    return response
+
+
+def _guard(serve: Callable, authenticate: Callable, schemes: tuple,
+           realm: str, need: Any) -> Callable:
+    """``endpoint._serve`` behind the API's schemes and a requirement."""
+
+    def guarded(request, url_args, timeout, hooks=None):
+        identity = authenticate(request.environ)
+        if identity is None or identity is _REFUSED:
+            if need is not None:
+                return _unauthorized(schemes, realm, identity is _REFUSED)
+            identity = None  # an open call: a refused credential is no one
+        elif need:
+            held = _scopes_of(identity)
+            missing = [scope for scope in need if scope not in held]
+            if missing:
+                return error_response("Forbidden: this call needs the scope"
+                                      " %s" % ", ".join(missing), 403)
+        token = _identity.set(identity)
+        try:
+            return serve(request, url_args, timeout, hooks)
+        finally:
+            _identity.reset(token)
+
+    return guarded
+
+
+def _needs(api: Any) -> dict:
+    """The requirement of every call of an API with schemes: keys are
+    action names, ``(Model, method)`` pairs, "spec" and "openapi"."""
+    default = api._requires_default
+    needs: dict = {}
+    spec_need = () if api.protect_spec else None
+    needs["spec"] = needs["openapi"] = spec_need
+    for name in api.spec["actions"]:
+        needs[name] = api._requires.get(name, default)
+    for name, model in api.spec["models"].items():
+        for method in MODEL_METHODS:
+            if model["methods"][method]:
+                needs[name, method] = api._requires.get((name, method),
+                                                        default)
+    return needs
+
+
+def _protect_routes(routes: Any, api: Any) -> None:
+    """Put every endpoint of ``routes`` behind its requirement."""
+    schemes = api._schemes
+    authenticate = _authenticator(schemes)
+    needs = _needs(api)
+    realm = api.name
+
+    def protect(endpoint, key):
+        endpoint._serve = _guard(endpoint._serve, authenticate, schemes,
+                                 realm, needs[key])
+
+    protect(routes.spec.methods["GET"], "spec")
+    protect(routes.openapi.methods["GET"], "openapi")
+    for name, route in routes.actions.items():
+        protect(route.methods["POST"], name)
+    for table in (routes.items, routes.lists):
+        for name, route in table.items():
+            for endpoint in route.methods.values():
+                protect(endpoint, (name, endpoint.method_name))
+
+
+def _secrets_in(environ: dict, api: Any) -> list:
+    """Credentials a request carries, as they might appear in a log: the
+    Authorization header (and its decoded Basic pair) and API-key headers."""
+    found = []
+    keys = ["HTTP_AUTHORIZATION"] + [
+        s._environ_key for s in getattr(api, "_schemes", ()) if
+        s.kind == "api_key"]
+    for key in keys:
+        value = environ.get(key)
+        if not value:
+            continue
+        found.append(value)
+        scheme, _, rest = value.partition(" ")
+        rest = rest.strip()
+        if rest:
+            found.append(rest)
+            if scheme.lower() == "basic":
+                try:
+                    pair = _base64.b64decode(rest).decode("utf-8")
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                found.append(pair)
+                found.append(pair.partition(":")[2])
+    # Longest first, so that a whole header goes before its parts; very
+    # short values would blank out unrelated text.
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def _redact(text: str, secrets: Iterable) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 # -- WSGI server --------------------------------------------------------------
@@ -2746,6 +3083,8 @@ class _Routes:
                     table[cls.method] = cls(api, name)
             self.items[name] = _Route(items)
             self.lists[name] = _Route(lists)
+        if getattr(api, "_schemes", ()):  # else endpoints stay bare
+            _protect_routes(self, api)
 
 
 _SANE_ID = _re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
@@ -2937,16 +3276,31 @@ class Server:
         """Log the traceback; answer 500 without any exception text."""
         import logging
         method = path = request_id = "-"
+        secrets: list = []
         if request is not None:
             method, request_id = request.method, request.request_id
             try:
                 path = request.path
             except HTTPError:
                 path = request.environ.get("PATH_INFO", "-")
-        logging.getLogger("cosmic").error(
-            "Unhandled exception in %s %s (request %s)", _log_safe(method),
-            _log_safe(path), request_id,
-            exc_info=(type(exc), exc, exc.__traceback__))
+            secrets = _secrets_in(request.environ, self.api)
+        logger = logging.getLogger("cosmic")
+        args = (_log_safe(method), _log_safe(path), request_id)
+        exc_info = (type(exc), exc, exc.__traceback__)
+        if not secrets:
+            logger.error("Unhandled exception in %s %s (request %s)", *args,
+                         exc_info=exc_info)
+        elif logger.isEnabledFor(logging.ERROR):
+            # The formatted traceback, with the request's credentials
+            # blanked out: handlers reuse a record's exc_text when set.
+            import traceback
+            record = logger.makeRecord(
+                logger.name, logging.ERROR, __file__, 0,
+                "Unhandled exception in %s %s (request %s)", args, exc_info)
+            record.exc_text = _redact(
+                "".join(traceback.format_exception(*exc_info)).rstrip("\n"),
+                secrets)
+            logger.handle(record)
         return error_response("Internal Server Error", 500)
 
     def _cors_origin(self, environ: dict) -> str | None:
@@ -3114,6 +3468,85 @@ class _ClientResponse:
         return "<Response %d>" % self.status_code
 
 
+_HEADER_SAFE = _re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
+
+
+class _Credential:
+    """What a client sends for ``auth=``: a token (bearer, or the API's
+    API key when it declares no bearer scheme), an API key or a Basic
+    pair. The API-key header is learnt from a 401's challenge."""
+
+    def __init__(self, auth: Any) -> None:
+        kind, secret = "token", auth
+        if isinstance(auth, dict) and len(auth) == 1:
+            kind, secret = next(iter(auth.items()))
+            if kind not in ("bearer", "api_key", "basic"):
+                kind = None
+        elif isinstance(auth, tuple):
+            kind = "basic"
+        if kind == "basic":
+            if not (isinstance(secret, tuple) and len(secret) == 2 and
+                    all(isinstance(x, str) for x in secret)):
+                kind = None
+            else:
+                secret = "Basic " + _base64.b64encode(
+                    ("%s:%s" % secret).encode("utf-8")).decode("ascii")
+        elif not isinstance(secret, str):
+            kind = None
+        if kind is None:
+            # Never show the value: it may be a secret.
+            raise TypeError(
+                "auth must be a token (str), a (user, password) pair, or "
+                "{'bearer' | 'api_key': str} or {'basic': (user, password)};"
+                " got a %s" % type(auth).__name__)
+        if not _HEADER_SAFE.match(secret):
+            raise ValueError("auth holds characters an HTTP header cannot "
+                             "carry (control characters or non-ASCII)")
+        self.kind = kind
+        self.secret = secret
+        self.header = "X-API-Key"
+        self.as_key = kind == "api_key"
+
+    def learn(self, schemes: Iterable) -> bool:
+        """Follow the declared schemes ``(kind, header)``; True if the
+        credential now goes elsewhere."""
+        schemes = list(schemes)
+        kinds = [kind for kind, _ in schemes]
+        before = (self.as_key, self.header)
+        if self.kind in ("token", "api_key") and "api_key" in kinds:
+            self.header = schemes[kinds.index("api_key")][1]
+            self.as_key = self.kind == "api_key" or "bearer" not in kinds
+        return (self.as_key, self.header) != before
+
+    def apply(self, headers: dict) -> None:
+        if self.as_key:
+            headers[self.header] = self.secret
+        elif self.kind == "basic":
+            headers["Authorization"] = self.secret
+        else:
+            headers["Authorization"] = "Bearer " + self.secret
+
+    def names(self) -> tuple:
+        """The lower-case header names that carry it (to redact)."""
+        return ("authorization", self.header.lower())
+
+
+_CHALLENGE = _re.compile(
+    r'(?:^|,)\s*(Bearer|Basic|APIKey)\b((?:\s*,?\s*[A-Za-z0-9_-]+="[^"]*")*)',
+    _re.I)
+
+
+def _challenged(value: str) -> list:
+    """The (kind, header) schemes a WWW-Authenticate value names."""
+    found = []
+    for match in _CHALLENGE.finditer(value or ""):
+        name = match.group(1).lower()
+        header = _re.search(r'header="([A-Za-z0-9-]{1,64})"', match.group(2))
+        kind = {"apikey": "api_key"}.get(name, name)
+        found.append((kind, header.group(1) if header else "X-API-Key"))
+    return found
+
+
 class BaseAPIClient(BaseAPI):
     """A client whose actions and models are built from the API's spec.
 
@@ -3122,11 +3555,21 @@ class BaseAPIClient(BaseAPI):
     ``parse_response``; override any of them (e.g. to add headers).
     Arguments are checked against the spec before anything is sent, and
     answers are checked on arrival.
+
+    ``auth`` sends a credential with every call, the spec fetch included:
+    a token (``Authorization: Bearer``, or the API's API-key header when
+    it declares API keys and no bearer scheme), ``(user, password)`` for
+    Basic, or ``{"bearer": t}``, ``{"api_key": k}``, ``{"basic": pair}``.
     """
 
     problem_details = False
+    auth: Any = None
 
     def __init__(self, spec: dict | None = None) -> None:
+        self._credential = None
+        if self.auth is not None:
+            self._credential = _Credential(self.auth)
+            self._credential.learn(getattr(self, "_declared", ()))
         if spec is None:
             spec = self.call(SpecEndpoint())
         elif "actions" in spec and isinstance(spec["actions"], dict) and \
@@ -3181,6 +3624,14 @@ class BaseAPIClient(BaseAPI):
         if timeout is not None:
             request.timeout = timeout
         response = self.make_request(endpoint, request)
+        if response.status_code == 401 and self._credential is not None \
+                and self._credential.learn(_challenged(
+                    response.headers.get("WWW-Authenticate", ""))):
+            # The server named the header its API key goes in: once more.
+            request = self.build_request(endpoint, *args, **kwargs)
+            if timeout is not None:
+                request.timeout = timeout
+            response = self.make_request(endpoint, request)
         return self.parse_response(endpoint, response)
 
     def build_request(self, endpoint: Endpoint, *args: Any,
@@ -3189,6 +3640,8 @@ class BaseAPIClient(BaseAPI):
         request = endpoint.build_request(*args, **kwargs)
         if self.problem_details:
             request.headers["Accept"] = _PROBLEM_TYPE + ", " + _JSON_TYPE
+        if self._credential is not None:
+            self._credential.apply(request.headers)
         return request
 
     def make_request(self, endpoint: Endpoint,
@@ -3209,7 +3662,7 @@ def _no_check(patch: dict) -> None:
 _IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
 _CLIENT_OPTIONS = frozenset((
     "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
-    "max_redirects", "problem_details"))
+    "max_redirects", "problem_details", "auth"))
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
@@ -3221,7 +3674,8 @@ class APIClient(BaseAPIClient):
     keyword arguments: ``timeout`` (30 s), ``verify`` (TLS certificates,
     True), ``ssl_context``, ``proxy`` (None: proxies are not used),
     ``retries`` (2, idempotent calls only), ``max_redirects`` (5, same
-    origin only), ``problem_details`` (ask for RFC 9457 errors).
+    origin only), ``problem_details`` (ask for RFC 9457 errors),
+    ``auth`` (a credential, see ``BaseAPIClient``).
     """
 
     base_url: str | None = None
@@ -3409,7 +3863,9 @@ class WsgiAPIClient(BaseAPIClient):
     server_cosmos: dict | None = None
 
     def __init__(self, wsgi_app: Callable | None = None,
-                 spec: dict | None = None) -> None:
+                 spec: dict | None = None, auth: Any = None) -> None:
+        if auth is not None:
+            self.auth = auth
         if wsgi_app is None:
             for klass in type(self).__mro__:
                 if "wsgi_app" in klass.__dict__:
@@ -3424,10 +3880,19 @@ class WsgiAPIClient(BaseAPIClient):
 
     @classmethod
     def for_api(cls, api: API, server: type | None = None,
-                **options: Any) -> WsgiAPIClient:
+                auth: Any = None, **options: Any) -> WsgiAPIClient:
         """An in-process client for an API, served by ``Server`` (or a
-        subclass) with ``options``."""
-        return cls((server or Server)(api, **options).wsgi_app)
+        subclass) with ``options``; ``auth`` as for ``BaseAPIClient``."""
+        app = (server or Server)(api, **options).wsgi_app
+        if auth is None:
+            return cls(app)
+        client = cls.__new__(cls)
+        # The API is at hand: send the credential as it declares, from the
+        # first request on.
+        client._declared = [(scheme.kind, scheme.header)
+                            for scheme in getattr(api, "_schemes", ())]
+        client.__init__(app, auth=auth)
+        return client
 
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
@@ -3515,9 +3980,13 @@ class ClientLoggingMixin:
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
         response = super().make_request(endpoint, request)
+        credential = getattr(self, "_credential", None)
+        hidden = credential.names() if credential else ("authorization",)
+        headers = [(k, "[redacted]" if k.lower() in hidden else v)
+                   for k, v in request.headers.items()]
         self.log.append((
             {"method": request.method, "url": request.url,
-             "data": request.data, "headers": list(request.headers.items())},
+             "data": request.data, "headers": headers},
             {"status_code": response.status_code, "data": response.text,
              "headers": sorted((k.title(), v)
                                for k, v in response.headers.items())},
@@ -5926,7 +6395,8 @@ _TYPE_NAMES = [
     "optional", "required_link", "optional_link", "ValidationError",
 ]
 _ALIASES = {
-    "api": ["API", "BaseAPI", "Object"],
+    "api": ["API", "BaseAPI", "Object", "BearerAuth", "APIKeyAuth",
+            "BasicAuth", "compare_secret"],
     "models": ["BaseModel"],
     "types": _TYPE_NAMES,
     "exceptions": ["SpecError", "NotFound", "HTTPError", "RemoteHTTPError",
@@ -5940,7 +6410,7 @@ _ALIASES = {
                "ClientLoggingMixin", "connect"],
     "globals": ["ThreadLocalDict", "SwappableDict", "thread_local",
                 "thread_local_middleware", "ensure_thread_local", "storage",
-                "cosmos"],
+                "cosmos", "current_identity"],
     "tools": ["get_args", "args_to_datum", "assert_is_compatible",
               "serialize_json", "deserialize_json", "string_to_json",
               "validate_underscore_identifier", "is_string_type"],
