@@ -5422,6 +5422,13 @@ cursor:pointer}
 button[type=reset]{background:transparent;color:var(--ac)}
 button:disabled{opacity:.6}
 nav ul{columns:14rem}
+.auth{margin:1rem 0;padding:.6rem 1rem;border:1px solid var(--bd);
+border-radius:8px;background:var(--pa)}
+.auth h2{margin:0 0 .3rem;border:0;font-size:1.1rem}
+.auth label{display:block;margin:.3rem 0}
+.need{display:inline-block;margin-left:.5em;padding:0 .4em;border-radius:4px;
+font-size:.8rem;border:1px solid var(--bd)}
+.need.lock{border-color:#b3261e;color:#b3261e}
 """
 
 _DOCS_JS = """
@@ -5513,6 +5520,11 @@ _DOCS_JS = """
       init.body = req.body;
       init.headers['Content-Type'] = 'application/json';
     }
+    for (var name in creds) {
+      if (Object.prototype.hasOwnProperty.call(creds, name)) {
+        init.headers[name] = creds[name];
+      }
+    }
     out.textContent = line + 'Sending\\u2026';
     button.disabled = true;
     fetch(req.url, init).then(function (res) {
@@ -5527,6 +5539,50 @@ _DOCS_JS = """
       out.textContent = line + 'Request failed: ' + e.message;
     }).then(function () {
       button.disabled = false;
+    });
+  }
+
+  // Credentials live in this variable only: never in storage or the URL.
+  var creds = {};
+
+  function b64(text) {
+    var bytes = new TextEncoder().encode(text), bin = '';
+    for (var i = 0; i < bytes.length; i++) {
+      bin += String.fromCharCode(bytes[i]);
+    }
+    return btoa(bin);
+  }
+
+  function authorize(form) {
+    creds = {};
+    var field = function (kind) {
+      var el = form.querySelector('[data-kind="' + kind + '"]');
+      return el ? el.value.trim() : '';
+    };
+    var token = field('bearer'), key = field('api_key');
+    var user = field('basic-user'), password = field('basic-password');
+    if (token) { creds['Authorization'] = 'Bearer ' + token; }
+    if (key) {
+      var header = form.querySelector('[data-kind="api_key"]');
+      creds[header.getAttribute('data-header')] = key;
+    }
+    if (user || password) {
+      creds['Authorization'] = 'Basic ' + b64(user + ':' + password);
+    }
+    var names = Object.keys(creds);
+    form.querySelector('.a-state').textContent = names.length ?
+      'Authorized: try-it calls send ' + names.join(', ') + '.' :
+      'Not authorized: try-it calls send no credential.';
+  }
+
+  var box = document.querySelector('form.authorize');
+  if (box) {
+    box.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      authorize(box);
+    });
+    box.addEventListener('reset', function () {
+      setTimeout(function () { authorize(box); }, 0);
     });
   }
 
@@ -5849,9 +5905,56 @@ def _docs_section(kind: str, name: str) -> str:
         kind, _docs_esc(name), _docs_esc(name))
 
 
-def _docs_action_html(name: str, action: object, spec_json: dict) -> str:
+def _docs_need(auth: dict | None, key: Any) -> str:
+    """Whether a call needs a credential, on a page of an API with schemes."""
+    if not auth:
+        return ""
+    need = auth["needs"].get(key)
+    if need is None:
+        return '<span class="need">open</span>'
+    text = "needs a credential"
+    if need:
+        text += " with " + ", ".join(need)
+    return '<span class="need lock">%s</span>' % _docs_esc(text)
+
+
+def _docs_authorize(auth: dict | None) -> str:
+    """The Authorize box: one field per scheme; the page's script keeps
+    what is typed in memory only."""
+    if not auth:
+        return ""
+    attrs = 'autocomplete="off" spellcheck="false"'
+    out = ['<section class="auth" id="authorize"><h2>Authorize</h2>'
+           '<form class="authorize">']
+    for kind, header in auth["schemes"]:
+        if kind == "bearer":
+            out.append('<label>Bearer token <input type="password" %s '
+                       'data-kind="bearer"></label>' % attrs)
+        elif kind == "api_key":
+            out.append('<label>API key (<code>%s</code>) <input '
+                       'type="password" %s data-kind="api_key" '
+                       'data-header="%s"></label>' % (
+                           _docs_esc(header), attrs, _docs_esc(header)))
+        else:
+            out.append('<label>Basic: user <input type="text" %s '
+                       'data-kind="basic-user"></label><label>password '
+                       '<input type="password" %s data-kind="basic-password">'
+                       '</label>' % (attrs, attrs))
+    out.append('<button type="submit">Authorize</button>'
+               '<button type="reset">Clear</button>'
+               '<p class="a-state mu" aria-live="polite">Not authorized: '
+               'try-it calls send no credential.</p>'
+               '<p class="mu">Kept in this page only (not stored; a reload '
+               'forgets it) and sent with every try-it call.</p>'
+               '</form></section>')
+    return "".join(out)
+
+
+def _docs_action_html(name: str, action: object, spec_json: dict,
+                      auth: dict | None = None) -> str:
     action = action if isinstance(action, dict) else {}
-    out = [_docs_section("action", name), _docs_endpoint("POST", "/actions/" + name)]
+    out = [_docs_section("action", name),
+           _docs_endpoint("POST", "/actions/" + name), _docs_need(auth, name)]
     doc = action.get("doc")
     if isinstance(doc, str) and doc:
         out.append('<p class="doc">%s</p>' % _docs_esc(doc))
@@ -5877,7 +5980,8 @@ def _docs_action_html(name: str, action: object, spec_json: dict) -> str:
     return "".join(out)
 
 
-def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
+def _docs_model_html(name: str, model: object, spec_json: dict,
+                     auth: dict | None = None) -> str:
     model = model if isinstance(model, dict) else {}
     query = _docs_dict_entries(model.get("query_fields"))
     meta = _docs_dict_entries(model.get("list_metadata"))
@@ -5903,8 +6007,9 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
         out.append('<p class="mu">None enabled.</p>')
     for key, verb, with_id, with_body, text in enabled:
         path = "/" + name + ("/{id}" if with_id else "")
-        out.append('<div class="method">%s<p class="mu">%s</p>' % (
-            _docs_endpoint(verb, path), _docs_esc(text.format(m=name))))
+        out.append('<div class="method">%s%s<p class="mu">%s</p>' % (
+            _docs_endpoint(verb, path), _docs_need(auth, (name, key)),
+            _docs_esc(text.format(m=name))))
         fields = ()
         if key == "get_list":
             example = {"_links": {"self": {"href": "/" + name}},
@@ -5920,11 +6025,13 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
     return "".join(out)
 
 
-def _docs_html(spec_json: dict) -> str:
+def _docs_html(spec_json: dict, auth: dict | None = None) -> str:
     """The documentation page (one self-contained HTML5 document) of a spec.
 
     `spec_json` is the decoded JSON of GET /spec.json. Serve the result as
     `text/html; charset=utf-8` with `Content-Security-Policy: <_docs_csp()>`.
+    `auth` (an API with schemes): {"schemes": [(kind, header)], "needs":
+    the requirement of each call, as _needs() gives}.
     """
     if not isinstance(spec_json, dict):
         spec_json = {}
@@ -5946,6 +6053,7 @@ def _docs_html(spec_json: dict) -> str:
         else:
             out.append(" \u00b7 %s" % _docs_esc(homepage))
     out.append(' \u00b7 <a href="spec.json">spec.json</a></p></header>')
+    out.append(_docs_authorize(auth))
     if actions or models:
         out.append("<nav><ul>")
         for kind, entries in (("action", actions), ("model", models)):
@@ -5957,12 +6065,12 @@ def _docs_html(spec_json: dict) -> str:
     if not actions:
         out.append('<p class="mu">This API has no actions.</p>')
     for key, action in actions:
-        out.append(_docs_action_html(key, action, spec_json))
+        out.append(_docs_action_html(key, action, spec_json, auth))
     out.append("<h2>Models</h2>")
     if not models:
         out.append('<p class="mu">This API has no models.</p>')
     for key, model in models:
-        out.append(_docs_model_html(key, model, spec_json))
+        out.append(_docs_model_html(key, model, spec_json, auth))
     out.append('</main><script type="application/json" id="spec">%s</script>'
                "<script>%s</script></body></html>"
                % (_docs_blob(spec_json), _DOCS_JS))
@@ -6108,6 +6216,56 @@ _OA_ERRORS = {
 
 
 _OA_TAGS = {"actions": "Actions: POST /actions/<name> calls a function"}
+
+_OA_AUTH_ERRORS = {
+    "401": "No credential, or one the API refused; WWW-Authenticate names "
+           "the schemes",
+    "403": "The credential is valid but lacks a scope this call needs",
+}
+_OA_SCHEME_NAMES = {"bearer": "bearerAuth", "api_key": "apiKeyAuth",
+                    "basic": "basicAuth"}
+
+
+def _oa_scheme(scheme: Any) -> dict:
+    if scheme.kind == "api_key":
+        return {"type": "apiKey", "in": "header", "name": scheme.header}
+    return {"type": "http", "scheme": scheme.kind}
+
+
+def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
+    """securitySchemes, the default requirement and each operation's own,
+    with its 401 and 403 answers (an API with schemes only)."""
+    schemes = getattr(api, "_schemes", ())
+    if not schemes:
+        return
+    names = [_OA_SCHEME_NAMES[scheme.kind] for scheme in schemes]
+
+    def requirement(need):
+        if need is None:
+            return []
+        return [{name: list(need)} for name in names]
+
+    needs = _needs(api)
+    for op, preferred, fallback, tag in ops:
+        head, _, tail = fallback.partition(".")
+        key = tail if head in ("actions", "cosmic") else (head, tail)
+        need = needs[key]
+        op["security"] = requirement(need)
+        if need is None:
+            continue
+        codes = ("401", "403") if need else ("401",)
+        responses = {}
+        for code, response in op["responses"].items():
+            if code == "default":
+                for extra in codes:
+                    responses[extra] = {
+                        "description": _OA_AUTH_ERRORS[extra],
+                        "content": response["content"]}
+            responses[code] = response
+        op["responses"] = responses
+    doc["security"] = requirement(api._requires_default)
+    doc["components"]["securitySchemes"] = {
+        name: _oa_scheme(scheme) for name, scheme in zip(names, schemes)}
 
 
 def _oa_responses(ok: dict, errors: tuple, shared: dict) -> dict:
@@ -6367,13 +6525,18 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
             for tag in tags]
     doc["paths"] = paths
     doc["components"] = {"schemas": schemas}
+    _oa_security(api, ops, shared, doc)
     return doc
 
 
 def docs_html(api: BaseAPI) -> str:
     """The documentation page of an API: one self-contained HTML page with
     a try-it form for every action and model method."""
-    return _docs_html(APISpec.to_json(api.spec))
+    auth = None
+    if getattr(api, "_schemes", ()):
+        auth = {"schemes": [(s.kind, s.header) for s in api._schemes],
+                "needs": _needs(api)}
+    return _docs_html(APISpec.to_json(api.spec), auth)
 
 
 # -- Contract diff -----------------------------------------------------------
@@ -6562,13 +6725,49 @@ def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
+def _read_secret(option: str, text: str) -> str:
+    """A secret given as ``env:NAME`` (read from $NAME), ``-`` (the first
+    line of stdin) or, least safely, literally."""
+    import os
+    if text == "-":
+        secret = _sys.stdin.readline().strip()
+    elif text.startswith("env:"):
+        secret = os.environ.get(text[4:], "")
+        if not secret:
+            raise _UsageError("%s %s: the environment variable %s is not set"
+                              " or empty" % (option, text, text[4:]))
+    else:
+        secret = text
+    if not secret:
+        raise _UsageError("%s: empty secret" % option)
+    return secret
+
+
+def _cli_auth(args: Any) -> Any:
+    """The client's ``auth`` from --token / --api-key, or None."""
+    token = getattr(args, "token", None)
+    api_key = getattr(args, "api_key", None)
+    if token is not None and api_key is not None:
+        raise _UsageError("give --token or --api-key, not both")
+    values = [getattr(args, "args", None) or []]
+    if "-" in (token, api_key) and "-" in values[0]:
+        raise _UsageError("stdin can give the secret or the JSON argument,"
+                          " not both")
+    if token is not None:
+        return {"bearer": _read_secret("--token", token)}
+    if api_key is not None:
+        return {"api_key": _read_secret("--api-key", api_key)}
+    return None
+
+
 def _client_class(headers: list) -> type:
     extra = {}
     for header in headers:
         name, colon, value = header.partition(":")
         if not colon or not name.strip():
-            raise _UsageError("--header must look like 'Name: value': %s"
-                              % header)
+            # The value is not shown: it may be a credential.
+            raise _UsageError("--header must look like 'Name: value'; got "
+                              "one without a colon")
         extra[name.strip()] = value.strip()
 
     class _CLIClient(APIClient):
@@ -6580,11 +6779,14 @@ def _client_class(headers: list) -> type:
     return _CLIClient
 
 
-def _spec_json_of(target: str, headers: list) -> dict:
+def _spec_json_of(target: str, headers: list, auth: Any = None) -> dict:
     if _is_url(target):
-        client = _client_class(headers)(base_url=target)
+        client = _client_class(headers)(base_url=target, auth=auth)
         client.close()
         return APISpec.to_json(client.spec)
+    if auth is not None:
+        raise _UsageError("--token and --api-key go with a URL, not %s"
+                          % target)
     obj = _load_target(target)
     api = obj.api if isinstance(obj, Server) else obj
     if not isinstance(api, API):
@@ -6602,12 +6804,13 @@ def _write_json(datum: Any, output: str | None) -> None:
 
 
 def _cmd_spec(args: Any) -> int:
-    _write_json(_spec_json_of(args.target, args.header), None)
+    _write_json(_spec_json_of(args.target, args.header, _cli_auth(args)),
+                None)
     return 0
 
 
 def _cmd_openapi(args: Any) -> int:
-    spec = _spec_json_of(args.target, args.header)
+    spec = _spec_json_of(args.target, args.header, _cli_auth(args))
     servers = [args.target] if _is_url(args.target) else None
     _write_json(openapi(_SpecAPI(spec), servers=servers), args.output)
     return 0
@@ -6632,7 +6835,8 @@ def _parse_json_arg(text: str) -> Any:
 def _cmd_call(args: Any) -> int:
     if not _is_url(args.url):
         raise _UsageError("URL must start with http:// or https://")
-    client = _client_class(args.header)(base_url=args.url)
+    client = _client_class(args.header)(base_url=args.url,
+                                        auth=_cli_auth(args))
     try:
         return _call(client, args)
     finally:
@@ -6713,6 +6917,15 @@ def _call(client: APIClient, args: Any) -> int:
     return 0
 
 
+def _add_auth_options(cmd: Any) -> None:
+    where = "env:NAME reads $NAME, - reads a line of stdin"
+    cmd.add_argument("--token", metavar="SECRET",
+                     help="bearer token sent to the URL (%s)" % where)
+    cmd.add_argument("--api-key", metavar="SECRET",
+                     help="API key sent to the URL in the header the API "
+                     "declares (%s)" % where)
+
+
 def _parser() -> Any:
     import argparse
     prog = "cosmic" if _sys.argv and _sys.argv[0].endswith(
@@ -6740,6 +6953,7 @@ def _parser() -> Any:
                          help=target_help + ", or the URL of a server")
         cmd.add_argument("--header", action="append", default=[],
                          help="'Name: value' sent to a URL (repeatable)")
+        _add_auth_options(cmd)
         if name == "openapi":
             cmd.add_argument("-o", "--output", metavar="FILE",
                              help="write to FILE instead of stdout")
@@ -6755,6 +6969,7 @@ def _parser() -> Any:
     call.add_argument("--header", action="append", default=[],
                       help="'Name: value' sent with every request "
                       "(repeatable)")
+    _add_auth_options(call)
     call.set_defaults(run=_cmd_call)
     return parser
 

@@ -25,6 +25,13 @@ Then, at the address the server printed:
          http://127.0.0.1:8000/Address
     curl 'http://127.0.0.1:8000/Address?city=1'
     curl -X POST http://127.0.0.1:8000/actions/stats
+
+With PLACES_TOKEN set, writes (create, update, delete, rename_city) need
+that token as a bearer token and reads stay open:
+
+    PLACES_TOKEN=s3cret python -m cosmic serve examples/places.py
+    curl -X DELETE -H 'Authorization: Bearer s3cret' \\
+         http://127.0.0.1:8000/City/1
 """
 
 import os
@@ -33,7 +40,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 
-from cosmic.api import API
+from cosmic.api import API, BearerAuth, compare_secret
 from cosmic.exceptions import HTTPError, NotFound
 from cosmic.http import Server
 from cosmic.models import BaseModel
@@ -195,7 +202,19 @@ def _page(table, filters, limit, offset, to_rep):
     return items, {"total_count": total}
 
 
-places = API("places")
+# Opt-in authentication: unset (the default), every call is open.
+_TOKEN = os.environ.get("PLACES_TOKEN") or None
+
+
+def _check_token(token):
+    """The identity behind a bearer token: the one PLACES_TOKEN names."""
+    return "writer" if compare_secret(token, _TOKEN) else None
+
+
+places = API("places", auth=BearerAuth(_check_token) if _TOKEN else None)
+# What writes need: the token when there is one, else nothing.
+_WRITE = _TOKEN is not None
+_WRITES = {"create": _WRITE, "update": _WRITE, "delete": _WRITE}
 
 _PAGING = [
     optional("limit", Integer, "Page size, 1 to 100 (default 20)"),
@@ -214,6 +233,7 @@ class City(BaseModel):
     """A city, with an optional country and population."""
 
     methods = ["get_by_id", "get_list", "create", "update", "delete"]
+    requires = _WRITES
     properties = [
         required("name", String, "Capitalized"),
         optional("country", String),
@@ -303,6 +323,7 @@ class Address(BaseModel):
     """A street address in a city."""
 
     methods = ["get_by_id", "get_list", "create", "update", "delete"]
+    requires = _WRITES
     properties = [
         required("number", Integer, "House number, 1 or more"),
         required("street", String),
@@ -385,7 +406,7 @@ def stats():
 @places.action(accepts=Struct([
     required("id", String, "The city's id"),
     required("name", String, "Its new name"),
-]), returns=String)
+]), returns=String, requires=_WRITE)
 def rename_city(id, name):
     """Rename a city and return its previous name."""
     try:
