@@ -7000,9 +7000,9 @@ class TestClientConstruction(unittest.TestCase):
         with self.assertRaises(TypeError) as cm:
             APIClient.from_spec(self.spec, "http://127.0.0.1:9", timout=3)
         self.assertEqual(str(cm.exception), (
-            "Unknown APIClient option 'timout'; options: max_redirects, "
-            "problem_details, proxy, retries, retry_backoff, ssl_context, "
-            "timeout, verify"))
+            "Unknown APIClient option 'timout'; options: auth, "
+            "max_redirects, problem_details, proxy, retries, retry_backoff, "
+            "ssl_context, timeout, verify"))
         for name in ("call", "make_request", "base_url", "_local"):
             with self.subTest(name=name), self.assertRaises(TypeError):
                 APIClient(base_url="http://127.0.0.1:1", spec=self.spec,
