@@ -30,6 +30,8 @@ How the server handles one request::
       -> ensure_thread_local()          request-scoped globals
       -> dispatch_request(request)      route: 404 / 405 + Allow / OPTIONS
          -> view(endpoint, request)     hook: may answer early (401, ...)
+            -> the API's schemes        credential -> identity, or 401 +
+                                        WWW-Authenticate / 403 (scopes)
             -> parse_request(...)       body: 413, Content-Type, charset,
                                         UTF-8, strict JSON, schema -> 400
             -> endpoint handler         user code; NotFound -> 404,
@@ -1837,6 +1839,7 @@ class _Scheme:
 
     kind = ""
     header = "Authorization"
+    hint = ""
     _prefix = ""
 
     def __init__(self, verify: Callable) -> None:
@@ -2051,7 +2054,7 @@ def _protect_routes(routes: Any, api: Any) -> None:
     schemes = api._schemes
     authenticate = _authenticator(schemes)
     needs = _needs(api)
-    realm = api.name
+    realm = _re.sub(r'[^\x20-\x7e]|["\\]', "_", api.name)  # a quoted-string
 
     def protect(endpoint, key):
         endpoint._serve = _guard(endpoint._serve, authenticate, schemes,
@@ -3480,20 +3483,18 @@ class _Credential:
         kind, secret = "token", auth
         if isinstance(auth, dict) and len(auth) == 1:
             kind, secret = next(iter(auth.items()))
-            if kind not in ("bearer", "api_key", "basic"):
-                kind = None
         elif isinstance(auth, tuple):
             kind = "basic"
+        ok = kind in ("token", "bearer", "api_key", "basic")
         if kind == "basic":
-            if not (isinstance(secret, tuple) and len(secret) == 2 and
-                    all(isinstance(x, str) for x in secret)):
-                kind = None
-            else:
+            ok = isinstance(secret, tuple) and len(secret) == 2 and \
+                all(isinstance(x, str) for x in secret)
+            if ok:
                 secret = "Basic " + _base64.b64encode(
                     ("%s:%s" % secret).encode("utf-8")).decode("ascii")
         elif not isinstance(secret, str):
-            kind = None
-        if kind is None:
+            ok = False
+        if not ok:
             # Never show the value: it may be a secret.
             raise TypeError(
                 "auth must be a token (str), a (user, password) pair, or "
@@ -3532,8 +3533,8 @@ class _Credential:
 
 
 _CHALLENGE = _re.compile(
-    r'(?:^|,)\s*(Bearer|Basic|APIKey)\b((?:\s*,?\s*[A-Za-z0-9_-]+="[^"]*")*)',
-    _re.I)
+    r'(?:^|,)[ \t]*(Bearer|Basic|APIKey)\b((?:[ \t,]*[A-Za-z0-9_-]+="[^"]*")*)',
+    _re.IGNORECASE)
 
 
 def _challenged(value: str) -> list:
@@ -3566,10 +3567,9 @@ class BaseAPIClient(BaseAPI):
     auth: Any = None
 
     def __init__(self, spec: dict | None = None) -> None:
-        self._credential = None
-        if self.auth is not None:
-            self._credential = _Credential(self.auth)
-            self._credential.learn(getattr(self, "_declared", ()))
+        auth = self.auth
+        self._credential = auth if isinstance(auth, _Credential) or \
+            auth is None else _Credential(auth)
         if spec is None:
             spec = self.call(SpecEndpoint())
         elif "actions" in spec and isinstance(spec["actions"], dict) and \
@@ -3886,13 +3886,12 @@ class WsgiAPIClient(BaseAPIClient):
         app = (server or Server)(api, **options).wsgi_app
         if auth is None:
             return cls(app)
-        client = cls.__new__(cls)
         # The API is at hand: send the credential as it declares, from the
         # first request on.
-        client._declared = [(scheme.kind, scheme.header)
-                            for scheme in getattr(api, "_schemes", ())]
-        client.__init__(app, auth=auth)
-        return client
+        credential = _Credential(auth)
+        credential.learn([(scheme.kind, scheme.header)
+                          for scheme in getattr(api, "_schemes", ())])
+        return cls(app, auth=credential)
 
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
@@ -6533,8 +6532,9 @@ def docs_html(api: BaseAPI) -> str:
     """The documentation page of an API: one self-contained HTML page with
     a try-it form for every action and model method."""
     auth = None
-    if getattr(api, "_schemes", ()):
-        auth = {"schemes": [(s.kind, s.header) for s in api._schemes],
+    schemes = getattr(api, "_schemes", ())
+    if schemes:
+        auth = {"schemes": [(s.kind, s.header) for s in schemes],
                 "needs": _needs(api)}
     return _docs_html(APISpec.to_json(api.spec), auth)
 
