@@ -3480,12 +3480,12 @@ class _Credential:
     pair. The API-key header is learnt from a 401's challenge."""
 
     def __init__(self, auth: Any) -> None:
-        kind, secret = "token", auth
+        kind, secret, ok = "token", auth, True
         if isinstance(auth, dict) and len(auth) == 1:
             kind, secret = next(iter(auth.items()))
+            ok = kind in ("bearer", "api_key", "basic")
         elif isinstance(auth, tuple):
             kind = "basic"
-        ok = kind in ("token", "bearer", "api_key", "basic")
         if kind == "basic":
             ok = isinstance(secret, tuple) and len(secret) == 2 and \
                 all(isinstance(x, str) for x in secret)
