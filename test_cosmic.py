@@ -13321,6 +13321,48 @@ class TestAuthRequirements(unittest.TestCase):
         self.assertEqual((status, body), (200, b'"alice"'))
 
 
+    def test_seed_snippets_beside_schemes(self):
+        """The user guide's CustomServer (a view override filling a
+        ThreadLocalDict) and PlanetariumClient (a build_request override)
+        keep working on an API that declares schemes."""
+        g = ThreadLocalDict()
+        seen = []
+
+        class CustomServer(Server):
+            def view(self, endpoint, request, **url_args):
+                secret = request.headers.get('X-Seed', None)
+                if secret == '12345':
+                    g['current_user'] = 'bob'
+                elif secret == 'qwert':
+                    return error_response("Unauthorized", 401)
+                return super(CustomServer, self).view(endpoint, request,
+                                                      **url_args)
+
+        api = _au_api()
+
+        @api.action(returns=String)
+        def both():
+            seen.append((g.get('current_user'),
+                         cosmic.current_identity()["name"]))
+            return "ok"
+
+        class SeedClient(WsgiAPIClient):
+            wsgi_app = CustomServer(api).wsgi_app
+
+            def build_request(self, endpoint, *args, **kwargs):
+                request = super(SeedClient, self).build_request(
+                    endpoint, *args, **kwargs)
+                request.headers["X-Seed"] = "12345"
+                return request
+
+        client = SeedClient(auth=_au_TOKEN)
+        self.assertEqual(client.actions.both(), "ok")
+        self.assertEqual(seen, [("bob", "alice")])
+        with self.assertRaises(RemoteHTTPError) as cm:
+            SeedClient().actions.both()
+        self.assertEqual(cm.exception.code, 401)
+
+
 class TestAuthRedaction(unittest.TestCase):
     def crash_log(self, headers):
         app = Server(_au_api()).wsgi_app
