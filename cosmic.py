@@ -5425,7 +5425,7 @@ nav ul{columns:14rem}
 border-radius:8px;background:var(--pa)}
 .auth h2{margin:0 0 .3rem;border:0;font-size:1.1rem}
 .auth label{display:block;margin:.3rem 0}
-.need{display:inline-block;margin-left:.5em;padding:0 .4em;border-radius:4px;
+.need{display:inline-block;margin:.2rem 0;padding:0 .4em;border-radius:4px;
 font-size:.8rem;border:1px solid var(--bd)}
 .need.lock{border-color:#b3261e;color:#b3261e}
 """
