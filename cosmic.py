@@ -46,6 +46,7 @@ import base64 as _base64
 import contextlib as _contextlib
 import contextvars as _contextvars
 import datetime as _datetime
+import functools as _functools
 import json as _json
 import re as _re
 import sys as _sys
@@ -55,40 +56,51 @@ from math import isfinite as _isfinite
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Callable, Iterable
+    from collections.abc import Iterable, Iterator
+    from typing import Any, Callable, ClassVar, TypeVar
+    _ModelClass = TypeVar("_ModelClass", bound="type[BaseModel]")
 
 __version__ = "1.0.0"
 
 MODEL_METHODS = ["get_by_id", "get_list", "create", "update", "delete"]
 
-__all__ = [
-    # types
-    "Integer", "Float", "Boolean", "String", "Binary", "DateTime", "JSON",
-    "Array", "Map", "OrderedMap", "Struct", "Schema", "Model", "Link",
-    "Representation", "Patch", "APISpec", "URLParams", "Box", "required",
-    "optional", "required_link", "optional_link",
-    # exceptions
-    "ValidationError", "UnicodeDecodeValidationError",
-    "UnknownTypeValidationError", "SpecError", "NotFound", "HTTPError",
-    "RemoteHTTPError", "ThreadLocalMissing",
-    # API and models
-    "API", "BaseAPI", "BaseModel", "Object", "MODEL_METHODS",
-    # server
-    "Server", "Request", "Response", "error_response", "Endpoint",
-    "SpecEndpoint", "ActionEndpoint", "GetByIdEndpoint", "CreateEndpoint",
-    "UpdateEndpoint", "DeleteEndpoint", "GetListEndpoint", "serve_wsgi",
-    # client
-    "BaseAPIClient", "APIClient", "WsgiAPIClient", "ClientLoggingMixin",
-    "connect",
-    # globals
-    "ThreadLocalDict", "SwappableDict", "thread_local",
-    "ensure_thread_local", "thread_local_middleware", "storage", "cosmos",
-    # authentication
-    "BearerAuth", "APIKeyAuth", "BasicAuth", "current_identity",
-    "compare_secret",
-    # tools
-    "openapi", "docs_html", "main",
-]
+# The one table of public names. Each row: names, then where they are
+# listed: "cosmic" is this module's __all__, any other word an alias module
+# (cosmic.types, ...; made at the end of the file) whose __all__ lists them,
+# and a word in parentheses an alias module that has them without listing
+# them. __all__ here and every alias module are derived from this table.
+_PUBLIC = (
+    ("Integer Float Boolean String Binary DateTime JSON Array Map OrderedMap "
+     "Struct Schema Model Link Representation Patch APISpec URLParams Box "
+     "required optional required_link optional_link",
+     "cosmic types legacy_teleport http"),
+    ("ValidationError", "cosmic types legacy_teleport exceptions http"),
+    ("UnicodeDecodeValidationError UnknownTypeValidationError",
+     "cosmic (types)"),
+    ("SpecError NotFound HTTPError RemoteHTTPError", "cosmic exceptions http"),
+    ("ThreadLocalMissing", "cosmic exceptions"),
+    ("API BaseAPI", "cosmic api"),
+    ("BaseModel", "cosmic models"),
+    ("Object", "cosmic api"),
+    ("MODEL_METHODS", "cosmic"),
+    ("Server Request Response error_response Endpoint SpecEndpoint "
+     "ActionEndpoint GetByIdEndpoint CreateEndpoint UpdateEndpoint "
+     "DeleteEndpoint GetListEndpoint", "cosmic http"),
+    ("serve_wsgi", "cosmic"),
+    ("BaseAPIClient APIClient WsgiAPIClient ClientLoggingMixin connect",
+     "cosmic client"),
+    ("ThreadLocalDict SwappableDict thread_local ensure_thread_local "
+     "thread_local_middleware storage cosmos", "cosmic globals"),
+    ("BearerAuth APIKeyAuth BasicAuth compare_secret", "cosmic api"),
+    ("current_identity", "cosmic globals"),
+    ("openapi docs_html main", "cosmic"),
+    ("get_args args_to_datum assert_is_compatible serialize_json "
+     "deserialize_json string_to_json validate_underscore_identifier "
+     "is_string_type", "tools"),
+    ("DBModel db served_api Wildcard", "testing"),
+)
+__all__ = [name for names, where in _PUBLIC if "cosmic" in where.split()
+           for name in names.split()]
 
 _MISSING = object()
 
@@ -243,6 +255,8 @@ class _Type:
     type_name = ""
     _exact: type | None = None
     _string_based = False
+    _load: Callable[[Any], Any]  # set by each type, often as a closure
+    _dump: Callable[[Any], Any]
 
     def from_json(self, datum: Any) -> Any:
         """Validate a JSON value and return its native form."""
@@ -381,8 +395,8 @@ class _BinaryType(_Type):
         return {"type": "string", "contentEncoding": "base64", "pattern": _B64}
 
 
-# ISO 8601 extended format with an upper-case T (WIRE.md 8.4). [0-9], not \d,
-# which would match other scripts' digits.
+# ISO 8601 extended format with an upper-case T (docs/protocol.md#datetime).
+# [0-9], not \d, which would match other scripts' digits.
 _DATETIME_RE = _re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})"
     r"(?::([0-9]{2})(?:\.([0-9]{1,6}))?)?"
@@ -538,7 +552,7 @@ class Array(_Container):
             append = out.append
             i = 0
             try:
-                for i, item in enumerate(datum):
+                for i, item in enumerate(datum):  # noqa: B007 (i: for except)
                     append(item_load(item))
             except ValidationError as err:
                 raise _push(err, i)
@@ -553,7 +567,7 @@ class Array(_Container):
             out = []
             i = 0
             try:
-                for i, item in enumerate(value):
+                for i, item in enumerate(value):  # noqa: B007 (i: for except)
                     out.append(item_dump(item))
             except ValidationError as err:
                 raise _push(err, i)
@@ -811,7 +825,7 @@ class Struct(_Type):
 
 
 class _Wrapper(_Type):
-    """A type made of an inner type plus a conversion (WIRE.md 8.1).
+    """A type made of an inner type plus a conversion.
 
     Subclasses set ``_inner`` and define ``_assemble`` (after the inner
     load) and ``_disassemble`` (before the inner dump).
@@ -886,8 +900,8 @@ def _as_type(obj: Any) -> Any:
 
 
 # The built-in schema type names, and the parametrized ones' parameter types.
-_SIMPLE = {}
-_PARAMETRIZED = {}
+_SIMPLE: dict = {}
+_PARAMETRIZED: dict = {}
 
 
 class _SchemaType(_Type):
@@ -927,7 +941,7 @@ class _SchemaType(_Type):
         except SpecError:
             raise ValidationError("Invalid Schema", value) from None
         # A real type that no spec can name (URLParams) is a programming
-        # error: SpecError (WIRE.md 8.6).
+        # error: SpecError.
         return schema._schema_json()
 
     def json_schema(self):
@@ -951,8 +965,8 @@ class Model:
     def __init__(self, full_name: str, _api: Any = None) -> None:
         if type(full_name) is not str:
             raise ValidationError("Invalid Model", full_name)
-        # Split at the first dot; both sides non-empty (WIRE.md 8.2), so
-        # "a.b.c" and even "a.." are models b.c and "." of APIs a.
+        # Split at the first dot; both sides non-empty, so "a.b.c" and even
+        # "a.." are models b.c and "." of APIs a (docs/protocol.md#model).
         api_name, _, model_name = full_name.partition(".")
         if not api_name or not model_name:
             raise ValidationError("Invalid Model: %s" % _cap(full_name))
@@ -1001,7 +1015,7 @@ class Model:
     @classmethod
     def from_json(cls, datum: Any) -> Model:
         """Validate a dotted ``"api.Model"`` name; native: a Model."""
-        return _Type.from_json(Model, datum)
+        return _Type.from_json(Model, datum)  # type: ignore[arg-type]
 
     @classmethod
     def to_json(cls, value: Model) -> str:
@@ -1040,14 +1054,15 @@ def _as_model(obj: Any) -> Model:
     if type(obj) is str:
         return Model(obj)
     if isinstance(obj, type) and "_cosmic_model" in obj.__dict__:
-        return obj._cosmic_model
+        return obj.__dict__["_cosmic_model"]
     raise SpecError("Expected a Model('api.Name') or a registered model "
                     "class, got %s" % _short_repr(obj))
 
 
 def _href_id(ident: str) -> str:
-    """An id as it appears in an href: as it is (WIRE.md 8.6), except that
-    ``%`` and ``/`` are escaped, so that any id survives the round trip."""
+    """An id as it appears in an href: as it is, except that ``%`` and
+    ``/`` are escaped, so that any id survives the round trip
+    (docs/protocol.md#link)."""
     if "%" in ident or "/" in ident:
         return ident.replace("%", "%25").replace("/", "%2F")
     return ident
@@ -1146,7 +1161,9 @@ class _ModelBody(_Wrapper):
                       for n, f in props]
         inner = Struct([optional("_links", Struct(links))] + props)
         self._model = model
-        self._dump = self._compile_dump(model, link_dumps, prop_dumps)
+        # The compiled closure shadows the _dump method from now on.
+        self._dump = self._compile_dump(  # type: ignore[method-assign]
+            model, link_dumps, prop_dumps)
         self._inner = inner  # last: its presence means "compiled"
         return inner
 
@@ -1162,7 +1179,7 @@ class _ModelBody(_Wrapper):
         return (ident, datum)
 
     def _dump(self, value):
-        self._inner  # compiles, and sets the instance's own _dump
+        self._inner  # noqa: B018  compiles, and sets the instance's own _dump
         return self._dump(value)
 
     def _compile_dump(self, model: str, link_dumps: list,
@@ -1249,7 +1266,8 @@ _FIELDS_JSON = OrderedMap(_FIELD_ENTRY)
 
 
 class URLParams(_Type):
-    """Struct-like fields carried in a URL query string (WIRE.md 9.4).
+    """Struct-like fields carried in a URL query string
+    (docs/protocol.md#query-strings).
 
     String-based fields (String, DateTime, Model, Link) travel as raw text,
     every other field as compact JSON.
@@ -1337,8 +1355,10 @@ def _reject_long_int(text: str) -> int:
 # Two decoders built once: the second, slower one checks floats and runs
 # only when the text holds an exponent or a very long number (1e999 would
 # otherwise become inf), or a surrogate escape (a lone one is not text).
-_SCAN = _json.JSONDecoder(parse_constant=_strict_constant).scan_once
-_SKIP_SPACE = _re.compile(r"[ \t\n\r]*").match
+_SCAN = _json.JSONDecoder(  # type: ignore[attr-defined]
+    parse_constant=_strict_constant).scan_once
+# Never None: "*" matches the empty string too.
+_SKIP_SPACE: Callable[[str, int], Any] = _re.compile(r"[ \t\n\r]*").match
 _SPACE = frozenset(" \t\n\r")
 
 
@@ -1382,7 +1402,8 @@ def _loads_strict(text: str) -> Any:
 
 
 class _APISpecType(_Wrapper):
-    """APISpec: the whole API description served at /spec.json (WIRE.md 7)."""
+    """APISpec: the whole API description served at /spec.json
+    (docs/protocol.md#the-spec)."""
 
     type_name = "cosmic.APISpec"
 
@@ -1430,7 +1451,8 @@ class _APISpecType(_Wrapper):
 
 
 def _check_model_spec(name: str, model: dict) -> None:
-    """The checks of WIRE.md 7.2, run before a model joins a spec."""
+    """The checks of docs/protocol.md#spec-checks, run before a model
+    joins a spec."""
     for kind in ("properties", "links", "query_fields", "list_metadata"):
         for field in model.get(kind, ()):
             validate_underscore_identifier(field)
@@ -1443,7 +1465,8 @@ def _check_model_spec(name: str, model: dict) -> None:
         if "id" in model.get(kind, ()):
             raise ValidationError("'id' is a reserved name.")
     if "self" in model.get("links", ()):
-        # _links.self is the object's own href (WIRE.md 9.1).
+        # _links.self is the object's own href
+        # (docs/protocol.md#representation).
         raise ValidationError("'self' is a reserved link name.")
 
 
@@ -1609,6 +1632,7 @@ class BaseModel:
     default, e.g. ``{"create": True, "delete": "admin"}``.
     """
 
+    _cosmic_model: ClassVar[Model]  # set by API.model
     properties: list = []
     links: list = []
     query_fields: list = []
@@ -1688,8 +1712,8 @@ class API(BaseAPI):
         self.protect_spec = bool(protect_spec)
         if self.protect_spec and not self._schemes:
             raise SpecError("protect_spec needs a scheme: pass auth=")
-        spec = {"name": name, "homepage": homepage,
-                "actions": _OrderedDict(), "models": _OrderedDict()}
+        spec: dict = {"name": name, "homepage": homepage,
+                      "actions": _OrderedDict(), "models": _OrderedDict()}
         super().__init__(spec)
         self._model_classes: dict = {}
         self._version = 0
@@ -1741,7 +1765,7 @@ class API(BaseAPI):
 
         return decorator
 
-    def model(self, cls: type) -> type:
+    def model(self, cls: _ModelClass) -> _ModelClass:
         """Register a BaseModel subclass; its methods become REST endpoints."""
         name = cls.__name__
         validate_underscore_identifier(name)
@@ -2180,11 +2204,13 @@ class Response:
 
 
 def _make_encode() -> Callable:
-    """json.dumps with its defaults (WIRE.md 5.3), but never NaN or Infinity
-    on the wire; the C encoder is made once instead of on every call."""
+    """json.dumps with its defaults (docs/protocol.md#json-on-the-wire), but
+    never NaN or Infinity on the wire; the C encoder is made once instead
+    of on every call."""
     from json import encoder
     fallback = _json.JSONEncoder(allow_nan=False).encode
-    if encoder.c_make_encoder is None:
+    make_encoder = getattr(encoder, "c_make_encoder", None)
+    if make_encoder is None:
         return fallback
 
     def default(obj):
@@ -2192,7 +2218,7 @@ def _make_encode() -> Callable:
                         % type(obj).__name__)
 
     # markers=None: no cycle check (a cycle ends in RecursionError, a 500).
-    c_encode = encoder.c_make_encoder(
+    c_encode = make_encoder(
         None, default, encoder.encode_basestring_ascii, None, ": ", ", ",
         False, False, False)
 
@@ -2484,7 +2510,8 @@ def _too_deep(text: str, limit: int) -> bool:
 def _decode_json_body(request: Request) -> Any:
     """The body's JSON value, or _MISSING when the body is empty.
 
-    Checks in the order of WIRE.md 4.1: media type, charset, UTF-8, JSON.
+    Checks in the order of docs/protocol.md#content-type-and-decoding:
+    media type, charset, UTF-8, nesting depth, JSON.
     """
     data = request.data
     if not data:
@@ -2523,7 +2550,7 @@ def _check_content_type(request: Request, content_type: str) -> None:
 def _call_style(func: Callable, names: Iterable, skip: int = 0) -> bool:
     """Whether a create/update handler takes the patch as one dict.
 
-    WIRE.md 10.4: keywords when the function has ``**kwargs``, else one
+    Keywords when the function has ``**kwargs``, else one
     dict when exactly one parameter remains (after ``id``) and its name is
     not a field of the model.
     """
@@ -2552,6 +2579,7 @@ class Endpoint:
     body = "forbidden"  # or "required", "ignored", "action"
     not_found_is_404 = False
     acceptable_response_codes: tuple = (200,)
+    func: Any = None  # the user's function (server side); None in clients
 
     def __init__(self, api: Any = None) -> None:
         self.api = api
@@ -2562,7 +2590,7 @@ class Endpoint:
             raise HTTPError(400, "Invalid data")
         return datum
 
-    def handler(self, **func_input: Any) -> Any:
+    def handler(self, *args: Any, **func_input: Any) -> Any:
         """Call the user's code with the decoded input (server side)."""
         raise NotImplementedError
 
@@ -2631,7 +2659,8 @@ def _client_request(method: str, url: str, box: Box | None = None):
 
 
 def _check_status(endpoint: Endpoint, res: Any) -> None:
-    """Raise for a status this endpoint does not expect (WIRE.md 11.4)."""
+    """Raise for a status this endpoint does not expect
+    (docs/protocol.md#reading-answers)."""
     code = res.status_code
     if code == 404 and endpoint.not_found_is_404:
         raise NotFound
@@ -2697,7 +2726,7 @@ class ActionEndpoint(Endpoint):
         self.returns = entry.get("returns")
         self.func = None
         self._mode = "none"
-        func = getattr(api.actions, action_name, None) \
+        func: Any = getattr(api.actions, action_name, None) \
             if isinstance(api, API) else None
         if func is not None:
             self.func = func
@@ -2705,15 +2734,17 @@ class ActionEndpoint(Endpoint):
             names = required_args + optional_args
             if self.accepts is not None:
                 self._mode = "one" if len(names) == 1 else "many"
-                self._param = names[0] if names else None
+                self._param: Any = names[0] if names else None
         self._load = self.accepts._load if self.accepts is not None else None
         self._dump = self.returns._dump if self.returns is not None else None
         if self.func is not None:
             if self._mode == "one" and _positional_only(self.func):
                 param = self._param
-                self.handler = lambda **given: func(given[param])
+                self.handler = (  # type: ignore[method-assign]
+                    lambda **given: func(given[param]))
             else:
-                self.handler = self.func  # skip a layer: same call, args
+                # Skip a layer: the same call, the same arguments.
+                self.handler = self.func  # type: ignore[method-assign]
 
     def parse_request(self, request, **url_args):
         datum = _decode_json_body(request)
@@ -2763,6 +2794,8 @@ class ActionEndpoint(Endpoint):
 class _ModelEndpoint(Endpoint):
     """Shared by the five model endpoints."""
 
+    method_name: str  # which model method: get_by_id, create, ...
+
     def __init__(self, api: Any, model_name: str) -> None:
         super().__init__(api)
         self.model_name = model_name
@@ -2770,8 +2803,9 @@ class _ModelEndpoint(Endpoint):
         model = Model("%s.%s" % (api.name, model_name), api)
         self.representation = Representation(model)
         self.patch = Patch(model)
-        self.representation._inner  # compiled now, before any request
-        self.patch._inner
+        # Compiled now, before any request.
+        self.representation._inner  # noqa: B018
+        self.patch._inner  # noqa: B018
         self.func = None
         namespace = getattr(api.models, model_name, None) \
             if isinstance(api, API) else None
@@ -2779,7 +2813,8 @@ class _ModelEndpoint(Endpoint):
             self.func = getattr(namespace, self.method_name)
             if self.method_name in ("get_by_id", "delete") and \
                     _first_param(self.func) == "id":
-                self.handler = self.func  # the same call, one frame less
+                # The same call, one frame less.
+                self.handler = self.func  # type: ignore[method-assign]
 
     def _href(self, ident: str) -> str:
         if type(ident) is not str:
@@ -3079,7 +3114,8 @@ class _Routes:
         self.items: dict = {}
         self.lists: dict = {}
         for name, model in api.spec["models"].items():
-            items, lists = {}, {}
+            items: dict = {}
+            lists: dict = {}
             for cls in _MODEL_ENDPOINTS:
                 if model["methods"][cls.method_name]:
                     table = items if cls.on_item else lists
@@ -3197,7 +3233,8 @@ class Server:
                     _exit_local(ident, local)
 
     def dispatch_request(self, request: Request) -> Response:
-        """Route a request (WIRE.md 2) and run ``view``; errors become JSON."""
+        """Route a request (docs/protocol.md#routes) and run ``view``;
+        errors become JSON."""
         environ = request.environ
         try:
             raw = environ.get("PATH_INFO", "")
@@ -3278,7 +3315,8 @@ class Server:
                                  request: Request | None) -> Response:
         """Log the traceback; answer 500 without any exception text."""
         import logging
-        method = path = request_id = "-"
+        method = path = "-"
+        request_id: str | None = "-"
         secrets: list = []
         if request is not None:
             method, request_id = request.method, request.request_id
@@ -3594,7 +3632,7 @@ class BaseAPIClient(BaseAPI):
                     self._function(ActionEndpoint(self, name), name,
                                    spec["actions"][name].get("doc")))
         for name in spec["models"]:
-            namespace = Object()
+            namespace: Any = Object()
             for cls in _MODEL_ENDPOINTS:
                 setattr(namespace, cls.method_name, self._function(
                     cls(self, name), cls.method_name, None))
@@ -3610,7 +3648,7 @@ class BaseAPIClient(BaseAPI):
 
         remote.__name__ = remote.__qualname__ = name
         remote.__doc__ = doc
-        remote.endpoint = endpoint
+        remote.endpoint = endpoint  # type: ignore[attr-defined]
         return remote
 
     def call(self, endpoint: Endpoint, *args: Any, **kwargs: Any) -> Any:
@@ -3978,7 +4016,9 @@ class ClientLoggingMixin:
 
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
-        response = super().make_request(endpoint, request)
+        # A mixin: the client class after it in the bases sends.
+        response = super().make_request(  # type: ignore[misc]
+            endpoint, request)
         credential = getattr(self, "_credential", None)
         hidden = credential.names() if credential else ("authorization",)
         headers = [(k, "[redacted]" if k.lower() in hidden else v)
@@ -4033,7 +4073,7 @@ def _exit_local(ident: int, local: dict) -> None:
 
 
 @_contextlib.contextmanager
-def thread_local():
+def thread_local() -> Iterator[dict]:
     """A fresh local dict for this thread (or task) while the block runs.
 
     Nested blocks get their own and restore the outer one; the entry is
@@ -5613,15 +5653,11 @@ def _docs_hash(text: str) -> str:
     return "'sha256-" + _base64.b64encode(digest).decode("ascii") + "'"
 
 
-_docs_csp_value: list = []
-
-
+@_functools.cache
 def _docs_csp() -> str:
     """The page's Content-Security-Policy: its one style and one script are
     allowed by hash, nothing else (computed on first use, not at import)."""
-    if not _docs_csp_value:
-        _docs_csp_value.append(
-            "default-src 'none'; "
+    return ("default-src 'none'; "
             "style-src " + _docs_hash(_DOCS_CSS) + "; "
             "script-src " + _docs_hash(_DOCS_JS) + "; "
             "connect-src 'self'; "
@@ -5629,7 +5665,6 @@ def _docs_csp() -> str:
             "base-uri 'none'; "
             "form-action 'none'; "
             "frame-ancestors 'none'")
-    return _docs_csp_value[0]
 
 # How deep schemas are followed before the renderers give up (guards against
 # pathological specs; real schemas are never this deep).
@@ -5670,7 +5705,8 @@ _DOCS_MODEL_WORDS = {
     "cosmic.Patch": "Patch of",
 }
 
-# Types whose query-string form is the raw JSON string (WIRE.md 9.4)
+# Types whose query-string form is the raw JSON string
+# (docs/protocol.md#query-strings)
 _DOCS_RAW_QUERY = ("String", "DateTime", "cosmic.Model", "cosmic.Link")
 
 
@@ -5720,7 +5756,8 @@ def _docs_type_text(schema: object, _depth: int = 0) -> str:
         return "unknown"
     if _depth > _DOCS_MAX_DEPTH:
         return "\u2026"
-    kind, param = schema["type"], schema.get("param")
+    kind: str = schema["type"]
+    param = schema.get("param")
     if kind in ("Array", "Map", "OrderedMap"):
         return "%s of %s" % (kind, _docs_type_text(param, _depth + 1))
     if kind == "Struct":
@@ -5792,7 +5829,7 @@ def _docs_rep_example(name: str, model: object, spec_json: object,
     for key, link in _docs_dict_entries(model.get("links")):
         target = _docs_model_short(link.get("model") or "Model")
         links[key] = {"href": "/%s/1" % target}
-    result = {"_links": links} if links else {}
+    result: dict = {"_links": links} if links else {}
     if name not in seen:  # a model nested in itself stops at its links
         for key, field in _docs_dict_entries(model.get("properties")):
             result[key] = _docs_example(field.get("schema"), spec_json,
@@ -5872,8 +5909,8 @@ def _docs_placeholder(schema: object) -> str:
     return _json.dumps(example, ensure_ascii=False, separators=(",", ":"))
 
 
-def _docs_form(kind: str, name: str, body: object = None, with_id: bool = False,
-               query: list = ()) -> str:
+def _docs_form(kind: str, name: str, body: str | None = None,
+               with_id: bool = False, query: Iterable = ()) -> str:
     """A try-it form; `query` is a list of (field name, Schema JSON) pairs."""
     attrs = 'type="text" autocomplete="off" spellcheck="false"'
     out = ['<details><summary>Try it</summary>'
@@ -6009,7 +6046,7 @@ def _docs_model_html(name: str, model: object, spec_json: dict,
         out.append('<div class="method">%s%s<p class="mu">%s</p>' % (
             _docs_endpoint(verb, path), _docs_need(auth, (name, key)),
             _docs_esc(text.format(m=name))))
-        fields = ()
+        fields: Iterable = ()
         if key == "get_list":
             example = {"_links": {"self": {"href": "/" + name}},
                        "_embedded": {name: [rep]}}
@@ -6140,10 +6177,12 @@ def _oa_href(schema: Any) -> Struct:
 
 
 def _oa_body(full_name: str, model: dict, refs: dict, patch: bool) -> dict:
-    """A model's Representation (or Patch) as JSON Schema (WIRE.md 9.1-9.2).
+    """A model's Representation (or Patch) as JSON Schema
+    (docs/protocol.md#representation,
+    docs/protocol.md#patch).
 
     ``_links`` stays optional even when a link is required: Cosmic accepts
-    a representation without ``_links`` (WIRE.md 9.1).
+    a representation without ``_links`` (docs/protocol.md#representation).
     """
     links = [optional("self", _oa_href(Link(Model(full_name))),
                       "This object's URL")]
@@ -6158,7 +6197,7 @@ def _oa_body(full_name: str, model: dict, refs: dict, patch: bool) -> dict:
 
 
 def _oa_list(name: str, model: dict, refs: dict) -> dict:
-    """The get_list response (WIRE.md 9.3) as JSON Schema."""
+    """The get_list response (docs/protocol.md#list-body) as JSON Schema."""
     href = {"type": "string",
             "pattern": "^/%s(\\?[\\s\\S]*)?$" % _re.escape(name)}
     items = {"type": "array", "items": {"$ref": _OA_REF + name}}
@@ -6245,7 +6284,7 @@ def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
         return [{name: list(need)} for name in names]
 
     needs = _needs(api)
-    for op, preferred, fallback, tag in ops:
+    for op, _, fallback, _ in ops:
         head, _, tail = fallback.partition(".")
         key = tail if head in ("actions", "cosmic") else (head, tail)
         need = needs[key]
@@ -6306,14 +6345,16 @@ def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
     if is_string_type(field["schema"]):
         param["schema"] = schema
     else:
-        # WIRE.md 9.4: every other type travels JSON-encoded.
+        # Every other type travels JSON-encoded
+        # (docs/protocol.md#query-strings).
         param["content"] = _oa_json(schema)
     return param
 
 
 def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
                     refs: dict, ops: list) -> dict:
-    """The path items of one model's enabled methods (WIRE.md 6.3-6.7).
+    """The path items of one model's enabled methods
+    (docs/protocol.md#endpoints).
 
     ``names``: the model's (Representation, Patch, List) components.
     """
@@ -6368,7 +6409,7 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
             "responses": _oa_responses({"204": {"description": "Deleted"}},
                                        ("400", "404", "413", "500"), shared),
         }
-    paths = {}
+    paths: dict = {}
     method_names = {"get": "get_list", "post": "create"}
     if collection:
         for verb, op in collection.items():
@@ -6417,7 +6458,7 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
       before a final newline in some validators; hrefs are relative to
       the server's root.
     * Representation: ``_links`` is optional even when a link is required
-      (WIRE.md 9.1), so the document says so too.
+      (docs/protocol.md#representation), so the document says so too.
     * Rules in model code (``validate_patch``) and handler errors
       (``HTTPError`` with any status) are not in the spec: they appear
       only as 400 and ``default`` responses.
@@ -6492,7 +6533,7 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
         paths[route] = {"get": op}
 
     counts: dict = {}
-    for op, preferred, fallback, tag in ops:
+    for _op, preferred, _fallback, _tag in ops:
         counts[preferred] = counts.get(preferred, 0) + 1
     tags: list = []
     for op, preferred, fallback, tag in ops:
@@ -6546,54 +6587,32 @@ def docs_html(api: BaseAPI) -> str:
 
 # -- Compatibility modules ----------------------------------------------------
 #
-# cosmic.api, cosmic.types, ... are module objects made from the names above,
-# put in sys.modules so that ``import cosmic.types`` and
-# ``from cosmic.http import *`` work with this one file. The copy that runs
-# as __main__ (python -m cosmic) registers nothing (see main()).
-
-_TYPE_NAMES = [
-    "Integer", "Float", "Boolean", "String", "Binary", "DateTime", "JSON",
-    "Array", "Map", "OrderedMap", "Struct", "Schema", "Model", "Link",
-    "Representation", "Patch", "APISpec", "URLParams", "Box", "required",
-    "optional", "required_link", "optional_link", "ValidationError",
-]
-_ALIASES = {
-    "api": ["API", "BaseAPI", "Object", "BearerAuth", "APIKeyAuth",
-            "BasicAuth", "compare_secret"],
-    "models": ["BaseModel"],
-    "types": _TYPE_NAMES,
-    "exceptions": ["SpecError", "NotFound", "HTTPError", "RemoteHTTPError",
-                   "ThreadLocalMissing", "ValidationError"],
-    "http": ["Server", "Request", "Response", "error_response", "Endpoint",
-             "SpecEndpoint", "ActionEndpoint", "GetByIdEndpoint",
-             "CreateEndpoint", "UpdateEndpoint", "DeleteEndpoint",
-             "GetListEndpoint", "NotFound", "HTTPError", "RemoteHTTPError",
-             "SpecError"] + _TYPE_NAMES,
-    "client": ["BaseAPIClient", "APIClient", "WsgiAPIClient",
-               "ClientLoggingMixin", "connect"],
-    "globals": ["ThreadLocalDict", "SwappableDict", "thread_local",
-                "thread_local_middleware", "ensure_thread_local", "storage",
-                "cosmos", "current_identity"],
-    "tools": ["get_args", "args_to_datum", "assert_is_compatible",
-              "serialize_json", "deserialize_json", "string_to_json",
-              "validate_underscore_identifier", "is_string_type"],
-    "testing": ["DBModel", "db", "served_api", "Wildcard"],
-    "legacy_teleport": _TYPE_NAMES,
-}
-_EXTRA_NAMES = {"types": ["UnicodeDecodeValidationError",
-                          "UnknownTypeValidationError"]}
-
+# cosmic.api, cosmic.types, ... are module objects made from the table of
+# public names (_PUBLIC, at the top of the file), put in sys.modules so that
+# ``import cosmic.types`` and ``from cosmic.http import *`` work with this
+# one file. The copy that runs as __main__ (python -m cosmic) registers
+# nothing (see main()).
 
 def _install_aliases() -> None:
     from types import ModuleType
     this = _sys.modules[__name__]
-    spec_class = type(getattr(this, "__spec__", None))
-    for short, names in _ALIASES.items():
+    spec_class: Any = type(getattr(this, "__spec__", None))
+    listed: dict = {}  # alias -> names in its __all__
+    unlisted: dict = {}  # alias -> names it has but does not list
+    for names, where in _PUBLIC:
+        for short in where.split():
+            if short.startswith("("):
+                unlisted.setdefault(short.strip("()"), []).extend(
+                    names.split())
+            elif short != "cosmic":
+                listed.setdefault(short, []).extend(names.split())
+    for short, names in listed.items():
         full = "%s.%s" % (__name__, short)
-        module = ModuleType(full, "cosmic.%s: names from cosmic.py." % short)
-        for name in names + _EXTRA_NAMES.get(short, []):
+        module: Any = ModuleType(full,
+                                 "cosmic.%s: names from cosmic.py." % short)
+        for name in names + unlisted.get(short, []):
             setattr(module, name, getattr(this, name))
-        module.__all__ = list(names)
+        module.__all__ = names
         module.__file__ = getattr(this, "__file__", None)
         if spec_class is not type(None):
             module.__spec__ = spec_class(full, None, origin=module.__file__)
@@ -6624,6 +6643,9 @@ def _load_module(text: str) -> Any:
         if folder not in _sys.path:
             _sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise _UsageError("Not a Python file (expected a .py file): %s"
+                              % text)
         module = importlib.util.module_from_spec(spec)
         _sys.modules[name] = module
         try:
@@ -6675,7 +6697,7 @@ def _load_target(target: str) -> Any:
             raise _UsageError("%s is not an API, a Server or a WSGI app"
                               % target)
         return obj
-    apis = []
+    apis: list = []
     for value in vars(module).values():
         if isinstance(value, API) and all(value is not a for a in apis):
             apis.append(value)
@@ -7007,6 +7029,6 @@ def _console_main() -> None:
 
 if __name__ == "__main__":
     # This copy runs as __main__; work in the real cosmic module instead, so
-    # that user code and the command share one set of classes (WIRE.md 14).
+    # that user code and the command share one set of classes.
     import cosmic as _cosmic
     _sys.exit(_cosmic.main())

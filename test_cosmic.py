@@ -84,7 +84,8 @@ _ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 # == types ============================================================
-# Tests of the type system (WIRE.md 8), URLParams (9.4) and import paths (14).
+# Tests of the type system (docs/protocol.md#types), URLParams
+# (docs/protocol.md#query-strings) and the import paths.
 
 try:
     import jsonschema as _ty_jsonschema
@@ -906,7 +907,7 @@ class TestModel(unittest.TestCase):
     def test_unknown_model_spec(self):
         with cosmos.swap({}):
             with self.assertRaises(RuntimeError) as cm:
-                Model("ty_nowhere.Thing").model_spec
+                Model("ty_nowhere.Thing").model_spec  # noqa: B018
         self.assertEqual(str(cm.exception),
                          "Model does not exist: ty_nowhere.Thing")
 
@@ -2055,7 +2056,8 @@ _sv_SHOP_SPEC = """
 
 
 def _sv_shop():
-    """The worked example of WIRE.md 7.3, with handlers; (api, calls)."""
+    """The shop of docs/protocol.md#spec-example, with handlers;
+    (api, calls)."""
     calls = []
     shop = API('shop', homepage='http://shop.example.com')
 
@@ -3792,7 +3794,7 @@ def _sv_places(log=None):
 
 
 def _sv_planetarium():
-    """Spheres of WIRE.md 9.1 and 9.3; (api, log)."""
+    """Spheres, as in docs/protocol.md#representation; (api, log)."""
     log = []
     spheres = {
         "0": {"name": "Sun", "temperature": 3000.0},
@@ -4056,8 +4058,9 @@ class TestModels(unittest.TestCase):
                 return next_id[0], patch
 
         app = Server(api).wsgi_app
-        # hrefs keep ids as they are (WIRE.md 8.6) but for "%" and "/",
-        # escaped so that an id holding a slash is still one href segment.
+        # hrefs keep ids as they are but for "%" and "/"
+        # (docs/protocol.md#link), escaped so that an id holding a slash
+        # is still one href segment.
         table = [("a b/\u00e9", "/Thing/a%20b%2F%C3%A9",
                   b'"/Thing/a b%2F\\u00e9"'),
                  ("x\r\nSet-Cookie: a=b",
@@ -4504,7 +4507,7 @@ class TestGlobals(unittest.TestCase):
         self.assertEqual(dict(d), {"a": 1})
         with self.assertRaises(ZeroDivisionError):
             with d.swap({"z": 0}):
-                1 / 0
+                1 / 0  # noqa: B018
         self.assertEqual(dict(d), {"a": 1})
         d.data = {"direct": True}
         self.assertEqual((d["direct"], "direct" in d, list(d)),
@@ -4618,9 +4621,8 @@ def _sv_cli(*args):
     """``python -m cosmic ARGS`` from the repository root: (code, err)."""
     env = dict(os.environ, PYTHONPATH=_sv_ROOT)
     proc = subprocess.run([sys.executable, "-m", "cosmic"] + list(args),
-                          cwd=_sv_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=30)
+                          cwd=_sv_ROOT, env=env, capture_output=True,
+                          text=True, timeout=30)
     return proc.returncode, proc.stderr
 
 
@@ -5234,7 +5236,7 @@ class TestDevServer(unittest.TestCase):
         self.assertEqual(json.loads(resp.read())["path"], "/second")
 
     def test_unread_body_with_connection_close(self):
-        for i in range(5):
+        for _ in range(5):
             sock = self.raw()
             sock.sendall(b"POST /tracked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                          b"Content-Length: 60000\r\n\r\n" + b"z" * 60000)
@@ -5526,7 +5528,8 @@ class TestDevServerLifecycle(unittest.TestCase):
 
 
 # == client ===========================================================
-# Client tests: APIClient, WsgiAPIClient, ClientLoggingMixin (WIRE.md 11).
+# Client tests: APIClient, WsgiAPIClient, ClientLoggingMixin
+# (docs/protocol.md#client-behaviour).
 
 # -- Client test fixtures -----------------------------------------------------
 
@@ -6131,7 +6134,7 @@ class _cl_ClientBody:
 class TestClientBodyOnServerAPI(_cl_ClientBody, unittest.TestCase):
     """The shared body called on the server-side API object.
 
-    Local calls are plain Python calls (WIRE.md 10.2, 13.1 S9): the four
+    Local calls are plain Python calls, unchecked and unserialised: the four
     HTTP-only tests are replaced by what the same calls do locally.
     """
 
@@ -6351,7 +6354,8 @@ class TestClientValidatesBeforeSendingLive(unittest.TestCase):
 # -- Status codes and bodies map back to results and exceptions --------------
 
 class TestClientStatusMapping(unittest.TestCase):
-    """WIRE.md 11.4: the status is checked first, then the body."""
+    """The status is checked first, then the body
+    (docs/protocol.md#reading-answers)."""
 
     @classmethod
     def setUpClass(cls):
@@ -6612,8 +6616,9 @@ class _cl_PlanetariumServer(Server):
     def view(self, endpoint, request, **url_args):
         if request.headers.get('Authorization', None) != 'secret':
             return error_response("Unauthorized", 401)
-        return super(_cl_PlanetariumServer, self).view(endpoint, request,
-                                                       **url_args)
+        # The seed's spelling of super().
+        return super(_cl_PlanetariumServer, self).view(  # noqa: UP008
+            endpoint, request, **url_args)
 
 
 class TestClientAuthentication(unittest.TestCase):
@@ -6688,7 +6693,7 @@ class TestClientAuthentication(unittest.TestCase):
         self.assertEqual(cm.exception.args, (401, "Unauthorized"))
 
     def test_hook_can_retry_on_401(self):
-        # WIRE.md 11.2: parse_response may inspect the status and call retry.
+        # parse_response may inspect the status and call retry.
         class RetryingClient(APIClient):
             token = "wrong"
 
@@ -7114,7 +7119,7 @@ class TestClientConstruction(unittest.TestCase):
 
 
 class TestClientRegistry(unittest.TestCase):
-    """WIRE.md 12.5: clients and servers of one name share a process."""
+    """Clients and servers of one name share a process."""
 
     def setUp(self):
         swap = cosmos.swap({})
@@ -7178,7 +7183,7 @@ class TestClientRegistry(unittest.TestCase):
 # -- ClientLoggingMixin -------------------------------------------------------
 
 class TestClientLogging(unittest.TestCase):
-    """WIRE.md 11.6: one (request_dict, response_dict) pair per call."""
+    """One (request_dict, response_dict) pair per call."""
 
     @classmethod
     def setUpClass(cls):
@@ -7215,7 +7220,8 @@ class TestClientLogging(unittest.TestCase):
         self.assertEqual(dict(response["headers"])["Content-Length"], "1")
 
     def test_app_adds_only_type_length_and_request_id(self):
-        # WIRE.md 11.6 lists Content-Type and Content-Length; the hardening
+        # The app adds Content-Type and Content-Length (the original's
+        # test expected exactly these); the hardening
         # issue adds X-Request-ID to every response, for log correlation.
         del self.client.log[:]
         self.client.actions.divide(numerator=10, denominator=5)
@@ -7550,7 +7556,7 @@ class TestOpenAPIValidity(unittest.TestCase):
             [_oa_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
         proc = subprocess.run(
             [sys.executable, "-m", "cosmic", "openapi", path],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            capture_output=True, env=env,
             cwd=_oa_ROOT, timeout=60)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         doc = json.loads(proc.stdout)
@@ -7701,7 +7707,7 @@ class TestOpenAPIDocument(unittest.TestCase):
                          {"$ref": "#/components/schemas/KeeperPatch"})
 
     def test_errors_offer_problem_json(self):
-        for method, path, op in _oa_operations(self.doc):
+        for _method, _path, op in _oa_operations(self.doc):
             for code, response in op["responses"].items():
                 if code[0] in "45" or code == "default":
                     with self.subTest(op=op["operationId"], code=code):
@@ -8214,8 +8220,9 @@ class TestOpenAPISchemathesis(unittest.TestCase):
                     if use_good and key in good_bodies:
                         case.body = copy.deepcopy(good_bodies[key])
                 if case.query:
-                    # Cosmic ignores undeclared query parameters (WIRE.md
-                    # 6.7), which OpenAPI cannot say: leave them out.
+                    # Cosmic ignores undeclared query parameters
+                    # (docs/protocol.md#get-list), which OpenAPI cannot
+                    # say: leave them out.
                     case.query = {k: v for k, v in case.query.items()
                                   if k in declared}
                 headers = {"Accept": "application/problem+json"} \
@@ -9947,8 +9954,9 @@ _HD_5XX = []
 # Lines summarising tables too long for _HD_TABLE (405 matrix, fuzzing).
 _HD_SUMMARY = []
 # 5xx codes that HTTP itself prescribes for a client's request: 501 for a
-# transfer coding the server does not implement (RFC 9112 6.1, WIRE.md
-# 4.1) and 505 for an unsupported major version (RFC 9110 15.6.6).
+# transfer coding the server does not implement (RFC 9112 6.1,
+# docs/protocol.md#framing-and-limits) and 505 for an unsupported major
+# version (RFC 9110 15.6.6).
 # Any other 5xx for a client mistake is a failure.
 _HD_PROTOCOL_5XX = {501, 505}
 
@@ -11108,7 +11116,7 @@ class TestHardeningLocationHeader(unittest.TestCase):
                     ["content-length", "content-type", "location",
                      "x-request-id"])
                 if "/" in ident:
-                    continue  # %2F adds a path segment (WIRE.md 2.1)
+                    continue  # docs/protocol.md#path-segments-and-ids
                 # The Location leads back to the object.
                 got = _hd_call(self.app, "GET", location)
                 self.assertEqual((got.status, json.loads(got.body)["key"]),
@@ -11862,7 +11870,8 @@ class TestHardeningValidatorEveryEndpoint(unittest.TestCase):
             ("GET", "/City?country=France&limit=10&offset=0", [], b"", 200),
             ("GET", "/City?limit=1000", [], b"", 400),
             ("GET", "/City?limit=x", [], b"", 400),
-            ("GET", "/City?bogus=1", [], b"", 200),  # WIRE 9.4: ignored
+            # Undeclared parameters are ignored (docs/protocol.md#get-list).
+            ("GET", "/City?bogus=1", [], b"", 200),
             ("POST", "/Address", j,
              b'{"number": 7, "street": "Rue", '
              b'"_links": {"city": {"href": "/City/1"}}}', 201),
@@ -12993,14 +13002,16 @@ class TestPlanetariumExample(unittest.TestCase):
 
 
 # == app2 ====================================================================
-# WSGI application, round two: return values, limits, scopes, HTTP details, conditional requests
+# WSGI application, round two: return values, limits, scopes, HTTP details,
+# conditional requests
 
 
 # (end of app2)
 
 
 # == client2 =================================================================
-# client and command line, round two: fork safety, bounded answers, deadlines, retries, URLs
+# client and command line, round two: fork safety, bounded answers,
+# deadlines, retries, URLs
 
 
 # (end of client2)
@@ -13934,6 +13945,129 @@ class TestAuthPlaces(unittest.TestCase):
 
 
 # (end of scale)
+
+
+# == structure ================================================================
+# the protocol document: references from code, tests and README resolve
+
+
+_ST_ROOT = os.path.dirname(os.path.abspath(__file__))
+_ST_REF = re.compile(r"docs/protocol\.md#([A-Za-z0-9_-]+)")
+
+
+def _st_read(name):
+    with open(os.path.join(_ST_ROOT, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def _st_anchors(markdown):
+    """The anchors GitHub gives the headings of a Markdown text."""
+    anchors, counts, fenced = set(), {}, False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        match = re.match(r"#{1,6} +(.*?) *#* *$", line)
+        if fenced or match is None:
+            continue
+        slug = re.sub(r"[^\w\- ]", "", match.group(1).lower())
+        slug = slug.replace(" ", "-")
+        n = counts.get(slug, 0)
+        counts[slug] = n + 1
+        anchors.add(slug if n == 0 else "%s-%d" % (slug, n))
+    return anchors
+
+
+class TestProtocolDocument(unittest.TestCase):
+    """docs/protocol.md exists, and every pointer into it leads somewhere."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.doc = _st_read("docs/protocol.md")
+        cls.anchors = _st_anchors(cls.doc)
+
+    def test_anchor_helper(self):
+        self.assertEqual(
+            _st_anchors("# A b\n```\n# not\n```\n## C, d (e)\n## A b\n"),
+            {"a-b", "c-d-e", "a-b-1"})
+
+    def test_references_name_existing_headings(self):
+        for name in ("cosmic.py", "test_cosmic.py", "README.md"):
+            refs = set(_ST_REF.findall(_st_read(name)))
+            if name != "README.md":
+                self.assertTrue(refs, name)
+            missing = sorted(refs - self.anchors)
+            self.assertEqual(missing, [], "%s points to headings that "
+                             "docs/protocol.md does not have" % name)
+
+    def test_readme_links_the_document(self):
+        self.assertTrue("(docs/protocol.md)" in _st_read("README.md"))
+
+    def test_internal_links_resolve(self):
+        links = set(re.findall(r"\]\(#([^)]+)\)", self.doc))
+        self.assertGreater(len(links), 20)
+        self.assertEqual(sorted(links - self.anchors), [])
+
+    def test_sections_that_other_work_extends(self):
+        for anchor in ("routes", "status-codes", "errors", "problem-details",
+                       "the-spec", "types", "constraints", "hal-bodies",
+                       "query-strings", "conditional-requests",
+                       "authentication", "http-framing",
+                       "unknown-fields-in-answers", "client-behaviour"):
+            self.assertIn(anchor, self.anchors)
+
+    def test_no_reference_outside_the_repository(self):
+        # The name is built so that this file does not contain it.
+        outside = re.compile(r"\b" + "WI" + r"RE(\.md)?\b")
+        for name in ("cosmic.py", "test_cosmic.py"):
+            text = _st_read(name)
+            self.assertIsNone(outside.search(text), name)
+            for doc in set(re.findall(r"[\w./-]+\.md\b", text)):
+                self.assertTrue(os.path.isfile(os.path.join(_ST_ROOT, doc)),
+                                "%s names %s, not in the repository"
+                                % (name, doc))
+
+
+class TestPublicNames(unittest.TestCase):
+    """One table gives cosmic.__all__ and the alias modules' names."""
+
+    def test_star_import_of_cosmic(self):
+        names = {}
+        exec("from cosmic import *", names)
+        self.assertEqual(sorted(set(cosmic.__all__) - set(names)), [])
+        self.assertEqual(len(cosmic.__all__), len(set(cosmic.__all__)))
+
+    def test_every_table_name_is_defined_once(self):
+        seen = []
+        for names, where in cosmic._PUBLIC:
+            seen += names.split()
+            for name in names.split():
+                self.assertTrue(hasattr(cosmic, name), name)
+                for short in where.split():
+                    if short != "cosmic":
+                        module = getattr(cosmic, short.strip("()"))
+                        self.assertIs(getattr(module, name),
+                                      getattr(cosmic, name))
+        self.assertEqual(len(seen), len(set(seen)))
+
+
+class TestTypeCheckFindings(unittest.TestCase):
+    """What making the file type-check found."""
+
+    def test_target_file_that_is_not_python(self):
+        # importlib finds no loader for a non-.py file: a usage error
+        # (status 2, one line), not a traceback.
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "st_api.txt")
+            with open(path, "w") as f:
+                f.write("x = 1\n")
+            code, err = _sv_cli("spec", path)
+        self.assertEqual(code, 2, err)
+        self.assertNotIn("Traceback", err)
+        self.assertIn("Not a Python file", err)
+
+
+# (end of structure)
 
 
 # == readme ===================================================================

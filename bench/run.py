@@ -549,8 +549,6 @@ def hand_validate(data):
 
 
 def pydantic_validator():
-    from typing import List
-
     import pydantic
 
     strict = pydantic.ConfigDict(strict=True, extra="forbid")
@@ -568,10 +566,10 @@ def pydantic_validator():
         active: bool
         score: float
         note: str = ""
-        samples: List[float]
+        samples: list[float]
         location: Location
 
-    return pydantic.TypeAdapter(List[Record]).validate_python
+    return pydantic.TypeAdapter(list[Record]).validate_python
 
 
 def section_validation(settings):
