@@ -1831,7 +1831,8 @@ class API(BaseAPI):
 # A scheme reads one header and asks the user's ``verify`` for an identity.
 # Server builds, once per version of the API, a guard around each endpoint of
 # an API that declares schemes; an API that declares none keeps its endpoints
-# as they are, so it pays nothing per request.
+# as they are, so it pays nothing per request. The wire rules (401, 403,
+# WWW-Authenticate) are in docs/protocol.md#authentication.
 
 _identity: _contextvars.ContextVar = _contextvars.ContextVar(
     "cosmic_identity", default=None)
