@@ -17806,6 +17806,55 @@ class TestAuthRequirements(unittest.TestCase):
         self.assertEqual(_sv_call(app, "DELETE", "/Note/1", headers=bearer)[0],
                          204)
 
+    def test_every_model_method_can_be_protected(self):
+        with cosmos.swap({}):
+            api = API("au_vault", auth=cosmic.BearerAuth(_au_USERS.get),
+                      requires=True)
+
+            @api.model
+            class Box(BaseModel):
+                methods = ["get_by_id", "get_list", "create", "update",
+                           "delete"]
+                properties = [required("text", String)]
+
+                @classmethod
+                def get_by_id(cls, id):
+                    return {"text": "secret"}
+
+                @classmethod
+                def get_list(cls):
+                    return [("1", {"text": "secret"})]
+
+                @classmethod
+                def create(cls, patch):
+                    return "1", patch
+
+                @classmethod
+                def update(cls, id, patch):
+                    return patch
+
+                @classmethod
+                def delete(cls, id):
+                    pass
+
+        bearer = {"Authorization": "Bearer " + _au_TOKEN,
+                  "Content-Type": "application/json"}
+        for etags in (True, False):
+            app = Server(api, etags=etags).wsgi_app
+            for method, path, body in (
+                    ("GET", "/Box/1", b""), ("HEAD", "/Box/1", b""),
+                    ("GET", "/Box", b""), ("POST", "/Box", b'{"text": "a"}'),
+                    ("PUT", "/Box/1", b'{"text": "b"}'),
+                    ("DELETE", "/Box/1", b"")):
+                with self.subTest(method=method, path=path, etags=etags):
+                    status, _, answer = _sv_call(
+                        app, method, path, body,
+                        {"Content-Type": "application/json"} if body else {})
+                    self.assertEqual(status, 401)
+                    self.assertNotIn(b"secret", answer)
+                    self.assertEqual(_sv_call(app, method, path, body,
+                                              bearer)[0] // 100, 2)
+
     def test_401_comes_before_the_body_is_read(self):
         app = Server(_au_api()).wsgi_app
         status, _, body = _sv_call(app, "POST", "/Note", b"not json",
