@@ -20,7 +20,7 @@ page, a contract diff and a command line::
     #      http://127.0.0.1:8000/actions/pluralize          -> "pencils"
 
 Sections (search for ``# --``): exceptions; schema types; tools; API, spec
-and models; WSGI server; client; thread-local globals; testing helpers;
+and models; authentication; WSGI server; client; thread-local globals; testing helpers;
 development server; OpenAPI and docs page; contract diff; compatibility
 modules; command line.
 
