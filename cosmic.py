@@ -2823,13 +2823,18 @@ class API(BaseAPI):
         return cls
 
     def run(self, port: int = 5000, debug: bool = False,
-            host: str = "127.0.0.1", **kwargs: Any) -> None:
-        """Serve on ``host:port`` with the threaded development server.
+            host: str = "127.0.0.1", **options: Any) -> None:
+        """Serve on ``host:port`` with the development server until SIGTERM
+        or Ctrl-C.
 
-        Werkzeug-only options such as ``use_reloader`` are ignored.
+        ``options`` go to ``Server`` (``cors_origins``, ...) or to
+        ``serve_wsgi`` (``max_connections``, ``threads``, ...); the
+        original's werkzeug options (``threaded``, ``use_reloader``, ...) are
+        ignored, ``ssl_context`` is refused.  A port in use raises OSError.
         """
-        app = Server(self, debug=debug).wsgi_app
-        serve_wsgi(app, host=host, port=port)
+        server_options, limits = _split_run_options(options)
+        app = Server(self, debug=debug, **server_options).wsgi_app
+        serve_wsgi(app, host=host, port=port, **limits)
 
 
 # -- Authentication ----------------------------------------------------------
@@ -3146,7 +3151,8 @@ _REASONS = {
     406: "Not Acceptable", 408: "Request Timeout", 409: "Conflict",
     410: "Gone", 411: "Length Required", 412: "Precondition Failed",
     413: "Request Entity Too Large", 414: "URI Too Long",
-    415: "Unsupported Media Type", 422: "Unprocessable Entity",
+    415: "Unsupported Media Type", 417: "Expectation Failed",
+    422: "Unprocessable Entity",
     429: "Too Many Requests", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented",
     502: "Bad Gateway", 503: "Service Unavailable",
@@ -4478,7 +4484,21 @@ _SANE_ID = _re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
 # (ThreadLocalDict's keys are ints: no clash).
 _SERVING = "cosmic.serving"
 _request_counter = iter(range(1, 1 << 62))
-_ID_PREFIX = "%08x-" % (abs(hash(object())) & 0xFFFFFFFF)
+_ID_PREFIX = ""
+
+
+def _new_id_prefix(first: bool = False) -> None:
+    """Request ids are a random per-process prefix and a counter; a forked
+    child (gunicorn workers, serve --workers) draws its own prefix."""
+    global _ID_PREFIX, _request_counter
+    import os
+    _ID_PREFIX = os.urandom(4).hex() + "-"
+    _request_counter = iter(range(1, 1 << 62))
+    if first and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+_new_id_prefix(first=True)
 
 
 _SERVER_OPTIONS = frozenset((
@@ -6026,8 +6046,14 @@ original, the name is an instance; ``Wildcard()`` gives the same one."""
 @_contextlib.contextmanager
 def served_api(api: API, port: int = 0, **options: Any):
     """Serve ``api`` on 127.0.0.1 in a background thread for the block;
-    yields the base URL (``port=0`` picks a free port)."""
-    server = _make_server(Server(api, **options).wsgi_app, "127.0.0.1", port)
+    yields the base URL (``port=0`` picks a free port).
+
+    ``options`` are those of ``API.run``: for ``Server``, for
+    ``serve_wsgi``, or the original's werkzeug options (ignored).
+    """
+    server_options, limits = _split_run_options(options)
+    server = _make_server(Server(api, **server_options).wsgi_app,
+                          "127.0.0.1", port, **limits)
     thread = _threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -6039,40 +6065,1517 @@ def served_api(api: API, port: int = 0, **options: Any):
 
 
 # -- Development server -------------------------------------------------------
+# An HTTP/1.1 server for WSGI apps, standard library only.  One thread runs a
+# selector loop that owns every connection waiting for a request head; complete
+# heads go to a bounded pool of worker threads.  socket, selectors and queue
+# are imported on first use, so `import cosmic` does not pay for them.
 
-_WSGI_SERVER_CLASS = []  # filled on first use by _wsgi_server_class()
+# What the server does with a response header the app sets, by name.
+_HDR_PLAIN = 0  # passed on
+_HDR_LENGTH = 1  # Content-Length: frames the body
+_HDR_CONNECTION = 2  # Connection: the server decides; "close" is honoured
+_HDR_DATE = 3  # Date: the server adds one when missing
+_HDR_HOP = 4  # hop-by-hop, refused (PEP 3333)
+_HDR_REQUEST_ID = 5  # X-Request-ID: passed on and logged
+_RESPONSE_HEADER_KINDS = {
+    "content-length": _HDR_LENGTH, "connection": _HDR_CONNECTION,
+    "date": _HDR_DATE, "x-request-id": _HDR_REQUEST_ID,
+    "keep-alive": _HDR_HOP, "proxy-authenticate": _HDR_HOP,
+    "proxy-authorization": _HDR_HOP, "te": _HDR_HOP, "trailer": _HDR_HOP,
+    "trailers": _HDR_HOP, "transfer-encoding": _HDR_HOP, "upgrade": _HDR_HOP,
+}
+# How a response body is framed on the wire.
+_BODY_NONE = 0
+_BODY_LENGTH = 1
+_BODY_CHUNKED = 2
+_BODY_UNTIL_CLOSE = 3
+
+_DRAIN_MAX = 65536  # unread body up to this size is read and dropped
+_LINGER_SECONDS = 2.0  # how long unread input is drained before closing
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NEXT_REQUEST_WAIT = 0.005  # a worker waits this long for a keep-alive request
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
+                      "OPTIONS"))
+_LEGACY_RUN_OPTIONS = frozenset((
+    "threaded", "processes", "use_reloader", "use_debugger", "use_evalex",
+    "extra_files", "exclude_patterns", "reloader_interval", "reloader_type",
+    "passthrough_errors", "request_handler", "static_files", "load_dotenv"))
+_TRANSPORT_OPTIONS = frozenset((
+    "socket_timeout", "max_request_line", "max_headers", "max_header_bytes",
+    "max_chunked_body", "backlog", "max_connections", "threads",
+    "graceful_timeout", "log", "name", "workers"))
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep",
+           "Oct", "Nov", "Dec")
+_DATES: list = [(0, "", "")]  # the last second's date strings
+_token: Any = None  # the patterns below are compiled by the first server
+_http_version: Any = None
+_chunk_size_line: Any = None
+_trailer_line: Any = None
+_head_end: Any = None
 
 
-def serve_wsgi(
-    app,
-    host="127.0.0.1",
-    port=8000,
-    *,
-    ready=None,
-    socket_timeout=5.0,
-    max_request_line=65536,
-    max_headers=100,
-    max_header_bytes=65536,
-    max_chunked_body=1 << 20,
-    backlog=128,
-    log=True,
-    name=None,
-):
-    """Serve ``app`` until KeyboardInterrupt or SIGTERM, then close and return.
+def _compile_patterns() -> None:
+    """Compile the server's patterns, once (not at import: that stays fast)."""
+    global _token, _http_version, _chunk_size_line, _trailer_line, _head_end
+    if _head_end is not None:
+        return
+    _token = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+    _http_version = _re.compile(r"HTTP/([0-9])\.([0-9])").fullmatch
+    # RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF, no whitespace before the size.
+    _chunk_size_line = _re.compile(
+        rb"([0-9A-Fa-f]{1,15})((?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+        rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|\"[^\"\\\r\n\0]*\"))?)*)"
+        rb"\r\n").fullmatch
+    # RFC 9112 §7.1.2: a trailer field is field-name ":" OWS field-value OWS CRLF.
+    _trailer_line = _re.compile(
+        rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r\n").fullmatch
+    # The end of a request head: a line feed, then an empty line.
+    _head_end = _re.compile(rb"\n\r?\n").search
 
-    ``ready(server)`` is called once the socket listens (port 0: read the real
-    port from ``server.server_address``).  ``socket_timeout`` bounds every
-    wait on a client (idle keep-alive, request head, each body read).  Bodies
-    sent chunked are buffered up to ``max_chunked_body`` bytes (else 413).
-    ``name`` sets SERVER_NAME (default: the bound address).  With ``log=True``
-    one Common Log Format line per request goes to the "cosmic" logger; a
-    stderr handler is added for the duration only if no handler would
-    receive those records.
+
+def _http_dates() -> tuple:
+    """(second, HTTP date, CLF date), recomputed at most once a second."""
+    import time
+    sec = int(time.time())
+    cached = _DATES[0]
+    if cached[0] == sec:
+        return cached
+    t = time.gmtime(sec)
+    hms = "%02d:%02d:%02d" % (t.tm_hour, t.tm_min, t.tm_sec)
+    mon = _MONTHS[t.tm_mon]
+    cached = (sec,
+              "%s, %02d %s %d %s GMT" % (_WEEKDAYS[t.tm_wday], t.tm_mday, mon,
+                                         t.tm_year, hms),
+              "%02d/%s/%d:%s +0000" % (t.tm_mday, mon, t.tm_year, hms))
+    _DATES[0] = cached
+    return cached
+
+
+def _printable(line: str) -> str:
+    """Make a request line safe for a log line."""
+    if len(line) > 2048:
+        line = line[:2048] + "..."
+    if line.isprintable() and '"' not in line and "\\" not in line:
+        return line
+    return line.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+def _log_access(host: str, line: str, code: int, size: int,
+                request_id: str | None = None) -> None:
+    """One Common Log Format line, then the request id the app echoed."""
+    import logging
+    logger = logging.getLogger("cosmic")
+    if request_id is None:
+        logger.info('%s - - [%s] "%s" %d %s', host, _http_dates()[2],
+                    _printable(line), code, size or "-")
+    else:
+        logger.info('%s - - [%s] "%s" %d %s %s', host, _http_dates()[2],
+                    _printable(line), code, size or "-",
+                    _printable(request_id))
+
+
+def _refusal(code: int, message: str) -> bytes:
+    """A whole JSON error response that closes the connection."""
+    body = _json.dumps({"error": message}).encode("utf-8")
+    head = ("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\nConnection: close\r\nDate: %s\r\n\r\n"
+            % (code, _REASONS[code], len(body), _http_dates()[1]))
+    return head.encode("latin-1") + body
+
+
+def _parse_status(status: Any) -> tuple:
+    """Validate a WSGI status; return (code, status line bytes)."""
+    if (type(status) is not str or len(status) < 4 or status[3] != " "
+            or not status[:3].isdigit() or not status[:3].isascii()
+            or "\r" in status or "\n" in status):
+        raise ValueError("invalid WSGI status %r" % (status,))
+    code = int(status[:3])
+    if code < 200:
+        raise ValueError("WSGI status must be >= 200, got %r" % status)
+    return code, ("HTTP/1.1 %s\r\n" % status).encode("latin-1")
+
+
+class _Refused(Exception):
+    """A request the server itself refuses, with its status and message."""
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        Exception.__init__(self, code)
+        self.code = code
+        self.message = message or _REASONS[code]
+
+
+class _ClientGone(Exception):
+    """The client went away while the response was being written."""
+
+
+class _EmptyInput:
+    """wsgi.input for requests without a body."""
+
+    __slots__ = ()
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list:
+        return []
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+_EMPTY_INPUT = _EmptyInput()
+
+
+class _BodyInput:
+    """wsgi.input: at most CONTENT_LENGTH bytes, all before one deadline."""
+
+    __slots__ = ("_conn", "remaining", "expect", "broken", "deadline")
+
+    def __init__(self, conn: _Connection, length: int, expect: bool) -> None:
+        self._conn = conn
+        self.remaining = length
+        self.expect = expect  # 100 Continue still owed to the client
+        self.broken = False  # timeout / EOF before the body was complete
+        # The whole body must arrive in time, so that a client sending a byte
+        # just before each socket timeout cannot hold a worker for ever.
+        self.deadline = conn.srv.clock() + conn.srv.body_timeout
+
+    def _recv(self, size: int) -> bytes:
+        conn = self._conn
+        if self.expect:
+            self.expect = False
+            try:
+                conn.sock.sendall(_CONTINUE)
+            except OSError:
+                self.broken = True
+                return b""
+        data = conn.recv_by(self.deadline, size)
+        if data is None:
+            self.broken = True
+            return b""
+        return data
+
+    def read(self, size: int | None = -1) -> bytes:
+        rem = self.remaining
+        if rem <= 0 or self.broken:
+            return b""
+        if size is None or size < 0 or size > rem:
+            size = rem
+        conn = self._conn
+        buf = conn.buf
+        pos = conn.pos
+        avail = len(buf) - pos
+        if avail >= size:
+            end = pos + size
+            conn.pos = end
+            self.remaining = rem - size
+            return buf[pos:end]
+        parts = [buf[pos:]] if avail else []
+        conn.buf = b""
+        conn.pos = 0
+        got = avail
+        while got < size:
+            data = self._recv(min(size - got, 262144))
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        self.remaining = rem - got
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        rem = self.remaining
+        if rem <= 0 or self.broken:
+            return b""
+        limit = rem if size is None or size < 0 or size > rem else size
+        if limit == 0:
+            return b""
+        conn = self._conn
+        buf = conn.buf
+        pos = conn.pos
+        i = buf.find(b"\n", pos, pos + limit)
+        if i >= 0:
+            end = i + 1
+        elif len(buf) - pos >= limit:
+            end = pos + limit
+        else:
+            buf, end = self._fill_line(bytearray(buf[pos:]), limit)
+            pos = 0
+        conn.buf = buf
+        conn.pos = end
+        self.remaining = rem - (end - pos)
+        return buf[pos:end]
+
+    def _fill_line(self, acc: bytearray, limit: int) -> tuple:
+        """Receive until a line feed or ``limit`` bytes: (buffer, line end)."""
+        while True:
+            want = limit - len(acc)
+            if want <= 0:
+                return bytes(acc), limit
+            data = self._recv(min(want, 65536))
+            if not data:
+                return bytes(acc), len(acc)
+            start = len(acc)
+            acc += data
+            i = acc.find(b"\n", start)
+            if i >= 0:
+                return bytes(acc), i + 1
+
+    def readlines(self, hint: int = -1) -> list:
+        lines: list = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Any:
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
+
+
+class _ResponseWriter:
+    """Writes one response on a connection: head, body framing, failure."""
+
+    __slots__ = ("conn", "head_only", "http11", "keep", "inp", "status",
+                 "code", "status_line", "head", "clen", "app_close",
+                 "has_date", "sent_head", "mode", "sent", "linger",
+                 "request_id")
+
+    def __init__(self, conn: _Connection, head_only: bool, http11: bool,
+                 keep: bool, inp: _BodyInput | None) -> None:
+        self.conn = conn
+        self.head_only = head_only
+        self.http11 = http11
+        self.keep = keep
+        self.inp = inp
+        self.status: str | None = None
+        self.code = 500
+        self.sent_head = False
+        self.mode = _BODY_NONE
+        self.sent = 0
+        self.linger = False
+        self.request_id: str | None = None
+        # Set by start_response():
+        self.clen: Any = None  # the body's length, once known
+        self.status_line = b""
+        self.head = b""
+        self.app_close = self.has_date = False
+
+    def write(self, data: bytes) -> None:
+        """The PEP 3333 write() callable."""
+        if self.status is None:
+            raise AssertionError("write() called before start_response()")
+        if type(data) is not bytes:
+            raise TypeError("write() argument must be bytes")
+        if data:
+            if self.sent_head:
+                self._body(data)
+            else:
+                self._head(data, False)
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self.conn.sock.sendall(data)
+        except OSError as exc:
+            self.keep = False
+            raise _ClientGone() from exc
+
+    def _framing(self, data: bytes, final: bool) -> tuple:
+        """(body mode, extra header text, keep alive) for the response."""
+        keep = self.keep and not self.app_close and not self.conn.srv.draining
+        extra = ""
+        # RFC 9110 §6.4.1: 204 and 304 have no content; HEAD sends none.
+        if self.code == 204 or self.code == 304:
+            mode = _BODY_NONE
+        elif self.clen is not None:
+            mode = _BODY_LENGTH
+        elif final:
+            self.clen = len(data)
+            extra = "Content-Length: %d\r\n" % self.clen
+            mode = _BODY_LENGTH
+        elif self.head_only:
+            mode = _BODY_NONE
+        elif self.http11:  # RFC 9112 §7.1: chunked needs HTTP/1.1
+            extra = "Transfer-Encoding: chunked\r\n"
+            mode = _BODY_CHUNKED
+        else:  # RFC 9112 §6.3 point 8: the end of the body is the close
+            mode = _BODY_UNTIL_CLOSE
+            keep = False
+        if self.head_only:
+            mode = _BODY_NONE
+        inp = self.inp
+        if inp is not None and inp.remaining:
+            if inp.broken:
+                keep = False
+            elif inp.expect or inp.remaining > _DRAIN_MAX:
+                keep = False
+                self.linger = True
+        if not keep:
+            extra += "Connection: close\r\n"
+        elif not self.http11:
+            extra += "Connection: keep-alive\r\n"
+        if not self.has_date:  # RFC 9110 §6.6.1
+            extra += "Date: %s\r\n" % _http_dates()[1]
+        return mode, extra, keep
+
+    def _head(self, data: bytes, final: bool) -> None:
+        """Send status line and headers, plus ``data`` as first body bytes."""
+        mode, extra, self.keep = self._framing(data, final)
+        self.mode = mode
+        self.sent_head = True
+        head = self.status_line + self.head + extra.encode("latin-1") + b"\r\n"
+        if mode == _BODY_NONE or not data:
+            self._sendall(head)
+            return
+        n = len(data)
+        if mode == _BODY_LENGTH:
+            if n > self.clen:
+                data = data[:self.clen]
+                n = self.clen
+        elif mode == _BODY_CHUNKED:
+            data = b"%x\r\n%b\r\n" % (n, data)
+        if len(data) <= 262144:
+            self._sendall(head + data)
+        else:
+            self._sendall(head)
+            self._sendall(data)
+        self.sent = n
+
+    def _body(self, data: bytes) -> None:
+        mode = self.mode
+        if mode == _BODY_NONE:
+            return
+        n = len(data)
+        if mode == _BODY_LENGTH:
+            room = self.clen - self.sent
+            if n > room:
+                data = data[:room]
+                n = room
+                if not n:
+                    return
+            self._sendall(data)
+        elif mode == _BODY_CHUNKED:
+            self._sendall(b"%x\r\n%b\r\n" % (n, data))
+        else:
+            self._sendall(data)
+        self.sent += n
+
+    def _finish(self) -> None:
+        if not self.sent_head:
+            self._head(b"", True)
+        elif self.mode == _BODY_CHUNKED:
+            self._sendall(b"0\r\n\r\n")
+        if self.mode == _BODY_LENGTH and self.sent < self.clen:
+            self.keep = False  # short body: closing tells the client so
+
+    def _fail(self) -> None:
+        """The app failed: 500 if nothing was sent yet, else just close."""
+        self.keep = False
+        if self.sent_head:
+            return
+        inp = self.inp
+        if inp is not None and inp.remaining and not inp.broken:
+            self.linger = True
+        data = _refusal(500, _REASONS[500])
+        self.code = 500
+        self.sent = len(data) - data.index(b"\r\n\r\n") - 4
+        self.sent_head = True
+        try:
+            self.conn.sock.sendall(data)
+        except OSError:
+            pass
+
+
+class _Exchange(_ResponseWriter):
+    """One request's response as the app makes it: start_response, then
+    its iterable sent as it comes."""
+
+    __slots__ = ()
+
+    def start_response(self, status: str, headers: list,
+                       exc_info: Any = None) -> Any:
+        """The PEP 3333 start_response() callable."""
+        if exc_info is not None:
+            try:
+                if self.sent_head:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice")
+        srv = self.conn.srv
+        known = srv.statuses.get(status)
+        if known is None:
+            known = _parse_status(status)
+            if len(srv.statuses) < 256:
+                srv.statuses[status] = known
+        kinds = srv.response_kinds
+        parts = []
+        clen = None
+        app_close = has_date = False
+        for name, value in headers:
+            if type(name) is not str or type(value) is not str:
+                raise TypeError("header names and values must be str")
+            kind = kinds.get(name)
+            if kind is None:
+                if not _token(name):
+                    raise ValueError("invalid header name %r" % (name,))
+                kind = _RESPONSE_HEADER_KINDS.get(name.lower(), _HDR_PLAIN)
+                if len(kinds) < 512:
+                    kinds[name] = kind
+            if kind == _HDR_LENGTH:
+                v = value.strip()
+                if not (v.isdigit() and v.isascii()):
+                    raise ValueError("invalid Content-Length %r" % value)
+                clen = int(v)
+            elif kind == _HDR_CONNECTION:
+                app_close = app_close or "close" in value.lower()
+                continue
+            elif kind == _HDR_DATE:
+                has_date = True
+            elif kind == _HDR_REQUEST_ID:
+                self.request_id = value
+            elif kind == _HDR_HOP:
+                raise ValueError("hop-by-hop header %r not allowed" % name)
+            parts.append("%s: %s\r\n" % (name, value))
+        block = "".join(parts)
+        n = len(parts)
+        if block.count("\n") != n or block.count("\r") != n or "\0" in block:
+            raise ValueError("control character in response header")
+        self.head = block.encode("latin-1")
+        self.code, self.status_line = known
+        self.status = status
+        self.clen = clen
+        self.app_close = app_close
+        self.has_date = has_date
+        return self.write
+
+    def _send_result(self, result: Any) -> None:
+        """Send the app's iterable: one write for a list, else chunk by chunk."""
+        kind = type(result)
+        if (kind is list or kind is tuple) and not self.sent_head:
+            if self.status is None:
+                raise RuntimeError("app did not call start_response()")
+            for data in result:
+                if type(data) is not bytes:
+                    raise TypeError("body chunks must be bytes")
+            self._head(result[0] if len(result) == 1 else b"".join(result),
+                       True)
+            return
+        for data in result:
+            if type(data) is not bytes:
+                raise TypeError("body chunks must be bytes")
+            if data:
+                if self.sent_head:
+                    self._body(data)
+                elif self.status is None:
+                    raise RuntimeError("body before start_response()")
+                else:
+                    self._head(data, False)
+        if self.status is None:
+            raise RuntimeError("app did not call start_response()")
+
+    def run(self, app: Any, env: dict, line: str) -> None:
+        """Call the app and send its response; never raises Exception."""
+        result = None
+        try:
+            result = app(env, self.start_response)
+            self._send_result(result)
+            self._finish()
+        except _ClientGone:
+            self.keep = False
+        except Exception:
+            self.conn.srv.logger.exception(
+                "Error in WSGI application for %r", line)
+            self._fail()
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    self.conn.srv.logger.exception(
+                        "Error closing WSGI response for %r", line)
+                    self._fail()
+
+
+
+class _ConnectionIO:
+    """A client socket as a worker uses it: timed reads, error answers and
+    a close that does not reset the connection under unread input."""
+
+    __slots__ = ("srv", "sock", "buf", "pos", "host", "rline", "linger")
+
+    srv: _DevServer
+    sock: Any
+    buf: bytes
+    pos: int
+    host: str
+    rline: str
+    linger: bool
+
+    def refuse(self, code: int, message: str) -> None:
+        """Answer ``code`` with a JSON error, then close when done."""
+        data = _refusal(code, message)
+        try:
+            self.sock.settimeout(self.srv.socket_timeout)
+            self.sock.sendall(data)
+        except OSError:
+            return
+        self.linger = True
+        srv = self.srv
+        if srv.access_log and srv.logger.isEnabledFor(20):  # INFO
+            _log_access(self.host, self.rline, code,
+                        len(data) - data.index(b"\r\n\r\n") - 4)
+
+    def close(self) -> None:
+        """Close; with unread input, drain it a while first (no TCP reset)."""
+        import socket
+        sock = self.sock
+        if self.linger:
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                deadline = self.srv.clock() + _LINGER_SECONDS
+                scratch = bytearray(65536)
+                while True:
+                    left = deadline - self.srv.clock()
+                    if left <= 0:
+                        break
+                    sock.settimeout(left)
+                    if not sock.recv_into(scratch):
+                        break
+            except OSError:
+                pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+    def recv_by(self, deadline: float, size: int = 65536) -> bytes | None:
+        """Bytes from the socket before ``deadline``; None on EOF/timeout."""
+        srv = self.srv
+        left = deadline - srv.clock()
+        if left <= 0:
+            return None
+        sock = self.sock
+        try:
+            if left < srv.socket_timeout:
+                sock.settimeout(left)
+                try:
+                    return sock.recv(size) or None
+                finally:
+                    sock.settimeout(srv.socket_timeout)
+            return sock.recv(size) or None
+        except OSError:
+            return None
+
+    def send(self, data: bytes) -> bool:
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+
+class _Connection(_ConnectionIO):
+    """One client connection.
+
+    While it waits for a request head the selector loop owns it (``feed``,
+    ``take_head``); a worker thread then serves the request (``serve``) and
+    hands it back to the loop to wait for the next one.
+    """
+
+    __slots__ = ("scan", "base", "deadline", "started", "head", "refused")
+
+    def __init__(self, srv: _DevServer, sock: Any, addr: Any) -> None:
+        self.srv = srv
+        self.sock = sock
+        self.buf = b""
+        self.pos = 0  # start of unread input in buf
+        self.scan = 0  # where to look for the end of the head next
+        self.linger = False
+        self.rline = "-"
+        self.head: bytes | None = None  # a complete head, not yet served
+        self.started = False  # bytes of the next head have arrived
+        self.deadline = 0.0  # when the loop gives up waiting
+        self.refused: _Refused | None = None  # found while waiting
+        host = addr[0] if isinstance(addr, tuple) else ""
+        self.host = host or "-"
+        base = srv.base_env.copy()
+        base["REMOTE_ADDR"] = host
+        if isinstance(addr, tuple) and len(addr) > 1:
+            base["REMOTE_PORT"] = str(addr[1])
+        self.base = base
+
+    # -- waiting for a head (selector loop) --
+
+    def feed(self, now: float) -> bool:
+        """Read what the socket has; False when the client went away."""
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data:
+            return False
+        if not self.started:
+            # The whole head, blank lines before it included, must arrive
+            # within one socket timeout of its first byte.
+            self.started = True
+            self.deadline = now + self.srv.socket_timeout
+        if self.pos < len(self.buf):
+            self.buf = self.buf[self.pos:] + data
+            self.scan -= self.pos
+        else:
+            self.buf = data
+            self.scan = 0
+        self.pos = 0
+        return True
+
+    def take_head(self) -> bool:
+        """Move a complete head out of the buffer into ``self.head``.
+
+        Raises _Refused when what arrived cannot become a valid head.
+        """
+        buf = self.buf
+        pos = self.pos
+        if pos < len(buf) and buf[pos] in b"\r\n":
+            # RFC 9112 §2.2: empty lines before the request-line are ignored.
+            buf = buf[pos:].lstrip(b"\r\n")
+            self.buf = buf
+            self.pos = pos = self.scan = 0
+        srv = self.srv
+        found = _head_end(buf, max(pos, self.scan))
+        if found is None:
+            nl = buf.find(b"\n", pos)
+            if (nl if nl >= 0 else len(buf)) - pos > srv.max_request_line + 1:
+                raise _Refused(414)
+            if nl >= 0 and len(buf) - nl > srv.max_header_bytes + 3:
+                raise _Refused(431)
+            self.scan = max(pos, len(buf) - 2)
+            return False
+        rest = found.end()
+        self.head = buf[pos:rest]  # with the empty line that ends it
+        if rest < len(buf):
+            self.pos = self.scan = rest
+        else:
+            self.buf = b""
+            self.pos = self.scan = 0
+        self.started = False
+        return True
+
+    # -- serving requests (worker thread) --
+
+    def serve(self) -> bool:
+        """Serve the buffered head and any pipelined after it.
+
+        Returns True when the connection should wait for another request.
+        """
+        srv = self.srv
+        try:
+            self.sock.settimeout(srv.socket_timeout)
+            if self.refused is not None:
+                raise self.refused
+            while self.head is not None:
+                head, self.head = self.head, None
+                self.rline = "-"
+                if not self.request(head) or srv.closing:
+                    self.close()
+                    return False
+                if not self.take_head() and not self.next_soon():
+                    break
+            self.sock.setblocking(False)
+            return True
+        except _Refused as exc:
+            self.refuse(exc.code, exc.message)
+        except Exception:
+            srv.logger.exception("Internal error in HTTP server")
+        self.close()
+        return False
+
+    def next_soon(self) -> bool:
+        """Wait a moment for the next request on this thread (a client that
+        sends one right after its answer skips a round trip through the
+        loop); only while no request waits for a worker."""
+        srv = self.srv
+        if srv._pending or srv.closing:
+            return False
+        try:
+            self.sock.settimeout(_NEXT_REQUEST_WAIT)
+            data = self.sock.recv(65536)
+            self.sock.settimeout(srv.socket_timeout)
+        except OSError:
+            return False  # a timeout, or an error the loop will see again
+        if not data:
+            return False
+        self.buf = self.buf[self.pos:] + data
+        self.pos = self.scan = 0
+        return self.take_head()
+
+    def request(self, head: bytes) -> bool:
+        """Serve one request: parse, check framing, read the body, run the
+        app, log.  Returns True to keep the connection alive."""
+        env, http11 = _parse_head(self, head)
+        chunked, length = _body_framing(env, http11)
+        keep, expect = _keep_and_expect(env, http11, chunked or length > 0)
+        inp = None
+        if chunked:
+            if expect and not self.send(_CONTINUE):
+                return False
+            body = _read_chunked(self)
+            if body is None:
+                return False
+            import io
+            env["CONTENT_LENGTH"] = str(len(body))
+            env["wsgi.input"] = io.BytesIO(body)
+        elif length:
+            inp = _BodyInput(self, length, expect)
+            env["wsgi.input"] = inp
+        else:
+            env["wsgi.input"] = _EMPTY_INPUT
+        ex = _Exchange(self, env["REQUEST_METHOD"] == "HEAD", http11, keep, inp)
+        srv = self.srv
+        ex.run(srv.app, env, self.rline)
+        if srv.access_log and srv.logger.isEnabledFor(20):  # INFO
+            _log_access(self.host, self.rline, ex.code, ex.sent,
+                        ex.request_id)
+        return self.after(ex, inp)
+
+    def after(self, ex: _Exchange, inp: _BodyInput | None) -> bool:
+        """Whether the connection can take another request."""
+        if not ex.keep:
+            if ex.linger or (inp is not None and inp.remaining
+                             and not inp.broken):
+                self.linger = True  # unread input: avoid a TCP reset
+            return False
+        if inp is not None and inp.remaining:
+            # Unread body small enough to discard: keep the connection.
+            if inp.broken or inp.expect:
+                return False
+            while inp.remaining and not inp.broken:
+                inp.read(65536)
+            return not inp.broken
+        return True
+
+
+def _parse_head(conn: _Connection, head: bytes) -> tuple:
+    """The WSGI environ of a request head, and whether it is HTTP/1.1."""
+    srv = conn.srv
+    text = head.decode("latin-1")
+    # RFC 9112 §2.2: lines end in CRLF, or all in a bare LF; a bare CR is
+    # invalid.  A head that mixes them is refused rather than guessed at.
+    if text.endswith("\r\n\r\n"):
+        text = text[:-4]
+        lines = text.split("\r\n")
+        n = len(lines) - 1
+        if text.count("\n") != n or text.count("\r") != n:
+            raise _Refused(400, "Invalid line ending")
+    else:
+        text = text[:-2]
+        if "\r" in text:
+            raise _Refused(400, "Invalid line ending")
+        lines = text.split("\n")
+    line = conn.rline = lines[0]
+    if len(line) > srv.max_request_line:
+        raise _Refused(414)
+    if len(lines) - 1 > srv.max_headers or \
+            len(text) - len(line) > srv.max_header_bytes:
+        raise _Refused(431)
+    if "\0" in text:
+        raise _Refused(400, "Invalid character in request")
+    method, target, version, http11 = _request_line(line)
+    path, query, host = _request_target(target)
+    env = conn.base.copy()
+    env["REQUEST_METHOD"] = method
+    env["PATH_INFO"] = path
+    env["QUERY_STRING"] = query
+    env["REQUEST_URI"] = target
+    env["SERVER_PROTOCOL"] = version
+    env["wsgi.errors"] = _sys.stderr
+    _header_fields(srv.header_keys, lines, env)
+    if host is not None:  # RFC 9112 §3.2.2: absolute-form wins over Host
+        env["HTTP_HOST"] = host
+    elif http11 and "HTTP_HOST" not in env:  # RFC 9112 §3.2
+        raise _Refused(400, "Missing Host header")
+    return env, http11
+
+
+def _request_line(line: str) -> tuple:
+    """(method, target, version, is HTTP/1.1) of a request-line."""
+    # RFC 9112 §3: method SP request-target SP HTTP-version, single spaces.
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise _Refused(400, "Malformed request line")
+    method, target, version = parts
+    if version == "HTTP/1.1":
+        http11 = True
+    elif version == "HTTP/1.0":
+        http11 = False
+    else:
+        m = _http_version(version)  # RFC 9112 §2.3
+        if m is None:
+            raise _Refused(400, "Malformed request line")
+        if m.group(1) != "1":
+            raise _Refused(505)
+        http11 = True
+    if method not in _METHODS and not _token(method):  # RFC 9110 §9.1
+        raise _Refused(400, "Malformed request line")
+    return method, target, version, http11
+
+
+def _request_target(target: str) -> tuple:
+    """(path, query, host from absolute-form or None) of a request-target."""
+    # RFC 9112 §3.2: origin-form, absolute-form or asterisk-form.
+    if target[:1] == "/":
+        path, _, query = target.partition("?")
+        host = None
+    elif target == "*":
+        path, query, host = "*", "", None
+    else:
+        low = target[:8].lower()
+        if not low.startswith(("http://", "https://")):
+            raise _Refused(400, "Invalid request target")
+        rest = target[target.index("//") + 2:]
+        cut = len(rest)
+        for ch in "/?":
+            i = rest.find(ch)
+            if 0 <= i < cut:
+                cut = i
+        host = rest[:cut]
+        rest = rest[cut:]
+        if rest[:1] != "/":
+            rest = "/" + rest
+        path, _, query = rest.partition("?")
+    if "%" in path:
+        from urllib.parse import unquote_to_bytes
+        path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
+    return path, query, host
+
+
+def _header_fields(keys: dict, lines: list, env: dict) -> None:
+    """Put the header fields into ``env`` as CONTENT_* and HTTP_* keys."""
+    for hline in lines[1:]:
+        # RFC 9112 §5: field-name ":" OWS field-value OWS.  No whitespace
+        # before the colon (§5.1) and no obs-fold (§5.2): both are 400.
+        name, colon, value = hline.partition(":")
+        if not colon:
+            raise _Refused(400, "Malformed header")
+        key = keys.get(name)
+        if key is None:
+            if not _token(name):
+                raise _Refused(400, "Malformed header")
+            if "_" in name:
+                key = ""  # dropped: X_Forwarded_For must not pass
+            else:
+                key = name.upper().replace("-", "_")
+                if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
+                    key = "HTTP_" + key
+            if len(keys) < 1024:
+                keys[name] = key
+        if not key:
+            continue
+        value = value.strip(" \t")
+        old = env.get(key)
+        if old is None:
+            env[key] = value
+        elif key == "CONTENT_LENGTH":  # RFC 9112 §6.3 point 5
+            if old != value:
+                raise _Refused(400, "Conflicting Content-Length")
+        elif key == "HTTP_HOST":  # RFC 9112 §3.2
+            raise _Refused(400, "Duplicate Host header")
+        elif key == "HTTP_COOKIE":  # RFC 6265 §5.4: one line, "; "
+            env[key] = old + "; " + value
+        else:  # RFC 9110 §5.3: a list, comma-separated
+            env[key] = old + ", " + value
+
+
+def _body_framing(env: dict, http11: bool) -> tuple:
+    """(chunked, content length) of the request body, RFC 9112 §6."""
+    te = env.pop("HTTP_TRANSFER_ENCODING", None)
+    cl = env.get("CONTENT_LENGTH")
+    if te is not None:
+        codings = [c.strip(" \t").lower() for c in te.split(",")]
+        if codings != ["chunked"]:
+            # §6.3 point 4: chunked not final (or applied twice, §6.1) is
+            # 400; a coding this server does not know is 501 (§6.1).
+            if "chunked" in codings:
+                raise _Refused(400, "Invalid Transfer-Encoding")
+            raise _Refused(501, "Unsupported Transfer-Encoding")
+        # §6.1: both Content-Length and Transfer-Encoding may be smuggling;
+        # §6.1 too: Transfer-Encoding in HTTP/1.0 is not to be trusted.
+        if cl is not None or not http11:
+            raise _Refused(400, "Invalid Transfer-Encoding")
+        return True, 0
+    if cl is None:
+        return False, 0  # §6.3 point 7: no body
+    if "," in cl:  # §6.3 point 5: a list of equal values is one value
+        values = {v.strip() for v in cl.split(",")}
+        if len(values) != 1:
+            raise _Refused(400, "Conflicting Content-Length")
+        cl = values.pop()
+    if not (cl.isdigit() and cl.isascii() and len(cl) < 19):
+        raise _Refused(400, "Invalid Content-Length")
+    env["CONTENT_LENGTH"] = str(int(cl))
+    return False, int(cl)
+
+
+def _keep_and_expect(env: dict, http11: bool, has_body: bool) -> tuple:
+    """(keep the connection alive, 100 Continue owed) for a request."""
+    conn_hdr = env.get("HTTP_CONNECTION")
+    if conn_hdr is None:  # RFC 9112 §9.3: 1.1 persists, 1.0 does not
+        keep = http11
+    else:
+        tokens = [t.strip() for t in conn_hdr.lower().split(",")]
+        keep = "close" not in tokens and (http11 or "keep-alive" in tokens)
+    exp = env.get("HTTP_EXPECT")
+    if exp is None or not http11:
+        return keep, False
+    if exp.lower() != "100-continue":  # RFC 9110 §10.1.1
+        raise _Refused(417)
+    return keep, has_body
+
+
+def _read_chunked(conn: _Connection) -> bytearray | None:
+    """Decode a chunked request body; None if the client went away.
+
+    RFC 9112 §7.1 exactly: every line ends in CRLF, no whitespace before a
+    chunk size, trailer fields are ``name: value``.  The whole body shares
+    one deadline, like a body with a Content-Length.
+    """
+    srv = conn.srv
+    deadline = srv.clock() + srv.body_timeout
+    limit = srv.max_chunked_body
+    body = bytearray()
+    while True:
+        line = _chunk_line(conn, deadline, 4096, 400)
+        if line is None:
+            return None
+        m = _chunk_size_line(line)  # §7.1
+        if m is None:
+            raise _Refused(400, "Invalid chunk size")
+        size = int(m.group(1), 16)
+        if size == 0:
+            break
+        if len(body) + size > limit:
+            raise _Refused(413)
+        if not _chunk_data(conn, deadline, body, size):
+            return None
+        end = _chunk_line(conn, deadline, 2, 400)
+        if end is None:
+            return None
+        if end != b"\r\n":  # §7.1: chunk-data CRLF
+            raise _Refused(400, "Invalid chunk terminator")
+    count = total = 0
+    while True:  # §7.1.2: trailer fields, read and dropped
+        line = _chunk_line(conn, deadline, srv.max_header_bytes, 431)
+        if line is None:
+            return None
+        if line == b"\r\n":
+            return body
+        if _trailer_line(line) is None:
+            raise _Refused(400, "Invalid trailer field")
+        count += 1
+        total += len(line)
+        if count > srv.max_headers or total > srv.max_header_bytes:
+            raise _Refused(431)
+
+
+def _chunk_line(conn: _Connection, deadline: float, limit: int,
+                code: int) -> bytes | None:
+    """The next line with its line feed; None on EOF or past the deadline."""
+    buf = conn.buf
+    pos = start = conn.pos
+    while True:
+        i = buf.find(b"\n", start)
+        if i >= 0:
+            if i - pos > limit:
+                raise _Refused(code)
+            conn.buf = buf
+            conn.pos = i + 1
+            return buf[pos:i + 1]
+        if len(buf) - pos > limit:
+            raise _Refused(code)
+        data = conn.recv_by(deadline)
+        if data is None:
+            return None
+        buf = buf[pos:] + data
+        start = len(buf) - len(data)
+        pos = 0
+        conn.buf = buf
+        conn.pos = 0
+
+
+def _chunk_data(conn: _Connection, deadline: float, body: bytearray,
+                size: int) -> bool:
+    """Append ``size`` bytes of chunk data to ``body``; False on EOF."""
+    buf = conn.buf
+    pos = conn.pos
+    avail = len(buf) - pos
+    if avail >= size:
+        body += memoryview(buf)[pos:pos + size]
+        conn.pos = pos + size
+        return True
+    body += memoryview(buf)[pos:]
+    conn.buf = b""
+    conn.pos = 0
+    got = avail
+    while got < size:
+        data = conn.recv_by(deadline, min(size - got, 262144))
+        if data is None:
+            return False
+        body += data
+        got += len(data)
+    return True
+
+
+def _listen(host: str, port: Any, backlog: int) -> Any:
+    """A listening socket on ``host:port``; OSError if that cannot be."""
+    import errno
+    import socket
+    if type(port) is not int or not 0 <= port <= 65535:
+        raise OSError(errno.EINVAL, "port must be 0-65535, got %r" % (port,))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    info = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0,
+                              socket.AI_PASSIVE)[0]
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    try:
+        if hasattr(socket, "SO_REUSEADDR") and _sys.platform != "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _fd_room(wanted: int) -> int:
+    """``wanted`` connections, or fewer if the open-files limit is lower."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return wanted
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - 32))  # room for the app's own files
+
+
+
+class _AcceptLoop:
+    """The selector loop of the development server: accepts connections and
+    owns each one while it waits for a request head (see _DevServer)."""
+
+    waiting: dict
+    _returned: list
+    _stopped: Any  # threading.Event
+    _stop: bool
+    _wake_r: Any
+    _wake_w: Any
+    _sel: Any
+    _lock: Any
+    _held: int
+    _accept_at: float
+    _fd_warned: bool
+    socket: Any
+    clock: Any
+    logger: Any
+    max_connections: int
+    socket_timeout: float
+    _dispatch: Any
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        """Serve until shutdown() is called (or request_stop(), from a
+        signal handler)."""
+        import selectors
+        self._stopped.clear()
+        sel = self._sel = selectors.DefaultSelector()
+        listening = False
+        next_sweep = 0.0
+        try:
+            sel.register(self._wake_r, selectors.EVENT_READ, False)
+            while not self._stop:
+                now = self.clock()
+                want = now >= self._accept_at and bool(
+                    self.waiting or self._held < self.max_connections)
+                if want != listening:
+                    if want:
+                        sel.register(self.socket, selectors.EVENT_READ, None)
+                    else:
+                        sel.unregister(self.socket)
+                    listening = want
+                # Deadlines are checked four times a second while anything
+                # waits; with nothing to do the loop sleeps ``poll_interval``.
+                wait = 0.25 if self.waiting or not listening else poll_interval
+                for key, _ in sel.select(wait):
+                    try:
+                        if key.data is None:
+                            self._accept(self.clock())
+                        elif key.data is False:
+                            self._drain_wake()
+                        else:
+                            self._readable(key.data, self.clock())
+                    except Exception:  # a bug must not stop the server
+                        self.logger.exception("Internal error in HTTP server")
+                        if key.data:
+                            self._discard(key.data)
+                now = self.clock()
+                self._take_returned(now)
+                if now >= next_sweep:
+                    self._expire(now)
+                    next_sweep = now + 0.25
+        finally:
+            sel.close()
+            self._sel = None
+            self._stop = False
+            self._stopped.set()
+
+    def _accept(self, now: float) -> None:
+        import errno
+        for _ in range(64):  # then let the waiting connections have a turn
+            full = len(self.waiting) + self._held >= self.max_connections
+            if full and not self.waiting:
+                return  # every connection is being served: wait
+            try:
+                sock, addr = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE,
+                                     errno.ENOBUFS, errno.ENOMEM):
+                    continue  # e.g. ECONNABORTED: that client left
+                if not self._fd_warned:
+                    self._fd_warned = True
+                    self.logger.warning(
+                        "Cannot accept connections: %s; closing the oldest "
+                        "waiting connection (logged once)", exc.strerror)
+                # Back off (no busy loop), longer if nothing could be closed.
+                self._accept_at = now + (0.02 if self._evict() else 0.1)
+                return
+            if full:
+                self._evict()  # the oldest waiting one makes room
+            self._admit(sock, addr, now)
+
+    def _admit(self, sock: Any, addr: Any, now: float) -> None:
+        import selectors
+        import socket
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        sock.setblocking(False)
+        server: Any = self
+        conn = _Connection(server, sock, addr)
+        conn.deadline = now + self.socket_timeout
+        self.waiting[conn] = None
+        self._sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _evict(self) -> bool:
+        """Close the oldest waiting connection; False if none waits."""
+        for conn in self.waiting:
+            self._drop(conn)
+            return True
+        return False
+
+    def _discard(self, conn: _Connection) -> None:
+        """Forget a connection whatever state it is in, and close it."""
+        self.waiting.pop(conn, None)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _drop(self, conn: _Connection) -> None:
+        del self.waiting[conn]
+        self._sel.unregister(conn.sock)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _readable(self, conn: _Connection, now: float) -> None:
+        if conn not in self.waiting:
+            return  # closed earlier in this round of events
+        if not conn.feed(now):
+            self._drop(conn)
+            return
+        try:
+            if not conn.take_head():
+                return
+        except _Refused as exc:
+            conn.refused = exc
+        del self.waiting[conn]
+        self._sel.unregister(conn.sock)
+        self._dispatch(conn)
+
+    def _expire(self, now: float) -> None:
+        """Close connections whose head (or next request) is overdue."""
+        late = [conn for conn in self.waiting if conn.deadline <= now]
+        for conn in late:
+            self._drop(conn)
+
+    def _take_returned(self, now: float) -> None:
+        import selectors
+        if not self._returned:
+            return
+        with self._lock:
+            back, self._returned = self._returned, []
+            self._held -= len(back)
+        for conn in back:
+            conn.started = conn.pos < len(conn.buf)
+            conn.deadline = now + self.socket_timeout
+            self.waiting[conn] = None
+            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except OSError:
+            pass
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # full (a wake-up is pending anyway) or closed
+
+
+class _DevServer(_AcceptLoop):
+    """A threaded HTTP/1.1 WSGI server.
+
+    ``serve_forever`` runs a selector loop that accepts connections and owns
+    each one while it waits for a request head; a complete head goes to a
+    pool of at most ``threads`` workers, so idle and slow clients cost no
+    thread.  At ``max_connections`` the oldest waiting connection is closed
+    to admit a new one.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000,
+                 *, socket_timeout: float = 5.0, max_request_line: int = 65536,
+                 max_headers: int = 100, max_header_bytes: int = 65536,
+                 max_chunked_body: int = 1 << 20, backlog: int = 128,
+                 log: bool = True, name: str | None = None,
+                 max_connections: int = 512, threads: int = 32,
+                 graceful_timeout: float = 10.0) -> None:
+        import logging
+        import queue
+        import socket
+        import threading
+        import time
+        if max_connections < 1 or threads < 1:
+            raise ValueError("max_connections and threads must be at least 1")
+        _compile_patterns()
+        self.app = app
+        self.logger = logging.getLogger("cosmic")
+        self.clock = time.monotonic
+        self.socket_timeout = socket_timeout
+        self.body_timeout = max(30.0, 12 * socket_timeout)
+        self.max_request_line = max_request_line
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self.max_chunked_body = max_chunked_body
+        self.max_connections = _fd_room(max_connections)
+        self.threads = threads
+        self.graceful_timeout = graceful_timeout
+        self.access_log = log
+        self.request_queue_size = backlog
+        self.socket = _listen(host, port, backlog)
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
+        self._jobs: Any = queue.SimpleQueue()
+        self._returned: list = []  # handed back by workers, for the loop
+        self._held = 0  # connections a worker holds or will hold
+        self._workers = self._free = self._pending = 0
+        self._accept_at = 0.0  # accepting paused until then
+        self._fd_warned = False
+        self._sel: Any = None
+        self.waiting: dict = {}  # connections waiting for a head, oldest first
+        self.closing = self.draining = False
+        self.header_keys: dict = {}
+        self.response_kinds: dict = {}
+        self.statuses: dict = {}
+        bound_host, bound_port = self.server_address[:2]
+        self.base_env = {
+            "SCRIPT_NAME": "", "SERVER_NAME": name or bound_host,
+            "SERVER_PORT": str(bound_port), "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http", "wsgi.multithread": True,
+            "wsgi.multiprocess": False, "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+        }
+
+    # -- the worker pool --
+
+    def _dispatch(self, conn: _Connection) -> None:
+        import threading
+        with self._lock:
+            self._held += 1
+            if self._free:
+                self._free -= 1
+            elif self._workers < self.threads:
+                self._workers += 1
+                threading.Thread(target=self._work, daemon=True,
+                                 name="cosmic-worker").start()
+            else:
+                self._pending += 1
+        self._jobs.put(conn)
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            conn = jobs.get()
+            if conn is None:
+                return
+            again = conn.serve()
+            with self._lock:
+                if self._pending:
+                    self._pending -= 1
+                else:
+                    self._free += 1
+                if again and not self.closing:
+                    self._returned.append(conn)
+                else:
+                    if again:
+                        conn.close()
+                    self._held -= 1
+                    if not self._held:
+                        self._done.notify_all()
+            if again:
+                self._wake()
+
+    # -- stopping --
+
+    def after_fork(self) -> None:
+        """In a forked worker process: a wake-up channel of its own (the
+        inherited one is shared with the other workers)."""
+        import socket
+        self._wake_r.close()
+        self._wake_w.close()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def request_stop(self) -> None:
+        """Make serve_forever() return soon; safe in a signal handler."""
+        self._stop = True
+        self._wake()
+
+    def shutdown(self) -> None:
+        """Stop serve_forever() (called from another thread) and wait."""
+        self.request_stop()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        """Stop accepting; close the waiting connections (idle keep-alive
+        and incomplete heads).  Requests being served go on: see drain()."""
+        with self._lock:
+            self.closing = self.draining = True
+            back, self._returned = self._returned, []
+            self._held -= len(back)
+            if not self._held:
+                self._done.notify_all()
+            workers = self._workers
+        self.socket.close()
+        for conn in [*self.waiting, *back]:
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
+        self.waiting.clear()
+        for _ in range(workers):
+            self._jobs.put(None)  # after the queued connections
+        if self._stopped.is_set():
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until no request is being served, at most ``timeout`` s;
+        True if none is left."""
+        with self._lock:
+            return self._done.wait_for(lambda: self._held <= 0, timeout)
+
+
+def _make_server(app: Any, host: str = "127.0.0.1", port: int = 8000,
+                 **limits: Any) -> _DevServer:
+    """Bind and listen; return a server (``serve_forever``/``shutdown``/...)."""
+    return _DevServer(app, host, port, **limits)
+
+
+def _split_run_options(options: dict) -> tuple:
+    """Split the keyword options of ``API.run`` and ``served_api`` into
+    (Server options, development-server options).
+
+    Options of the original's werkzeug server that mean nothing here are
+    dropped with a debug log; ``ssl_context`` is refused (serving plain HTTP
+    instead would be a silent downgrade); anything else goes to ``Server``,
+    which raises TypeError for a misspelt name.
     """
     import logging
-    import signal
-    import threading
+    server_options, transport = {}, {}
+    for key, value in options.items():
+        if key == "ssl_context":
+            raise ValueError("ssl_context is not supported: the development "
+                             "server speaks plain HTTP only; put a TLS proxy "
+                             "(nginx, caddy) in front of it")
+        if key in _LEGACY_RUN_OPTIONS:
+            logging.getLogger("cosmic").debug(
+                "Option %s=%r means nothing to this server: ignored",
+                key, value)
+        elif key in _TRANSPORT_OPTIONS:
+            transport[key] = value
+        else:
+            server_options[key] = value
+    return server_options, transport
 
+
+def serve_wsgi(app: Any, host: str = "127.0.0.1", port: int = 8000, *,
+               ready: Any = None, log: bool = True, workers: int = 1,
+               **limits: Any) -> None:
+    """Serve ``app`` until KeyboardInterrupt or SIGTERM, then stop gracefully.
+
+    ``ready(server)`` is called once the socket listens (port 0: read the real
+    port from ``server.server_address``).  Limits, all optional:
+    ``socket_timeout`` (5 s) bounds every wait on a client (idle keep-alive,
+    a whole request head, each body read; a whole body gets 12 times that, at
+    least 30 s); ``max_connections`` (512, fewer if the open-files limit is
+    lower: at the cap the oldest idle connection is closed to admit a new one);
+    ``threads`` (32) serve requests, idle connections cost none;
+    ``max_chunked_body`` (1 MiB) bounds a chunked body, which is buffered
+    (else 413); ``max_request_line``, ``max_headers``, ``max_header_bytes``,
+    ``backlog``; ``name`` sets SERVER_NAME.  On SIGTERM or Ctrl-C the server
+    stops accepting, closes idle connections and lets requests in flight
+    finish for up to ``graceful_timeout`` (10 s).  ``workers=N`` (POSIX)
+    forks N processes that accept from the one socket (see the README on
+    what is fork-safe).  With ``log=True`` one Common Log Format line per
+    request goes to the "cosmic" logger; a stderr handler is added for the
+    duration only if no handler would receive those records.
+    """
+    import logging
     logger = logging.getLogger("cosmic")
     added = None
     old_level = logger.level
@@ -6082,25 +7585,48 @@ def serve_wsgi(
         logger.addHandler(added)
         if not logger.isEnabledFor(logging.INFO):
             logger.setLevel(logging.INFO)
-    server = _make_server(
-        app, host, port,
-        socket_timeout=socket_timeout, max_request_line=max_request_line,
-        max_headers=max_headers, max_header_bytes=max_header_bytes,
-        max_chunked_body=max_chunked_body, backlog=backlog, log=log, name=name,
-    )
-    old_handler = None
-    installed = False
-    if threading.current_thread() is threading.main_thread():
+    try:
+        server = _make_server(app, host, port, log=log, **limits)
+        if workers > 1:
+            _serve_workers(server, workers, ready)
+        else:
+            _serve_until_stopped(server, ready)
+    finally:
+        if added is not None:
+            logger.removeHandler(added)
+            logger.setLevel(old_level)
 
-        def _on_sigterm(signum, frame):
-            # shutdown() waits for serve_forever, so it must run elsewhere.
-            threading.Thread(target=server.shutdown, daemon=True).start()
 
+def _on_signals(handler: Any, *signums: Any) -> list:
+    """Install ``handler`` for the signals (main thread only); return what
+    restores the previous handlers."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    restore = []
+    for signum in signums:
         try:
-            old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
-            installed = True
+            restore.append((signum, signal.signal(signum, handler)))
         except (ValueError, OSError, AttributeError):
             pass
+    return restore
+
+
+def _restore_signals(restore: list) -> None:
+    import signal
+    for signum, old in restore:
+        try:
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+
+def _serve_until_stopped(server: _DevServer, ready: Any = None) -> None:
+    """Serve until SIGTERM or Ctrl-C, then finish requests in flight."""
+    import signal
+    restore = _on_signals(lambda signum, frame: server.request_stop(),
+                          signal.SIGTERM)
     try:
         if ready is not None:
             ready(server)
@@ -6108,1064 +7634,120 @@ def serve_wsgi(
     except KeyboardInterrupt:
         pass
     finally:
-        if installed:
-            try:
-                signal.signal(signal.SIGTERM, old_handler or signal.SIG_DFL)
-            except (ValueError, OSError):
-                pass
+        _restore_signals(restore)
         server.server_close()
-        if added is not None:
-            logger.removeHandler(added)
-            logger.setLevel(old_level)
+        try:
+            if not server.drain(server.graceful_timeout):
+                server.logger.warning(
+                    "Requests still running after %g s: stopping anyway",
+                    server.graceful_timeout)
+        except KeyboardInterrupt:
+            pass
 
 
-def _make_server(app, host="127.0.0.1", port=8000, **limits):
-    """Bind and listen; return a server (``serve_forever``/``shutdown``/...)."""
-    return _wsgi_server_class()(app, host, port, **limits)
-
-
-def _wsgi_server_class():
-    """Build (once) and return the WSGI server class."""
-    if _WSGI_SERVER_CLASS:
-        return _WSGI_SERVER_CLASS[0]
-    import io
-    import json
-    import logging
-    import re
-    import selectors
-    import socket
-    import socketserver
-    import sys
-    import threading
+def _serve_workers(server: _DevServer, count: int, ready: Any = None) -> None:
+    """Fork ``count`` worker processes that accept from ``server``'s socket;
+    replace any that dies; on SIGTERM or Ctrl-C stop them all gracefully."""
+    import os
+    import signal
     import time
-    from urllib.parse import unquote_to_bytes
+    if not hasattr(os, "fork"):
+        raise OSError("--workers needs fork(), which this system lacks")
+    server.base_env["wsgi.multiprocess"] = True
+    stopping = []
+    restore = _on_signals(lambda signum, frame: stopping.append(signum),
+                          signal.SIGTERM, signal.SIGINT)
+    children: dict = {}  # pid -> start time
 
-    logger = logging.getLogger("cosmic")
-    INFO = logging.INFO
-    monotonic = time.monotonic
-    is_token = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-    match_version = re.compile(r"HTTP/([0-9])\.([0-9])").fullmatch
-    HEX = b"0123456789abcdefABCDEF"
-    REASONS = {
-        400: "Bad Request",
-        413: "Request Entity Too Large",
-        414: "URI Too Long",
-        417: "Expectation Failed",
-        431: "Request Header Fields Too Large",
-        500: "Internal Server Error",
-        501: "Not Implemented",
-        505: "HTTP Version Not Supported",
-    }
-    # Kinds of response header names: 1 length, 2 connection, 3 date, 4 banned,
-    # 5 the request id (logged).
-    SPECIAL = {"content-length": 1, "connection": 2, "date": 3,
-               "x-request-id": 5}
-    for _hop in ("keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-                 "trailer", "trailers", "transfer-encoding", "upgrade"):
-        SPECIAL[_hop] = 4
-    DRAIN_MAX = 65536  # unread body up to this size is discarded to keep alive
-    LINGER_SECONDS = 2.0  # how long unread input is drained before closing
-    CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-    WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-    MONTHS = (None, "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
-              "Sep", "Oct", "Nov", "Dec")
-    clock = [(0, "", "")]
-
-    def now_strings():
-        """(second, HTTP date, CLF date), recomputed at most once a second."""
-        sec = int(time.time())
-        cached = clock[0]
-        if cached[0] == sec:
-            return cached
-        t = time.gmtime(sec)
-        hms = "%02d:%02d:%02d" % (t.tm_hour, t.tm_min, t.tm_sec)
-        mon = MONTHS[t.tm_mon]
-        cached = (
-            sec,
-            "%s, %02d %s %d %s GMT" % (WEEKDAYS[t.tm_wday], t.tm_mday, mon,
-                                       t.tm_year, hms),
-            "%02d/%s/%d:%s +0000" % (t.tm_mday, mon, t.tm_year, hms),
-        )
-        clock[0] = cached
-        return cached
-
-    def printable(line):
-        """Make a request line safe for a log line."""
-        if len(line) > 2048:
-            line = line[:2048] + "..."
-        if line.isprintable() and '"' not in line and "\\" not in line:
-            return line
-        return line.encode("unicode_escape").decode("ascii").replace('"', '\\"')
-
-    def log_access(host, line, code, size, request_id=None):
-        # Common Log Format, then the request id that the app echoed (so a
-        # logged traceback can be matched with its request).
-        if request_id is None:
-            logger.info('%s - - [%s] "%s" %d %s', host, now_strings()[2],
-                        printable(line), code, size or "-")
-        else:
-            logger.info('%s - - [%s] "%s" %d %s %s', host, now_strings()[2],
-                        printable(line), code, size or "-",
-                        printable(request_id))
-
-    def error_response(code, message):
-        body = json.dumps({"error": message}).encode("utf-8")
-        head = (
-            "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-            "Content-Length: %d\r\nConnection: close\r\nDate: %s\r\n\r\n"
-            % (code, REASONS[code], len(body), now_strings()[1])
-        )
-        return head.encode("latin-1") + body, len(body)
-
-    def parse_status(status):
-        """Validate a WSGI status; return (code, status line bytes)."""
-        if (type(status) is not str or len(status) < 4 or status[3] != " "
-                or not status[:3].isdigit() or not status[:3].isascii()
-                or "\r" in status or "\n" in status):
-            raise ValueError("invalid WSGI status %r" % (status,))
-        code = int(status[:3])
-        if code < 200:
-            raise ValueError("WSGI status must be >= 200, got %r" % status)
-        return code, ("HTTP/1.1 %s\r\n" % status).encode("latin-1")
-
-    class HTTPError(Exception):
-        """A request the server itself rejects."""
-
-        def __init__(self, code, message=None):
-            Exception.__init__(self, code)
-            self.code = code
-            self.message = message or REASONS[code]
-
-    class SendError(Exception):
-        """The client went away while the response was being written."""
-
-    class EmptyInput:
-        """wsgi.input for requests without a body."""
-
-        __slots__ = ()
-
-        def read(self, size=-1):
-            return b""
-
-        def readline(self, size=-1):
-            return b""
-
-        def readlines(self, hint=-1):
-            return []
-
-        def __iter__(self):
-            return iter(())
-
-    empty_input = EmptyInput()
-
-    class Input:
-        """wsgi.input: at most CONTENT_LENGTH bytes, each recv bounded by timeout."""
-
-        __slots__ = ("_conn", "remaining", "expect", "broken", "deadline")
-
-        def __init__(self, conn, length, expect):
-            self._conn = conn
-            self.remaining = length
-            self.expect = expect  # 100 Continue still owed to the client
-            self.broken = False  # timeout / EOF before the body was complete
-            # The whole body must arrive in time too, so that a client that
-            # sends a byte just before each socket timeout cannot hold its
-            # thread for ever.
-            self.deadline = monotonic() + conn.srv.body_timeout
-
-        def _recv(self, size):
-            conn = self._conn
-            sock = conn.sock
-            left = self.deadline - monotonic()
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:
+            _restore_signals(restore)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            server.after_fork()
+            code = 0
             try:
-                if left <= 0:
-                    raise OSError("body not received in time")
-                if self.expect:
-                    self.expect = False
-                    sock.sendall(CONTINUE)
-                timeout = conn.srv.socket_timeout
-                if left < timeout:
-                    sock.settimeout(left)
-                    try:
-                        data = sock.recv(size)
-                    finally:
-                        sock.settimeout(timeout)
-                else:
-                    data = sock.recv(size)
-            except OSError:
-                data = b""
-            if not data:
-                self.broken = True
-            return data
-
-        def read(self, size=-1):
-            rem = self.remaining
-            if rem <= 0 or self.broken:
-                return b""
-            if size is None or size < 0 or size > rem:
-                size = rem
-            conn = self._conn
-            buf = conn.buf
-            pos = conn.pos
-            avail = len(buf) - pos
-            if avail >= size:
-                end = pos + size
-                conn.pos = end
-                self.remaining = rem - size
-                return buf[pos:end]
-            parts = [buf[pos:]] if avail else []
-            conn.buf = b""
-            conn.pos = 0
-            got = avail
-            while got < size:
-                data = self._recv(min(size - got, 262144))
-                if not data:
-                    break
-                parts.append(data)
-                got += len(data)
-            self.remaining = rem - got
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-
-        def readline(self, size=-1):
-            rem = self.remaining
-            if rem <= 0 or self.broken:
-                return b""
-            limit = rem if size is None or size < 0 or size > rem else size
-            if limit == 0:
-                return b""
-            conn = self._conn
-            buf = conn.buf
-            pos = conn.pos
-            i = buf.find(b"\n", pos, pos + limit)
-            if i >= 0:
-                end = i + 1
-            elif len(buf) - pos >= limit:
-                end = pos + limit
-            else:
-                acc = bytearray(buf[pos:])
-                while True:
-                    want = limit - len(acc)
-                    if want <= 0:
-                        end = limit
-                        break
-                    data = self._recv(min(want, 65536))
-                    if not data:
-                        end = len(acc)
-                        break
-                    start = len(acc)
-                    acc += data
-                    i = acc.find(b"\n", start)
-                    if i >= 0:
-                        end = i + 1
-                        break
-                buf = bytes(acc)
-                pos = 0
-            conn.buf = buf
-            conn.pos = end
-            self.remaining = rem - (end - pos)
-            return buf[pos:end]
-
-        def readlines(self, hint=-1):
-            lines = []
-            total = 0
-            while True:
-                line = self.readline()
-                if not line:
-                    return lines
-                lines.append(line)
-                total += len(line)
-                if 0 < hint <= total:
-                    return lines
-
-        def __iter__(self):
-            while True:
-                line = self.readline()
-                if not line:
-                    return
-                yield line
-
-    class Exchange:
-        """Response state of one request: start_response, write, framing."""
-
-        __slots__ = ("conn", "head_only", "http11", "keep", "inp", "status",
-                     "code", "status_line", "head", "clen", "app_close",
-                     "has_date", "sent_head", "mode", "sent", "linger",
-                     "request_id")
-
-        def __init__(self, conn, head_only, http11, keep, inp):
-            self.conn = conn
-            self.head_only = head_only
-            self.http11 = http11
-            self.keep = keep
-            self.inp = inp
-            self.status = None
-            self.code = 500
-            self.sent_head = False
-            self.mode = 0  # 0 no body, 1 length, 2 chunked, 3 until close
-            self.sent = 0
-            self.linger = False
-            self.request_id = None
-
-        def start_response(self, status, headers, exc_info=None):
-            if exc_info is not None:
-                try:
-                    if self.sent_head:
-                        raise exc_info[1].with_traceback(exc_info[2])
-                finally:
-                    exc_info = None
-            elif self.status is not None:
-                raise AssertionError("start_response() called twice")
-            srv = self.conn.srv
-            known = srv.statuses.get(status)
-            if known is None:
-                known = parse_status(status)
-                if len(srv.statuses) < 256:
-                    srv.statuses[status] = known
-            kinds = srv.response_kinds
-            parts = []
-            clen = None
-            app_close = False
-            has_date = False
-            for name, value in headers:
-                if type(name) is not str or type(value) is not str:
-                    raise TypeError("header names and values must be str")
-                kind = kinds.get(name)
-                if kind is None:
-                    if not is_token(name):
-                        raise ValueError("invalid header name %r" % (name,))
-                    kind = SPECIAL.get(name.lower(), 0)
-                    if len(kinds) < 512:
-                        kinds[name] = kind
-                if kind:
-                    if kind == 1:
-                        v = value.strip()
-                        if not (v.isdigit() and v.isascii()):
-                            raise ValueError("invalid Content-Length %r" % value)
-                        clen = int(v)
-                    elif kind == 2:
-                        if "close" in value.lower():
-                            app_close = True
-                        continue
-                    elif kind == 3:
-                        has_date = True
-                    elif kind == 5:
-                        self.request_id = value
-                    else:
-                        raise ValueError("hop-by-hop header %r not allowed" % name)
-                parts.append("%s: %s\r\n" % (name, value))
-            block = "".join(parts)
-            n = len(parts)
-            if block.count("\n") != n or block.count("\r") != n or "\0" in block:
-                raise ValueError("control character in response header")
-            self.head = block.encode("latin-1")
-            self.code, self.status_line = known
-            self.status = status
-            self.clen = clen
-            self.app_close = app_close
-            self.has_date = has_date
-            return self.write
-
-        def write(self, data):
-            """The PEP 3333 write() callable."""
-            if self.status is None:
-                raise AssertionError("write() called before start_response()")
-            if type(data) is not bytes:
-                raise TypeError("write() argument must be bytes")
-            if data:
-                if self.sent_head:
-                    self._body(data)
-                else:
-                    self._head(data, False)
-
-        def _sendall(self, data):
-            try:
-                self.conn.sock.sendall(data)
-            except OSError as exc:
-                self.keep = False
-                raise SendError() from exc
-
-        def _head(self, data, final):
-            """Send status line and headers, plus ``data`` as first body bytes."""
-            code = self.code
-            head_only = self.head_only
-            keep = self.keep and not self.app_close
-            extra = ""
-            if code == 204 or code == 304:
-                mode = 0
-            elif self.clen is not None:
-                mode = 1
-            elif final:
-                self.clen = len(data)
-                extra = "Content-Length: %d\r\n" % self.clen
-                mode = 1
-            elif head_only:
-                mode = 0
-            elif self.http11:
-                extra = "Transfer-Encoding: chunked\r\n"
-                mode = 2
-            else:
-                mode = 3
-                keep = False
-            if head_only:
-                mode = 0
-            inp = self.inp
-            if inp is not None and inp.remaining:
-                if inp.broken:
-                    keep = False
-                elif inp.expect or inp.remaining > DRAIN_MAX:
-                    keep = False
-                    self.linger = True
-            if not keep:
-                extra += "Connection: close\r\n"
-            elif not self.http11:
-                extra += "Connection: keep-alive\r\n"
-            if not self.has_date:
-                extra += "Date: %s\r\n" % now_strings()[1]
-            self.keep = keep
-            self.mode = mode
-            self.sent_head = True
-            head = self.status_line + self.head + extra.encode("latin-1") + b"\r\n"
-            if mode == 0 or not data:
-                self._sendall(head)
-                return
-            n = len(data)
-            if mode == 1:
-                if n > self.clen:
-                    data = data[:self.clen]
-                    n = self.clen
-            elif mode == 2:
-                data = b"%x\r\n%b\r\n" % (n, data)
-            if len(data) <= 262144:
-                self._sendall(head + data)
-            else:
-                self._sendall(head)
-                self._sendall(data)
-            self.sent = n
-
-        def _body(self, data):
-            mode = self.mode
-            if mode == 0:
-                return
-            n = len(data)
-            if mode == 1:
-                room = self.clen - self.sent
-                if n > room:
-                    data = data[:room]
-                    n = room
-                    if not n:
-                        return
-                self._sendall(data)
-            elif mode == 2:
-                self._sendall(b"%x\r\n%b\r\n" % (n, data))
-            else:
-                self._sendall(data)
-            self.sent += n
-
-        def _finish(self):
-            if not self.sent_head:
-                self._head(b"", True)
-            elif self.mode == 2:
-                self._sendall(b"0\r\n\r\n")
-            if self.mode == 1 and self.sent < self.clen:
-                self.keep = False  # short body: closing tells the client so
-
-        def _fail(self):
-            """The app failed: 500 if nothing was sent yet, else just close."""
-            self.keep = False
-            if self.sent_head:
-                return
-            inp = self.inp
-            if inp is not None and inp.remaining and not inp.broken:
-                self.linger = True
-            data, n = error_response(500, REASONS[500])
-            self.code = 500
-            self.sent = n
-            self.sent_head = True
-            try:
-                self.conn.sock.sendall(data)
-            except OSError:
-                pass
-
-        def run(self, app, env, line):
-            """Call the app and send its response; never raises Exception."""
-            result = None
-            try:
-                result = app(env, self.start_response)
-                kind = type(result)
-                if (kind is list or kind is tuple) and not self.sent_head:
-                    if self.status is None:
-                        raise RuntimeError("app did not call start_response()")
-                    if len(result) == 1:
-                        data = result[0]
-                        if type(data) is not bytes:
-                            raise TypeError("body chunks must be bytes")
-                    else:
-                        for data in result:
-                            if type(data) is not bytes:
-                                raise TypeError("body chunks must be bytes")
-                        data = b"".join(result)
-                    self._head(data, True)
-                else:
-                    for data in result:
-                        if type(data) is not bytes:
-                            raise TypeError("body chunks must be bytes")
-                        if data:
-                            if self.sent_head:
-                                self._body(data)
-                            elif self.status is None:
-                                raise RuntimeError("body before start_response()")
-                            else:
-                                self._head(data, False)
-                    if self.status is None:
-                        raise RuntimeError("app did not call start_response()")
-                self._finish()
-            except SendError:
-                self.keep = False
-            except Exception:
-                logger.exception("Error in WSGI application for %r", line)
-                self._fail()
+                _serve_until_stopped(server)
+            except BaseException:
+                server.logger.exception("Worker %d failed", os.getpid())
+                code = 1
             finally:
-                close = getattr(result, "close", None)
-                if close is not None:
+                for stream in (_sys.stdout, _sys.stderr):
                     try:
-                        close()
+                        stream.flush()
                     except Exception:
-                        logger.exception("Error closing WSGI response for %r", line)
-                        self._fail()
+                        pass
+                os._exit(code)
+        children[pid] = time.monotonic()
 
-    class Connection:
-        """One client connection: parse requests, run the app, keep alive."""
+    try:
+        for _ in range(count):
+            spawn()
+        if ready is not None:
+            ready(server)
+        while not stopping:
+            _reap_and_replace(server, children, spawn)
+            time.sleep(0.2)
+    finally:
+        _stop_workers(server, children)
+        _restore_signals(restore)
+        server.server_close()
 
-        __slots__ = ("srv", "sock", "buf", "pos", "base", "host", "linger",
-                     "rline", "idle")
 
-        def __init__(self, srv, sock, addr):
-            self.srv = srv
-            self.sock = sock
-            self.buf = b""
-            self.pos = 0
-            self.linger = False
-            self.rline = "-"
-            self.idle = False  # waiting for the next request on keep-alive
-            host = addr[0] if isinstance(addr, tuple) else ""
-            self.host = host or "-"
-            base = srv.base_env.copy()
-            base["REMOTE_ADDR"] = host
-            if isinstance(addr, tuple) and len(addr) > 1:
-                base["REMOTE_PORT"] = str(addr[1])
-            self.base = base
+def _reap_and_replace(server: _DevServer, children: dict, spawn: Any) -> None:
+    """Start a new worker for each one that exited, and log it."""
+    import os
+    import time
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        started = children.pop(pid, None)
+        if started is None:
+            continue
+        if os.WIFSIGNALED(status):
+            how = "was killed by signal %d" % os.WTERMSIG(status)
+        else:
+            how = "exited with status %d" % os.WEXITSTATUS(status)
+        server.logger.warning("Worker %d %s; starting another", pid, how)
+        if time.monotonic() - started < 1.0:
+            time.sleep(1.0)  # a worker that dies at once: do not spin
+        spawn()
 
-        def serve(self):
+
+def _stop_workers(server: _DevServer, children: dict) -> None:
+    """SIGTERM every worker; wait for them to drain; SIGKILL stragglers."""
+    import os
+    import signal
+    import time
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + server.graceful_timeout + 5.0
+    while children:
+        for pid in list(children):
             try:
-                while True:
-                    self.rline = "-"
-                    got = self.read_head()
-                    if got is None or not self.request(*got):
-                        return
-            except HTTPError as exc:
-                self.send_error(exc.code, exc.message, self.rline)
-            except Exception:
-                logger.exception("Internal error in HTTP server")
-            finally:
-                self.close()
-
-        def send_error(self, code, message, line):
-            data, n = error_response(code, message)
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                return
-            self.linger = True
-            srv = self.srv
-            if srv.access_log and logger.isEnabledFor(INFO):
-                log_access(self.host, line, code, n)
-
-        def close(self):
-            sock = self.sock
-            if self.linger:
-                # Let the client read our answer before unread input causes a
-                # TCP reset: stop writing, then drain for a bounded time.
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                del children[pid]
+        if not children:
+            return
+        if time.monotonic() > deadline:
+            for pid in children:
                 try:
-                    sock.shutdown(socket.SHUT_WR)
-                    deadline = monotonic() + LINGER_SECONDS
-                    scratch = bytearray(65536)
-                    while True:
-                        left = deadline - monotonic()
-                        if left <= 0:
-                            break
-                        sock.settimeout(left)
-                        if not sock.recv_into(scratch):
-                            break
-                except OSError:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                except (ProcessLookupError, ChildProcessError):
                     pass
-            try:
-                sock.close()
-            except OSError:
-                pass
-
-        def recv(self, size=65536):
-            try:
-                return self.sock.recv(size) or None
-            except OSError:
-                return None
-
-        def read_head(self):
-            """Return (head text, uses CRLF) of the next request; None to close."""
-            srv = self.srv
-            sock = self.sock
-            max_line = srv.max_request_line
-            max_hdr = srv.max_header_bytes
-            buf = self.buf
-            pos = self.pos
-            scan = pos
-            nl = -1
-            deadline = 0.0
-            try:
-                while True:
-                    n = len(buf)
-                    if pos < n and (buf[pos] == 13 or buf[pos] == 10):
-                        buf = buf[pos:].lstrip(b"\r\n")  # stray blank lines
-                        n = len(buf)
-                        pos = scan = 0
-                        nl = -1
-                    if pos < n:
-                        end = buf.find(b"\r\n\r\n", scan)
-                        if end >= 0:
-                            lf = buf.find(b"\n\n", pos, end)
-                            if lf < 0:
-                                sep = 4
-                            else:
-                                end = lf
-                                sep = 2
-                            break
-                        end = buf.find(b"\n\n", scan)
-                        if end >= 0:
-                            sep = 2
-                            break
-                        if nl < 0:
-                            nl = buf.find(b"\n", pos)
-                        if nl < 0:
-                            if n - pos > max_line + 1:
-                                raise HTTPError(414)
-                        elif nl - pos > max_line + 1:
-                            raise HTTPError(414)
-                        elif n - nl > max_hdr + 3:
-                            raise HTTPError(431)
-                        scan = n - 3 if n - 3 > pos else pos
-                        if pos:
-                            buf = buf[pos:]
-                            scan -= pos
-                            if nl >= 0:
-                                nl -= pos
-                            pos = 0
-                        if not deadline:
-                            deadline = monotonic() + srv.socket_timeout
-                        else:
-                            left = deadline - monotonic()
-                            if left <= 0:
-                                return None
-                            sock.settimeout(left)
-                    if pos >= n:
-                        # Idle between requests: server_close() may end us.
-                        self.idle = True
-                        if srv.closing:
-                            return None
-                    try:
-                        data = sock.recv(65536)
-                    except OSError:
-                        return None
-                    finally:
-                        self.idle = False
-                    if not data:
-                        return None
-                    buf = buf + data if pos < n else data
-                    if pos >= n:
-                        pos = scan = 0
-                        nl = -1
-            finally:
-                if deadline:
-                    try:
-                        sock.settimeout(srv.socket_timeout)
-                    except OSError:
-                        pass
-            rest = end + sep
-            if rest < len(buf):
-                self.buf = buf
-                self.pos = rest
-            else:
-                self.buf = b""
-                self.pos = 0
-            return buf[pos:end].decode("latin-1"), sep == 4
-
-        def request(self, text, crlf):
-            """Parse one request head, run the app; return True to keep alive."""
-            srv = self.srv
-            lines = text.split("\r\n" if crlf else "\n")
-            self.rline = line = lines[0]
-            n = len(lines) - 1
-            if crlf:
-                if text.count("\n") != n or text.count("\r") != n:
-                    raise HTTPError(400, "Invalid line ending")
-            elif "\r" in text:
-                raise HTTPError(400, "Invalid line ending")
-            if len(line) > srv.max_request_line:
-                raise HTTPError(414)
-            if n > srv.max_headers or len(text) - len(line) > srv.max_header_bytes:
-                raise HTTPError(431)
-            if "\0" in text:
-                raise HTTPError(400, "Invalid character in request")
-            parts = line.split(" ")
-            if len(parts) != 3:
-                raise HTTPError(400, "Malformed request line")
-            method, target, version = parts
-            if version == "HTTP/1.1":
-                http11 = True
-            elif version == "HTTP/1.0":
-                http11 = False
-            else:
-                m = match_version(version)
-                if m is None:
-                    raise HTTPError(400, "Malformed request line")
-                if m.group(1) != "1":
-                    raise HTTPError(505)
-                http11 = True
-            if method not in srv.methods:
-                if not is_token(method):
-                    raise HTTPError(400, "Malformed request line")
-            if target[:1] == "/":
-                path, _, query = target.partition("?")
-                host = None
-            elif target == "*":
-                path, query, host = "*", "", None
-            else:
-                low = target[:8].lower()
-                if not (low.startswith("http://") or low.startswith("https://")):
-                    raise HTTPError(400, "Invalid request target")
-                rest = target[target.index("//") + 2:]
-                cut = len(rest)
-                for ch in "/?":
-                    i = rest.find(ch)
-                    if 0 <= i < cut:
-                        cut = i
-                host = rest[:cut]
-                rest = rest[cut:]
-                if rest[:1] != "/":
-                    rest = "/" + rest
-                path, _, query = rest.partition("?")
-            if "%" in path:
-                path = unquote_to_bytes(path.encode("latin-1")).decode("latin-1")
-            env = self.base.copy()
-            env["REQUEST_METHOD"] = method
-            env["PATH_INFO"] = path
-            env["QUERY_STRING"] = query
-            env["REQUEST_URI"] = target
-            env["SERVER_PROTOCOL"] = version
-            env["wsgi.errors"] = sys.stderr
-            keys = srv.header_keys
-            for hline in lines[1:]:
-                name, colon, value = hline.partition(":")
-                if not colon:
-                    raise HTTPError(400, "Malformed header")
-                key = keys.get(name)
-                if key is None:
-                    if not is_token(name):
-                        raise HTTPError(400, "Malformed header")
-                    if "_" in name:
-                        key = ""  # dropped: X_Forwarded_For must not pass
-                    else:
-                        key = name.upper().replace("-", "_")
-                        if key != "CONTENT_TYPE" and key != "CONTENT_LENGTH":
-                            key = "HTTP_" + key
-                    if len(keys) < 1024:
-                        keys[name] = key
-                if not key:
-                    continue
-                value = value.strip(" \t")
-                old = env.get(key)
-                if old is None:
-                    env[key] = value
-                elif key == "CONTENT_LENGTH":
-                    if old != value:
-                        raise HTTPError(400, "Conflicting Content-Length")
-                elif key == "HTTP_HOST":
-                    raise HTTPError(400, "Duplicate Host header")
-                elif key == "HTTP_COOKIE":
-                    env[key] = old + "; " + value
-                else:
-                    env[key] = old + ", " + value
-            if host is not None:
-                env["HTTP_HOST"] = host
-            elif http11 and "HTTP_HOST" not in env:
-                raise HTTPError(400, "Missing Host header")
-            chunked = False
-            length = 0
-            te = env.pop("HTTP_TRANSFER_ENCODING", None)
-            cl = env.get("CONTENT_LENGTH")
-            if te is not None:
-                if te.lower() != "chunked":
-                    raise HTTPError(501, "Unsupported Transfer-Encoding")
-                if cl is not None or not http11:
-                    raise HTTPError(400, "Invalid Transfer-Encoding")
-                chunked = True
-            elif cl is not None:
-                if "," in cl:
-                    values = {v.strip() for v in cl.split(",")}
-                    if len(values) != 1:
-                        raise HTTPError(400, "Conflicting Content-Length")
-                    cl = values.pop()
-                if not (cl.isdigit() and cl.isascii() and len(cl) < 19):
-                    raise HTTPError(400, "Invalid Content-Length")
-                length = int(cl)
-                env["CONTENT_LENGTH"] = str(length)
-            conn_hdr = env.get("HTTP_CONNECTION")
-            if conn_hdr is None:
-                keep = http11
-            else:
-                tokens = [t.strip() for t in conn_hdr.lower().split(",")]
-                keep = "close" not in tokens and (http11 or "keep-alive" in tokens)
-            expect = False
-            exp = env.get("HTTP_EXPECT")
-            if exp is not None and http11:
-                if exp.lower() != "100-continue":
-                    raise HTTPError(417)
-                expect = chunked or length > 0
-            inp = None
-            if chunked:
-                if expect:
-                    try:
-                        self.sock.sendall(CONTINUE)
-                    except OSError:
-                        return False
-                body = self.read_chunked()
-                if body is None:
-                    return False
-                env["CONTENT_LENGTH"] = str(len(body))
-                env["wsgi.input"] = io.BytesIO(body)
-            elif length:
-                inp = Input(self, length, expect)
-                env["wsgi.input"] = inp
-            else:
-                env["wsgi.input"] = empty_input
-            ex = Exchange(self, method == "HEAD", http11, keep, inp)
-            ex.run(srv.app, env, line)
-            if srv.access_log and logger.isEnabledFor(INFO):
-                log_access(self.host, line, ex.code, ex.sent, ex.request_id)
-            if not ex.keep:
-                if ex.linger or (inp is not None and inp.remaining
-                                 and not inp.broken):
-                    self.linger = True  # unread input: avoid a TCP reset
-                return False
-            if inp is not None and inp.remaining:
-                # Unread body small enough to discard: keep the connection.
-                if inp.broken or inp.expect:
-                    return False
-                while inp.remaining and not inp.broken:
-                    inp.read(65536)
-                return not inp.broken
-            return True
-
-        def line(self, limit, code):
-            """Next line (without LF) from the connection; None on EOF/timeout."""
-            buf = self.buf
-            pos = start = self.pos
-            while True:
-                i = buf.find(b"\n", start)
-                if i >= 0:
-                    if i - pos > limit:
-                        raise HTTPError(code)
-                    self.buf = buf
-                    self.pos = i + 1
-                    return buf[pos:i]
-                if len(buf) - pos > limit:
-                    raise HTTPError(code)
-                data = self.recv()
-                if data is None:
-                    return None
-                buf = buf[pos:] + data
-                start = len(buf) - len(data)
-                pos = 0
-                self.buf = buf
-                self.pos = 0
-
-        def read_chunked(self):
-            """Decode a chunked request body; None if the client went away."""
-            srv = self.srv
-            limit = srv.max_chunked_body
-            parts = []
-            total = 0
-            while True:
-                size_line = self.line(4096, 400)
-                if size_line is None:
-                    return None
-                size_txt = size_line.split(b";", 1)[0].strip(b" \t\r")
-                if (not size_txt or len(size_txt) > 15
-                        or size_txt.translate(None, HEX)):
-                    raise HTTPError(400, "Invalid chunk size")
-                size = int(size_txt, 16)
-                if size == 0:
-                    break
-                total += size
-                if total > limit:
-                    raise HTTPError(413)
-                buf = self.buf
-                pos = self.pos
-                avail = len(buf) - pos
-                if avail >= size:
-                    parts.append(buf[pos:pos + size])
-                    self.pos = pos + size
-                else:
-                    if avail:
-                        parts.append(buf[pos:])
-                    self.buf = b""
-                    self.pos = 0
-                    got = avail
-                    while got < size:
-                        data = self.recv(min(size - got, 262144))
-                        if data is None:
-                            return None
-                        parts.append(data)
-                        got += len(data)
-                end = self.line(1, 400)
-                if end is None:
-                    return None
-                if end not in (b"", b"\r"):
-                    raise HTTPError(400, "Invalid chunk terminator")
-            count = 0
-            size = 0
-            while True:  # trailer fields are read and ignored
-                trailer = self.line(srv.max_header_bytes, 431)
-                if trailer is None:
-                    return None
-                if trailer in (b"", b"\r"):
-                    break
-                count += 1
-                size += len(trailer)
-                if count > srv.max_headers or size > srv.max_header_bytes:
-                    raise HTTPError(431)
-            return b"".join(parts)
-
-    class WSGIServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-        """Threaded HTTP/1.1 WSGI server; one daemon thread per connection."""
-
-        daemon_threads = True
-        allow_reuse_address = True
-        block_on_close = False
-
-        def __init__(self, app, host="127.0.0.1", port=8000, *,
-                     socket_timeout=5.0, max_request_line=65536, max_headers=100,
-                     max_header_bytes=65536, max_chunked_body=1 << 20,
-                     backlog=128, log=True, name=None):
-            self.app = app
-            self.socket_timeout = socket_timeout
-            self.body_timeout = max(30.0, 12 * socket_timeout)
-            self.max_request_line = max_request_line
-            self.max_headers = max_headers
-            self.max_header_bytes = max_header_bytes
-            self.max_chunked_body = max_chunked_body
-            self.access_log = log
-            self.request_queue_size = backlog
-            if ":" in host:
-                self.address_family = socket.AF_INET6
-            socketserver.TCPServer.__init__(self, (host, port), None)
-            self._wake = socket.socketpair()
-            self._wake[1].setblocking(False)
-            self._stop = False
-            self._stopped = threading.Event()
-            self._stopped.set()
-            self.header_keys = {}
-            self.response_kinds = {}
-            self.statuses = {}
-            self.connections = set()
-            self.closing = False
-            self.methods = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE",
-                                      "PATCH", "OPTIONS"))
-            bound_host, bound_port = self.server_address[:2]
-            self.base_env = {
-                "SCRIPT_NAME": "",
-                "SERVER_NAME": name or bound_host,
-                "SERVER_PORT": str(bound_port),
-                "wsgi.version": (1, 0),
-                "wsgi.url_scheme": "http",
-                "wsgi.multithread": True,
-                "wsgi.multiprocess": False,
-                "wsgi.run_once": False,
-                "wsgi.input_terminated": True,
-            }
-
-        def serve_forever(self, poll_interval=0.5):
-            """Accept connections until shutdown() is called."""
-            self._stopped.clear()
-            wake = self._wake[0]
-            try:
-                with selectors.DefaultSelector() as sel:
-                    sel.register(self, selectors.EVENT_READ)
-                    sel.register(wake, selectors.EVENT_READ)
-                    while not self._stop:
-                        events = sel.select(poll_interval)
-                        if self._stop:
-                            break
-                        for key, _ in events:
-                            if key.fileobj is self:
-                                self._handle_request_noblock()
-                            else:
-                                try:
-                                    wake.recv(512)
-                                except OSError:
-                                    pass
-                        self.service_actions()
-            finally:
-                self._stop = False
-                self._stopped.set()
-
-        def shutdown(self):
-            """Stop serve_forever() (called from another thread) and wait."""
-            self._stop = True
-            try:
-                self._wake[1].send(b"x")
-            except OSError:
-                pass
-            self._stopped.wait()
-
-        def server_close(self):
-            """Close the listening socket and idle keep-alive connections."""
-            self.closing = True
-            socketserver.TCPServer.server_close(self)
-            for s in self._wake:
-                s.close()
-            for conn in list(self.connections):
-                if conn.idle:
-                    try:
-                        conn.sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        def process_request(self, request, client_address):
-            t = threading.Thread(target=self._connection,
-                                 args=(request, client_address), daemon=True)
-            try:
-                t.start()
-            except RuntimeError:
-                logger.error("Cannot start a thread for %r", client_address)
-                request.close()
-
-        def handle_error(self, request, client_address):
-            logger.exception("Error accepting connection from %r", client_address)
-
-        def _connection(self, sock, addr):
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
-            sock.settimeout(self.socket_timeout)
-            conn = Connection(self, sock, addr)
-            self.connections.add(conn)
-            try:
-                conn.serve()
-            finally:
-                self.connections.discard(conn)
-
-    _WSGI_SERVER_CLASS.append(WSGIServer)
-    return WSGIServer
+            return
+        time.sleep(0.05)
 
 
 # -- OpenAPI and docs page ----------------------------------------------------
@@ -9214,7 +9796,7 @@ def _as_app(obj: Any) -> tuple:
 def _cmd_serve(args: Any) -> int:
     target = _load_target(args.target)
     app, name, _ = _as_app(target)
-    limits = {}
+    limits: dict = {}
     server = target if isinstance(target, Server) else \
         Server if isinstance(target, API) else _wrapped_server(target)
     if server is not None:
@@ -9224,15 +9806,35 @@ def _cmd_serve(args: Any) -> int:
 
     def ready(server):
         host, port = server.server_address[:2]
+        if ":" in host:
+            host = "[%s]" % host
         print("Serving %s on http://%s:%d/ (Ctrl-C to stop)"
               % (name, host, port), flush=True)
 
+    for option in ("threads", "max_connections", "graceful_timeout"):
+        limits[option] = getattr(args, option)
+    import os
+    if args.workers > 1 and not hasattr(os, "fork"):
+        raise _UsageError("--workers needs fork(), which this system lacks")
     try:
-        serve_wsgi(app, host=args.host, port=args.port, ready=ready, **limits)
+        serve_wsgi(app, host=args.host, port=args.port, ready=ready,
+                   workers=args.workers, **limits)
     except OSError as err:
-        raise _UsageError("Cannot listen on %s:%s: %s"
-                          % (args.host, args.port, err.strerror)) from None
+        raise _UsageError("Cannot listen on %s:%s: %s" % (
+            args.host, args.port, err.strerror or err)) from None
     return 0
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a whole number of at "
+                                         "least 1, got %r" % text)
+    return value
 
 
 def _is_url(text: str) -> bool:
@@ -9548,6 +10150,22 @@ def _parser() -> Any:
                        help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000,
                        help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--threads", metavar="N",
+                       type=_positive_int, default=32,
+                       help="threads serving requests (default 32); idle "
+                            "connections use none")
+    serve.add_argument("--max-connections", metavar="N",
+                       type=_positive_int, default=512,
+                       help="open connections (default 512); at the cap the "
+                            "oldest idle one is closed")
+    serve.add_argument("--graceful-timeout", metavar="SECONDS",
+                       type=float, default=10.0,
+                       help="seconds requests in flight get to finish on "
+                            "SIGTERM or Ctrl-C (default 10)")
+    serve.add_argument("--workers", metavar="N",
+                       type=_positive_int, default=1,
+                       help="worker processes sharing the socket (default 1; "
+                            "POSIX)")
     serve.set_defaults(run=_cmd_serve)
     for name, helptext in (("spec", "print an API's /spec.json"),
                            ("openapi", "print an API's OpenAPI document")):

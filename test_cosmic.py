@@ -13,6 +13,7 @@ import collections
 import contextlib
 import copy
 import datetime
+import errno
 import hashlib
 import html
 import html.parser
@@ -13036,6 +13037,913 @@ class TestPlanetariumExample(unittest.TestCase):
 
 # == server2 =================================================================
 # development server, round two: event loop, framing, shutdown, workers
+
+_S2_APP = '''
+import os
+import time
+
+from cosmic import API, Float, Integer
+
+api = API("s2")
+MARKS = os.environ.get("S2_MARKS", "")
+
+
+@api.action(accepts=Float, returns=Integer)
+def slow(seconds):
+    """Sleep, then answer the worker's pid; leaves a mark when it starts."""
+    if MARKS:
+        name = "%d-%d" % (os.getpid(), time.monotonic_ns())
+        open(os.path.join(MARKS, name), "w").close()
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@api.action(returns=Integer)
+def pid():
+    return os.getpid()
+
+
+def body_length(environ, start_response):
+    """A plain WSGI app: reads the whole body, answers its length."""
+    body = environ["wsgi.input"].read()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(len(body)).encode()]
+'''
+
+
+def _s2_app_dir(test):
+    """A temporary folder holding s2app.py (and a marks folder)."""
+    tmp = tempfile.TemporaryDirectory(prefix="cosmic_s2_")
+    test.addCleanup(tmp.cleanup)
+    with open(os.path.join(tmp.name, "s2app.py"), "w") as f:
+        f.write(_S2_APP)
+    os.mkdir(os.path.join(tmp.name, "marks"))
+    return tmp.name
+
+
+def _s2_proc_stat(pid):
+    """(CPU seconds, threads, RSS KiB, peak RSS KiB) of a process."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rpartition(")")[2].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    status = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            status[name] = value.split()[0] if value.split() else ""
+    return cpu, int(status["Threads"]), int(status["VmRSS"]), \
+        int(status["VmHWM"])
+
+
+def _s2_children(pid):
+    """The pids of a process's children (Linux)."""
+    path = "/proc/%d/task/%d/children" % (pid, pid)
+    with open(path) as f:
+        return {int(p) for p in f.read().split()}
+
+
+class _s2_Serve:
+    """``python -m cosmic serve`` in its own session, optionally with a
+    lowered open-files limit; ``port``, ``proc``, ``stop()``."""
+
+    def __init__(self, test, folder, target, *args, nofile=None):
+        argv = ["cosmic", "serve", target, "--port", "0"] + list(args)
+        code = "import runpy, sys\n"
+        if nofile:
+            code += ("import resource\nresource.setrlimit("
+                     "resource.RLIMIT_NOFILE, (%d, %d))\n" % (nofile, nofile))
+        code += ("sys.argv = %r\nrunpy.run_module('cosmic', "
+                 "run_name='__main__', alter_sys=True)\n" % argv)
+        env = dict(os.environ, S2_MARKS=os.path.join(folder, "marks"))
+        env["PYTHONPATH"] = os.pathsep.join([_ROOT, folder])
+        self.log = tempfile.TemporaryFile(mode="w+")
+        test.addCleanup(self.log.close)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=folder, env=env,
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+            start_new_session=True)
+        test.addCleanup(self.stop)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline() if ready else ""
+        match = re.match(r"Serving \S+ on http://127\.0\.0\.1:(\d+)/", line)
+        if match is None:
+            self.stop()
+            test.fail("serve did not start: %r %s" % (line, self.logged()))
+        self.port = int(match.group(1))
+        self.address = ("127.0.0.1", self.port)
+
+    def logged(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self):
+        """SIGTERM, then SIGKILL the session if it lingers; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # any worker left
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def _s2_call(address, method, path, body=None, timeout=30):
+    """One request on a fresh connection: (status, headers, body)."""
+    conn = http.client.HTTPConnection(*address, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body else {}
+        conn.request(method, path, body=body, headers=headers)
+        res = conn.getresponse()
+        return res.status, dict(res.getheaders()), res.read()
+    finally:
+        conn.close()
+
+
+def _s2_exchange(address, data, timeout=10):
+    """Send raw bytes; everything the server sends until it closes (or is
+    quiet for ``timeout``)."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except socket.timeout:
+            chunks.append(b"<still open>")
+        return b"".join(chunks)
+
+
+def _s2_recording_app(seen):
+    """A WSGI app that records (method, target, body) of each request."""
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        seen.append((environ["REQUEST_METHOD"], environ["REQUEST_URI"], body))
+        start_response("200 OK", [("Content-Type", "text/plain"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+    return app
+
+
+def _s2_h11_requests(data):
+    """Feed ``data`` to h11 as a server: ([(method, target, body)], error)."""
+    h11 = _hd_need("h11")
+    version = tuple(int(p) for p in h11.__version__.split(".")[:2])
+    if version < (0, 16):  # earlier ones had a chunked leniency of their own
+        raise AssertionError("h11 0.16 or later is the reference, not %s"
+                             % h11.__version__)
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(data)
+    conn.receive_data(b"")  # then the client closes
+    found, current = [], None
+    try:
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Request):
+                current = [event.method.decode(), event.target.decode(), b""]
+            elif isinstance(event, h11.Data):
+                current[2] += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                found.append(tuple(current))
+                conn.send(h11.Response(status_code=200,
+                                       headers=[("Content-Length", "0")]))
+                conn.send(h11.EndOfMessage())
+                conn.start_next_cycle()
+            elif event is h11.NEED_DATA or isinstance(
+                    event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return found, None
+    except h11.RemoteProtocolError as exc:
+        return found, str(exc)
+
+
+# Each framing vector: (name, bytes sent, what the server must do:
+# "same" = the request boundaries h11 sees, "refuse" = 400 and close).
+_S2_HEAD = b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+_S2_NEXT = b"DELETE /next HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+_S2_VECTORS = [
+    ("chunked body", _S2_HEAD + b"5\r\nhello\r\n0\r\n\r\n" + _S2_NEXT, "same"),
+    ("chunk extension", _S2_HEAD + b"5;a=b;c\r\nhello\r\n0\r\n\r\n", "same"),
+    ("upper-case hex, leading zeros",
+     _S2_HEAD + b"00A\r\n0123456789\r\n0\r\n\r\n", "same"),
+    ("valid trailer field",
+     _S2_HEAD + b"2\r\nhi\r\n0\r\nX-Sum: 1\r\n\r\n" + _S2_NEXT, "same"),
+    ("trailer smuggles a request",
+     _S2_HEAD + b"2\r\nhi\r\n0\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+     + _S2_NEXT, "refuse"),
+    ("bare LF after chunk size",
+     _S2_HEAD + b"5\nhello\r\n0\r\n\r\n" + _S2_NEXT, "refuse"),
+    ("bare LF after chunk data",
+     _S2_HEAD + b"5\r\nhello\n0\r\n\r\n" + _S2_NEXT, "refuse"),
+    ("bare LF after last chunk", _S2_HEAD + b"5\r\nhello\r\n0\n\r\n", "refuse"),
+    ("bare LF ends the trailer", _S2_HEAD + b"5\r\nhello\r\n0\r\n\n", "refuse"),
+    ("whitespace before chunk size",
+     _S2_HEAD + b" 5\r\nhello\r\n0\r\n\r\n" + _S2_NEXT, "refuse"),
+    ("whitespace after chunk size",
+     _S2_HEAD + b"5 \r\nhello\r\n0\r\n\r\n" + _S2_NEXT, "refuse"),
+    ("chunk size not hex", _S2_HEAD + b"5g\r\nhello\r\n0\r\n\r\n", "refuse"),
+    ("negative chunk size", _S2_HEAD + b"-5\r\nhello\r\n0\r\n\r\n", "refuse"),
+    ("chunk longer than its size",
+     _S2_HEAD + b"3\r\nhello\r\n0\r\n\r\n", "refuse"),
+    ("last header line ends in bare LF, then CRLF",
+     b"GET /a HTTP/1.1\r\nHost: x\n\r\n" + _S2_NEXT, "refuse"),
+    ("Content-Length and Transfer-Encoding",
+     b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "refuse"),
+    ("Transfer-Encoding: chunked twice",
+     b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "refuse"),
+    ("Transfer-Encoding: chunked, chunked",
+     b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked"
+     b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "refuse"),
+    ("obs-fold", b"GET /a HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n 2\r\n\r\n",
+     "refuse"),
+    ("whitespace before the colon",
+     b"GET /a HTTP/1.1\r\nHost : x\r\n\r\n", "refuse"),
+    ("absolute-form", b"GET http://x/abs?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+     + _S2_NEXT, "same"),
+    ("three pipelined requests",
+     b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
+     b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+     + _S2_HEAD.replace(b"/p", b"/3") + b"1\r\nz\r\n0\r\n\r\n", "same"),
+    ("conflicting Content-Length",
+     b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+     b"Content-Length: 4\r\n\r\nabcd", "refuse"),
+    ("bare LF head (all lines)",
+     b"GET /lf HTTP/1.1\nHost: x\n\n" + _S2_NEXT, "same"),
+]
+
+
+def _s2_framing_table(address, seen):
+    """Send every vector; [(name, h11 result, server result, verdict)]."""
+    rows = []
+    for name, data, expected in _S2_VECTORS:
+        del seen[:]
+        answer = _s2_exchange(address, data, timeout=5)
+        h11_found, h11_error = _s2_h11_requests(data)
+        statuses = [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
+        refused = bool(statuses) and statuses[-1] == 400 and \
+            not answer.endswith(b"<still open>")
+        if h11_error is None:
+            h11_text = "%d request(s): %s" % (
+                len(h11_found), ", ".join("%s %s" % r[:2] for r in h11_found))
+        else:
+            h11_text = "%d request(s), then error: %s" % (len(h11_found),
+                                                           h11_error)
+        if refused:
+            server_text = "%d served, then 400 and close" % (len(seen) if
+                                                              seen else 0)
+        else:
+            server_text = "%d request(s): %s" % (
+                len(seen), ", ".join("%s %s" % r[:2] for r in seen))
+        same = [(m, b) for m, _, b in seen] == \
+            [(m, b) for m, _, b in h11_found]
+        rows.append((name, expected, h11_text, server_text, refused, same,
+                     list(seen), h11_found, h11_error))
+    return rows
+
+
+class TestS2Framing(unittest.TestCase):
+    """RFC 9112 framing, with h11 (0.16 or later) as the reference: the
+    server sees the same request boundaries as h11, or refuses with 400
+    and closes the connection."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.seen = []
+        cls.server = _hs_start(_s2_recording_app(cls.seen), socket_timeout=30)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.shutdown()
+        cls.server.test_thread.join(10)
+
+    def test_every_vector_matches_h11_or_is_refused(self):
+        rows = _s2_framing_table(self.server.server_address, self.seen)
+        for (name, expected, h11_text, server_text, refused, same, seen,
+             h11_found, h11_error) in rows:
+            with self.subTest(vector=name):
+                if expected == "refuse":
+                    self.assertTrue(refused, server_text)
+                    # Nothing after the refused request was served.
+                    self.assertNotIn("/smuggled", repr(seen))
+                    self.assertNotIn("/next", repr(seen))
+                else:
+                    self.assertFalse(refused, server_text)
+                    self.assertIsNone(h11_error)
+                    self.assertTrue(same, (server_text, h11_text))
+                    self.assertEqual(len(seen), len(h11_found))
+
+    def test_bare_lf_then_crlf_head_is_refused_at_once(self):
+        # Never left to the 30 s socket timeout.
+        started = time.monotonic()
+        answer = _s2_exchange(self.server.server_address,
+                              b"GET /a HTTP/1.1\r\nHost: x\n\r\n", timeout=20)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_trailer_smuggling_serves_neither_request(self):
+        del self.seen[:]
+        data = (_S2_HEAD + b"0\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+                + _S2_NEXT)
+        answer = _s2_exchange(self.server.server_address, data)
+        self.assertIn(b'{"error": "Invalid trailer field"}', answer)
+        self.assertEqual(self.seen, [])
+
+
+class TestS2Deadlines(unittest.TestCase):
+    """A whole head and a whole chunked body each get a bounded time."""
+
+    def test_blank_lines_count_toward_the_head_deadline(self):
+        server = _hs_start(_hs_app, socket_timeout=1.0)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        sock = socket.create_connection(server.server_address, timeout=10)
+        self.addCleanup(sock.close)
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 8:
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:
+                closed = True
+                break
+            ready, _, _ = select.select([sock], [], [], 0.3)
+            if ready and sock.recv(100) == b"":
+                closed = True
+                break
+        self.assertTrue(closed)
+        self.assertLess(time.monotonic() - started, 4)
+
+    def test_head_trickled_byte_by_byte_is_cut_off(self):
+        server = _hs_start(_hs_app, socket_timeout=1.0)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        sock = socket.create_connection(server.server_address, timeout=10)
+        self.addCleanup(sock.close)
+        started = time.monotonic()
+        head = b"GET /x HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+        closed = False
+        for byte in head:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            ready, _, _ = select.select([sock], [], [], 0.1)
+            if ready and sock.recv(100) == b"":
+                closed = True
+                break
+        self.assertTrue(closed)
+        self.assertLess(time.monotonic() - started, 4)
+
+    def test_chunked_body_shares_the_body_deadline(self):
+        seen = []
+        server = _hs_start(_s2_recording_app(seen), socket_timeout=0.5)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        server.body_timeout = 1.0
+        sock = socket.create_connection(server.server_address, timeout=10)
+        self.addCleanup(sock.close)
+        sock.sendall(_S2_HEAD)
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 8:  # a chunk every 0.2 s
+            try:
+                sock.sendall(b"1\r\nx\r\n")
+            except OSError:
+                closed = True
+                break
+            ready, _, _ = select.select([sock], [], [], 0.2)
+            if ready:
+                closed = sock.recv(100) == b""
+                break
+        self.assertTrue(closed)
+        self.assertLess(time.monotonic() - started, 4)
+        self.assertEqual(seen, [])
+
+
+class _s2_FailingAccept:
+    """A listening socket whose accept() fails with EMFILE."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.calls = 0
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def accept(self):
+        self.calls += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def close(self):
+        self.sock.close()
+
+
+class TestS2ConnectionCap(unittest.TestCase):
+    """max_connections, and accept() failing for want of descriptors."""
+
+    def test_at_the_cap_the_oldest_idle_connection_makes_room(self):
+        server = _hs_start(_hs_app, max_connections=2, socket_timeout=30)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        first = _hs_Raw(server.server_address)
+        self.addCleanup(first.close)
+        first.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(_hs_read_response(first)[0], 200)
+        second = _hs_Raw(server.server_address)
+        self.addCleanup(second.close)
+        second.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(_hs_read_response(second)[0], 200)
+        third = _hs_Raw(server.server_address)
+        self.addCleanup(third.close)
+        third.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(_hs_read_response(third)[0], 200)
+        first.settimeout(10)
+        self.assertEqual(first.recv(100), b"")  # the oldest was closed
+        second.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(_hs_read_response(second)[0], 200)
+
+    def test_threads_bound_the_requests_served_at_once(self):
+        release = threading.Event()
+        running = []
+        peak = []
+        lock = threading.Lock()
+
+        def app(environ, start_response):
+            with lock:
+                running.append(1)
+                peak.append(len(running))
+            release.wait(30)
+            with lock:
+                running.pop()
+            start_response("200 OK", [("Content-Length", "2")])
+            return [b"ok"]
+
+        server = _hs_start(app, threads=2, socket_timeout=30)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        # Idle keep-alive connections hold no thread.
+        idle = [_hs_Raw(server.server_address) for _ in range(20)]
+        for raw in idle:
+            self.addCleanup(raw.close)
+        answers = []
+
+        def call():
+            answers.append(_s2_call(server.address, "GET", "/")[0])
+
+        server.address = server.server_address
+        callers = [threading.Thread(target=call) for _ in range(5)]
+        for thread in callers:
+            thread.start()
+        self.assertTrue(_hd_wait(lambda: len(running) == 2, 10))
+        threading.Event().wait(0.3)  # a third would have started by now
+        self.assertEqual(len(running), 2)
+        release.set()
+        for thread in callers:
+            thread.join(30)
+        self.assertEqual(answers, [200] * 5)
+        self.assertEqual(max(peak), 2)
+        self.assertEqual(server._workers, 2)  # threads started, ever
+
+    def test_accept_failing_with_emfile_backs_off_and_logs_once(self):
+        records = []
+
+        class Capture(logging.Handler):
+            def emit(self, record):
+                records.append(record.getMessage())
+
+        logger = logging.getLogger("cosmic")
+        handler = Capture()
+        logger.addHandler(handler)
+        self.addCleanup(logger.removeHandler, handler)
+        server = cosmic._make_server(_hs_app, "127.0.0.1", 0, log=False)
+        failing = server.socket = _s2_FailingAccept(server.socket)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        client = socket.create_connection(server.server_address, timeout=10)
+        self.addCleanup(client.close)  # pending: the listener stays readable
+        pause = threading.Event()
+        pause.wait(1.0)
+        calls = failing.calls
+        self.assertGreater(calls, 0)
+        self.assertLess(calls, 40)  # a busy loop makes many thousands
+        warnings_ = [r for r in records if "Cannot accept" in r]
+        self.assertEqual(len(warnings_), 1, records)
+
+
+class TestS2RunOptions(unittest.TestCase):
+    """served_api and API.run take the original's keyword options; startup
+    errors are the original OSError."""
+
+    def api(self):
+        api = API("s2opts")
+
+        @api.action(returns=Integer)
+        def one():
+            return 1
+        return api
+
+    def test_original_options_are_accepted_and_ignored(self):
+        with self.assertLogs("cosmic", "DEBUG") as logs:
+            with served_api(self.api(), 0, threaded=True, use_reloader=False,
+                            use_debugger=False, processes=1) as url:
+                client = cosmic.connect(url)
+                self.addCleanup(client.close)
+                self.assertEqual(client.actions.one(), 1)
+        self.assertTrue(any("threaded=True" in line and "ignored" in line
+                            for line in logs.output), logs.output)
+
+    def test_ssl_context_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "ssl_context"):
+            with served_api(self.api(), 0, ssl_context="adhoc"):
+                pass
+        with self.assertRaisesRegex(ValueError, "plain HTTP"):
+            self.api().run(port=0, ssl_context=("cert.pem", "key.pem"))
+
+    def test_misspelt_option_still_raises(self):
+        with self.assertRaisesRegex(TypeError, "threadd"):
+            with served_api(self.api(), 0, threadd=True):
+                pass
+        with self.assertRaisesRegex(TypeError, "max_conections"):
+            self.api().run(port=0, max_conections=3)
+
+    def test_server_and_transport_options_reach_their_place(self):
+        with served_api(self.api(), 0, max_connections=1,
+                        cors_origins=["http://a.example"]) as url:
+            address = urlsplit(url).hostname, urlsplit(url).port
+            first = _hs_Raw(address)
+            self.addCleanup(first.close)
+            first.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n"
+                          b"Origin: http://a.example\r\n\r\n")
+            status, headers, _ = _hs_read_response(first)
+            self.assertEqual(status, 200)
+            self.assertEqual(headers.get("access-control-allow-origin"),
+                             "http://a.example")
+            second = _hs_Raw(address)
+            self.addCleanup(second.close)
+            second.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(_hs_read_response(second)[0], 200)
+            first.settimeout(10)
+            self.assertEqual(first.recv(100), b"")  # cap of one: evicted
+
+    def test_port_in_use_raises_the_original_oserror(self):
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        with self.assertRaises(OSError) as caught:
+            with served_api(self.api(), port):
+                pass
+        self.assertEqual(caught.exception.errno, errno.EADDRINUSE)
+        with self.assertRaises(OSError) as caught:
+            self.api().run(port=port)
+        self.assertEqual(caught.exception.errno, errno.EADDRINUSE)
+        self.assertNotIn("attempting", str(caught.exception))
+
+    def test_bad_port_raises_oserror(self):
+        with self.assertRaisesRegex(OSError, "port must be 0-65535"):
+            self.api().run(port=99999)
+
+
+class TestS2StartupErrors(unittest.TestCase):
+    """``serve``: one line naming the address and the cause, exit 2."""
+
+    def check(self, args, address, cause):
+        code, err = _sv_cli("serve", "examples/places.py", *args)
+        self.assertEqual(code, 2, err)
+        self.assertEqual(err.count("\n"), 1, err)
+        self.assertIn("Cannot listen on %s" % address, err)
+        self.assertIn(cause, err)
+        self.assertNotIn("Traceback", err)
+
+    def test_port_in_use(self):
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        self.check(["--port", str(port)], "127.0.0.1:%d" % port,
+                   "Address already in use")
+
+    def test_bad_port(self):
+        self.check(["--port", "99999"], "127.0.0.1:99999",
+                   "port must be 0-65535")
+
+    def test_unresolvable_host(self):
+        self.check(["--host", "no-such-host.invalid", "--port", "0"],
+                   "no-such-host.invalid:0", ": ")
+
+    def test_bad_option_values(self):
+        for args in (["--threads", "0"], ["--max-connections", "x"],
+                     ["--workers", "-1"]):
+            with self.subTest(args=args):
+                code, err = _sv_cli("serve", "examples/places.py", *args)
+                self.assertEqual(code, 2, err)
+                self.assertIn("at least 1", err)
+
+
+
+def _s2_tricklers(address, count):
+    """Open ``count`` connections that each send a blank line (what a slow
+    client trickles); return the sockets (closed by the caller)."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(address)
+        socks.append(sock)
+    _, writable, _ = select.select([], socks, [], 10)
+    for sock in writable:
+        try:
+            sock.send(b"\r\n")
+        except OSError:
+            pass
+    return socks
+
+
+def _s2_fresh_request(address):
+    """Seconds until a fresh client's GET /spec.json is answered 200."""
+    started = time.monotonic()
+    status, _, _ = _s2_call(address, "GET", "/spec.json", timeout=30)
+    elapsed = time.monotonic() - started
+    return status, elapsed
+
+
+class TestS2SlowClients(unittest.TestCase):
+    """Connections waiting for a head cost no thread; past the cap the
+    oldest is closed; no busy loop when descriptors run out."""
+
+    def setUp(self):
+        if not os.path.exists("/proc/self/stat"):
+            self.skipTest("needs /proc")
+        self.folder = _s2_app_dir(self)
+
+    def close_all(self, socks):
+        for sock in socks:
+            sock.close()
+
+    def test_a_cap_plus_50_trickling_connections(self):
+        server = _s2_Serve(self, self.folder, "s2app:api",
+                           "--max-connections", "100", "--threads", "4")
+        idle = [_hs_Raw(server.address) for _ in range(20)]
+        for raw in idle:  # keep-alive connections, now idle
+            self.addCleanup(raw.close)
+            raw.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(_hs_read_response(raw)[0], 200)
+        socks = _s2_tricklers(server.address, 150)
+        self.addCleanup(self.close_all, socks)
+        status, elapsed = _s2_fresh_request(server.address)
+        self.assertEqual(status, 200)
+        self.assertLess(elapsed, 2.0)
+        _, threads, _, _ = _s2_proc_stat(server.proc.pid)
+        self.assertLessEqual(threads, 4 + 2)  # loop + workers, not 150
+        self.assertEqual(server.stop(), 0)
+
+    def test_b_fd_limit_below_the_connections(self):
+        server = _s2_Serve(self, self.folder, "s2app:api", nofile=256)
+        socks = _s2_tricklers(server.address, 300)
+        self.addCleanup(self.close_all, socks)
+        status, elapsed = _s2_fresh_request(server.address)
+        self.assertEqual(status, 200)
+        self.assertLess(elapsed, 2.0)
+        cpu_before = _s2_proc_stat(server.proc.pid)[0]
+        started = time.monotonic()
+        threading.Event().wait(2.0)  # nothing is sent meanwhile
+        cpu = _s2_proc_stat(server.proc.pid)[0] - cpu_before
+        wall = time.monotonic() - started
+        self.assertLess(cpu, 0.25 * wall)  # a busy loop uses ~100%
+        status, elapsed = _s2_fresh_request(server.address)
+        self.assertEqual(status, 200)
+        self.assertLess(elapsed, 2.0)
+        self.assertEqual(server.stop(), 0)
+
+    def test_small_chunks_cost_no_more_memory_than_their_bytes(self):
+        server = _s2_Serve(self, self.folder, "s2app:body_length")
+        _s2_call(server.address, "GET", "/")  # warm up
+        peak_before = _s2_proc_stat(server.proc.pid)[3]
+        size = (1 << 20) - 1024
+        body = b"2\r\nab\r\n" * (size // 2) + b"0\r\n\r\n"
+        with socket.create_connection(server.address, timeout=60) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n" + body)
+            raw = _hs_Raw.__new__(_hs_Raw)
+            raw.sock, raw.file = sock, sock.makefile("rb")
+            status, _, answer = _hs_read_response(raw)
+            raw.file.close()
+        self.assertEqual((status, answer), (200, str(size).encode()))
+        grown = _s2_proc_stat(server.proc.pid)[3] - peak_before
+        self.assertLess(grown, 8 * 1024, "peak RSS grew %d KiB" % grown)
+
+
+class TestS2GracefulShutdown(unittest.TestCase):
+    """SIGTERM: stop accepting, finish requests in flight, close idle
+    keep-alive connections, exit 0."""
+
+    def test_request_in_flight_gets_its_answer(self):
+        self.check_in_flight(signal.SIGTERM)
+
+    def test_ctrl_c_lets_the_request_in_flight_finish_too(self):
+        self.check_in_flight(signal.SIGINT)
+
+    def check_in_flight(self, signum):
+        folder = _s2_app_dir(self)
+        server = _s2_Serve(self, folder, "s2app:api")
+        idle = _hs_Raw(server.address)
+        self.addCleanup(idle.close)
+        idle.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(_hs_read_response(idle)[0], 200)
+        results = []
+        thread = threading.Thread(target=lambda: results.append(
+            _s2_call(server.address, "POST", "/actions/slow", b"2")))
+        thread.start()
+        marks = os.path.join(folder, "marks")
+        self.assertTrue(_hd_wait(lambda: os.listdir(marks), 20))
+        server.proc.send_signal(signum)
+        idle.settimeout(5)
+        self.assertEqual(idle.recv(100), b"")  # idle: closed at once
+        thread.join(30)
+        self.assertEqual(len(results), 1)
+        status, headers, body = results[0]
+        self.assertEqual(status, 200)
+        self.assertEqual(int(body), server.proc.pid)
+        self.assertEqual(headers.get("Connection"), "close")
+        self.assertEqual(server.proc.wait(timeout=20), 0)
+        with self.assertRaises(OSError):
+            _s2_call(server.address, "GET", "/spec.json", timeout=5)
+
+    def test_graceful_timeout_bounds_the_wait(self):
+        folder = _s2_app_dir(self)
+        server = _s2_Serve(self, folder, "s2app:api",
+                           "--graceful-timeout", "0.5")
+        def cut_off():
+            with self.assertRaises(OSError):  # the server stopped waiting
+                _s2_call(server.address, "POST", "/actions/slow", b"30", 60)
+
+        thread = threading.Thread(target=cut_off, daemon=True)
+        thread.start()
+        marks = os.path.join(folder, "marks")
+        self.assertTrue(_hd_wait(lambda: os.listdir(marks), 20))
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(server.proc.wait(timeout=20), 0)
+        self.assertLess(time.monotonic() - started, 10)
+        self.assertIn("still running", server.logged())
+        thread.join(10)
+
+
+class TestS2Workers(unittest.TestCase):
+    """``serve --workers N``: one socket, N processes."""
+
+    def setUp(self):
+        if not hasattr(os, "fork") or not os.path.exists("/proc/self/task"):
+            self.skipTest("needs fork and /proc")
+        self.folder = _s2_app_dir(self)
+
+    def prefixes(self, address, count):
+        """Request-id prefixes and worker pids over ``count`` fresh
+        connections."""
+        prefixes, pids, ids = set(), set(), set()
+        for _ in range(count):
+            status, headers, body = _s2_call(address, "POST", "/actions/pid")
+            self.assertEqual(status, 200)
+            ids.add(headers["X-Request-ID"])
+            prefixes.add(headers["X-Request-ID"].rsplit("-", 1)[0])
+            pids.add(int(body))
+        return prefixes, pids, ids
+
+    def test_two_workers_serve_with_their_own_ids(self):
+        server = _s2_Serve(self, self.folder, "s2app:api", "--workers", "2")
+        self.assertTrue(_hd_wait(
+            lambda: len(_s2_children(server.proc.pid)) == 2, 20))
+        seen_prefixes, seen_pids, seen_ids = set(), set(), set()
+        for _ in range(20):
+            prefixes, pids, ids = self.prefixes(server.address, 10)
+            seen_prefixes |= prefixes
+            seen_pids |= pids
+            self.assertFalse(seen_ids & ids)
+            seen_ids |= ids
+            if len(seen_pids) == 2:
+                break
+        self.assertEqual(seen_pids, _s2_children(server.proc.pid))
+        self.assertEqual(len(seen_prefixes), 2)
+        self.assertEqual(server.stop(), 0)
+
+    def test_a_killed_worker_is_replaced(self):
+        server = _s2_Serve(self, self.folder, "s2app:api", "--workers", "2")
+        self.assertTrue(_hd_wait(
+            lambda: len(_s2_children(server.proc.pid)) == 2, 20))
+        before = _s2_children(server.proc.pid)
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        self.assertTrue(_hd_wait(
+            lambda: len(_s2_children(server.proc.pid) - {victim}) == 2, 20))
+        for _ in range(10):
+            status, _, body = _s2_call(server.address, "POST", "/actions/pid")
+            self.assertEqual(status, 200)
+            self.assertNotEqual(int(body), victim)
+        self.assertEqual(server.stop(), 0)
+        self.assertIn("Worker %d was killed by signal %d" % (
+            victim, signal.SIGKILL), server.logged())
+
+    def test_sigterm_drains_every_worker(self):
+        server = _s2_Serve(self, self.folder, "s2app:api", "--workers", "2",
+                           "--threads", "2")
+        self.assertTrue(_hd_wait(
+            lambda: len(_s2_children(server.proc.pid)) == 2, 20))
+        marks = os.path.join(self.folder, "marks")
+        results = []
+        threads = []
+
+        def busy_pids():
+            return {int(name.split("-")[0]) for name in os.listdir(marks)}
+
+        # Slow requests until both workers have one in flight.
+        for _ in range(8):
+            thread = threading.Thread(target=lambda: results.append(
+                _s2_call(server.address, "POST", "/actions/slow", b"2")))
+            thread.start()
+            threads.append(thread)
+            if _hd_wait(lambda: len(busy_pids()) == 2, 0.3):
+                break
+        self.assertEqual(len(busy_pids()), 2)
+        server.proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(len(results), len(threads))
+        self.assertEqual({status for status, _, _ in results}, {200})
+        self.assertEqual({int(body) for _, _, body in results}, busy_pids())
+        self.assertEqual(server.proc.wait(timeout=30), 0)
+
+
+class TestS2RequestIdsAcrossProcesses(unittest.TestCase):
+    """Request ids are unique across gunicorn workers, with and without
+    --preload (a prefix drawn again after fork)."""
+
+    def check(self, preload):
+        _hd_need("gunicorn")
+        folder = _s2_app_dir(self)
+        port = _hd_free_port()
+        log = tempfile.TemporaryFile(mode="w+")
+        self.addCleanup(log.close)
+        args = [sys.executable, "-m", "gunicorn", "-w", "4",
+                "-b", "127.0.0.1:%d" % port, "--graceful-timeout", "5"]
+        if preload:
+            args.append("--preload")
+        with open(os.path.join(folder, "s2wsgi.py"), "w") as f:
+            f.write("from cosmic import Server\nfrom s2app import api\n"
+                    "wsgi_app = Server(api).wsgi_app\n")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([_ROOT, folder])
+        proc = subprocess.Popen(args + ["s2wsgi:wsgi_app"], cwd=folder,
+                                env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+        def stop():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+        self.addCleanup(stop)
+        self.assertTrue(_hd_wait(lambda: _hd_answers(port), 30, 0.05))
+        answers = []
+
+        def client():
+            for _ in range(5):  # 8 clients at once keep all 4 workers busy
+                answers.append(_s2_call(("127.0.0.1", port), "POST",
+                                        "/actions/slow", b"0.05"))
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.assertEqual([a[0] for a in answers], [200] * 40)
+        self.assertGreater(len({int(a[2]) for a in answers}), 1)
+        ids = {headers["X-Request-ID"] for _, headers, _ in answers}
+        self.assertEqual(len(ids), 40)
+
+    def test_gunicorn_four_workers(self):
+        self.check(preload=False)
+
+    def test_gunicorn_four_workers_preload(self):
+        self.check(preload=True)
 
 
 # (end of server2)

@@ -8,7 +8,8 @@ Sections (``--only`` takes the number or the name):
 
 1 ``inprocess``   WSGI apps called directly: POST /actions/divide, GET /City/1
 2 ``validation``  a 200-record nested payload through several validators
-3 ``http``        servers under 16 keep-alive clients; gunicorn; client calls
+3 ``http``        servers under 16 keep-alive clients; gunicorn; client calls;
+                  serve --workers 1 and 2
 4 ``import``      ``python -X importtime -c "import cosmic"`` versus bottle
 
 Every measurement runs in interleaved rounds (each contender once per round,
@@ -824,10 +825,11 @@ def free_port():
         sock.close()
 
 
-def cosmic_serve():
+def cosmic_serve(workers=1):
     target = os.path.join(HERE, "bench_apps.py") + ":mathy"
     return ServerProcess("python -m cosmic serve", [
-        sys.executable, "-m", "cosmic", "serve", target, "--port", "0"])
+        sys.executable, "-m", "cosmic", "serve", target, "--port", "0",
+        "--workers", str(workers)])
 
 
 def xmlrpc_serve(http11=False):
@@ -979,6 +981,32 @@ def http_serve_vs_xmlrpc(settings, load, load_name):
     return cosmic_srv, xml_srv
 
 
+def http_serve_workers(settings, load, load_name):
+    title("3d. python -m cosmic serve --workers 1 and 2, POST divide, %d "
+          "clients, %g s x %d rounds" % (settings.concurrency,
+                                        settings.http_duration,
+                                        settings.http_rounds))
+    if not hasattr(os, "fork"):
+        print("  --workers needs fork(): not measured")
+        return
+    print("  load generator: %s (it shares the machine's %s cores with the "
+          "server)" % (load_name, os.cpu_count()))
+    targets = []
+    for workers in (1, 2):
+        srv = cosmic_serve(workers).start()
+        status, body, _ = fetch(srv.port, DIVIDE_REQUEST)
+        assert status == 200 and body == b"2", (status, body)
+        targets.append(("--workers %d" % workers, srv.port, DIVIDE_REQUEST,
+                        b"2"))
+    results = run_load_rounds(targets, settings, load)
+    base_rps = statistics.median([x["rps"] for x in results[targets[0][0]]])
+    rows = []
+    for label, _, _, _ in targets:
+        note = "baseline" if label == targets[0][0] else "as measured"
+        rows.append(load_row(label, results[label], base_rps, note)[0])
+    print_table(LOAD_HEADER, rows)
+
+
 def http_gunicorn(settings, load, load_name):
     title("3c. gunicorn -w 2 -k sync, POST divide, %d clients, %g s x %d "
           "rounds" % (settings.concurrency, settings.http_duration,
@@ -1078,6 +1106,10 @@ def section_http(settings, loadgen_choice):
         stop_all()
     try:
         http_gunicorn(settings, load, load_name)
+    finally:
+        stop_all()
+    try:
+        http_serve_workers(settings, load, load_name)
     finally:
         stop_all()
 
