@@ -20,7 +20,7 @@ page, a contract diff and a command line::
     #      http://127.0.0.1:8000/actions/pluralize          -> "pencils"
 
 Sections (search for ``# --``): exceptions; schema types; tools; API, spec
-and models; WSGI server; client; thread-local globals; testing helpers;
+and models; authentication; WSGI server; client; thread-local globals; testing helpers;
 development server; OpenAPI and docs page; contract diff; compatibility
 modules; command line.
 
@@ -30,6 +30,8 @@ How the server handles one request::
       -> ensure_thread_local()          request-scoped globals
       -> dispatch_request(request)      route: 404 / 405 + Allow / OPTIONS
          -> view(endpoint, request)     hook: may answer early (401, ...)
+            -> the API's schemes        credential -> identity, or 401 +
+                                        WWW-Authenticate / 403 (scopes)
             -> parse_request(...)       body: 413, Content-Type, charset,
                                         UTF-8, strict JSON, schema -> 400
             -> endpoint handler         user code; NotFound -> 404,
@@ -96,6 +98,8 @@ _PUBLIC = (
     ("OutcomeUnknown ResponseTooLarge", "cosmic client"),
     ("ThreadLocalDict SwappableDict thread_local ensure_thread_local "
      "thread_local_middleware storage cosmos", "cosmic globals"),
+    ("BearerAuth APIKeyAuth BasicAuth compare_secret", "cosmic api"),
+    ("current_identity", "cosmic globals"),
     ("if_match", "cosmic globals http"),
     ("openapi docs_html main", "cosmic"),
     ("diff Change", "cosmic"),
@@ -2581,6 +2585,8 @@ class BaseModel:
     An optional classmethod ``etag(cls, id, rep) -> str`` gives objects
     their own ETag (by default a hash of the representation); see
     ``cosmic.if_match()``.
+    ``requires`` maps methods to requirements that override the API's
+    default, e.g. ``{"create": True, "delete": "admin"}``.
     """
 
     _cosmic_model: ClassVar[Model]  # set by API.model
@@ -2590,6 +2596,7 @@ class BaseModel:
     list_metadata: list = []
     methods: list = []
     create_requires: list = []
+    requires: dict = {}
 
     @classmethod
     def get_by_id(cls, id: str) -> dict:
@@ -2656,12 +2663,27 @@ class API(BaseAPI):
 
     ``API("words", homepage=None)``; ``@api.action(accepts, returns)``,
     ``@api.model``; ``Server(api).wsgi_app`` or ``api.run()`` to serve.
+
+    Authentication: ``auth`` is a scheme (``BearerAuth``, ``APIKeyAuth``,
+    ``BasicAuth``) or a list of them; ``requires`` is what every call
+    needs unless it says otherwise: False (open), True (a valid
+    identity) or scopes (a name or a list of names the identity must
+    hold). ``protect_spec=True`` puts /spec.json and /openapi.json
+    behind the schemes too; the docs page is always open.
     """
 
-    def __init__(self, name: str, homepage: str | None = None) -> None:
+    def __init__(self, name: str, homepage: str | None = None,
+                 auth: Any = None, requires: Any = False,
+                 protect_spec: bool = False) -> None:
         if type(name) is not str or not name or "." in name:
             raise SpecError("API name must be a non-empty string without "
                             "dots: %s" % _short_repr(name))
+        self._schemes = _schemes_of(auth)
+        self._requires: dict = {}
+        self._requires_default = self._need(requires, "API %s" % name)
+        self.protect_spec = bool(protect_spec)
+        if self.protect_spec and not self._schemes:
+            raise SpecError("protect_spec needs a scheme: pass auth=")
         spec: dict = {"name": name, "homepage": homepage,
                       "actions": _OrderedDict(), "models": _OrderedDict()}
         super().__init__(spec)
@@ -2669,14 +2691,23 @@ class API(BaseAPI):
         self._version = 0
         cosmos[name] = self
 
-    def action(self, accepts: Any = None, returns: Any = None) -> Callable:
+    def _need(self, requires: Any, where: str) -> Any:
+        need = _requirement(requires, where)
+        if need is not None and not self._schemes:
+            raise SpecError("%s requires credentials, but the API declares "
+                            "no scheme: pass auth= to API()" % where)
+        return need
+
+    def action(self, accepts: Any = None, returns: Any = None,
+               requires: Any = _MISSING) -> Callable:
         """Register a function as ``POST /actions/<name>``.
 
         ``accepts`` and ``returns`` are types (or None for no input or no
         output). With several parameters, ``accepts`` must be a Struct
         whose fields match them. Without either, the function's type hints
         say them (``@api.action`` on ``def f(a: int, b: int) -> int``).
-        The function is returned unchanged.
+        ``requires`` overrides the API's default (see ``API``). The
+        function is returned unchanged.
         """
         import inspect
         if inspect.isroutine(accepts) and returns is None:
@@ -2690,7 +2721,8 @@ class API(BaseAPI):
 
         def decorator(func: Callable) -> Callable:
             try:
-                return self._add_action(func, accepts, returns, hinted)
+                return self._add_action(func, accepts, returns, hinted,
+                                        requires)
             except SpecError as err:
                 raise _where(err, self, "action",
                              getattr(func, "__name__", None)) from None
@@ -2698,7 +2730,7 @@ class API(BaseAPI):
         return decorator
 
     def _add_action(self, func: Callable, accepts: Any, returns: Any,
-                    hinted: bool) -> Callable:
+                    hinted: bool, requires: Any = _MISSING) -> Callable:
         import inspect
         name = func.__name__
         validate_underscore_identifier(name)
@@ -2713,6 +2745,8 @@ class API(BaseAPI):
                             % name)
         if accepts is not None:
             assert_is_compatible(accepts, required_args, optional_args)
+        if requires is not _MISSING:
+            self._requires[name] = self._need(requires, "This action")
         for schema in (accepts, returns):
             if schema is not None:
                 schema._bind(self)
@@ -2766,6 +2800,14 @@ class API(BaseAPI):
         if requires:
             model_spec["create_requires"] = requires
         _check_model_spec(name, model_spec)
+        needs = getattr(cls, "requires", None) or {}
+        if not isinstance(needs, dict) or \
+                not set(needs) <= set(MODEL_METHODS):
+            raise SpecError("requires must map model methods (%s) to "
+                            "requirements" % ", ".join(MODEL_METHODS))
+        for method, value in needs.items():
+            self._requires[name, method] = self._need(
+                value, "Method %s" % method)
         for kind in ("properties", "query_fields", "list_metadata"):
             for field in model_spec[kind].values():
                 field["schema"]._bind(self)
@@ -2797,8 +2839,306 @@ class API(BaseAPI):
 
 
 # -- Authentication ----------------------------------------------------------
+#
+# A scheme reads one header and asks the user's ``verify`` for an identity.
+# Server builds, once per version of the API, a guard around each endpoint of
+# an API that declares schemes; an API that declares none keeps its endpoints
+# as they are, so it pays nothing per request. The wire rules (401, 403,
+# WWW-Authenticate) are in docs/protocol.md#authentication.
 
-# (filled by the authentication work)
+_identity: _contextvars.ContextVar = _contextvars.ContextVar(
+    "cosmic_identity", default=None)
+_REFUSED = object()  # a credential was sent, and verify refused it
+
+
+def current_identity() -> Any:
+    """The identity that ``verify`` returned for the current request.
+
+    None outside a request, on an API without schemes, and on an open call
+    that came without a (valid) credential.
+    """
+    return _identity.get()
+
+
+def compare_secret(given: str | bytes, expected: str | bytes) -> bool:
+    """Whether two secrets are equal, in time that does not depend on
+    where they differ (``hmac.compare_digest``); str is taken as UTF-8."""
+    import hmac
+    if isinstance(given, str):
+        given = given.encode("utf-8")
+    if isinstance(expected, str):
+        expected = expected.encode("utf-8")
+    return hmac.compare_digest(given, expected)
+
+
+class _Scheme:
+    """What the three schemes share: ``verify`` and the header they read."""
+
+    kind = ""
+    header = "Authorization"
+    hint = ""
+    _prefix = ""
+
+    def __init__(self, verify: Callable) -> None:
+        if not callable(verify):
+            raise SpecError("%s needs a verify function, got %s"
+                            % (type(self).__name__, _short_repr(verify)))
+        self.verify = verify
+
+    @property
+    def _environ_key(self) -> str:
+        return "HTTP_" + self.header.upper().replace("-", "_")
+
+    def _credential(self, value: str) -> Any:
+        """The credential in a header value, None if it is not for this
+        scheme, "" if it is for this scheme but empty."""
+        if value[:len(self._prefix)].lower() != self._prefix.lower():
+            return None
+        return value[len(self._prefix):].strip()
+
+    def _identify(self, value: str) -> Any:
+        """The identity, None (not this scheme's header) or _REFUSED."""
+        credential = self._credential(value)
+        if credential is None:
+            return None
+        identity = self.verify(credential) if credential else None
+        return _REFUSED if identity is None else identity
+
+    def _challenge(self, realm: str, refused: bool) -> str:
+        return '%s realm="%s"' % (self._prefix.strip(), realm)
+
+    def __repr__(self) -> str:
+        return "<%s>" % type(self).__name__
+
+
+class BearerAuth(_Scheme):
+    """``Authorization: Bearer <token>`` (RFC 6750); ``verify(token)``
+    returns the identity, or None to refuse the token."""
+
+    kind = "bearer"
+    _prefix = "Bearer "
+    hint = "Authorization: Bearer <token>"
+
+    def _challenge(self, realm: str, refused: bool) -> str:
+        if refused:
+            return 'Bearer realm="%s", error="invalid_token"' % realm
+        return 'Bearer realm="%s"' % realm
+
+
+class BasicAuth(_Scheme):
+    """``Authorization: Basic <base64 user:password>`` (RFC 7617);
+    ``verify(username, password)`` returns the identity, or None."""
+
+    kind = "basic"
+    _prefix = "Basic "
+    hint = "Authorization: Basic <base64 of user:password>"
+
+    def _identify(self, value: str) -> Any:
+        encoded = self._credential(value)
+        if encoded is None:
+            return None
+        try:
+            pair = _base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return _REFUSED
+        user, colon, password = pair.partition(":")
+        identity = self.verify(user, password) if colon else None
+        return _REFUSED if identity is None else identity
+
+    def _challenge(self, realm: str, refused: bool) -> str:
+        return 'Basic realm="%s", charset="UTF-8"' % realm
+
+
+class APIKeyAuth(_Scheme):
+    """An API key in a header of its own (``X-API-Key`` by default);
+    ``verify(key)`` returns the identity, or None to refuse the key."""
+
+    kind = "api_key"
+
+    def __init__(self, verify: Callable, header: str = "X-API-Key") -> None:
+        super().__init__(verify)
+        if not isinstance(header, str) or \
+                not _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) or \
+                header.lower() in ("authorization", "content-type",
+                                   "content-length"):
+            raise SpecError("APIKeyAuth header must be a header name such as"
+                            " 'X-API-Key', got %s" % _short_repr(header))
+        self.header = header
+        self.hint = "%s: <key>" % header
+
+    def _credential(self, value: str) -> Any:
+        return value.strip()
+
+    def _challenge(self, realm: str, refused: bool) -> str:
+        return 'APIKey realm="%s", header="%s"' % (realm, self.header)
+
+
+def _requirement(value: Any, where: str) -> Any:
+    """A requirement as the server keeps it: None (open), () (any valid
+    identity) or a tuple of the scopes the identity must hold."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, (list, tuple)) and value and \
+            all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise SpecError("%s: requires must be True, False, a scope or a list of "
+                    "scopes, got %s" % (where, _short_repr(value)))
+
+
+def _schemes_of(auth: Any) -> tuple:
+    if auth is None:
+        return ()
+    schemes = tuple(auth) if isinstance(auth, (list, tuple)) else (auth,)
+    kinds = set()
+    for scheme in schemes:
+        if not isinstance(scheme, _Scheme):
+            raise SpecError("auth takes BearerAuth, APIKeyAuth and BasicAuth "
+                            "objects, got %s" % _short_repr(scheme))
+        if scheme.kind in kinds:
+            raise SpecError("auth declares two %s schemes" % scheme.kind)
+        kinds.add(scheme.kind)
+    return schemes
+
+
+def _scopes_of(identity: Any) -> Any:
+    """The scopes an identity holds: its ``scopes`` key or attribute."""
+    if isinstance(identity, dict):
+        return identity.get("scopes") or ()
+    return getattr(identity, "scopes", None) or ()
+
+
+def _authenticator(schemes: tuple) -> Callable:
+    """identity = authenticate(environ): the first scheme that accepts the
+    request's credential, else _REFUSED if one was sent, else None."""
+    readers = [(scheme._environ_key, scheme._identify) for scheme in schemes]
+
+    def authenticate(environ: dict) -> Any:
+        result = None
+        for key, identify in readers:
+            value = environ.get(key)
+            if value is not None:
+                identity = identify(value)
+                if identity is not None and identity is not _REFUSED:
+                    return identity
+                result = result or identity
+        return result
+
+    return authenticate
+
+
+def _unauthorized(schemes: tuple, realm: str, refused: bool) -> Response:
+    """401 naming every declared scheme (RFC 9110 11.6.1: challenges may
+    share one header, comma-separated); the credential is never quoted."""
+    if refused:
+        message = "Invalid credentials"
+    else:
+        message = "Missing credentials: send %s" % " or ".join(
+            scheme.hint for scheme in schemes)
+    response = error_response(message, 401)
+    response.headers["WWW-Authenticate"] = ", ".join(
+        scheme._challenge(realm, refused) for scheme in schemes)
+    return response
+
+
+def _guard(serve: Callable, authenticate: Callable, schemes: tuple,
+           realm: str, need: Any) -> Callable:
+    """``endpoint._serve`` behind the API's schemes and a requirement."""
+
+    def guarded(request, url_args, timeout, hooks=None):
+        identity = authenticate(request.environ)
+        if identity is None or identity is _REFUSED:
+            if need is not None:
+                return _unauthorized(schemes, realm, identity is _REFUSED)
+            identity = None  # an open call: a refused credential is no one
+        elif need:
+            held = _scopes_of(identity)
+            missing = [scope for scope in need if scope not in held]
+            if missing:
+                return error_response("Forbidden: this call needs the scope"
+                                      " %s" % ", ".join(missing), 403)
+        token = _identity.set(identity)
+        try:
+            return serve(request, url_args, timeout, hooks)
+        finally:
+            _identity.reset(token)
+
+    return guarded
+
+
+def _needs(api: Any) -> dict:
+    """The requirement of every call of an API with schemes: keys are
+    action names, ``(Model, method)`` pairs, "spec" and "openapi"."""
+    default = api._requires_default
+    needs: dict = {}
+    spec_need = () if api.protect_spec else None
+    needs["spec"] = needs["openapi"] = spec_need
+    for name in api.spec["actions"]:
+        needs[name] = api._requires.get(name, default)
+    for name, model in api.spec["models"].items():
+        for method in MODEL_METHODS:
+            if model["methods"][method]:
+                needs[name, method] = api._requires.get((name, method),
+                                                        default)
+    return needs
+
+
+def _protect_routes(routes: Any, api: Any) -> None:
+    """Put every endpoint of ``routes`` behind its requirement."""
+    schemes = api._schemes
+    authenticate = _authenticator(schemes)
+    needs = _needs(api)
+    realm = _re.sub(r'[^\x20-\x7e]|["\\]', "_", api.name)  # a quoted-string
+
+    def protect(endpoint, key):
+        endpoint._serve = _guard(endpoint._serve, authenticate, schemes,
+                                 realm, needs[key])
+
+    protect(routes.spec.methods["GET"], "spec")
+    protect(routes.openapi.methods["GET"], "openapi")
+    for name, route in routes.actions.items():
+        protect(route.methods["POST"], name)
+    for table in (routes.items, routes.lists):
+        for name, route in table.items():
+            for endpoint in route.methods.values():
+                protect(endpoint, (name, endpoint.method_name))
+
+
+def _secrets_in(environ: dict, api: Any) -> list:
+    """Credentials a request carries, as they might appear in a log: the
+    Authorization header (and its decoded Basic pair) and API-key headers."""
+    found = []
+    keys = ["HTTP_AUTHORIZATION"] + [
+        s._environ_key for s in getattr(api, "_schemes", ()) if
+        s.kind == "api_key"]
+    for key in keys:
+        value = environ.get(key)
+        if not value:
+            continue
+        found.append(value)
+        scheme, _, rest = value.partition(" ")
+        rest = rest.strip()
+        if rest:
+            found.append(rest)
+            if scheme.lower() == "basic":
+                try:
+                    pair = _base64.b64decode(rest).decode("utf-8")
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                found.append(pair)
+                found.append(pair.partition(":")[2])
+    # Longest first, so that a whole header goes before its parts; very
+    # short values would blank out unrelated text.
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
+
+
+def _redact(text: str, secrets: Iterable) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 # -- WSGI server --------------------------------------------------------------
@@ -4136,6 +4476,8 @@ class _Routes:
         if self.actions:
             methods.add("POST")
         self.allow = ", ".join(sorted(methods))  # the server's, for "*"
+        if getattr(api, "_schemes", ()):  # else endpoints stay bare
+            _protect_routes(self, api)
 
 
 _SANE_ID = _re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
@@ -4422,19 +4764,34 @@ class Server(_ServerRoutes):
         import logging
         method = path = "-"
         request_id: str | None = "-"
+        secrets: list = []
         if request is not None:
             method, request_id = request.method, request.request_id
             try:
                 path = request.path
             except HTTPError:
                 path = request.environ.get("PATH_INFO", "-")
+            secrets = _secrets_in(request.environ, self.api)
         # A bad return value: the handler's fault, not the server's.
         note = getattr(exc, "_cosmic_return", None)
         note = "Unhandled exception" if note is None else _log_safe(note)
-        logging.getLogger("cosmic").error(
-            "%s in %s %s (request %s)", note, _log_safe(method),
-            _log_safe(path), request_id,
-            exc_info=(type(exc), exc, exc.__traceback__))
+        logger = logging.getLogger("cosmic")
+        args = (note, _log_safe(method), _log_safe(path), request_id)
+        exc_info = (type(exc), exc, exc.__traceback__)
+        if not secrets:
+            logger.error("%s in %s %s (request %s)", *args,
+                         exc_info=exc_info)
+        elif logger.isEnabledFor(logging.ERROR):
+            # The formatted traceback, with the request's credentials
+            # blanked out: handlers reuse a record's exc_text when set.
+            import traceback
+            record = logger.makeRecord(
+                logger.name, logging.ERROR, __file__, 0,
+                "%s in %s %s (request %s)", args, exc_info)
+            record.exc_text = _redact(
+                "".join(traceback.format_exception(*exc_info)).rstrip("\n"),
+                secrets)
+            logger.handle(record)
         return error_response("Internal Server Error", 500)
 
 
@@ -4662,6 +5019,83 @@ def _container_dropper(item: Callable, schema: Any) -> Callable:
     return drop
 
 
+_HEADER_SAFE = _re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
+
+
+class _Credential:
+    """What a client sends for ``auth=``: a token (bearer, or the API's
+    API key when it declares no bearer scheme), an API key or a Basic
+    pair. The API-key header is learnt from a 401's challenge."""
+
+    def __init__(self, auth: Any) -> None:
+        kind, secret, ok = "token", auth, True
+        if isinstance(auth, dict) and len(auth) == 1:
+            kind, secret = next(iter(auth.items()))
+            ok = kind in ("bearer", "api_key", "basic")
+        elif isinstance(auth, tuple):
+            kind = "basic"
+        if kind == "basic":
+            ok = isinstance(secret, tuple) and len(secret) == 2 and \
+                all(isinstance(x, str) for x in secret)
+            if ok:
+                secret = "Basic " + _base64.b64encode(
+                    ("%s:%s" % secret).encode("utf-8")).decode("ascii")
+        elif not isinstance(secret, str):
+            ok = False
+        if not ok:
+            # Never show the value: it may be a secret.
+            raise TypeError(
+                "auth must be a token (str), a (user, password) pair, or "
+                "{'bearer' | 'api_key': str} or {'basic': (user, password)};"
+                " got a %s" % type(auth).__name__)
+        if not _HEADER_SAFE.match(secret):
+            raise ValueError("auth holds characters an HTTP header cannot "
+                             "carry (control characters or non-ASCII)")
+        self.kind = kind
+        self.secret = secret
+        self.header = "X-API-Key"
+        self.as_key = kind == "api_key"
+
+    def learn(self, schemes: Iterable) -> bool:
+        """Follow the declared schemes ``(kind, header)``; True if the
+        credential now goes elsewhere."""
+        schemes = list(schemes)
+        kinds = [kind for kind, _ in schemes]
+        before = (self.as_key, self.header)
+        if self.kind in ("token", "api_key") and "api_key" in kinds:
+            self.header = schemes[kinds.index("api_key")][1]
+            self.as_key = self.kind == "api_key" or "bearer" not in kinds
+        return (self.as_key, self.header) != before
+
+    def apply(self, headers: dict) -> None:
+        if self.as_key:
+            headers[self.header] = self.secret
+        elif self.kind == "basic":
+            headers["Authorization"] = self.secret
+        else:
+            headers["Authorization"] = "Bearer " + self.secret
+
+    def names(self) -> tuple:
+        """The lower-case header names that carry it (to redact)."""
+        return ("authorization", self.header.lower())
+
+
+_CHALLENGE = _re.compile(
+    r'(?:^|,)[ \t]*(Bearer|Basic|APIKey)\b((?:[ \t,]*[A-Za-z0-9_-]+="[^"]*")*)',
+    _re.IGNORECASE)
+
+
+def _challenged(value: str) -> list:
+    """The (kind, header) schemes a WWW-Authenticate value names."""
+    found = []
+    for match in _CHALLENGE.finditer(value or ""):
+        name = match.group(1).lower()
+        header = _re.search(r'header="([A-Za-z0-9-]{1,64})"', match.group(2))
+        kind = {"apikey": "api_key"}.get(name, name)
+        found.append((kind, header.group(1) if header else "X-API-Key"))
+    return found
+
+
 class BaseAPIClient(BaseAPI):
     """A client whose actions and models are built from the API's spec.
 
@@ -4670,6 +5104,11 @@ class BaseAPIClient(BaseAPI):
     ``parse_response``; override any of them (e.g. to add headers).
     Arguments are checked against the spec before anything is sent, and
     answers are checked on arrival (fields the spec lacks are dropped).
+
+    ``auth`` sends a credential with every call, the spec fetch included:
+    a token (``Authorization: Bearer``, or the API's API-key header when
+    it declares API keys and no bearer scheme), ``(user, password)`` for
+    Basic, or ``{"bearer": t}``, ``{"api_key": k}``, ``{"basic": pair}``.
     """
 
     problem_details = False
@@ -4679,8 +5118,12 @@ class BaseAPIClient(BaseAPI):
     #: The spec the caller was written against (see _check_contract).
     expected_spec: Any = None
     on_breaking = "raise"
+    auth: Any = None
 
     def __init__(self, spec: dict | None = None) -> None:
+        auth = self.auth
+        self._credential = auth if isinstance(auth, _Credential) or \
+            auth is None else _Credential(auth)
         token = _TYPES.set((self.type_getter, None))
         try:
             if spec is None:
@@ -4751,6 +5194,16 @@ class BaseAPIClient(BaseAPI):
         if retry_writes is not None:
             request.retry_writes = retry_writes
         response = self.make_request(endpoint, request)
+        if response.status_code == 401 and self._credential is not None \
+                and self._credential.learn(_challenged(
+                    response.headers.get("WWW-Authenticate", ""))):
+            # The server named the header its API key goes in: once more.
+            request = self.build_request(endpoint, *args, **kwargs)
+            if timeout is not None:
+                request.timeout = timeout
+            if retry_writes is not None:
+                request.retry_writes = retry_writes
+            response = self.make_request(endpoint, request)
         result = self.parse_response(endpoint, response)
         if with_etag:
             return result, _response_tag(response)
@@ -4764,6 +5217,8 @@ class BaseAPIClient(BaseAPI):
         request = endpoint.build_request(*args, **kwargs)
         if self.problem_details:
             request.headers["Accept"] = _PROBLEM_TYPE + ", " + _JSON_TYPE
+        if self._credential is not None:
+            self._credential.apply(request.headers)
         return request
 
     def make_request(self, endpoint: Endpoint,
@@ -4802,7 +5257,7 @@ _READS = frozenset(("GET", "HEAD", "OPTIONS"))
 _CLIENT_OPTIONS = frozenset((
     "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
     "max_redirects", "problem_details", "type_getter", "max_response_size",
-    "retry_writes", "expected_spec", "on_breaking"))
+    "retry_writes", "expected_spec", "on_breaking", "auth"))
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
@@ -4832,7 +5287,8 @@ class APIClient(BaseAPIClient):
     (5, same origin only), ``problem_details`` (ask for RFC 9457 errors),
     ``expected_spec`` (the spec the caller was written against: the live
     one is compared with it at connect time, and breaking changes raise
-    ContractError, or warn when ``on_breaking="warn"``).
+    ContractError, or warn when ``on_breaking="warn"``), ``auth`` (a
+    credential, see ``BaseAPIClient``).
     """
 
     base_url: str | None = None
@@ -5194,7 +5650,9 @@ class WsgiAPIClient(BaseAPIClient):
     server_cosmos: dict | None = None
 
     def __init__(self, wsgi_app: Callable | None = None,
-                 spec: dict | None = None) -> None:
+                 spec: dict | None = None, auth: Any = None) -> None:
+        if auth is not None:
+            self.auth = auth
         if wsgi_app is None:
             for klass in type(self).__mro__:
                 if "wsgi_app" in klass.__dict__:
@@ -5209,10 +5667,18 @@ class WsgiAPIClient(BaseAPIClient):
 
     @classmethod
     def for_api(cls, api: API, server: type | None = None,
-                **options: Any) -> WsgiAPIClient:
+                auth: Any = None, **options: Any) -> WsgiAPIClient:
         """An in-process client for an API, served by ``Server`` (or a
-        subclass) with ``options``."""
-        return cls((server or Server)(api, **options).wsgi_app)
+        subclass) with ``options``; ``auth`` as for ``BaseAPIClient``."""
+        app = (server or Server)(api, **options).wsgi_app
+        if auth is None:
+            return cls(app)
+        # The API is at hand: send the credential as it declares, from the
+        # first request on.
+        credential = _Credential(auth)
+        credential.learn([(scheme.kind, scheme.header)
+                          for scheme in getattr(api, "_schemes", ())])
+        return cls(app, auth=credential)
 
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
@@ -5302,9 +5768,13 @@ class ClientLoggingMixin:
         # A mixin: the client class after it in the bases sends.
         response = super().make_request(  # type: ignore[misc]
             endpoint, request)
+        credential = getattr(self, "_credential", None)
+        hidden = credential.names() if credential else ("authorization",)
+        headers = [(k, "[redacted]" if k.lower() in hidden else v)
+                   for k, v in request.headers.items()]
         self.log.append((
             {"method": request.method, "url": request.url,
-             "data": request.data, "headers": list(request.headers.items())},
+             "data": request.data, "headers": headers},
             {"status_code": response.status_code, "data": response.text,
              "headers": sorted((k.title(), v)
                                for k, v in response.headers.items())},
@@ -7327,6 +7797,13 @@ cursor:pointer}
 button[type=reset]{background:transparent;color:var(--ac)}
 button:disabled{opacity:.6}
 nav ul{columns:14rem}
+.auth{margin:1rem 0;padding:.6rem 1rem;border:1px solid var(--bd);
+border-radius:8px;background:var(--pa)}
+.auth h2{margin:0 0 .3rem;border:0;font-size:1.1rem}
+.auth label{display:block;margin:.3rem 0}
+.need{display:inline-block;margin:.2rem 0;padding:0 .4em;border-radius:4px;
+font-size:.8rem;border:1px solid var(--bd)}
+.need.lock{border-color:#b3261e;color:#b3261e}
 """
 
 _DOCS_JS = """
@@ -7419,6 +7896,11 @@ _DOCS_JS = """
       init.body = req.body;
       init.headers['Content-Type'] = 'application/json';
     }
+    for (var name in creds) {
+      if (Object.prototype.hasOwnProperty.call(creds, name)) {
+        init.headers[name] = creds[name];
+      }
+    }
     out.textContent = line + 'Sending\\u2026';
     button.disabled = true;
     fetch(req.url, init).then(function (res) {
@@ -7433,6 +7915,50 @@ _DOCS_JS = """
       out.textContent = line + 'Request failed: ' + e.message;
     }).then(function () {
       button.disabled = false;
+    });
+  }
+
+  // Credentials live in this variable only: never in storage or the URL.
+  var creds = {};
+
+  function b64(text) {
+    var bytes = new TextEncoder().encode(text), bin = '';
+    for (var i = 0; i < bytes.length; i++) {
+      bin += String.fromCharCode(bytes[i]);
+    }
+    return btoa(bin);
+  }
+
+  function authorize(form) {
+    creds = {};
+    var field = function (kind) {
+      var el = form.querySelector('[data-kind="' + kind + '"]');
+      return el ? el.value.trim() : '';
+    };
+    var token = field('bearer'), key = field('api_key');
+    var user = field('basic-user'), password = field('basic-password');
+    if (token) { creds['Authorization'] = 'Bearer ' + token; }
+    if (key) {
+      var header = form.querySelector('[data-kind="api_key"]');
+      creds[header.getAttribute('data-header')] = key;
+    }
+    if (user || password) {
+      creds['Authorization'] = 'Basic ' + b64(user + ':' + password);
+    }
+    var names = Object.keys(creds);
+    form.querySelector('.a-state').textContent = names.length ?
+      'Authorized: try-it calls send ' + names.join(', ') + '.' :
+      'Not authorized: try-it calls send no credential.';
+  }
+
+  var box = document.querySelector('form.authorize');
+  if (box) {
+    box.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      authorize(box);
+    });
+    box.addEventListener('reset', function () {
+      setTimeout(function () { authorize(box); }, 0);
     });
   }
 
@@ -7816,9 +8342,56 @@ def _docs_section(kind: str, name: str) -> str:
         kind, _docs_esc(name), _docs_esc(name))
 
 
-def _docs_action_html(name: str, action: object, spec_json: dict) -> str:
+def _docs_need(auth: dict | None, key: Any) -> str:
+    """Whether a call needs a credential, on a page of an API with schemes."""
+    if not auth:
+        return ""
+    need = auth["needs"].get(key)
+    if need is None:
+        return '<span class="need">open</span>'
+    text = "needs a credential"
+    if need:
+        text += " with " + ", ".join(need)
+    return '<span class="need lock">%s</span>' % _docs_esc(text)
+
+
+def _docs_authorize(auth: dict | None) -> str:
+    """The Authorize box: one field per scheme; the page's script keeps
+    what is typed in memory only."""
+    if not auth:
+        return ""
+    attrs = 'autocomplete="off" spellcheck="false"'
+    out = ['<section class="auth" id="authorize"><h2>Authorize</h2>'
+           '<form class="authorize">']
+    for kind, header in auth["schemes"]:
+        if kind == "bearer":
+            out.append('<label>Bearer token <input type="password" %s '
+                       'data-kind="bearer"></label>' % attrs)
+        elif kind == "api_key":
+            out.append('<label>API key (<code>%s</code>) <input '
+                       'type="password" %s data-kind="api_key" '
+                       'data-header="%s"></label>' % (
+                           _docs_esc(header), attrs, _docs_esc(header)))
+        else:
+            out.append('<label>Basic: user <input type="text" %s '
+                       'data-kind="basic-user"></label><label>password '
+                       '<input type="password" %s data-kind="basic-password">'
+                       '</label>' % (attrs, attrs))
+    out.append('<button type="submit">Authorize</button>'
+               '<button type="reset">Clear</button>'
+               '<p class="a-state mu" aria-live="polite">Not authorized: '
+               'try-it calls send no credential.</p>'
+               '<p class="mu">Kept in this page only (not stored; a reload '
+               'forgets it) and sent with every try-it call.</p>'
+               '</form></section>')
+    return "".join(out)
+
+
+def _docs_action_html(name: str, action: object, spec_json: dict,
+                      auth: dict | None = None) -> str:
     action = action if isinstance(action, dict) else {}
-    out = [_docs_section("action", name), _docs_endpoint("POST", "/actions/" + name)]
+    out = [_docs_section("action", name),
+           _docs_endpoint("POST", "/actions/" + name), _docs_need(auth, name)]
     doc = action.get("doc")
     if isinstance(doc, str) and doc:
         out.append('<p class="doc">%s</p>' % _docs_esc(doc))
@@ -7844,7 +8417,8 @@ def _docs_action_html(name: str, action: object, spec_json: dict) -> str:
     return "".join(out)
 
 
-def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
+def _docs_model_html(name: str, model: object, spec_json: dict,
+                     auth: dict | None = None) -> str:
     model = model if isinstance(model, dict) else {}
     query = _docs_dict_entries(model.get("query_fields"))
     meta = _docs_dict_entries(model.get("list_metadata"))
@@ -7875,8 +8449,8 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
         out.append('<p class="mu">None enabled.</p>')
     for key, verb, with_id, with_body, text in enabled:
         path = "/" + name + ("/{id}" if with_id else "")
-        out.append('<div class="method">%s<p class="mu">%s</p>' % (
-            _docs_endpoint(verb, path),
+        out.append('<div class="method">%s%s<p class="mu">%s</p>' % (
+            _docs_endpoint(verb, path), _docs_need(auth, (name, key)),
             _docs_esc(text.format(m=name, a=_with_article(name)))))
         fields: Iterable = ()
         if key == "get_list":
@@ -7893,11 +8467,13 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
     return "".join(out)
 
 
-def _docs_html(spec_json: dict) -> str:
+def _docs_html(spec_json: dict, auth: dict | None = None) -> str:
     """The documentation page (one self-contained HTML5 document) of a spec.
 
     `spec_json` is the decoded JSON of GET /spec.json. Serve the result as
     `text/html; charset=utf-8` with `Content-Security-Policy: <_docs_csp()>`.
+    `auth` (an API with schemes): {"schemes": [(kind, header)], "needs":
+    the requirement of each call, as _needs() gives}.
     """
     if not isinstance(spec_json, dict):
         spec_json = {}
@@ -7919,6 +8495,7 @@ def _docs_html(spec_json: dict) -> str:
         else:
             out.append(" \u00b7 %s" % _docs_esc(homepage))
     out.append(' \u00b7 <a href="spec.json">spec.json</a></p></header>')
+    out.append(_docs_authorize(auth))
     if actions or models:
         out.append("<nav><ul>")
         for kind, entries in (("action", actions), ("model", models)):
@@ -7930,12 +8507,12 @@ def _docs_html(spec_json: dict) -> str:
     if not actions:
         out.append('<p class="mu">This API has no actions.</p>')
     for key, action in actions:
-        out.append(_docs_action_html(key, action, spec_json))
+        out.append(_docs_action_html(key, action, spec_json, auth))
     out.append("<h2>Models</h2>")
     if not models:
         out.append('<p class="mu">This API has no models.</p>')
     for key, model in models:
-        out.append(_docs_model_html(key, model, spec_json))
+        out.append(_docs_model_html(key, model, spec_json, auth))
     out.append('</main><script type="application/json" id="spec">%s</script>'
                "<script>%s</script></body></html>"
                % (_docs_blob(spec_json), _DOCS_JS))
@@ -8096,6 +8673,56 @@ _OA_ERRORS = {
 
 
 _OA_TAGS = {"actions": "Actions: POST /actions/<name> calls a function"}
+
+_OA_AUTH_ERRORS = {
+    "401": "No credential, or one the API refused; WWW-Authenticate names "
+           "the schemes",
+    "403": "The credential is valid but lacks a scope this call needs",
+}
+_OA_SCHEME_NAMES = {"bearer": "bearerAuth", "api_key": "apiKeyAuth",
+                    "basic": "basicAuth"}
+
+
+def _oa_scheme(scheme: Any) -> dict:
+    if scheme.kind == "api_key":
+        return {"type": "apiKey", "in": "header", "name": scheme.header}
+    return {"type": "http", "scheme": scheme.kind}
+
+
+def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
+    """securitySchemes, the default requirement and each operation's own,
+    with its 401 and 403 answers (an API with schemes only)."""
+    schemes = getattr(api, "_schemes", ())
+    if not schemes:
+        return
+    names = [_OA_SCHEME_NAMES[scheme.kind] for scheme in schemes]
+
+    def requirement(need):
+        if need is None:
+            return []
+        return [{name: list(need)} for name in names]
+
+    needs = _needs(api)
+    for op, _, fallback, _ in ops:
+        head, _, tail = fallback.partition(".")
+        key = tail if head in ("actions", "cosmic") else (head, tail)
+        need = needs[key]
+        op["security"] = requirement(need)
+        if need is None:
+            continue
+        codes = ("401", "403") if need else ("401",)
+        responses = {}
+        for code, response in op["responses"].items():
+            if code == "default":
+                for extra in codes:
+                    responses[extra] = {
+                        "description": _OA_AUTH_ERRORS[extra],
+                        "content": response["content"]}
+            responses[code] = response
+        op["responses"] = responses
+    doc["security"] = requirement(api._requires_default)
+    doc["components"]["securitySchemes"] = {
+        name: _oa_scheme(scheme) for name, scheme in zip(names, schemes)}
 
 
 def _oa_responses(ok: dict, errors: tuple, shared: dict) -> dict:
@@ -8404,13 +9031,19 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
             for tag in tags]
     doc["paths"] = paths
     doc["components"] = {"schemas": schemas}
+    _oa_security(api, ops, shared, doc)
     return doc
 
 
 def docs_html(api: BaseAPI) -> str:
     """The documentation page of an API: one self-contained HTML page with
     a try-it form for every action and model method."""
-    return _docs_html(APISpec.to_json(api.spec))
+    auth = None
+    schemes = getattr(api, "_schemes", ())
+    if schemes:
+        auth = {"schemes": [(s.kind, s.header) for s in schemes],
+                "needs": _needs(api)}
+    return _docs_html(APISpec.to_json(api.spec), auth)
 
 
 # -- Contract diff -----------------------------------------------------------
@@ -9209,13 +9842,49 @@ def _is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
+def _read_secret(option: str, text: str) -> str:
+    """A secret given as ``env:NAME`` (read from $NAME), ``-`` (the first
+    line of stdin) or, least safely, literally."""
+    import os
+    if text == "-":
+        secret = _sys.stdin.readline().strip()
+    elif text.startswith("env:"):
+        secret = os.environ.get(text[4:], "")
+        if not secret:
+            raise _UsageError("%s %s: the environment variable %s is not set"
+                              " or empty" % (option, text, text[4:]))
+    else:
+        secret = text
+    if not secret:
+        raise _UsageError("%s: empty secret" % option)
+    return secret
+
+
+def _cli_auth(args: Any) -> Any:
+    """The client's ``auth`` from --token / --api-key, or None."""
+    token = getattr(args, "token", None)
+    api_key = getattr(args, "api_key", None)
+    if token is not None and api_key is not None:
+        raise _UsageError("give --token or --api-key, not both")
+    values = [getattr(args, "args", None) or []]
+    if "-" in (token, api_key) and "-" in values[0]:
+        raise _UsageError("stdin can give the secret or the JSON argument,"
+                          " not both")
+    if token is not None:
+        return {"bearer": _read_secret("--token", token)}
+    if api_key is not None:
+        return {"api_key": _read_secret("--api-key", api_key)}
+    return None
+
+
 def _client_class(headers: list) -> type:
     extra = {}
     for header in headers:
         name, colon, value = header.partition(":")
         if not colon or not name.strip():
-            raise _UsageError("--header must look like 'Name: value': %s"
-                              % header)
+            # The value is not shown: it may be a credential.
+            raise _UsageError("--header must look like 'Name: value'; got "
+                              "one without a colon")
         extra[name.strip()] = value.strip()
 
     class _CLIClient(APIClient):
@@ -9227,11 +9896,14 @@ def _client_class(headers: list) -> type:
     return _CLIClient
 
 
-def _spec_json_of(target: str, headers: list) -> dict:
+def _spec_json_of(target: str, headers: list, auth: Any = None) -> dict:
     if _is_url(target):
-        client = _client_class(headers)(base_url=target)
+        client = _client_class(headers)(base_url=target, auth=auth)
         client.close()
         return APISpec.to_json(client.spec)
+    if auth is not None:
+        raise _UsageError("--token and --api-key go with a URL, not %s"
+                          % target)
     obj = _load_target(target)
     api = obj.api if isinstance(obj, Server) else obj
     if not isinstance(api, API):
@@ -9249,12 +9921,13 @@ def _write_json(datum: Any, output: str | None) -> None:
 
 
 def _cmd_spec(args: Any) -> int:
-    _write_json(_spec_json_of(args.target, args.header), None)
+    _write_json(_spec_json_of(args.target, args.header, _cli_auth(args)),
+                None)
     return 0
 
 
 def _cmd_openapi(args: Any) -> int:
-    spec = _spec_json_of(args.target, args.header)
+    spec = _spec_json_of(args.target, args.header, _cli_auth(args))
     servers = [args.target] if _is_url(args.target) else None
     _write_json(openapi(_SpecAPI(spec), servers=servers), args.output)
     return 0
@@ -9279,7 +9952,8 @@ def _parse_json_arg(text: str) -> Any:
 def _cmd_call(args: Any) -> int:
     if not _is_url(args.url):
         raise _UsageError("URL must start with http:// or https://")
-    client = _client_class(args.header)(base_url=args.url)
+    client = _client_class(args.header)(base_url=args.url,
+                                        auth=_cli_auth(args))
     try:
         return _call(client, args)
     finally:
@@ -9360,10 +10034,21 @@ def _call(client: APIClient, args: Any) -> int:
     return 0
 
 
-def _spec_side(side: str, headers: list, alone: bool = True) -> dict:
-    """One side of ``diff``: a spec JSON file, a server's URL, or a
-    serve-style target (imported in a process of its own unless ``alone``:
-    two versions of one module, or of its siblings, would collide)."""
+def _add_auth_options(cmd: Any) -> None:
+    where = "env:NAME reads $NAME, - reads a line of stdin"
+    cmd.add_argument("--token", metavar="SECRET",
+                     help="bearer token sent to the URL (%s)" % where)
+    cmd.add_argument("--api-key", metavar="SECRET",
+                     help="API key sent to the URL in the header the API "
+                     "declares (%s)" % where)
+
+
+def _spec_side(side: str, headers: list, alone: bool = True,
+               auth: Any = None) -> dict:
+    """One side of ``diff``: a spec JSON file, a server's URL (sent
+    ``auth``, if any), or a serve-style target (imported in a process of
+    its own unless ``alone``: two versions of one module, or of its
+    siblings, would collide)."""
     import os
     if not alone and not _is_url(side) and not side.endswith(".json"):
         return _spec_json(_spec_in_subprocess(side))
@@ -9372,11 +10057,17 @@ def _spec_side(side: str, headers: list, alone: bool = True) -> dict:
         # not know are compared, not refused.
         empty: dict = {"map": {}, "order": []}
         client = _client_class(headers)(base_url=side, spec={
-            "name": "diff", "actions": empty, "models": empty})
+            "name": "diff", "actions": empty, "models": empty}, auth=auth)
         try:
             endpoint = SpecEndpoint()
             response = client.make_request(
                 endpoint, client.build_request(endpoint))
+            credential = client._credential
+            if response.status_code == 401 and credential is not None and \
+                    credential.learn(_challenged(
+                        response.headers.get("WWW-Authenticate", ""))):
+                response = client.make_request(
+                    endpoint, client.build_request(endpoint))
             _check_status(endpoint, response)
             datum = _response_json(response)
         finally:
@@ -9414,8 +10105,11 @@ def _cmd_diff(args: Any) -> int:
     targets = [side for side in (args.old, args.new)
                if not _is_url(side) and not side.endswith(".json")]
     alone = len(targets) < 2
-    changes = diff(_spec_side(args.old, args.header, alone),
-                   _spec_side(args.new, args.header, alone))
+    auth = _cli_auth(args)
+    if auth is not None and not (_is_url(args.old) or _is_url(args.new)):
+        raise _UsageError("--token and --api-key go with a URL")
+    changes = diff(_spec_side(args.old, args.header, alone, auth),
+                   _spec_side(args.new, args.header, alone, auth))
     failing = {_BREAKING} if args.fail_on == "breaking" else {
         _BREAKING, _COMPATIBLE}
     if args.format == "json":
@@ -9481,6 +10175,7 @@ def _parser() -> Any:
                          help=target_help + ", or the URL of a server")
         cmd.add_argument("--header", action="append", default=[],
                          help="'Name: value' sent to a URL (repeatable)")
+        _add_auth_options(cmd)
         if name == "openapi":
             cmd.add_argument("-o", "--output", metavar="FILE",
                              help="write to FILE instead of stdout")
@@ -9496,6 +10191,7 @@ def _parser() -> Any:
     call.add_argument("--header", action="append", default=[],
                       help="'Name: value' sent with every request "
                       "(repeatable)")
+    _add_auth_options(call)
     call.set_defaults(run=_cmd_call)
     compare = commands.add_parser(
         "diff", help="list the changes between two versions of an API",
@@ -9512,6 +10208,7 @@ def _parser() -> Any:
                          "changes (default), or on any compatible one too")
     compare.add_argument("--header", action="append", default=[],
                          help="'Name: value' sent to a URL (repeatable)")
+    _add_auth_options(compare)
     compare.set_defaults(run=_cmd_diff)
     return parser
 

@@ -7028,7 +7028,8 @@ class TestClientConstruction(unittest.TestCase):
         with self.assertRaises(TypeError) as cm:
             APIClient.from_spec(self.spec, "http://127.0.0.1:9", timout=3)
         self.assertEqual(str(cm.exception), (
-            "Unknown APIClient option 'timout'; options: expected_spec, "
+            "Unknown APIClient option 'timout'; options: auth, "
+            "expected_spec, "
             "max_redirects, max_response_size, on_breaking, "
             "problem_details, proxy, retries, retry_backoff, retry_writes, "
             "ssl_context, timeout, type_getter, verify"))
@@ -18468,6 +18469,982 @@ def _df_places_api():
 
 # == auth ====================================================================
 # authentication: schemes, requirements, OpenAPI security, the Authorize box
+
+_au_TOKEN = "tok-alice-5f1c2e9a"
+_au_USERS = {
+    _au_TOKEN: {"name": "alice", "scopes": ["admin"]},
+    "tok-bob-77aa01d3": {"name": "bob"},
+}
+
+
+def _au_api(schemes=None, requires=True, protect_spec=False):
+    """An API with bearer, API-key and Basic schemes over one user table;
+    actions and a model with open reads and protected writes."""
+    if schemes is None:
+        schemes = [
+            cosmic.BearerAuth(_au_USERS.get),
+            cosmic.APIKeyAuth(_au_USERS.get, header="X-Key"),
+            cosmic.BasicAuth(lambda user, password: _au_USERS.get(password)
+                             if user == "alice" else None),
+        ]
+    notes = {}
+    with cosmos.swap({}):
+        api = API("au_zoo", auth=schemes, requires=requires,
+                  protect_spec=protect_spec)
+
+        @api.action(returns=String, requires=False)
+        def hello():
+            identity = cosmic.current_identity()
+            return "hi " + (identity["name"] if identity else "anonymous")
+
+        @api.action(returns=String)
+        def whoami():
+            return cosmic.current_identity()["name"]
+
+        @api.action(returns=String, requires="admin")
+        def admin():
+            return "ok"
+
+        @api.action(accepts=String, returns=String, requires=False)
+        def crash(text):
+            raise ValueError("failed for %s" % text)
+
+        @api.model
+        class Note(BaseModel):
+            methods = ["get_by_id", "get_list", "create", "delete"]
+            properties = [required("text", String)]
+            requires = {"get_by_id": False, "get_list": False}
+
+            @classmethod
+            def get_by_id(cls, id):
+                if id not in notes:
+                    raise NotFound
+                return notes[id]
+
+            @classmethod
+            def get_list(cls):
+                return sorted(notes.items())
+
+            @classmethod
+            def create(cls, patch):
+                ident = str(len(notes) + 1)
+                notes[ident] = dict(patch)
+                return ident, notes[ident]
+
+            @classmethod
+            def delete(cls, id):
+                notes.pop(id)
+
+    return api
+
+
+def _au_basic(user, password):
+    return "Basic " + base64.b64encode(
+        ("%s:%s" % (user, password)).encode("utf-8")).decode("ascii")
+
+
+class TestAuthSchemes(unittest.TestCase):
+    def setUp(self):
+        self.app = Server(_au_api()).wsgi_app
+
+    def call(self, path, headers=None, method="POST"):
+        status, out, body = _sv_call(self.app, method, path,
+                                     headers=headers or {})
+        return status, out, json.loads(body) if body else None
+
+    def test_no_credential_is_401_naming_every_scheme(self):
+        status, headers, body = self.call("/actions/whoami")
+        self.assertEqual(status, 401)
+        self.assertEqual(headers["www-authenticate"],
+                         'Bearer realm="au_zoo", APIKey realm="au_zoo", '
+                         'header="X-Key", Basic realm="au_zoo", '
+                         'charset="UTF-8"')
+        self.assertEqual(body, {"error": "Missing credentials: send "
+                                "Authorization: Bearer <token> or X-Key: "
+                                "<key> or Authorization: Basic <base64 of "
+                                "user:password>"})
+        self.assertEqual(headers["content-type"], "application/json")
+
+    def test_each_scheme_accepts_its_credential(self):
+        for headers in ({"Authorization": "Bearer " + _au_TOKEN},
+                        {"Authorization": "bearer  " + _au_TOKEN},
+                        {"X-Key": _au_TOKEN},
+                        {"Authorization": _au_basic("alice", _au_TOKEN)}):
+            with self.subTest(headers=headers):
+                self.assertEqual(self.call("/actions/whoami", headers)[::2],
+                                 (200, "alice"))
+
+    def test_refused_credentials_are_401_without_echo(self):
+        for headers in ({"Authorization": "Bearer tok-nobody-0000"},
+                        {"Authorization": "Bearer "},
+                        {"X-Key": "tok-nobody-0000"},
+                        {"Authorization": _au_basic("bob", _au_TOKEN)},
+                        {"Authorization": "Basic !!notbase64!!"},
+                        {"Authorization": "Basic " + base64.b64encode(
+                            b"\xff\xfe:x").decode()}):
+            with self.subTest(headers=headers):
+                status, out, body = self.call("/actions/whoami", headers)
+                self.assertEqual((status, body),
+                                 (401, {"error": "Invalid credentials"}))
+                self.assertIn('error="invalid_token"',
+                              out["www-authenticate"])
+                for value in headers.values():
+                    secret = value.partition(" ")[2].strip() or value
+                    if secret != value:
+                        self.assertNotIn(secret, json.dumps(body) + str(out))
+
+    def test_problem_details_401(self):
+        status, headers, body = self.call(
+            "/actions/whoami", {"Accept": "application/problem+json"})
+        self.assertEqual(status, 401)
+        self.assertEqual(headers["content-type"], "application/problem+json")
+        self.assertIn("Bearer", headers["www-authenticate"])
+        self.assertEqual((body["title"], body["status"]),
+                         ("Unauthorized", 401))
+        self.assertTrue(body["detail"].startswith("Missing credentials"))
+
+    def test_a_valid_identity_without_the_scope_is_403(self):
+        status, _, body = self.call(
+            "/actions/admin", {"Authorization": "Bearer tok-bob-77aa01d3"})
+        self.assertEqual((status, body), (403, {
+            "error": "Forbidden: this call needs the scope admin"}))
+        self.assertEqual(self.call("/actions/admin", {
+            "Authorization": "Bearer " + _au_TOKEN})[::2], (200, "ok"))
+        self.assertEqual(self.call("/actions/admin")[0], 401)
+
+    def test_identity_is_request_scoped(self):
+        self.assertIsNone(cosmic.current_identity())
+        self.assertEqual(self.call("/actions/hello")[::2],
+                         (200, "hi anonymous"))
+        self.assertEqual(self.call("/actions/hello", {
+            "Authorization": "Bearer tok-bob-77aa01d3"})[::2], (200, "hi bob"))
+        # An open call takes a refused credential as no one.
+        self.assertEqual(self.call("/actions/hello", {
+            "Authorization": "Bearer wrong"})[::2], (200, "hi anonymous"))
+        self.assertIsNone(cosmic.current_identity())
+
+    def test_identity_reaches_a_handler_run_with_a_timeout(self):
+        app = Server(_au_api(), handler_timeout=5).wsgi_app
+        status, _, body = _sv_call(app, "POST", "/actions/whoami", headers={
+            "Authorization": "Bearer " + _au_TOKEN})
+        self.assertEqual((status, body), (200, b'"alice"'))
+
+    def test_compare_secret(self):
+        self.assertTrue(cosmic.compare_secret("s3cret", "s3cret"))
+        self.assertTrue(cosmic.compare_secret("ключ", "ключ".encode()))
+        self.assertFalse(cosmic.compare_secret("s3cret", "s3creT"))
+        self.assertFalse(cosmic.compare_secret("", "x"))
+
+    def test_names_are_public(self):
+        from cosmic.api import APIKeyAuth, BasicAuth, BearerAuth, \
+            compare_secret
+        from cosmic.globals import current_identity
+        self.assertIs(current_identity, cosmic.current_identity)
+        self.assertIs(compare_secret, cosmic.compare_secret)
+        for cls in (APIKeyAuth, BasicAuth, BearerAuth):
+            self.assertIn(cls.__name__, cosmic.__all__)
+
+    def test_bad_declarations(self):
+        def act():
+            pass
+
+        with cosmos.swap({}):
+            table = [
+                (lambda: API("x", requires=True),
+                 "API x requires credentials, but the API declares no "
+                 "scheme: pass auth= to API()"),
+                (lambda: API("x", protect_spec=True),
+                 "protect_spec needs a scheme: pass auth="),
+                (lambda: API("x", auth="token"),
+                 "auth takes BearerAuth, APIKeyAuth and BasicAuth objects, "
+                 "got 'token'"),
+                (lambda: API("x", auth=[cosmic.BearerAuth(len)] * 2),
+                 "auth declares two bearer schemes"),
+                (lambda: cosmic.APIKeyAuth(len, header="Authorization"),
+                 "APIKeyAuth header must be a header name such as "
+                 "'X-API-Key', got 'Authorization'"),
+                (lambda: cosmic.BearerAuth("nope"),
+                 "BearerAuth needs a verify function, got 'nope'"),
+                (lambda: API("x").action(requires=True)(act),
+                 "API 'x', action 'act' (%s, line N): This action requires "
+                 "credentials, but the API declares no scheme: pass auth= "
+                 "to API()" % __file__),
+                (lambda: API("x", auth=cosmic.BearerAuth(len),
+                             requires=3),
+                 "API x: requires must be True, False, a scope or a list "
+                 "of scopes, got 3"),
+            ]
+            for make, message in table:
+                with self.subTest(message=message):
+                    with self.assertRaises(SpecError) as cm:
+                        make()
+                    self.assertEqual(re.sub(r"line \d+", "line N",
+                                            str(cm.exception)), message)
+
+            class M(BaseModel):
+                methods = ["get_by_id"]
+                requires = {"fetch": True}
+
+            with self.assertRaises(SpecError) as cm:
+                API("x", auth=cosmic.BearerAuth(len)).model(M)
+            self.assertTrue(str(cm.exception).endswith(
+                "): requires must map model methods (get_by_id, get_list, "
+                "create, update, delete) to requirements"), str(cm.exception))
+
+
+class TestAuthRequirements(unittest.TestCase):
+    def test_model_reads_open_writes_protected(self):
+        app = Server(_au_api(requires=False)).wsgi_app
+        bearer = {"Authorization": "Bearer tok-bob-77aa01d3",
+                  "Content-Type": "application/json"}
+        # requires=False by default, but Note.create/delete inherit it:
+        status, _, _ = _sv_call(app, "POST", "/Note", b'{"text": "a"}',
+                                {"Content-Type": "application/json"})
+        self.assertEqual(status, 201)
+        app = Server(_au_api()).wsgi_app
+        status, headers, _ = _sv_call(app, "POST", "/Note", b'{"text": "a"}',
+                                      {"Content-Type": "application/json"})
+        self.assertEqual(status, 401)
+        self.assertEqual(_sv_call(app, "POST", "/Note", b'{"text": "a"}',
+                                  bearer)[0], 201)
+        self.assertEqual(_sv_call(app, "GET", "/Note/1")[0], 200)
+        self.assertEqual(_sv_call(app, "GET", "/Note")[0], 200)
+        self.assertEqual(_sv_call(app, "HEAD", "/Note/1")[0], 200)
+        self.assertEqual(_sv_call(app, "DELETE", "/Note/1")[0], 401)
+        self.assertEqual(_sv_call(app, "DELETE", "/Note/1", headers=bearer)[0],
+                         204)
+
+    def test_every_model_method_can_be_protected(self):
+        with cosmos.swap({}):
+            api = API("au_vault", auth=cosmic.BearerAuth(_au_USERS.get),
+                      requires=True)
+
+            @api.model
+            class Box(BaseModel):
+                methods = ["get_by_id", "get_list", "create", "update",
+                           "delete"]
+                properties = [required("text", String)]
+
+                @classmethod
+                def get_by_id(cls, id):
+                    return {"text": "secret"}
+
+                @classmethod
+                def get_list(cls):
+                    return [("1", {"text": "secret"})]
+
+                @classmethod
+                def create(cls, patch):
+                    return "1", patch
+
+                @classmethod
+                def update(cls, id, patch):
+                    return patch
+
+                @classmethod
+                def delete(cls, id):
+                    pass
+
+        bearer = {"Authorization": "Bearer " + _au_TOKEN,
+                  "Content-Type": "application/json"}
+        for etags in (True, False):
+            app = Server(api, etags=etags).wsgi_app
+            for method, path, body in (
+                    ("GET", "/Box/1", b""), ("HEAD", "/Box/1", b""),
+                    ("GET", "/Box", b""), ("POST", "/Box", b'{"text": "a"}'),
+                    ("PUT", "/Box/1", b'{"text": "b"}'),
+                    ("DELETE", "/Box/1", b"")):
+                with self.subTest(method=method, path=path, etags=etags):
+                    status, _, answer = _sv_call(
+                        app, method, path, body,
+                        {"Content-Type": "application/json"} if body else {})
+                    self.assertEqual(status, 401)
+                    self.assertNotIn(b"secret", answer)
+                    self.assertEqual(_sv_call(app, method, path, body,
+                                              bearer)[0] // 100, 2)
+
+    def test_401_comes_before_the_body_is_read(self):
+        app = Server(_au_api()).wsgi_app
+        status, _, body = _sv_call(app, "POST", "/Note", b"not json",
+                                   {"Content-Type": "text/plain"})
+        self.assertEqual(status, 401)
+
+    def test_spec_open_by_default_and_docs_always_open(self):
+        app = Server(_au_api()).wsgi_app
+        for path in ("/spec.json", "/openapi.json", "/", "/docs"):
+            with self.subTest(path=path):
+                self.assertEqual(_sv_call(app, "GET", path)[0], 200)
+        app = Server(_au_api(protect_spec=True)).wsgi_app
+        for path in ("/spec.json", "/openapi.json"):
+            with self.subTest(path=path):
+                self.assertEqual(_sv_call(app, "GET", path)[0], 401)
+                self.assertEqual(_sv_call(app, "GET", path, headers={
+                    "X-Key": _au_TOKEN})[0], 200)
+        for path in ("/", "/docs"):
+            self.assertEqual(_sv_call(app, "GET", path)[0], 200)
+        # OPTIONS (and so CORS preflights) never need credentials.
+        self.assertEqual(_sv_call(app, "OPTIONS", "/actions/whoami")[0], 204)
+
+    def test_an_api_without_schemes_keeps_bare_endpoints(self):
+        with cosmos.swap({}):
+            api = API("au_plain")
+
+            @api.action(returns=String)
+            def hello():
+                return "hi"
+
+        routes = Server(api)._get_routes()
+        endpoint = routes.actions["hello"].methods["POST"]
+        self.assertNotIn("_serve", vars(endpoint))
+        routes = Server(_au_api())._get_routes()
+        endpoint = routes.actions["hello"].methods["POST"]
+        self.assertIn("_serve", vars(endpoint))
+
+    def test_view_override_and_schemes_together(self):
+        """The original's way (a view override) runs beside the schemes."""
+        class GateServer(Server):
+            def view(self, endpoint, request, **url_args):
+                if request.headers.get("X-Gate") != "open":
+                    return error_response("Unauthorized", 401)
+                return super().view(endpoint, request, **url_args)
+
+        app = GateServer(_au_api()).wsgi_app
+        bearer = {"Authorization": "Bearer " + _au_TOKEN}
+        self.assertEqual(_sv_call(app, "POST", "/actions/whoami",
+                                  headers=bearer)[0], 401)
+        self.assertEqual(_sv_call(app, "POST", "/actions/whoami",
+                                  headers={"X-Gate": "open"})[0], 401)
+        status, _, body = _sv_call(app, "POST", "/actions/whoami",
+                                   headers=dict(bearer, **{"X-Gate": "open"}))
+        self.assertEqual((status, body), (200, b'"alice"'))
+
+
+    def test_seed_snippets_beside_schemes(self):
+        """The user guide's CustomServer (a view override filling a
+        ThreadLocalDict) and PlanetariumClient (a build_request override)
+        keep working on an API that declares schemes."""
+        g = ThreadLocalDict()
+        seen = []
+
+        class CustomServer(Server):
+            def view(self, endpoint, request, **url_args):
+                secret = request.headers.get('X-Seed', None)
+                if secret == '12345':
+                    g['current_user'] = 'bob'
+                elif secret == 'qwert':
+                    return error_response("Unauthorized", 401)
+                return super(CustomServer, self).view(endpoint, request,
+                                                      **url_args)
+
+        api = _au_api()
+
+        @api.action(returns=String)
+        def both():
+            seen.append((g.get('current_user'),
+                         cosmic.current_identity()["name"]))
+            return "ok"
+
+        class SeedClient(WsgiAPIClient):
+            wsgi_app = CustomServer(api).wsgi_app
+
+            def build_request(self, endpoint, *args, **kwargs):
+                request = super(SeedClient, self).build_request(
+                    endpoint, *args, **kwargs)
+                request.headers["X-Seed"] = "12345"
+                return request
+
+        client = SeedClient(auth=_au_TOKEN)
+        self.assertEqual(client.actions.both(), "ok")
+        self.assertEqual(seen, [("bob", "alice")])
+        with self.assertRaises(RemoteHTTPError) as cm:
+            SeedClient().actions.both()
+        self.assertEqual(cm.exception.code, 401)
+
+
+class TestAuthRedaction(unittest.TestCase):
+    def crash_log(self, headers):
+        app = Server(_au_api()).wsgi_app
+        secret_parts = [v.split()[-1] for v in headers.values()]
+        with self.assertLogs("cosmic", "ERROR") as cm:
+            status, _, body = _sv_call(
+                app, "POST", "/actions/crash",
+                json.dumps(" and ".join(secret_parts)),
+                dict(headers, **{"Content-Type": "application/json"}))
+        self.assertEqual((status, body),
+                         (500, b'{"error": "Internal Server Error"}'))
+        self.assertEqual(len(cm.records), 1)
+        self.assertIs(cm.records[0].exc_info[0], ValueError)
+        return "\n".join(cm.output)
+
+    def test_traceback_log_redacts_credentials(self):
+        for headers in ({"Authorization": "Bearer " + _au_TOKEN},
+                        {"X-Key": _au_TOKEN},
+                        {"Authorization": _au_basic("alice", _au_TOKEN)}):
+            with self.subTest(headers=headers):
+                text = self.crash_log(headers)
+                self.assertIn("ValueError: failed for [redacted]", text)
+                self.assertIn("Traceback", text)
+                self.assertNotIn(_au_TOKEN, text)
+                for value in headers.values():
+                    self.assertNotIn(value.split()[-1], text)
+
+    def test_traceback_log_without_credentials_is_unchanged(self):
+        text = self.crash_log({})
+        self.assertIn("ValueError: failed for \n", text + "\n")
+
+    def test_access_log_never_holds_the_token(self):
+        api = _au_api()
+        server = cosmic._make_server(Server(api).wsgi_app, "127.0.0.1", 0)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(thread.join, 10)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        url = "http://127.0.0.1:%d" % server.server_address[1]
+        with self.assertLogs("cosmic", "INFO") as cm:
+            client = APIClient(url, auth=_au_TOKEN)
+            self.assertEqual(client.actions.whoami(), "alice")
+            client.close()
+            client = APIClient(url, auth={"api_key": _au_TOKEN})
+            self.assertEqual(client.actions.whoami(), "alice")
+            client.close()
+        text = "\n".join(cm.output)
+        self.assertIn("/actions/whoami", text)
+        self.assertNotIn(_au_TOKEN, text)
+
+    def test_client_log_redacts_credentials(self):
+        class LoggingClient(ClientLoggingMixin, WsgiAPIClient):
+            pass
+
+        for auth, name in ((_au_TOKEN, "Authorization"),
+                           ({"api_key": _au_TOKEN}, "X-Key")):
+            with self.subTest(auth=auth):
+                client = LoggingClient.for_api(_au_api(), auth=auth)
+                self.assertEqual(client.actions.whoami(), "alice")
+                request = client.log[-1][0]
+                self.assertIn((name, "[redacted]"), request["headers"])
+                self.assertNotIn(_au_TOKEN, repr(client.log))
+
+    def test_bad_auth_values_are_not_echoed(self):
+        for auth, exc, message in (
+                (12345678, TypeError, "got a int"),
+                (("alice",), TypeError, "got a tuple"),
+                ({"token": "abcdefgh"}, TypeError, "got a dict"),
+                ("abc\r\nX-Evil: 1", ValueError, "characters an HTTP header "
+                 "cannot carry")):
+            with self.subTest(auth=auth):
+                with self.assertRaises(exc) as cm:
+                    WsgiAPIClient.for_api(_au_api(), auth=auth)
+                self.assertIn(message, str(cm.exception))
+                for part in ("12345678", "abcdefgh", "X-Evil"):
+                    self.assertNotIn(part, str(cm.exception))
+
+
+class _au_Recorder:
+    """A WSGI app that records each request's headers, and redirects."""
+
+    def __init__(self, location=None):
+        self.location = location
+        self.seen = []
+
+    def __call__(self, environ, start_response):
+        self.seen.append((environ["PATH_INFO"], {
+            key: value for key, value in environ.items()
+            if key.startswith("HTTP_") and key != "HTTP_HOST"}))
+        if self.location is not None and \
+                environ["PATH_INFO"].startswith("/actions/"):
+            start_response("307 Temporary Redirect", [
+                ("Location", self.location + environ["PATH_INFO"]),
+                ("Content-Length", "0")])
+            return [b""]
+        body = json.dumps({"error": "gone"}).encode()
+        start_response("410 Gone", [("Content-Type", "application/json"),
+                                    ("Content-Length", str(len(body)))])
+        return [body]
+
+
+class TestAuthClients(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.api = _au_api(protect_spec=True)
+        cls.served = served_api(cls.api)
+        cls.url = cls.served.__enter__()
+        cls.addClassCleanup(cls.served.__exit__, None, None, None)
+
+    def client(self, **options):
+        client = APIClient(self.url, **options)
+        self.addCleanup(client.close)
+        return client
+
+    def test_every_form_of_auth_including_the_spec_fetch(self):
+        for auth in (_au_TOKEN, {"bearer": _au_TOKEN},
+                     {"api_key": _au_TOKEN}, ("alice", _au_TOKEN),
+                     {"basic": ("alice", _au_TOKEN)}):
+            with self.subTest(auth=auth):
+                client = self.client(auth=auth)
+                self.assertEqual(client.actions.whoami(), "alice")
+                self.assertEqual(client.actions.admin(), "ok")
+                ident, rep = client.models.Note.create(text="hi")
+                self.assertEqual(rep, {"text": "hi"})
+                client.models.Note.delete(ident)
+
+    def test_connect_and_subclass_attribute(self):
+        client = cosmic.connect(self.url, auth=_au_TOKEN)
+        self.addCleanup(client.close)
+        self.assertEqual(client.actions.whoami(), "alice")
+
+        class AliceClient(APIClient):
+            base_url = self.url
+            auth = {"api_key": _au_TOKEN}
+
+        client = AliceClient()
+        self.addCleanup(client.close)
+        self.assertEqual(client.actions.whoami(), "alice")
+
+    def test_without_auth_the_protected_spec_fetch_fails(self):
+        with self.assertRaises(RemoteHTTPError) as cm:
+            self.client()
+        self.assertEqual(cm.exception.code, 401)
+        with self.assertRaises(RemoteHTTPError) as cm:
+            self.client(auth="tok-nobody")
+        self.assertEqual((cm.exception.code, cm.exception.message),
+                         (401, "Invalid credentials"))
+
+    def test_scope_errors_reach_the_client(self):
+        client = self.client(auth="tok-bob-77aa01d3")
+        with self.assertRaises(RemoteHTTPError) as cm:
+            client.actions.admin()
+        self.assertEqual(cm.exception.code, 403)
+
+    def test_a_token_follows_an_api_key_only_api(self):
+        """A plain token goes where the 401's challenge says."""
+        api = _au_api(schemes=[cosmic.APIKeyAuth(_au_USERS.get,
+                                                 header="X-Key")],
+                      protect_spec=True)
+        with served_api(api) as url:
+            client = APIClient(url, auth=_au_TOKEN)
+            self.assertEqual(client.actions.whoami(), "alice")
+            client.close()
+        client = WsgiAPIClient.for_api(api, auth=_au_TOKEN)
+        self.assertEqual(client.actions.whoami(), "alice")
+        client = WsgiAPIClient(Server(api).wsgi_app, auth=_au_TOKEN)
+        self.assertEqual(client.actions.whoami(), "alice")
+
+    def test_wsgi_client(self):
+        client = WsgiAPIClient.for_api(self.api, auth=("alice", _au_TOKEN))
+        self.assertEqual(client.actions.whoami(), "alice")
+        with self.assertRaises(RemoteHTTPError):
+            WsgiAPIClient.for_api(self.api)
+
+    def test_no_credential_to_another_origin_on_redirect(self):
+        other = _au_Recorder()
+        other_server = _make_server_thread(other)
+        self.addCleanup(other_server.close)
+        # 127.0.0.1 and localhost are two origins, as are two ports.
+        front = _au_Recorder(location=other_server.url)
+        front_server = _make_server_thread(
+            lambda environ, start_response: (
+                Server(_au_api()).wsgi_app(environ, start_response)
+                if not environ["PATH_INFO"].startswith("/actions/")
+                else front(environ, start_response)))
+        self.addCleanup(front_server.close)
+        for auth in (_au_TOKEN, {"api_key": _au_TOKEN},
+                     ("alice", _au_TOKEN)):
+            with self.subTest(auth=auth):
+                client = APIClient(front_server.url, auth=auth)
+                self.addCleanup(client.close)
+                with self.assertRaises(RemoteHTTPError) as cm:
+                    client.actions.whoami()
+                self.assertEqual(cm.exception.code, 307)
+                sent = front.seen[-1][1]
+                self.assertTrue(set(sent) & {"HTTP_AUTHORIZATION",
+                                             "HTTP_X_API_KEY"}, sent)
+        self.assertEqual(other.seen, [])
+
+    def test_same_origin_redirect_keeps_the_credential(self):
+        app = Server(self.api).wsgi_app
+
+        def moved(environ, start_response):
+            if environ["PATH_INFO"] == "/old/whoami":
+                start_response("307 Temporary Redirect", [
+                    ("Location", "/actions/whoami"),
+                    ("Content-Length", "0")])
+                return [b""]
+            return app(environ, start_response)
+
+        server = _make_server_thread(moved)
+        self.addCleanup(server.close)
+        client = APIClient(server.url, auth=_au_TOKEN)
+        self.addCleanup(client.close)
+        endpoint = client.actions.whoami.endpoint
+        request = client.build_request(endpoint)
+        request.url = "/old/whoami"
+        response = client.make_request(endpoint, request)
+        self.assertEqual((response.status_code, response.content),
+                         (200, b'"alice"'))
+
+
+class TestAuthCommandLine(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.served = served_api(_au_api(protect_spec=True))
+        cls.url = cls.served.__enter__()
+        cls.addClassCleanup(cls.served.__exit__, None, None, None)
+
+    def run_main(self, *args, stdin="", env=None):
+        out, err = io.StringIO(), io.StringIO()
+        with mock.patch("sys.stdin", io.StringIO(stdin)), \
+                mock.patch.dict(os.environ, env or {}), \
+                contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err), cosmos.swap({}):
+            code = cosmic.main(list(args))
+        return code, out.getvalue(), err.getvalue()
+
+    def test_token_from_env_stdin_or_literal(self):
+        for args, stdin in ((["--token", "env:AU_TOKEN"], ""),
+                            (["--token", "-"], _au_TOKEN + "\n"),
+                            (["--token", _au_TOKEN], ""),
+                            (["--api-key", "env:AU_TOKEN"], "")):
+            with self.subTest(args=args):
+                self.assertEqual(
+                    self.run_main("call", *args, self.url, "whoami",
+                                  stdin=stdin, env={"AU_TOKEN": _au_TOKEN}),
+                    (0, '"alice"\n', ""))
+
+    def test_call_without_a_credential_exits_1(self):
+        api = _au_api()
+        with served_api(api) as url:
+            self.assertEqual(self.run_main("call", url, "whoami"), (
+                1, "", "cosmic: HTTP 401: Missing credentials: send "
+                "Authorization: Bearer <token> or X-Key: <key> or "
+                "Authorization: Basic <base64 of user:password>\n"))
+            code, out, err = self.run_main(
+                "call", "--token", "env:AU_TOKEN", url, "Note.create",
+                '{"text": "x"}', env={"AU_TOKEN": _au_TOKEN})
+            self.assertEqual((code, json.loads(out)["text"], err),
+                             (0, "x", ""))
+
+    def test_header_still_works(self):
+        self.assertEqual(self.run_main(
+            "call", "--header", "Authorization: Bearer " + _au_TOKEN,
+            self.url, "whoami"), (0, '"alice"\n', ""))
+
+    def test_spec_and_openapi_of_a_protected_url(self):
+        code, out, err = self.run_main("spec", "--token", "env:AU_TOKEN",
+                                       self.url, env={"AU_TOKEN": _au_TOKEN})
+        self.assertEqual((code, json.loads(out)["name"], err),
+                         (0, "au_zoo", ""))
+        code, out, err = self.run_main("openapi", "--api-key", "-", self.url,
+                                       stdin=_au_TOKEN)
+        self.assertEqual((code, json.loads(out)["openapi"], err),
+                         (0, "3.1.0", ""))
+        self.assertEqual(self.run_main("spec", self.url)[0], 1)
+
+    def test_diff_of_protected_urls(self):
+        tmp = tempfile.mkdtemp(prefix="cosmic-au-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        old = os.path.join(tmp, "old.json")
+        code, out, err = self.run_main("spec", "--token", _au_TOKEN,
+                                       self.url)
+        self.assertEqual(code, 0, err)
+        with open(old, "w") as f:
+            f.write(out)
+        for args, stdin in ((["--token", "env:AU_TOKEN"], ""),
+                            (["--api-key", "-"], _au_TOKEN)):
+            with self.subTest(args=args):
+                self.assertEqual(self.run_main(
+                    "diff", *args, old, self.url, stdin=stdin,
+                    env={"AU_TOKEN": _au_TOKEN}), (0, "", ""))
+                self.assertEqual(self.run_main(
+                    "diff", *args, self.url, self.url, stdin=stdin,
+                    env={"AU_TOKEN": _au_TOKEN}), (0, "", ""))
+        code, out, err = self.run_main("diff", old, self.url)
+        self.assertEqual((code, err.split(":")[:2]), (1, ["cosmic", " HTTP 401"]))
+        self.assertEqual(self.run_main("diff", "--token", "x", old, old), (
+            2, "", "cosmic: error: --token and --api-key go with a URL\n"))
+
+    def test_usage_errors_never_show_the_secret(self):
+        table = [
+            (["call", "--token", "env:AU_MISSING", self.url, "whoami"],
+             "cosmic: error: --token env:AU_MISSING: the environment "
+             "variable AU_MISSING is not set or empty\n"),
+            (["call", "--token", "x", "--api-key", "y", self.url, "whoami"],
+             "cosmic: error: give --token or --api-key, not both\n"),
+            (["call", "--token", "-", self.url, "crash", "-"],
+             "cosmic: error: stdin can give the secret or the JSON "
+             "argument, not both\n"),
+            (["spec", "--token", _au_TOKEN, "examples/words.py"],
+             "cosmic: error: --token and --api-key go with a URL, not "
+             "examples/words.py\n"),
+            (["call", "--header", "Authorization " + _au_TOKEN, self.url,
+              "whoami"],
+             "cosmic: error: --header must look like 'Name: value'; got one "
+             "without a colon\n"),
+        ]
+        for args, message in table:
+            with self.subTest(args=args):
+                code, out, err = self.run_main(*args)
+                self.assertEqual((code, out, err), (2, "", message))
+                self.assertNotIn(_au_TOKEN, err)
+
+    def test_help_lists_the_options(self):
+        for command in ("call", "spec", "openapi", "diff"):
+            with self.subTest(command=command):
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out), \
+                        self.assertRaises(SystemExit):
+                    cosmic.main([command, "--help"])
+                self.assertIn("--token SECRET", out.getvalue())
+                self.assertIn("--api-key SECRET", out.getvalue())
+
+
+class TestAuthOpenAPI(unittest.TestCase):
+    def test_security_schemes_and_requirements(self):
+        doc = openapi(_au_api())
+        self.assertEqual(doc["components"]["securitySchemes"], {
+            "bearerAuth": {"type": "http", "scheme": "bearer"},
+            "apiKeyAuth": {"type": "apiKey", "in": "header", "name": "X-Key"},
+            "basicAuth": {"type": "http", "scheme": "basic"}})
+        anyone = [{"bearerAuth": []}, {"apiKeyAuth": []}, {"basicAuth": []}]
+        self.assertEqual(doc["security"], anyone)
+        paths = doc["paths"]
+        self.assertEqual(paths["/actions/whoami"]["post"]["security"], anyone)
+        self.assertEqual(paths["/actions/hello"]["post"]["security"], [])
+        self.assertEqual(paths["/actions/admin"]["post"]["security"], [
+            {"bearerAuth": ["admin"]}, {"apiKeyAuth": ["admin"]},
+            {"basicAuth": ["admin"]}])
+        self.assertEqual(paths["/Note/{id}"]["get"]["security"], [])
+        self.assertEqual(paths["/Note"]["post"]["security"], anyone)
+        self.assertEqual(paths["/spec.json"]["get"]["security"], [])
+        responses = paths["/actions/admin"]["post"]["responses"]
+        self.assertIn("401", responses)
+        self.assertIn("403", responses)
+        self.assertEqual(list(responses)[-1], "default")
+        self.assertIn("401", paths["/Note"]["post"]["responses"])
+        self.assertNotIn("403", paths["/Note"]["post"]["responses"])
+        self.assertNotIn("401", paths["/actions/hello"]["post"]["responses"])
+        doc = openapi(_au_api(requires=False, protect_spec=True))
+        self.assertEqual(doc["security"], [])
+        self.assertIn("401", doc["paths"]["/spec.json"]["get"]["responses"])
+
+    def test_without_schemes_nothing_changes(self):
+        doc = openapi(_oa_zoo())
+        self.assertNotIn("security", doc)
+        self.assertNotIn("securitySchemes", doc["components"])
+
+    def test_validator_passes(self):
+        validator = _oa_need("openapi_spec_validator")
+        for api in (_au_api(), _au_api(requires=False, protect_spec=True),
+                    _au_api(schemes=[cosmic.BasicAuth(len)], requires="x")):
+            validator.validate(openapi(api))
+
+    def test_a_generated_client_authenticates(self):
+        _oa_need("openapi_python_client")
+        tool = os.path.join(os.path.dirname(sys.executable),
+                            "openapi-python-client")
+        if not os.path.exists(tool):
+            _ty_need(None, "openapi-python-client")
+        api = _au_api(schemes=[cosmic.BearerAuth(_au_USERS.get)])
+        tmp = tempfile.mkdtemp(prefix="cosmic-au-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "openapi.json")
+        with open(path, "w") as f:
+            json.dump(openapi(api), f)
+        proc = subprocess.run(
+            [tool, "generate", "--path", path, "--meta", "none",
+             "--output-path", os.path.join(tmp, "au_client")],
+            capture_output=True, text=True, timeout=300, cwd=tmp)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        script = textwrap.dedent("""
+            import json, sys
+            from au_client import AuthenticatedClient, Client
+            from au_client.api.actions import whoami
+            from au_client.api.note import note_create
+            from au_client.models import NotePatch
+            url, token = sys.argv[1], sys.argv[2]
+            anonymous = Client(base_url=url)
+            print(whoami.sync_detailed(client=anonymous).status_code)
+            client = AuthenticatedClient(base_url=url, token=token)
+            print(whoami.sync_detailed(client=client).parsed)
+            made = note_create.sync_detailed(
+                client=client, body=NotePatch(text="hi"))
+            print(made.status_code)
+        """)
+        with served_api(api) as url:
+            proc = subprocess.run(
+                [sys.executable, "-c", script, url, _au_TOKEN],
+                capture_output=True, text=True, timeout=120, cwd=tmp)
+        self.assertEqual((proc.stdout.split(), proc.stderr),
+                         (["401", "alice", "201"], ""))
+
+
+class TestAuthDocsPage(unittest.TestCase):
+    def page(self, api):
+        status, headers, body = _sv_call(Server(api).wsgi_app, "GET", "/")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["content-security-policy"],
+                         cosmic._docs_csp())
+        return body.decode("utf-8")
+
+    def test_authorize_box_has_one_field_per_scheme(self):
+        page = self.page(_au_api())
+        box = page[page.index('<section class="auth"'):]
+        box = box[:box.index("</section>")]
+        self.assertIn('data-kind="bearer"', box)
+        self.assertIn('data-kind="api_key" data-header="X-Key"', box)
+        self.assertIn('data-kind="basic-user"', box)
+        self.assertIn('data-kind="basic-password"', box)
+        self.assertLess(page.index("Authorize"), page.index("<h2>Actions"))
+        self.assertEqual(page.count('type="password"'), 3)
+
+    def test_each_call_says_whether_it_needs_a_credential(self):
+        page = self.page(_au_api())
+
+        def badge(anchor):
+            start = page.index(anchor)
+            return re.search(r'<span class="need[^"]*">([^<]*)</span>',
+                             page[start:]).group(1)
+
+        self.assertEqual(badge('id="action-hello"'), "open")
+        self.assertEqual(badge('id="action-whoami"'), "needs a credential")
+        self.assertEqual(badge('id="action-admin"'),
+                         "needs a credential with admin")
+        self.assertEqual(badge("/Note/{id}</div>"), "open")
+        self.assertEqual(badge("POST</span> /Note</div>"),
+                         "needs a credential")
+
+    def test_no_box_without_schemes(self):
+        page = self.page(_oa_zoo())
+        self.assertNotIn('class="auth"', page)
+        self.assertNotIn('class="need', page)
+
+    def test_script_keeps_credentials_out_of_storage(self):
+        for word in ("localStorage", "document.cookie", "sessionStorage"):
+            self.assertNotIn(word, _DOCS_JS)
+
+
+class TestAuthDocsBrowser(_dc_BrowserMixin, unittest.TestCase):
+    """The Authorize box in headless Chromium against a real server."""
+
+    @classmethod
+    def setUpClass(cls):
+        _dc_require_chromium()
+        cls.served = served_api(_au_api())
+        cls.origin = cls.served.__enter__()
+        cls.addClassCleanup(cls.served.__exit__, None, None, None)
+        cls.start_browser()
+
+    def authorize(self, token):
+        self.assertTrue(self.browser.evaluate("""(() => {
+          const box = document.querySelector('form.authorize');
+          box.querySelector('[data-kind="bearer"]').value = %s;
+          box.querySelector('button[type=submit]').click();
+          return true;
+        })()""" % json.dumps(token)))
+        return self.browser.evaluate(
+            "document.querySelector('.a-state').textContent")
+
+    def assert_clean(self):
+        """No errors but the 401s asked for; no CSP violation; no request
+        to another origin."""
+        errors = [e for e in self.browser.console_errors() if not re.match(
+            r"log\(network\): Failed to load resource: the server responded"
+            r" with a status of 401 ", e)]
+        self.assertEqual(errors, [])
+        self.assertEqual(self.browser.csp_violations(settle=0), [])
+        for url in self.browser.requested_urls(settle=0):
+            self.assertTrue(url.startswith(self.origin + "/"), url)
+
+    def test_protected_create_fails_before_authorizing_and_works_after(self):
+        self.load("/")
+        out = self.try_it("model-Note", "create", body='{"text": "hi"}')
+        self.assertIn("HTTP 401", out)
+        self.assertIn("Missing credentials", out)
+        state = self.authorize(_au_TOKEN)
+        self.assertEqual(state, "Authorized: try-it calls send "
+                                "Authorization.")
+        out = self.try_it("model-Note", "create", body='{"text": "hi"}')
+        self.assertIn("HTTP 201", out)
+        self.assertIn('"text": "hi"', out)
+        out = self.try_it("action-admin", "action")
+        self.assertIn("HTTP 200", out)
+        # The token is in no storage and not in the page's URL.
+        self.assertEqual(self.browser.evaluate(
+            "localStorage.length + sessionStorage.length"), 0)
+        self.assertNotIn(_au_TOKEN, self.browser.evaluate("location.href"))
+        self.assert_clean()
+
+    def test_clear_and_reload_forget_the_token(self):
+        self.load("/docs")
+        self.authorize(_au_TOKEN)
+        self.browser.evaluate("document.querySelector('form.authorize "
+                              "button[type=reset]').click(), true")
+        self.browser.wait_for("document.querySelector('.a-state')"
+                              ".textContent.startsWith('Not authorized')")
+        self.assertIn("HTTP 401", self.try_it("action-whoami", "action"))
+        self.authorize(_au_TOKEN)
+        self.assertIn("HTTP 200", self.try_it("action-whoami", "action"))
+        self.load("/docs")
+        self.assertIn("HTTP 401", self.try_it("action-whoami", "action"))
+        self.assert_clean()
+
+
+class TestAuthPlaces(unittest.TestCase):
+    """examples/places.py: PLACES_TOKEN protects writes, reads stay open."""
+
+    def load(self, env):
+        path = os.path.join(_ROOT, "examples", "places.py")
+        spec = importlib.util.spec_from_file_location("_au_places", path)
+        module = importlib.util.module_from_spec(spec)
+        with mock.patch.dict(os.environ, env), cosmos.swap({}):
+            spec.loader.exec_module(module)
+        return module
+
+    def setUp(self):
+        tmp = tempfile.mkdtemp(prefix="cosmic-au-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        self.db = os.path.join(tmp, "places.db")
+
+    def test_token_protects_writes(self):
+        places = self.load({"PLACES_TOKEN": "s3cret-places",
+                            "PLACES_DB": self.db})
+        app = places.wsgi_app
+        json_type = {"Content-Type": "application/json"}
+        body = b'{"name": "Lisbon"}'
+        self.assertEqual(_sv_call(app, "POST", "/City", body, json_type)[0],
+                         401)
+        bad = dict(json_type, Authorization="Bearer wrong")
+        self.assertEqual(_sv_call(app, "POST", "/City", body, bad)[0], 401)
+        good = dict(json_type, Authorization="Bearer s3cret-places")
+        self.assertEqual(_sv_call(app, "POST", "/City", body, good)[0], 201)
+        self.assertEqual(_sv_call(app, "GET", "/City/1")[0], 200)
+        self.assertEqual(_sv_call(app, "GET", "/City")[0], 200)
+        self.assertEqual(_sv_call(app, "POST", "/actions/stats")[0], 200)
+        for method, path, data in (
+                ("PUT", "/City/1", b'{"population": 1}'),
+                ("POST", "/actions/rename_city",
+                 b'{"id": "1", "name": "Porto"}'),
+                ("DELETE", "/City/1", b"")):
+            with self.subTest(method=method, path=path):
+                self.assertEqual(_sv_call(app, method, path, data,
+                                          json_type if data else {})[0], 401)
+                self.assertEqual(_sv_call(app, method, path, data,
+                                          good if data else {
+                                              "Authorization":
+                                              "Bearer s3cret-places"})[0]
+                                 // 100, 2)
+        client = WsgiAPIClient(app, auth="s3cret-places")
+        ident, rep = client.models.City.create(name="Faro")
+        self.assertEqual(rep["name"], "Faro")
+
+    def test_unset_everything_is_open(self):
+        places = self.load({"PLACES_DB": self.db, "PLACES_TOKEN": ""})
+        app = places.wsgi_app
+        self.assertEqual(_sv_call(app, "POST", "/City", b'{"name": "Faro"}',
+                                  {"Content-Type": "application/json"})[0],
+                         201)
+        self.assertEqual(_sv_call(app, "DELETE", "/City/1")[0], 204)
+        self.assertNotIn("security", openapi(places.places))
 
 
 # (end of auth)

@@ -44,6 +44,13 @@ Then, at the address the server printed:
 Every object has a version, which is its ETag: a PUT or DELETE sent with
 ``If-Match`` acts only if the object is still at that version (else 412),
 checked and written in one statement, so two app servers cannot both win.
+
+With PLACES_TOKEN set, writes (create, update, delete, rename_city) need
+that token as a bearer token and reads stay open:
+
+    PLACES_TOKEN=s3cret python -m cosmic serve examples/places.py
+    curl -X DELETE -H 'Authorization: Bearer s3cret' \\
+         http://127.0.0.1:8000/City/1
 """
 
 import os
@@ -53,7 +60,7 @@ import threading
 from contextlib import contextmanager
 
 import cosmic
-from cosmic.api import API
+from cosmic.api import API, BearerAuth, compare_secret
 from cosmic.exceptions import HTTPError, NotFound
 from cosmic.http import Server
 from cosmic.models import BaseModel
@@ -483,7 +490,19 @@ def _page(table, filters, limit, offset, to_rep):
     return items, {"total_count": total}
 
 
-places = API("places")
+# Opt-in authentication: unset (the default), every call is open.
+_TOKEN = os.environ.get("PLACES_TOKEN") or None
+
+
+def _check_token(token):
+    """The identity behind a bearer token: the one PLACES_TOKEN names."""
+    return "writer" if compare_secret(token, _TOKEN) else None
+
+
+places = API("places", auth=BearerAuth(_check_token) if _TOKEN else None)
+# What writes need: the token when there is one, else nothing.
+_WRITE = _TOKEN is not None
+_WRITES = {"create": _WRITE, "update": _WRITE, "delete": _WRITE}
 
 # The rules a schema can state are constraints, so that the spec, the
 # OpenAPI document, the docs page and every client know them; what only
@@ -508,6 +527,7 @@ class City(BaseModel):
     """A city, with an optional country and population."""
 
     methods = ["get_by_id", "get_list", "create", "update", "delete"]
+    requires = _WRITES
     properties = [
         required("name", _NAME, "Capitalized"),
         optional("country", String),
@@ -619,6 +639,7 @@ class Address(BaseModel):
     """A street address in a city."""
 
     methods = ["get_by_id", "get_list", "create", "update", "delete"]
+    requires = _WRITES
     properties = [
         required("number", Integer(minimum=1, maximum=_MAX_SAFE),
                  "House number"),
@@ -714,7 +735,7 @@ def stats():
 @places.action(accepts=Struct([
     required("id", String, "The city's id"),
     required("name", _NAME, "Its new name"),
-]), returns=String)
+]), returns=String, requires=_WRITE)
 def rename_city(id, name):
     """Rename a city and return its previous name."""
     try:
