@@ -20764,6 +20764,20 @@ class TestTypeCheckFindings(unittest.TestCase):
 # (end of structure)
 
 
+# == original ================================================================
+# the original Cosmic 0.5.6 test suite's cases, run against this file
+
+
+# (end of original)
+
+
+# == review ==================================================================
+# defects found from outside: strict parsers, hostile peers, generated clients
+
+
+# (end of review)
+
+
 # == readme ===================================================================
 
 
