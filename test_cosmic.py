@@ -14,6 +14,7 @@ import contextlib
 import copy
 import datetime
 import errno
+import glob
 import hashlib
 import html
 import html.parser
@@ -33,6 +34,7 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -40,7 +42,9 @@ import tempfile
 import textwrap
 import threading
 import time
+import types
 import unittest
+import urllib.request
 import warnings
 import wsgiref.util
 import wsgiref.validate
@@ -80,28 +84,67 @@ from cosmic.types import (APISpec, Array, Binary, Boolean, Box, DateTime,
                           ValidationError, optional, optional_link, required,
                           required_link)
 
+try:
+    import jsonschema as _jsonschema
+except ImportError:  # pragma: no cover - depends on the environment
+    _jsonschema = None
+try:
+    import hypothesis as _hypothesis
+    from hypothesis import strategies as _hypothesis_st
+except ImportError:  # pragma: no cover - depends on the environment
+    _hypothesis = _hypothesis_st = None
+try:
+    import psycopg as _psycopg
+except ImportError:  # pragma: no cover - depends on the environment
+    _psycopg = None
+
+
+# -- Shared fixtures ----------------------------------------------------------
+# What many test classes use: the repository, the optional test-only
+# packages, and (below) the servers and clients the tests talk to.
 
 # The repository: this file lives next to cosmic.py.
 _ROOT = os.path.dirname(os.path.abspath(__file__))
+_THIS_FILE = os.path.abspath(__file__)
+_REQUIRE_EXTRAS = os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1"
+_MISSING = object()
+if _ROOT not in sys.path:  # the examples import as modules
+    sys.path.insert(0, _ROOT)
+
+
+def _need(name, found=_MISSING):
+    """Skip the test without an optional tool; with COSMIC_REQUIRE_EXTRAS=1,
+    fail instead.
+
+    Without ``found``, import the test-only package ``name`` and return it;
+    with it, ``found`` is what was looked up (a module, a path, ...) and a
+    false value means missing.
+    """
+    if found is _MISSING:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            found = None
+    if found:
+        return found
+    _need_missing(name)
+
+
+def _need_missing(name):
+    """Skip (COSMIC_REQUIRE_EXTRAS=1: fail) because ``name`` is missing."""
+    message = ("%s is not installed (a test extra: pip install -e '.[test]', "
+               "or a Debian package)" % name)
+    if _REQUIRE_EXTRAS:
+        raise AssertionError(message + ", but COSMIC_REQUIRE_EXTRAS=1")
+    raise unittest.SkipTest(message + "; COSMIC_REQUIRE_EXTRAS=1 makes this "
+                            "a failure")
 
 
 # == types ============================================================
 # Tests of the type system (docs/protocol.md#types), URLParams
 # (docs/protocol.md#query-strings) and the import paths.
 
-try:
-    import jsonschema as _ty_jsonschema
-except ImportError:  # pragma: no cover - depends on the environment
-    _ty_jsonschema = None
-try:
-    import hypothesis as _ty_hypothesis
-    from hypothesis import strategies as _ty_st
-except ImportError:  # pragma: no cover - depends on the environment
-    _ty_hypothesis = _ty_st = None
-
-
 _ty_UTC = datetime.timezone.utc
-_ty_ROOT = os.path.dirname(os.path.abspath(cosmic.__file__))
 
 
 def _ty_error(func, *args):
@@ -126,23 +169,12 @@ def _ty_run(args, cwd=None, pythonpath=True):
     env = dict(os.environ)
     env.pop("PYTHONSTARTUP", None)
     if pythonpath:
-        env["PYTHONPATH"] = _ty_ROOT
+        env["PYTHONPATH"] = _ROOT
     else:
         env.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable] + list(args), cwd=cwd or _ty_ROOT,
+    return subprocess.run([sys.executable] + list(args), cwd=cwd or _ROOT,
                           env=env, capture_output=True, text=True,
                           timeout=60)
-
-
-def _ty_need(module, name):
-    """Skip (or, with COSMIC_REQUIRE_EXTRAS=1, fail) without a test extra."""
-    if module is not None:
-        return module
-    if os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1":
-        raise AssertionError("%s is not installed, but COSMIC_REQUIRE_EXTRAS=1"
-                             % name)
-    raise unittest.SkipTest("%s not installed (test-only extra: pip install "
-                            "-e '.[test]')" % name)
 
 
 # -- 8.2 simple types ---------------------------------------------------------
@@ -1447,7 +1479,7 @@ class TestImportPaths(unittest.TestCase):
     def test_cosmic_py_alone_in_an_isolated_interpreter(self):
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder)
-        shutil.copy(os.path.join(_ty_ROOT, "cosmic.py"), folder)
+        shutil.copy(os.path.join(_ROOT, "cosmic.py"), folder)
         proc = _ty_run(["-I", "-S", "-c", textwrap.dedent("""
             import os, sys
             sys.path.insert(0, sys.argv[1])
@@ -1507,7 +1539,7 @@ class TestImportPaths(unittest.TestCase):
             "models": {"map": {}, "order": []}})
 
     def _ty_source(self):
-        with open(os.path.join(_ty_ROOT, "cosmic.py"), encoding="utf-8") as f:
+        with open(os.path.join(_ROOT, "cosmic.py"), encoding="utf-8") as f:
             return f.read()
 
     def test_parses_as_python_3_9(self):
@@ -1778,7 +1810,7 @@ def _ty_compare(schema, value, checked):
     text, cached in checked), that from_json leaves its input alone, and
     that accepted values round-trip through to_json.
     """
-    validators = _ty_jsonschema.Draft202012Validator
+    validators = _jsonschema.Draft202012Validator
     js = schema.json_schema()
     key = json.dumps(js, sort_keys=True)
     if key not in checked:
@@ -1811,7 +1843,7 @@ def _ty_case(rng, mutate_rate=0.6):
 
 class TestDifferential(unittest.TestCase):
     def test_cosmic_agrees_with_jsonschema(self):
-        _ty_need(_ty_jsonschema, "jsonschema")
+        _need("jsonschema", _jsonschema)
         rng = random.Random(_TY_SEED)
         checked = {}
         problems = []
@@ -1829,7 +1861,7 @@ class TestDifferential(unittest.TestCase):
         self.assertGreater(len(checked), 100)
 
     def test_exported_json_schemas_are_valid(self):
-        _ty_need(_ty_jsonschema, "jsonschema")
+        _need("jsonschema", _jsonschema)
         for schema in [Integer, Float, Boolean, String, Binary, DateTime, JSON,
                        Schema, Model, APISpec, _TY_CITY, Array(Binary),
                        Map(DateTime), OrderedMap(Struct([])),
@@ -1838,17 +1870,17 @@ class TestDifferential(unittest.TestCase):
                        URLParams([required("a", Integer)])]:
             with self.subTest(schema=schema):
                 self.assertIsNone(
-                    _ty_jsonschema.Draft202012Validator.check_schema(
+                    _jsonschema.Draft202012Validator.check_schema(
                         schema.json_schema()))
 
     def test_trailing_newline_is_refused_by_both(self):
         # The exported patterns end with (?![\s\S]), not "$", which Python's
         # re (used by jsonschema) would let match before a final newline.
-        _ty_need(_ty_jsonschema, "jsonschema")
+        _need("jsonschema", _jsonschema)
         for schema, text in [(Binary, "YWJj\n"),
                              (DateTime, "2013-10-04T13:05:25\n")]:
             with self.subTest(text=text):
-                validator = _ty_jsonschema.Draft202012Validator(
+                validator = _jsonschema.Draft202012Validator(
                     schema.json_schema(), format_checker=None)
                 self.assertEqual((_ty_verdict(schema, text),
                                   validator.is_valid(text),
@@ -1856,9 +1888,9 @@ class TestDifferential(unittest.TestCase):
                                  (False, False, True))
 
     def test_hypothesis_variant(self):
-        _ty_need(_ty_jsonschema, "jsonschema")
-        _ty_need(_ty_hypothesis, "hypothesis")
-        st = _ty_st
+        _need("jsonschema", _jsonschema)
+        _need("hypothesis", _hypothesis)
+        st = _hypothesis_st
         text = st.text(max_size=8)
         leaves = (st.none() | st.booleans()
                   | st.integers(-(10 ** 20), 10 ** 20)
@@ -1869,9 +1901,9 @@ class TestDifferential(unittest.TestCase):
             max_leaves=8)
         checked = {}
 
-        @_ty_hypothesis.settings(max_examples=200, deadline=None,
+        @_hypothesis.settings(max_examples=200, deadline=None,
                                  database=None, derandomize=True)
-        @_ty_hypothesis.given(st.randoms(use_true_random=False),
+        @_hypothesis.given(st.randoms(use_true_random=False),
                               st.sampled_from(("valid", "mutated", "any")),
                               json_values)
         def check(rng, mode, arbitrary):
@@ -1892,7 +1924,6 @@ class TestDifferential(unittest.TestCase):
 # Tests of the server, actions, spec, models and globals of cosmic.py.
 
 
-_sv_ROOT = _ROOT
 _sv_JSON = {"Content-Type": "application/json"}
 _sv_SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
 
@@ -4642,9 +4673,9 @@ _sv_SERVING = re.compile(
 
 def _sv_cli(*args):
     """``python -m cosmic ARGS`` from the repository root: (code, err)."""
-    env = dict(os.environ, PYTHONPATH=_sv_ROOT)
+    env = dict(os.environ, PYTHONPATH=_ROOT)
     proc = subprocess.run([sys.executable, "-m", "cosmic"] + list(args),
-                          cwd=_sv_ROOT, env=env, capture_output=True,
+                          cwd=_ROOT, env=env, capture_output=True,
                           text=True, timeout=30)
     return proc.returncode, proc.stderr
 
@@ -4652,10 +4683,10 @@ def _sv_cli(*args):
 class TestServeHTTP(unittest.TestCase):
     def start(self, target):
         """Serve target on a free port; return (name, host, port, proc)."""
-        env = dict(os.environ, PYTHONPATH=_sv_ROOT)
+        env = dict(os.environ, PYTHONPATH=_ROOT)
         proc = subprocess.Popen(
             [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-            cwd=_sv_ROOT, env=env, stdout=subprocess.PIPE,
+            cwd=_ROOT, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, universal_newlines=True)
 
         def stop():
@@ -4751,7 +4782,6 @@ class TestServeHTTP(unittest.TestCase):
 # == hs ===============================================================
 # Tests of the development server: serve_wsgi and _make_server.
 
-_HS_HERE = os.path.dirname(os.path.abspath(httpserver.__file__))
 _HS_TIMEOUT = 0.5  # server socket timeout used by the shared test server
 
 
@@ -5524,7 +5554,7 @@ class TestDevServerLifecycle(unittest.TestCase):
             "httpserver.serve_wsgi(app, '127.0.0.1', 0, ready=ready, log=False)\n"
             "print('returned', flush=True)\n"
         )
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=_HS_HERE,
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=_ROOT,
                                 stdout=subprocess.PIPE, text=True)
         try:
             port = int(proc.stdout.readline())
@@ -5544,7 +5574,7 @@ class TestDevServerLifecycle(unittest.TestCase):
     def test_import_is_cheap(self):
         code = ("import sys; before = set(sys.modules); import cosmic as httpserver; "
                 "print(sorted(set(sys.modules) - before))")
-        out = subprocess.run([sys.executable, "-c", code], cwd=_HS_HERE, check=True,
+        out = subprocess.run([sys.executable, "-c", code], cwd=_ROOT, check=True,
                              capture_output=True, text=True).stdout
         for heavy in ("socket", "socketserver", "logging", "selectors"):
             self.assertNotIn("'%s'" % heavy, out)
@@ -5556,7 +5586,6 @@ class TestDevServerLifecycle(unittest.TestCase):
 
 # -- Client test fixtures -----------------------------------------------------
 
-_CL_FILE = os.path.abspath(__file__)
 _CL_API_NAME = "clapi"
 _CL_TORONTO = {"name": "Toronto", "population": 2800000, "country": "ca"}
 _CL_PARIS = {"name": "Paris"}
@@ -5773,7 +5802,7 @@ class _cl_LiveServer:
         self.folder = tempfile.mkdtemp(prefix="cosmic-client-test-")
         launcher = os.path.join(self.folder, "cl_launcher.py")
         with open(launcher, "w") as f:
-            f.write(_CL_LAUNCHER % _CL_FILE)
+            f.write(_CL_LAUNCHER % _THIS_FILE)
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(
             [root] + [p for p in [os.environ.get("PYTHONPATH")] if p])
@@ -7336,20 +7365,7 @@ class TestClientLogging(unittest.TestCase):
 # Tests of openapi(): the OpenAPI 3.1 document (to merge into test_cosmic.py).
 
 
-_oa_ROOT = _ROOT
-_oa_REQUIRE_EXTRAS = os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1"
 _oa_EXAMPLES = {}
-
-
-def _oa_need(module):
-    """Import a test-only package, or skip (fail with COSMIC_REQUIRE_EXTRAS)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        if _oa_REQUIRE_EXTRAS:
-            raise
-        raise unittest.SkipTest("%s is not installed; pip install -e "
-                                "'.[test]'" % module) from None
 
 
 def _oa_example(name, env=None):
@@ -7359,7 +7375,7 @@ def _oa_example(name, env=None):
     because its models are bound to it at registration.
     """
     if name not in _oa_EXAMPLES:
-        path = os.path.join(_oa_ROOT, "examples", name + ".py")
+        path = os.path.join(_ROOT, "examples", name + ".py")
         spec = importlib.util.spec_from_file_location("_oa_example_" + name,
                                                       path)
         module = importlib.util.module_from_spec(spec)
@@ -7549,7 +7565,7 @@ class TestOpenAPIValidity(unittest.TestCase):
     """openapi-spec-validator accepts every document."""
 
     def setUp(self):
-        self.validate = _oa_need("openapi_spec_validator").validate
+        self.validate = _need("openapi_spec_validator").validate
 
     def test_examples(self):
         env = {"PLACES_DB": os.path.join(tempfile.gettempdir(),
@@ -7575,14 +7591,14 @@ class TestOpenAPIValidity(unittest.TestCase):
         self.validate(openapi(_oa_clash()))
 
     def test_command_line(self):
-        path = os.path.join(_oa_ROOT, "examples", "words.py")
+        path = os.path.join(_ROOT, "examples", "words.py")
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
-            [_oa_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+            [_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
         proc = subprocess.run(
             [sys.executable, "-m", "cosmic", "openapi", path],
             capture_output=True, env=env,
-            cwd=_oa_ROOT, timeout=60)
+            cwd=_ROOT, timeout=60)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         doc = json.loads(proc.stdout)
         self.validate(doc)
@@ -7593,7 +7609,7 @@ class TestOpenAPIValidity(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "words.json")
             code = cosmic.main(["openapi", os.path.join(
-                _oa_ROOT, "examples", "words.py"), "-o", out])
+                _ROOT, "examples", "words.py"), "-o", out])
             self.assertEqual(code, 0)
             with open(out, encoding="utf-8") as f:
                 doc = json.load(f)
@@ -8016,7 +8032,7 @@ class TestOpenAPIJSONSchema(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        jsonschema = _oa_need("jsonschema")
+        jsonschema = _need("jsonschema")
         cls.Validator = jsonschema.Draft202012Validator
         cls.api = _oa_zoo()
         cls.doc = openapi(cls.api)
@@ -8173,8 +8189,8 @@ class TestOpenAPISchemathesis(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.schemathesis = _oa_need("schemathesis")
-        _oa_need("hypothesis")
+        cls.schemathesis = _need("schemathesis")
+        _need("hypothesis")
         cls.tmp = tempfile.TemporaryDirectory()
         env = {"PLACES_DB": os.path.join(cls.tmp.name, "places.db")}
         # A fresh import: the module reads PLACES_DB when it is imported.
@@ -8320,7 +8336,6 @@ class TestOpenAPISchemathesis(unittest.TestCase):
 # Tests of the documentation page of cosmic.py (``GET /`` and ``GET /docs``).
 
 
-_DC_ROOT = _ROOT
 _DC_CHROMIUM = "/usr/bin/chromium"
 _DC_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -9321,18 +9336,6 @@ class _dc_Browser:
         self._requests.clear()
 
 
-def _dc_require_chromium():
-    """Skip (or, with COSMIC_REQUIRE_EXTRAS=1, fail) without Chromium."""
-    if os.path.exists(_DC_CHROMIUM):
-        return
-    if os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1":
-        raise AssertionError("COSMIC_REQUIRE_EXTRAS=1 but %s is missing "
-                             "(apt-get install chromium)" % _DC_CHROMIUM)
-    raise unittest.SkipTest("%s is not installed (apt-get install chromium); "
-                            "set COSMIC_REQUIRE_EXTRAS=1 to make this a "
-                            "failure" % _DC_CHROMIUM)
-
-
 class _dc_BrowserMixin:
     """Helpers of the browser test cases; ``cls.browser`` and
     ``cls.origin`` are set by their setUpClass."""
@@ -9487,7 +9490,7 @@ class _dc_FakeAppMixin(_dc_BrowserMixin):
 
     @classmethod
     def setUpClass(cls):
-        _dc_require_chromium()
+        _need("chromium", os.path.exists(_DC_CHROMIUM) and _DC_CHROMIUM)
         cls.app = _dc_FakeAPI(cls.spec)
         cls.server = make_server("127.0.0.1", 0, cls.app,
                                  server_class=_dc_ThreadingServer,
@@ -9800,7 +9803,7 @@ class _dc_ServeProcess:
         self._stdout = queue.Queue()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-            cwd=_DC_ROOT, env=env, stdin=subprocess.DEVNULL,
+            cwd=_ROOT, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._threads = [
             threading.Thread(target=_dc_read_lines,
@@ -9849,12 +9852,12 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        _dc_require_chromium()
+        _need("chromium", os.path.exists(_DC_CHROMIUM) and _DC_CHROMIUM)
         tmp = tempfile.mkdtemp(prefix="cosmic-places-")
         cls.addClassCleanup(shutil.rmtree, tmp, True)
         env = dict(os.environ, PLACES_DB=os.path.join(tmp, "places.db"))
         env["PYTHONPATH"] = os.pathsep.join(
-            [_DC_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+            [_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
         cls.server = _dc_ServeProcess("examples/places.py", env=env)
         cls.addClassCleanup(cls.server.stop)
         cls.port = cls.server.port
@@ -9970,12 +9973,8 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
 
 
 
-_HD_ROOT = _ROOT
-if _HD_ROOT not in sys.path:
-    sys.path.insert(0, _HD_ROOT)
 
 
-_HD_REQUIRE_EXTRAS = os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1"
 _HD_NET_TIMEOUT = 10.0  # bound on any single network wait, in seconds
 _HD_JSON = ("Content-Type", "application/json")
 _HD_INTERNAL = b'{"error": "Internal Server Error"}'
@@ -9993,19 +9992,6 @@ _HD_SUMMARY = []
 # version (RFC 9110 15.6.6).
 # Any other 5xx for a client mistake is a failure.
 _HD_PROTOCOL_5XX = {501, 505}
-
-
-def _hd_need(module):
-    """Import a test-only module; skip without it (COSMIC_REQUIRE_EXTRAS=1:
-    fail)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        message = ("%s is not installed (pip install -e '.[test]'); "
-                   "COSMIC_REQUIRE_EXTRAS=1 makes this a failure" % module)
-        if _HD_REQUIRE_EXTRAS:
-            raise AssertionError(message) from None
-        raise unittest.SkipTest(message) from None
 
 
 def _hd_note(case, where, status, body, elapsed):
@@ -10260,7 +10246,7 @@ def _hd_http(port, method, target, headers=(), body=b"", head_only=None):
 
 def _hd_load_places(db_path):
     """Import examples/places.py afresh on ``db_path`` (own registry)."""
-    path = os.path.join(_HD_ROOT, "examples", "places.py")
+    path = os.path.join(_ROOT, "examples", "places.py")
     name = "_hd_places_%d" % next(_HD_COUNTER)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -10287,7 +10273,7 @@ def _hd_close_places(module):
 
 def _hd_child_env(**extra):
     env = dict(os.environ)
-    env["PYTHONPATH"] = _HD_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
 
@@ -10303,7 +10289,7 @@ class _hd_ServeProcess:
         self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-            cwd=_HD_ROOT, env=_hd_child_env(PLACES_DB=db_path),
+            cwd=_ROOT, env=_hd_child_env(PLACES_DB=db_path),
             stdout=subprocess.PIPE, stderr=self.log,
             universal_newlines=True)
         lines = queue.Queue()
@@ -11783,7 +11769,7 @@ class TestHardeningProductionServers(unittest.TestCase):
     """The places example under gunicorn (sync, gthread) and waitress."""
 
     def run_server(self, args, module):
-        _hd_need(module)
+        _need(module)
         tmp = tempfile.TemporaryDirectory(prefix="cosmic_hd_")
         self.addCleanup(tmp.cleanup)
         port = _hd_free_port()
@@ -11792,7 +11778,7 @@ class TestHardeningProductionServers(unittest.TestCase):
         args = [a.replace("{port}", str(port)) for a in args]
         proc = subprocess.Popen(
             [sys.executable, "-m"] + args,
-            cwd=os.path.join(_HD_ROOT, "examples"),
+            cwd=os.path.join(_ROOT, "examples"),
             env=_hd_child_env(PLACES_DB=os.path.join(tmp.name, "p.db")),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -12161,7 +12147,7 @@ class TestHardeningFuzz(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.hypothesis = _hd_need("hypothesis")
+        cls.hypothesis = _need("hypothesis")
         cls.st = importlib.import_module("hypothesis.strategies")
         _hd_places_tmp(cls)
         _hd_call(cls.app, "POST", "/City", [_HD_JSON], b'{"name": "Paris"}')
@@ -12835,7 +12821,6 @@ class _make_server_thread:
 # The shipped examples, as a user runs them: places over real HTTP against
 # `python -m cosmic serve` on a temporary database, planetarium in-process.
 
-_PL_ROOT = os.path.dirname(os.path.abspath(cosmic.__file__))
 _PL_SERVING = re.compile(r"Serving (\S+) on (http://\S+?)/ \(Ctrl-C to stop\)$")
 
 
@@ -12843,7 +12828,7 @@ def _pl_serve(target, env):
     """Start ``python -m cosmic serve TARGET --port 0``; return (proc, url)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-        cwd=_PL_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
+        cwd=_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True)
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     match = _PL_SERVING.match(proc.stdout.readline().strip() if ready else "")
@@ -13011,7 +12996,7 @@ class TestPlanetariumExample(unittest.TestCase):
     def setUpClass(cls):
         spec = importlib.util.spec_from_file_location(
             "cosmic_test_planetarium",
-            os.path.join(_PL_ROOT, "examples", "planetarium.py"))
+            os.path.join(_ROOT, "examples", "planetarium.py"))
         module = importlib.util.module_from_spec(spec)
         with cosmos.swap({}):
             spec.loader.exec_module(module)
@@ -13196,7 +13181,7 @@ def _s2_recording_app(seen):
 
 def _s2_h11_requests(data):
     """Feed ``data`` to h11 as a server: ([(method, target, body)], error)."""
-    h11 = _hd_need("h11")
+    h11 = _need("h11")
     version = tuple(int(p) for p in h11.__version__.split(".")[:2])
     if version < (0, 16):  # earlier ones had a chunked leniency of their own
         raise AssertionError("h11 0.16 or later is the reference, not %s"
@@ -13894,7 +13879,7 @@ class TestS2RequestIdsAcrossProcesses(unittest.TestCase):
     --preload (a prefix drawn again after fork)."""
 
     def check(self, preload):
-        _hd_need("gunicorn")
+        _need("gunicorn")
         folder = _s2_app_dir(self)
         port = _hd_free_port()
         log = tempfile.TemporaryFile(mode="w+")
@@ -16008,7 +15993,7 @@ class TestClient2Vendored(unittest.TestCase):
         if os.path.exists(_CLIENT2_PY39):
             found.append(_CLIENT2_PY39)
         else:
-            _ty_need(None, "Python 3.9 at %s" % _CLIENT2_PY39)
+            _need_missing("Python 3.9 at %s" % _CLIENT2_PY39)
         return found
 
     def test_vendored_imports(self):
@@ -16331,7 +16316,7 @@ class TestRulesJSONSchema(unittest.TestCase):
     """The JSON Schema of constrained types accepts what Cosmic accepts."""
 
     def test_differential(self):
-        jsonschema = _oa_need("jsonschema")
+        jsonschema = _need("jsonschema")
         table = [
             (Integer(minimum=1, maximum=100),
              [1, 100, 1.0, 0, 101, 50.5, True, "5"]),
@@ -16438,7 +16423,7 @@ class TestRulesOpenAPI(unittest.TestCase):
         self.assertNotIn("SphereCreate", doc["components"]["schemas"])
 
     def test_document_is_valid(self):
-        validator = _oa_need("openapi_spec_validator")
+        validator = _need("openapi_spec_validator")
         validator.validate(self.doc)
         validator.validate(openapi(_ru_api()))
 
@@ -16538,8 +16523,7 @@ class TestRulesDocsPage(unittest.TestCase):
 def _ru_module(source, name="_ru_hinted"):
     """Run source as a module (registered while it runs and after, so that
     typing can resolve its string annotations); return the module."""
-    import types as stdlib_types
-    module = stdlib_types.ModuleType(name)
+    module = types.ModuleType(name)
     sys.modules[name] = module
     with cosmos.swap({}):
         exec(compile(textwrap.dedent(source), name, "exec"), vars(module))
@@ -16974,14 +16958,14 @@ class TestRulesGeneratedClient(unittest.TestCase):
     """A client generated by openapi-python-client pages and filters."""
 
     def test_page_and_filter_against_a_live_server(self):
-        _oa_need("openapi_python_client")
-        _oa_need("httpx")
+        _need("openapi_python_client")
+        _need("httpx")
         folder = tempfile.mkdtemp(prefix="cosmic-opc-")
         self.addCleanup(shutil.rmtree, folder, True)
         env = {"PLACES_DB": os.path.join(folder, "places.db")}
         proc, url = _pl_serve("examples/places.py", env)
         self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
-        with urllib_request_urlopen(url + "/openapi.json") as res:
+        with urllib.request.urlopen(url + "/openapi.json", timeout=30) as res:
             document = res.read()
         with open(os.path.join(folder, "places.json"), "wb") as f:
             f.write(document)
@@ -17029,12 +17013,6 @@ class TestRulesGeneratedClient(unittest.TestCase):
                 "error": "Item at ['limit'] Must be at most 100: 250"})
 
 
-def urllib_request_urlopen(url):
-    """urllib.request.urlopen, imported where it is used."""
-    import urllib.request
-    return urllib.request.urlopen(url, timeout=30)
-
-
 # What schemathesis may not hold against places, each with its reason. The
 # rest of its checks (all of them) and phases (stateful included) must pass.
 _RU_SCHEMATHESIS_TOML = '''
@@ -17077,7 +17055,7 @@ class TestRulesSchemathesis(unittest.TestCase):
     """schemathesis, every check and phase (stateful too), against places."""
 
     def test_bounded_run_passes(self):
-        _oa_need("schemathesis")
+        _need("schemathesis")
         folder = tempfile.mkdtemp(prefix="cosmic-st-")
         self.addCleanup(shutil.rmtree, folder, True)
         env = {"PLACES_DB": os.path.join(folder, "places.db")}
@@ -17112,7 +17090,7 @@ class TestRulesStdlibTypes(unittest.TestCase):
     def test_round_trip_errors_and_json_schema(self):
         import decimal
         import uuid
-        jsonschema = _ty_jsonschema
+        jsonschema = _jsonschema
         cases = [
             (UUID, [("f81d4fae-7dec-11d0-a765-00a0c91e6bf6", True),
                     ("F81D4FAE-7DEC-11D0-A765-00A0C91E6BF6", True),
@@ -19233,17 +19211,17 @@ class TestAuthOpenAPI(unittest.TestCase):
         self.assertNotIn("securitySchemes", doc["components"])
 
     def test_validator_passes(self):
-        validator = _oa_need("openapi_spec_validator")
+        validator = _need("openapi_spec_validator")
         for api in (_au_api(), _au_api(requires=False, protect_spec=True),
                     _au_api(schemes=[cosmic.BasicAuth(len)], requires="x")):
             validator.validate(openapi(api))
 
     def test_a_generated_client_authenticates(self):
-        _oa_need("openapi_python_client")
+        _need("openapi_python_client")
         tool = os.path.join(os.path.dirname(sys.executable),
                             "openapi-python-client")
         if not os.path.exists(tool):
-            _ty_need(None, "openapi-python-client")
+            _need_missing("openapi-python-client")
         api = _au_api(schemes=[cosmic.BearerAuth(_au_USERS.get)])
         tmp = tempfile.mkdtemp(prefix="cosmic-au-")
         self.addCleanup(shutil.rmtree, tmp, True)
@@ -19328,7 +19306,7 @@ class TestAuthDocsBrowser(_dc_BrowserMixin, unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        _dc_require_chromium()
+        _need("chromium", os.path.exists(_DC_CHROMIUM) and _DC_CHROMIUM)
         cls.served = served_api(_au_api())
         cls.origin = cls.served.__enter__()
         cls.addClassCleanup(cls.served.__exit__, None, None, None)
@@ -19459,35 +19437,13 @@ class TestAuthPlaces(unittest.TestCase):
 # Debian packages (postgresql, nginx) and test extras (psycopg, gunicorn);
 # without them these tests skip, and fail with COSMIC_REQUIRE_EXTRAS=1.
 
-try:
-    import psycopg as _sc_psycopg
-except ImportError:  # pragma: no cover - depends on the environment
-    _sc_psycopg = None
-
-_sc_sqlite3 = importlib.import_module("sqlite3")
 _SC_PG_BINS = sorted(
-    (os.path.dirname(path) for path in importlib.import_module("glob").glob(
+    (os.path.dirname(path) for path in glob.glob(
         "/usr/lib/postgresql/*/bin/initdb")),
     key=lambda path: int(path.split("/")[-2]) if
     path.split("/")[-2].isdigit() else 0)
 _SC_NGINX = shutil.which("nginx") or (
     "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-
-
-def _sc_need_tool(found, name):
-    """Skip (or, with COSMIC_REQUIRE_EXTRAS=1, fail) without a program."""
-    if found:
-        return found
-    if os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1":
-        raise AssertionError("%s is missing, but COSMIC_REQUIRE_EXTRAS=1"
-                             % name)
-    raise unittest.SkipTest("%s not installed (Debian package)" % name)
-
-
-def _sc_need_gunicorn():
-    """gunicorn, importable by this Python (it runs as `python -m`)."""
-    found = importlib.util.find_spec("gunicorn") is not None
-    return _ty_need(True if found else None, "gunicorn")
 
 
 def _sc_wait(predicate, timeout, what):
@@ -19522,16 +19478,15 @@ class _sc_Postgres:
     PASSWORD = "places-secret"
 
     def __init__(self):
-        _ty_need(_sc_psycopg, "psycopg")
-        bin_dir = _sc_need_tool(_SC_PG_BINS and _SC_PG_BINS[-1],
-                                "PostgreSQL (initdb)")
+        _need("psycopg", _psycopg)
+        bin_dir = _need("PostgreSQL (initdb)", _SC_PG_BINS and _SC_PG_BINS[-1])
         self.dir = tempfile.mkdtemp(prefix="cosmic-sc-pg-")
         self.data = os.path.join(self.dir, "data")
         self.port = _hd_free_port()
         self.pid = None
         prefix = []
         if os.geteuid() == 0:
-            runuser = _sc_need_tool(shutil.which("runuser"), "runuser")
+            runuser = _need("runuser", shutil.which("runuser"))
             import pwd
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
@@ -19574,7 +19529,7 @@ class _sc_Postgres:
 
     def admin(self, dbname="postgres"):
         """A superuser connection over the Unix socket (autocommit)."""
-        return _sc_psycopg.connect(host=self.dir, port=self.port,
+        return _psycopg.connect(host=self.dir, port=self.port,
                                    user="postgres", dbname=dbname,
                                    autocommit=True)
 
@@ -19900,13 +19855,13 @@ class TestScalePlacesSQLite(_sc_PlacesBody, unittest.TestCase):
         cls.tmp.cleanup()
 
     def reset(self):
-        with contextlib.closing(_sc_sqlite3.connect(self.path)) as conn, conn:
+        with contextlib.closing(sqlite3.connect(self.path)) as conn, conn:
             conn.execute("DELETE FROM address")
             conn.execute("DELETE FROM city")
             conn.execute("DELETE FROM sqlite_sequence")
 
     def rows(self, sql):
-        with contextlib.closing(_sc_sqlite3.connect(self.path)) as conn:
+        with contextlib.closing(sqlite3.connect(self.path)) as conn:
             return [tuple(row) for row in conn.execute(sql)]
 
 
@@ -19966,7 +19921,7 @@ class TestScalePlacesStartCheck(unittest.TestCase):
     def test_postgres_unreachable_or_driver_missing(self):
         port = _hd_free_port()
         url = "postgresql://places:pw@127.0.0.1:%d/places" % port
-        if _sc_psycopg is not None:
+        if _psycopg is not None:
             message = self.failure({"PLACES_DATABASE_URL": url})
             self.assertTrue(message.startswith(
                 "PLACES_DATABASE_URL: cannot connect to "
@@ -20420,8 +20375,8 @@ class TestScaleDeployment(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        _sc_need_gunicorn()
-        _sc_need_tool(_SC_NGINX, "nginx")
+        _need("gunicorn", importlib.util.find_spec("gunicorn"))
+        _need("nginx", _SC_NGINX)
         cls.stack = contextlib.ExitStack()
         try:
             cls.pg = _sc_Postgres()
@@ -20645,12 +20600,11 @@ class TestScaleDeployment(unittest.TestCase):
 # the protocol document: references from code, tests and README resolve
 
 
-_ST_ROOT = os.path.dirname(os.path.abspath(__file__))
 _ST_REF = re.compile(r"docs/protocol\.md#([A-Za-z0-9_-]+)")
 
 
 def _st_read(name):
-    with open(os.path.join(_ST_ROOT, name), encoding="utf-8") as f:
+    with open(os.path.join(_ROOT, name), encoding="utf-8") as f:
         return f.read()
 
 
@@ -20717,7 +20671,7 @@ class TestProtocolDocument(unittest.TestCase):
             text = _st_read(name)
             self.assertIsNone(outside.search(text), name)
             for doc in set(re.findall(r"[\w./-]+\.md\b", text)):
-                self.assertTrue(os.path.isfile(os.path.join(_ST_ROOT, doc)),
+                self.assertTrue(os.path.isfile(os.path.join(_ROOT, doc)),
                                 "%s names %s, not in the repository"
                                 % (name, doc))
 
