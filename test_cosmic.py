@@ -140,6 +140,54 @@ def _need_missing(name):
                             "a failure")
 
 
+# -- Servers in a thread ------------------------------------------------------
+
+class _WsgirefHandler(WSGIRequestHandler):
+    """wsgiref's request handler without its access log. It keeps the
+    request's own Content-Type as ``environ["test.content_type"]``
+    (wsgiref fills CONTENT_TYPE with "text/plain" when it is absent)."""
+
+    def log_message(self, *args):
+        pass
+
+    def get_environ(self):
+        environ = super().get_environ()
+        environ["test.content_type"] = self.headers.get("Content-Type", "")
+        return environ
+
+
+class _WsgirefThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _ThreadServer:
+    """Serve a WSGI app on 127.0.0.1 (a free port) in a thread: cosmic's
+    development server (``limits`` are its keyword arguments), or with
+    ``wsgiref=True`` the standard library's. ``url``, ``port``,
+    ``server``; ``close()`` (alias ``stop()``) shuts it down."""
+
+    def __init__(self, app, wsgiref=False, **limits):
+        if wsgiref:
+            self.server = make_server(
+                "127.0.0.1", 0, app, server_class=_WsgirefThreadingServer,
+                handler_class=_WsgirefHandler)
+        else:
+            limits.setdefault("log", False)
+            self.server = cosmic._make_server(app, "127.0.0.1", 0, **limits)
+        self.port = self.server.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+    stop = close
+
+
 # == types ============================================================
 # Tests of the type system (docs/protocol.md#types), URLParams
 # (docs/protocol.md#query-strings) and the import paths.
@@ -5752,33 +5800,6 @@ _CL_HTML_502 = (b"<html><head><title>502 Bad Gateway</title></head>"
                 b"<body><h1>502 Bad Gateway</h1></body></html>")
 
 
-class _cl_QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-class _cl_ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _cl_ThreadServer:
-    """Serve a WSGI app on 127.0.0.1 (a free port) in a thread."""
-
-    def __init__(self, app):
-        self.server = make_server("127.0.0.1", 0, app,
-                                  server_class=_cl_ThreadingWSGIServer,
-                                  handler_class=_cl_QuietHandler)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
 _CL_LAUNCHER = '''\
 import importlib.util
 _spec = importlib.util.spec_from_file_location("_cl_served_tests", %r)
@@ -6694,7 +6715,7 @@ class TestClientAuthentication(unittest.TestCase):
                              environ.get("HTTP_AUTHORIZATION")))
             return app(environ, start_response)
 
-        cls.server = _cl_ThreadServer(recording)
+        cls.server = _ThreadServer(recording, wsgiref=True)
         cls.addClassCleanup(cls.server.close)
         cls.spec = _cl_spec_json(planetarium)
 
@@ -9397,21 +9418,6 @@ class _dc_BrowserMixin:
 # Browser tests against a throwaway app (canned answers, every request logged)
 # --------------------------------------------------------------------------
 
-class _dc_QuietHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def get_environ(self):
-        environ = super().get_environ()
-        # wsgiref fills CONTENT_TYPE with "text/plain" when it is absent
-        environ["test.content_type"] = self.headers.get("Content-Type", "")
-        return environ
-
-
-class _dc_ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 class _dc_FakeAPI:
     """WSGI app: the docs page of a spec plus canned API answers."""
 
@@ -9492,16 +9498,9 @@ class _dc_FakeAppMixin(_dc_BrowserMixin):
     def setUpClass(cls):
         _need("chromium", os.path.exists(_DC_CHROMIUM) and _DC_CHROMIUM)
         cls.app = _dc_FakeAPI(cls.spec)
-        cls.server = make_server("127.0.0.1", 0, cls.app,
-                                 server_class=_dc_ThreadingServer,
-                                 handler_class=_dc_QuietHandler)
-        cls.addClassCleanup(cls.server.server_close)
-        thread = threading.Thread(target=cls.server.serve_forever,
-                                  daemon=True)
-        thread.start()
-        cls.addClassCleanup(thread.join, 5)
-        cls.addClassCleanup(cls.server.shutdown)
-        cls.origin = "http://127.0.0.1:%d" % cls.server.server_port
+        cls.server = _ThreadServer(cls.app, wsgiref=True)
+        cls.addClassCleanup(cls.server.close)
+        cls.origin = cls.server.url
         cls.start_browser()
 
     def setUp(self):
@@ -10336,24 +10335,6 @@ class _hd_ServeProcess:
         return code, text
 
 
-class _hd_ThreadServer:
-    """cosmic's development server in a thread (short socket timeout)."""
-
-    def __init__(self, app, **limits):
-        limits.setdefault("log", False)
-        self.server = cosmic._make_server(app, "127.0.0.1", 0, **limits)
-        self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-
-
 def _hd_free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -11027,7 +11008,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         self.assertTrue(conn.closed_within(5))
 
     def test_access_log_escapes_control_characters(self):
-        server = _hd_ThreadServer(self.app, log=True)
+        server = _ThreadServer(self.app, log=True)
         self.addCleanup(server.stop)
         with self.assertLogs("cosmic", logging.INFO) as cm:
             answer, _ = _hd_exchange(
@@ -11041,7 +11022,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         self.assertIn("404", line)
 
     def test_stalled_body_with_short_socket_timeout(self):
-        server = _hd_ThreadServer(self.app, socket_timeout=0.5)
+        server = _ThreadServer(self.app, socket_timeout=0.5)
         self.addCleanup(server.stop)
         # Content-Length 100, 9 bytes sent, then nothing.
         stalled = _hd_Conn(server.port)
@@ -11068,7 +11049,7 @@ class TestHardeningHostileInput(unittest.TestCase):
                          .status, 200)
 
     def test_stalled_head_is_closed_cleanly(self):
-        server = _hd_ThreadServer(self.app, socket_timeout=0.5)
+        server = _ThreadServer(self.app, socket_timeout=0.5)
         self.addCleanup(server.stop)
         stalled = _hd_Conn(server.port)
         self.addCleanup(stalled.close)
@@ -11146,7 +11127,7 @@ class TestHardeningLocationHeader(unittest.TestCase):
                                  (200, ident))
 
     def test_over_http(self):
-        server = _hd_ThreadServer(self.app)
+        server = _ThreadServer(self.app)
         self.addCleanup(server.stop)
         for ident, location in self.IDS:
             with self.subTest(ident=ident):
@@ -11323,7 +11304,7 @@ class TestHardeningHandlerFaults(unittest.TestCase):
                     lambda *a: _hd_call(self.app, *a))
 
     def test_over_http_keep_alive(self):
-        server = _hd_ThreadServer(self.app)
+        server = _ThreadServer(self.app)
         self.addCleanup(server.stop)
         conn = _hd_Conn(server.port)
         self.addCleanup(conn.close)
@@ -11378,7 +11359,7 @@ class TestHardeningHandlerFaults(unittest.TestCase):
                 self.check_fault(answer, cm.records, _hd_Secret)
 
     def test_request_id_over_http(self):
-        server = _hd_ThreadServer(self.app)
+        server = _ThreadServer(self.app)
         self.addCleanup(server.stop)
         for value, kept in (("trace-42", True), ("with spaces in it", False),
                             ("x" * 300, False)):
@@ -11395,7 +11376,7 @@ class TestHardeningHandlerFaults(unittest.TestCase):
         self.assertEqual(len(ids), 5)
 
     def test_hanging_handler_does_not_block_the_server(self):
-        server = _hd_ThreadServer(self.app)
+        server = _ThreadServer(self.app)
         self.addCleanup(server.stop)
         answers = queue.Queue()
 
@@ -11569,7 +11550,7 @@ class TestHardeningThreadLocal(unittest.TestCase):
 
     def test_over_http(self):
         barrier = threading.Barrier(self.N, timeout=10)
-        server = _hd_ThreadServer(Server(self.make_api(barrier)).wsgi_app)
+        server = _ThreadServer(Server(self.make_api(barrier)).wsgi_app)
         self.addCleanup(server.stop)
 
         def call(n):
@@ -11588,7 +11569,7 @@ class TestHardeningSlowClients(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         _hd_places_tmp(cls)
-        cls.server = _hd_ThreadServer(cls.app, socket_timeout=0.5)
+        cls.server = _ThreadServer(cls.app, socket_timeout=0.5)
 
     @classmethod
     def tearDownClass(cls):
@@ -12076,7 +12057,7 @@ class TestHardeningCORS(unittest.TestCase):
                      if n.startswith("access-control-") or n == "vary"], [])
 
     def test_over_http(self):
-        server = _hd_ThreadServer(self.cors)
+        server = _ThreadServer(self.cors)
         self.addCleanup(server.stop)
         answer = _hd_http(server.port, "OPTIONS", "/actions/stats", [
             ("Origin", _HD_ORIGIN), ("Access-Control-Request-Method", "POST")])
@@ -12696,7 +12677,7 @@ class TestCommandLine(unittest.TestCase):
         cls.served = served_api(api)
         cls.url = cls.served.__enter__()
         cls.addClassCleanup(cls.served.__exit__, None, None, None)
-        cls.secured = _make_server_thread(_cli_AuthServer(api).wsgi_app)
+        cls.secured = _ThreadServer(_cli_AuthServer(api).wsgi_app)
         cls.addClassCleanup(cls.secured.close)
 
     def run_main(self, *args, stdin=""):
@@ -12799,22 +12780,6 @@ class TestCommandLine(unittest.TestCase):
                                        "ping")
         self.assertEqual((code, out), (1, ""))
         self.assertTrue(err.startswith("cosmic: error: "), err)
-
-
-class _make_server_thread:
-    """A WSGI app served in a thread on a free port (``url``, ``close``)."""
-
-    def __init__(self, app):
-        self.server = cosmic._make_server(app, "127.0.0.1", 0, log=False)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
 
 
 # == examples =================================================================
@@ -18872,13 +18837,9 @@ class TestAuthRedaction(unittest.TestCase):
 
     def test_access_log_never_holds_the_token(self):
         api = _au_api()
-        server = cosmic._make_server(Server(api).wsgi_app, "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        self.addCleanup(thread.join, 10)
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        url = "http://127.0.0.1:%d" % server.server_address[1]
+        server = _ThreadServer(Server(api).wsgi_app, log=True)
+        self.addCleanup(server.close)
+        url = server.url
         with self.assertLogs("cosmic", "INFO") as cm:
             client = APIClient(url, auth=_au_TOKEN)
             self.assertEqual(client.actions.whoami(), "alice")
@@ -19016,11 +18977,11 @@ class TestAuthClients(unittest.TestCase):
 
     def test_no_credential_to_another_origin_on_redirect(self):
         other = _au_Recorder()
-        other_server = _make_server_thread(other)
+        other_server = _ThreadServer(other)
         self.addCleanup(other_server.close)
         # 127.0.0.1 and localhost are two origins, as are two ports.
         front = _au_Recorder(location=other_server.url)
-        front_server = _make_server_thread(
+        front_server = _ThreadServer(
             lambda environ, start_response: (
                 Server(_au_api()).wsgi_app(environ, start_response)
                 if not environ["PATH_INFO"].startswith("/actions/")
@@ -19050,7 +19011,7 @@ class TestAuthClients(unittest.TestCase):
                 return [b""]
             return app(environ, start_response)
 
-        server = _make_server_thread(moved)
+        server = _ThreadServer(moved)
         self.addCleanup(server.close)
         client = APIClient(server.url, auth=_au_TOKEN)
         self.addCleanup(client.close)
