@@ -188,6 +188,105 @@ class _ThreadServer:
     stop = close
 
 
+# -- `python -m cosmic serve` in a subprocess ---------------------------------
+
+_SERVING = re.compile(
+    r"Serving (\S+) on (http://([^/:]+):(\d+))/ \(Ctrl-C to stop\)\n\Z")
+
+
+class _Serve:
+    """``python -m cosmic serve TARGET --port 0 ARGS`` in a subprocess.
+
+    Its first stdout line announces it: ``first_line``, then ``name``,
+    ``url``, ``host``, ``port`` and ``address``. A server that does not
+    announce itself within ``timeout`` seconds fails the test (with
+    ``check=False`` those stay None). ``env`` adds environment variables;
+    PYTHONPATH starts with the repository, then ``path``. stderr goes to a
+    file (``stderr_text()``). ``nofile`` lowers the open-files limit;
+    ``session=True`` runs it in a session of its own, all of whose
+    processes ``stop()`` kills. With ``test``, ``close()`` runs at its
+    cleanup.
+    """
+
+    def __init__(self, target, *args, env=None, cwd=None, path=(),
+                 test=None, timeout=30, nofile=None, session=False,
+                 check=True):
+        argv = ["serve", target, "--port", "0"] + list(args)
+        if nofile:
+            command = [sys.executable, "-c", (
+                "import resource, runpy, sys\n"
+                "resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d))\n"
+                "sys.argv = %r\n"
+                "runpy.run_module('cosmic', run_name='__main__', "
+                "alter_sys=True)\n" % (nofile, nofile, ["cosmic"] + argv))]
+        else:
+            command = [sys.executable, "-m", "cosmic"] + argv
+        full_env = dict(os.environ, **(env or {}))
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [_ROOT] + list(path) +
+            [p for p in [full_env.get("PYTHONPATH")] if p])
+        self.session = session
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            command, cwd=cwd or _ROOT, env=full_env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=self.log, text=True, start_new_session=session)
+        self.pid = self.proc.pid
+        if test is not None:
+            test.addCleanup(self.close)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        self.first_line = self.proc.stdout.readline() if ready else ""
+        match = _SERVING.match(self.first_line)
+        self.name = self.url = self.host = self.port = self.address = None
+        if match is not None:
+            self.name, self.url, self.host = match.group(1, 2, 3)
+            self.port = int(match.group(4))
+            self.address = (self.host, self.port)
+        elif check:
+            _, err = self.close()
+            raise AssertionError("cosmic serve %s did not start within "
+                                 "%s s: %r\n%s" % (target, timeout,
+                                                    self.first_line, err))
+
+    def stderr_text(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def rss_kib(self):
+        """Resident memory of the server process (VmRSS), in KiB."""
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS for pid %d" % self.pid)
+
+    def stop(self, grace=30):
+        """SIGTERM, SIGKILL after ``grace`` seconds; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self.session:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)  # any worker left
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.proc.stdout.close()
+        return self.proc.returncode
+
+    def close(self):
+        """Stop it; (exit code, stderr text)."""
+        code = self.stop()
+        if self.log.closed:
+            return code, ""
+        text = self.stderr_text()
+        self.log.close()
+        return code, text
+
+
 # == types ============================================================
 # Tests of the type system (docs/protocol.md#types), URLParams
 # (docs/protocol.md#query-strings) and the import paths.
@@ -4730,28 +4829,9 @@ def _sv_cli(*args):
 
 class TestServeHTTP(unittest.TestCase):
     def start(self, target):
-        """Serve target on a free port; return (name, host, port, proc)."""
-        env = dict(os.environ, PYTHONPATH=_ROOT)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-            cwd=_ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, universal_newlines=True)
-
-        def stop():
-            if proc.poll() is None:
-                proc.kill()
-            proc.communicate(timeout=10)
-        self.addCleanup(stop)
-        lines = queue.Queue()
-        threading.Thread(target=lambda: lines.put(proc.stdout.readline()),
-                         daemon=True).start()
-        try:
-            line = lines.get(timeout=20)
-        except queue.Empty:
-            self.fail("no 'Serving ...' line within 20 s")
-        match = _sv_SERVING.match(line)
-        self.assertIsNotNone(match, line)
-        return match.group(1), match.group(2), int(match.group(3)), proc
+        """Serve target on a free port; return (name, host, port, server)."""
+        server = _Serve(target, test=self)
+        return server.name, server.host, server.port, server
 
     def request(self, method, path, body=None, headers=None):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
@@ -4765,7 +4845,7 @@ class TestServeHTTP(unittest.TestCase):
             conn.close()
 
     def test_serve_words(self):
-        name, self.host, self.port, proc = self.start("examples/words.py")
+        name, self.host, self.port, server = self.start("examples/words.py")
         self.assertEqual((name, self.host), ("words", "127.0.0.1"))
         status, headers, body = self.request(
             "POST", "/actions/pluralize", b'"pencil"', _sv_JSON)
@@ -4791,10 +4871,8 @@ class TestServeHTTP(unittest.TestCase):
         status, headers, body = self.request("PUT", "/spec.json")
         self.assertEqual((status, body), (405, _sv_err("Method Not Allowed")))
         self.assertEqual(_sv_allow(headers), {"GET", "HEAD", "OPTIONS"})
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-        self.assertEqual(proc.returncode, 0)
-        self.assertNotIn("Traceback", err)
+        self.assertEqual(server.stop(), 0)  # SIGTERM: a clean exit
+        self.assertNotIn("Traceback", server.stderr_text())
 
     def test_bad_targets(self):
         with tempfile.TemporaryDirectory() as folder:
@@ -5807,60 +5885,29 @@ _tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_tests)
 server = _tests._cl_CountingServer(_tests._cl_make_api())
 '''
-_CL_SERVING = re.compile(r"Serving (\S+) on (http://127\.0\.0\.1:\d+)/ "
-                         r"\(Ctrl-C to stop\)\n\Z")
-
-
-class _cl_LiveServer:
+class _cl_LiveServer(_Serve):
     """``python -m cosmic serve <launcher>:server --port 0`` in a subprocess.
 
     The launcher imports this file and serves ``_cl_make_api()`` behind
-    ``_cl_CountingServer``; ``url`` is read from the first stdout line.
+    ``_cl_CountingServer``.
     """
 
     def __init__(self, env=None):
-        root = _ROOT
         self.folder = tempfile.mkdtemp(prefix="cosmic-client-test-")
         launcher = os.path.join(self.folder, "cl_launcher.py")
         with open(launcher, "w") as f:
             f.write(_CL_LAUNCHER % _THIS_FILE)
-        full_env = dict(os.environ)
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            [root] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-        full_env.update(env or {})
-        self.errors = open(os.path.join(self.folder, "stderr.txt"), "w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cosmic", "serve",
-             launcher + ":server", "--port", "0"],
-            cwd=root, env=full_env, stdout=subprocess.PIPE,
-            stderr=self.errors, text=True)
         try:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-            line = self.proc.stdout.readline() if ready else ""
-            match = _CL_SERVING.match(line)
-            if match is None:
-                raise RuntimeError("cosmic serve did not start: %r\n%s"
-                                   % (line, self._stderr()))
+            super().__init__(launcher + ":server", env=env)
         except BaseException:
-            self.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
             raise
-        self.name, self.url = match.groups()
-
-    def _stderr(self):
-        self.errors.seek(0)
-        return self.errors.read()
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self.errors.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            return super().close()
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class _cl_Request:
@@ -9782,70 +9829,6 @@ def _dc_http(port, method, path, body=None, timeout=10):
         conn.close()
 
 
-def _dc_read_lines(stream, sink):
-    """Put each line of ``stream`` into ``sink`` (a queue or list), then
-    None."""
-    put = sink.put if hasattr(sink, "put") else sink.append
-    try:
-        for raw in iter(stream.readline, b""):
-            put(raw.decode("utf-8", "replace").rstrip("\r\n"))
-    except (OSError, ValueError):
-        pass
-    put(None)
-
-
-class _dc_ServeProcess:
-    """``python -m cosmic serve <target> --port 0`` in the repository root."""
-
-    def __init__(self, target, env=None, timeout=20.0):
-        self.stderr_lines = []
-        self._stdout = queue.Queue()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-            cwd=_ROOT, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._threads = [
-            threading.Thread(target=_dc_read_lines,
-                             args=(self.proc.stdout, self._stdout),
-                             daemon=True),
-            threading.Thread(target=_dc_read_lines,
-                             args=(self.proc.stderr, self.stderr_lines),
-                             daemon=True)]
-        for thread in self._threads:
-            thread.start()
-        try:
-            self.first_line = self._stdout.get(timeout=timeout)
-        except queue.Empty:
-            self.stop()
-            raise AssertionError("no output from the server within %.0f s; "
-                                 "stderr:\n%s" % (timeout, self.stderr()))
-        match = re.match(r"^Serving (\S+) on http://([^/:]+):(\d+)/ "
-                         r"\(Ctrl-C to stop\)$", self.first_line or "")
-        if match is None:
-            self.stop()
-            raise AssertionError("unexpected first line %r; stderr:\n%s"
-                                 % (self.first_line, self.stderr()))
-        self.name, self.host, self.port = (match.group(1), match.group(2),
-                                           int(match.group(3)))
-
-    def stderr(self):
-        return "\n".join(line for line in self.stderr_lines[-30:]
-                         if line is not None)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        for thread in self._threads:
-            thread.join(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-
 class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
     """The docs page of examples/places.py as served by the CLI."""
 
@@ -9857,8 +9840,8 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
         env = dict(os.environ, PLACES_DB=os.path.join(tmp, "places.db"))
         env["PYTHONPATH"] = os.pathsep.join(
             [_ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-        cls.server = _dc_ServeProcess("examples/places.py", env=env)
-        cls.addClassCleanup(cls.server.stop)
+        cls.server = _Serve("examples/places.py", env=env, timeout=20)
+        cls.addClassCleanup(cls.server.close)
         cls.port = cls.server.port
         cls.origin = "http://127.0.0.1:%d" % cls.port
         status, _, body = _dc_http(cls.port, "GET", "/spec.json")
@@ -10270,69 +10253,16 @@ def _hd_close_places(module):
         module._local.conn = None
 
 
+def _hd_serve(target, db_path):
+    """`python -m cosmic serve <target> --port 0` on the database db_path."""
+    return _Serve(target, env={"PLACES_DB": db_path})
+
+
 def _hd_child_env(**extra):
     env = dict(os.environ)
     env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
-
-
-_HD_SERVING = re.compile(
-    r"Serving (\S+) on http://(127\.0\.0\.1):(\d+)/ \(Ctrl-C to stop\)$")
-
-
-class _hd_ServeProcess:
-    """`python -m cosmic serve <target> --port 0`, stderr to a file."""
-
-    def __init__(self, target, db_path):
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-            cwd=_ROOT, env=_hd_child_env(PLACES_DB=db_path),
-            stdout=subprocess.PIPE, stderr=self.log,
-            universal_newlines=True)
-        lines = queue.Queue()
-        threading.Thread(target=lambda: lines.put(self.proc.stdout.readline()),
-                         daemon=True).start()
-        try:
-            line = lines.get(timeout=30)
-        except queue.Empty:
-            self.stop()
-            raise AssertionError("no 'Serving ...' line within 30 s")
-        match = _HD_SERVING.match(line.strip())
-        if match is None:
-            self.stop()
-            raise AssertionError("unexpected first line: %r" % line)
-        self.name = match.group(1)
-        self.port = int(match.group(3))
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.pid = self.proc.pid
-
-    def rss_kib(self):
-        """Resident memory of the server process (VmRSS), in KiB."""
-        with open("/proc/%d/status" % self.pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        raise AssertionError("no VmRSS for pid %d" % self.pid)
-
-    def stderr_text(self):
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc.stdout.close()
-        code = self.proc.returncode
-        text = self.stderr_text()
-        self.log.close()
-        return code, text
 
 
 def _hd_free_port():
@@ -10679,7 +10609,7 @@ class TestHardeningHostileInput(unittest.TestCase):
     def setUpClass(cls):
         _hd_places_tmp(cls)
         try:
-            cls.serve = _hd_ServeProcess(
+            cls.serve = _hd_serve(
                 "examples/places.py", os.path.join(cls.tmp.name, "serve.db"))
         except BaseException:
             cls.tmp.cleanup()
@@ -10694,7 +10624,7 @@ class TestHardeningHostileInput(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        code, err = cls.serve.stop()
+        code, err = cls.serve.close()
         _hd_close_places(cls.places)
         cls.tmp.cleanup()
         assert code == 0 and "Traceback" not in err, (code, err[-2000:])
@@ -11417,7 +11347,7 @@ class TestHardeningLoad(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix="cosmic_hd_")
         try:
-            cls.serve = _hd_ServeProcess(
+            cls.serve = _hd_serve(
                 "examples/places.py", os.path.join(cls.tmp.name, "load.db"))
         except BaseException:
             cls.tmp.cleanup()
@@ -11425,7 +11355,7 @@ class TestHardeningLoad(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        code, err = cls.serve.stop()
+        code, err = cls.serve.close()
         cls.tmp.cleanup()
         assert code == 0 and "Traceback" not in err, (code, err[-2000:])
 
@@ -11828,12 +11758,12 @@ class TestHardeningProductionServers(unittest.TestCase):
     def test_cosmic_serve(self):
         tmp = tempfile.TemporaryDirectory(prefix="cosmic_hd_")
         self.addCleanup(tmp.cleanup)
-        serve = _hd_ServeProcess("examples/places.py",
+        serve = _hd_serve("examples/places.py",
                                  os.path.join(tmp.name, "p.db"))
         try:
             _hd_places_client_body(self, serve.url)
         finally:
-            code, err = serve.stop()
+            code, err = serve.close()
         self.assertEqual(code, 0)
         self.assertNotIn("Traceback", err)
 
@@ -12786,35 +12716,6 @@ class TestCommandLine(unittest.TestCase):
 # The shipped examples, as a user runs them: places over real HTTP against
 # `python -m cosmic serve` on a temporary database, planetarium in-process.
 
-_PL_SERVING = re.compile(r"Serving (\S+) on (http://\S+?)/ \(Ctrl-C to stop\)$")
-
-
-def _pl_serve(target, env):
-    """Start ``python -m cosmic serve TARGET --port 0``; return (proc, url)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-        cwd=_ROOT, env=dict(os.environ, **env), stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], 30)
-    match = _PL_SERVING.match(proc.stdout.readline().strip() if ready else "")
-    if match is None:
-        proc.kill()
-        proc.wait()
-        raise AssertionError("cosmic serve did not start")
-    return proc, match.group(2)
-
-
-def _pl_stop(proc):
-    """SIGTERM, then the exit status (the server must stop cleanly)."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(15)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-
-
 def _pl_request(url, method, path, body=None):
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
@@ -12838,9 +12739,8 @@ class TestPlacesExample(unittest.TestCase):
         self.env = {"PLACES_DB": os.path.join(folder, "places.db")}
 
     def serve(self):
-        proc, url = _pl_serve("examples/places.py", self.env)
-        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
-        return proc, url
+        server = _Serve("examples/places.py", env=self.env, test=self)
+        return server, server.url
 
     def test_every_endpoint_success_400_404_405(self):
         proc, url = self.serve()
@@ -12911,7 +12811,7 @@ class TestPlacesExample(unittest.TestCase):
         client.models.Address.create(number=1, street="Rua das Flores",
                                      city=ident)
         client.close()
-        self.assertEqual(_pl_stop(proc), 0)
+        self.assertEqual(proc.stop(), 0)  # SIGTERM: a clean exit
         proc, url = self.serve()
         client = cosmic.connect(url)
         self.addCleanup(client.close)
@@ -13052,56 +12952,12 @@ def _s2_children(pid):
         return {int(p) for p in f.read().split()}
 
 
-class _s2_Serve:
-    """``python -m cosmic serve`` in its own session, optionally with a
-    lowered open-files limit; ``port``, ``proc``, ``stop()``."""
-
-    def __init__(self, test, folder, target, *args, nofile=None):
-        argv = ["cosmic", "serve", target, "--port", "0"] + list(args)
-        code = "import runpy, sys\n"
-        if nofile:
-            code += ("import resource\nresource.setrlimit("
-                     "resource.RLIMIT_NOFILE, (%d, %d))\n" % (nofile, nofile))
-        code += ("sys.argv = %r\nrunpy.run_module('cosmic', "
-                 "run_name='__main__', alter_sys=True)\n" % argv)
-        env = dict(os.environ, S2_MARKS=os.path.join(folder, "marks"))
-        env["PYTHONPATH"] = os.pathsep.join([_ROOT, folder])
-        self.log = tempfile.TemporaryFile(mode="w+")
-        test.addCleanup(self.log.close)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code], cwd=folder, env=env,
-            stdout=subprocess.PIPE, stderr=self.log, text=True,
-            start_new_session=True)
-        test.addCleanup(self.stop)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        line = self.proc.stdout.readline() if ready else ""
-        match = re.match(r"Serving \S+ on http://127\.0\.0\.1:(\d+)/", line)
-        if match is None:
-            self.stop()
-            test.fail("serve did not start: %r %s" % (line, self.logged()))
-        self.port = int(match.group(1))
-        self.address = ("127.0.0.1", self.port)
-
-    def logged(self):
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        """SIGTERM, then SIGKILL the session if it lingers; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # any worker left
-        except (ProcessLookupError, PermissionError):
-            pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
+def _s2_serve(test, folder, target, *args, nofile=None):
+    """``python -m cosmic serve`` of s2app.py in its own session (stopped
+    at cleanup), optionally with a lowered open-files limit."""
+    marks = os.path.join(folder, "marks")
+    return _Serve(target, *args, env={"S2_MARKS": marks}, cwd=folder,
+                  path=[folder], test=test, nofile=nofile, session=True)
 
 
 def _s2_call(address, method, path, body=None, timeout=30):
@@ -13647,7 +13503,7 @@ class TestS2SlowClients(unittest.TestCase):
             sock.close()
 
     def test_a_cap_plus_50_trickling_connections(self):
-        server = _s2_Serve(self, self.folder, "s2app:api",
+        server = _s2_serve(self, self.folder, "s2app:api",
                            "--max-connections", "100", "--threads", "4")
         idle = [_hs_Raw(server.address) for _ in range(20)]
         for raw in idle:  # keep-alive connections, now idle
@@ -13664,7 +13520,7 @@ class TestS2SlowClients(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
     def test_b_fd_limit_below_the_connections(self):
-        server = _s2_Serve(self, self.folder, "s2app:api", nofile=256)
+        server = _s2_serve(self, self.folder, "s2app:api", nofile=256)
         socks = _s2_tricklers(server.address, 300)
         self.addCleanup(self.close_all, socks)
         status, elapsed = _s2_fresh_request(server.address)
@@ -13682,7 +13538,7 @@ class TestS2SlowClients(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
     def test_small_chunks_cost_no_more_memory_than_their_bytes(self):
-        server = _s2_Serve(self, self.folder, "s2app:body_length")
+        server = _s2_serve(self, self.folder, "s2app:body_length")
         _s2_call(server.address, "GET", "/")  # warm up
         peak_before = _s2_proc_stat(server.proc.pid)[3]
         size = (1 << 20) - 1024
@@ -13711,7 +13567,7 @@ class TestS2GracefulShutdown(unittest.TestCase):
 
     def check_in_flight(self, signum):
         folder = _s2_app_dir(self)
-        server = _s2_Serve(self, folder, "s2app:api")
+        server = _s2_serve(self, folder, "s2app:api")
         idle = _hs_Raw(server.address)
         self.addCleanup(idle.close)
         idle.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -13737,7 +13593,7 @@ class TestS2GracefulShutdown(unittest.TestCase):
 
     def test_graceful_timeout_bounds_the_wait(self):
         folder = _s2_app_dir(self)
-        server = _s2_Serve(self, folder, "s2app:api",
+        server = _s2_serve(self, folder, "s2app:api",
                            "--graceful-timeout", "0.5")
         def cut_off():
             with self.assertRaises(OSError):  # the server stopped waiting
@@ -13751,7 +13607,7 @@ class TestS2GracefulShutdown(unittest.TestCase):
         server.proc.send_signal(signal.SIGTERM)
         self.assertEqual(server.proc.wait(timeout=20), 0)
         self.assertLess(time.monotonic() - started, 10)
-        self.assertIn("still running", server.logged())
+        self.assertIn("still running", server.stderr_text())
         thread.join(10)
 
 
@@ -13776,7 +13632,7 @@ class TestS2Workers(unittest.TestCase):
         return prefixes, pids, ids
 
     def test_two_workers_serve_with_their_own_ids(self):
-        server = _s2_Serve(self, self.folder, "s2app:api", "--workers", "2")
+        server = _s2_serve(self, self.folder, "s2app:api", "--workers", "2")
         self.assertTrue(_hd_wait(
             lambda: len(_s2_children(server.proc.pid)) == 2, 20))
         seen_prefixes, seen_pids, seen_ids = set(), set(), set()
@@ -13793,7 +13649,7 @@ class TestS2Workers(unittest.TestCase):
         self.assertEqual(server.stop(), 0)
 
     def test_a_killed_worker_is_replaced(self):
-        server = _s2_Serve(self, self.folder, "s2app:api", "--workers", "2")
+        server = _s2_serve(self, self.folder, "s2app:api", "--workers", "2")
         self.assertTrue(_hd_wait(
             lambda: len(_s2_children(server.proc.pid)) == 2, 20))
         before = _s2_children(server.proc.pid)
@@ -13807,10 +13663,10 @@ class TestS2Workers(unittest.TestCase):
             self.assertNotEqual(int(body), victim)
         self.assertEqual(server.stop(), 0)
         self.assertIn("Worker %d was killed by signal %d" % (
-            victim, signal.SIGKILL), server.logged())
+            victim, signal.SIGKILL), server.stderr_text())
 
     def test_sigterm_drains_every_worker(self):
-        server = _s2_Serve(self, self.folder, "s2app:api", "--workers", "2",
+        server = _s2_serve(self, self.folder, "s2app:api", "--workers", "2",
                            "--threads", "2")
         self.assertTrue(_hd_wait(
             lambda: len(_s2_children(server.proc.pid)) == 2, 20))
@@ -15111,29 +14967,6 @@ class TestHTTPDetails(unittest.TestCase):
         self.assertEqual(_sv_call(self.app, "GET", "/Thing/.x")[0], 404)
 
 
-def _app_serve(test, target, cwd=None):
-    """Start ``python -m cosmic serve TARGET --port 0``; (first stdout
-    line, process). The process is killed at cleanup."""
-    env = dict(os.environ, PYTHONPATH=_ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cosmic", "serve", target, "--port", "0"],
-        cwd=cwd or _ROOT, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, universal_newlines=True)
-
-    def stop():
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
-    test.addCleanup(stop)
-    lines = queue.Queue()
-    threading.Thread(target=lambda: lines.put(proc.stdout.readline()),
-                     daemon=True).start()
-    try:
-        return lines.get(timeout=20), proc
-    except queue.Empty:
-        test.fail("no 'Serving ...' line within 20 s")
-
-
 class TestServeTargets(unittest.TestCase):
     """What ``serve`` accepts, and what it says it serves."""
 
@@ -15172,7 +15005,7 @@ class TestServeTargets(unittest.TestCase):
                 self.addCleanup(shutil.rmtree, folder)
                 path = os.path.join(folder, name)
                 shutil.copy(os.path.join(_ROOT, "examples", "words.py"), path)
-                line, proc = _app_serve(self, path)
+                line = _Serve(path, test=self, timeout=20, check=False).first_line
                 match = _sv_SERVING.match(line)
                 self.assertIsNotNone(match, line)
                 self.assertEqual(match.group(1), "words")
@@ -15219,7 +15052,8 @@ class TestServeTargets(unittest.TestCase):
                            ("wsgi_app", "wrapped_api"),
                            ("logged", "wrapped_api"), ("other", "other")):
             with self.subTest(attr=attr):
-                line, proc = _app_serve(self, "%s:%s" % (path, attr))
+                line = _Serve("%s:%s" % (path, attr), test=self, timeout=20,
+                              check=False).first_line
                 match = _sv_SERVING.match(line)
                 self.assertIsNotNone(match, line)
                 self.assertEqual(match.group(1), name)
@@ -16928,8 +16762,7 @@ class TestRulesGeneratedClient(unittest.TestCase):
         folder = tempfile.mkdtemp(prefix="cosmic-opc-")
         self.addCleanup(shutil.rmtree, folder, True)
         env = {"PLACES_DB": os.path.join(folder, "places.db")}
-        proc, url = _pl_serve("examples/places.py", env)
-        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
+        url = _Serve("examples/places.py", env=env, test=self).url
         with urllib.request.urlopen(url + "/openapi.json", timeout=30) as res:
             document = res.read()
         with open(os.path.join(folder, "places.json"), "wb") as f:
@@ -17024,8 +16857,7 @@ class TestRulesSchemathesis(unittest.TestCase):
         folder = tempfile.mkdtemp(prefix="cosmic-st-")
         self.addCleanup(shutil.rmtree, folder, True)
         env = {"PLACES_DB": os.path.join(folder, "places.db")}
-        proc, url = _pl_serve("examples/places.py", env)
-        self.addCleanup(lambda: proc.poll() is not None or _pl_stop(proc))
+        url = _Serve("examples/places.py", env=env, test=self).url
         config = os.path.join(folder, "schemathesis.toml")
         with open(config, "w") as f:
             f.write(_RU_SCHEMATHESIS_TOML)
