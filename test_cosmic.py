@@ -188,6 +188,96 @@ class _ThreadServer:
     stop = close
 
 
+# -- In-process WSGI calls ----------------------------------------------------
+
+class _Answer(collections.namedtuple("_Answer", "status headers body")):
+    """An answer: ``(status, headers, body)``, the status an int and the
+    headers a dict with lower-case names; ``status_line`` ("200 OK"),
+    ``pairs`` (the headers as sent) and ``elapsed`` (seconds) beside."""
+
+    @classmethod
+    def of(cls, status_line, pairs, body, elapsed=0.0):
+        status_line = str(status_line)
+        answer = cls(int(status_line[:3]),
+                     {name.lower(): value for name, value in pairs}, body)
+        answer.status_line, answer.pairs = status_line, list(pairs)
+        answer.elapsed = elapsed
+        return answer
+
+
+def _wsgi_environ(method, path, body=b"", headers=(), query="", environ=None):
+    """A PEP 3333 environ: ``path`` is PATH_INFO as a server hands it over
+    (already decoded); ``headers`` a dict or (name, value) pairs (repeated
+    names joined with ", "); ``environ`` entries override (None removes)."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path,
+           "QUERY_STRING": query, "SCRIPT_NAME": "",
+           "wsgi.input": io.BytesIO(body)}
+    if body:
+        env["CONTENT_LENGTH"] = str(len(body))
+    if isinstance(headers, dict):
+        headers = headers.items()
+    for name, value in headers or ():
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        env[key] = env[key] + ", " + value if key in env else value
+    for key, value in (environ or {}).items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    setup_testing_defaults(env)
+    return env
+
+
+def _wsgi_run(app, env, validate=True):
+    """Run a WSGI app on an environ, through wsgiref.validate unless
+    ``validate=False`` (for environs it refuses, and in threads: its
+    warning filter is not thread-safe); the ``_Answer``, checked for
+    duplicate headers."""
+    seen = {}
+
+    def start_response(status, pairs, exc_info=None):
+        seen["status"], seen["pairs"] = status, list(pairs)
+        return lambda data: None
+
+    start = time.perf_counter()
+    if validate:
+        # The validator warns about methods outside RFC 9110 (FOO, get).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", wsgiref.validate.WSGIWarning)
+            result = validator(app)(env, start_response)
+    else:
+        result = app(env, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    names = [name.lower() for name, _ in seen["pairs"]]
+    if len(names) != len(set(names)):
+        raise AssertionError("duplicate headers: %r" % seen["pairs"])
+    return _Answer.of(seen["status"], seen["pairs"], body,
+                      time.perf_counter() - start)
+
+
+def _wsgi(app, method, path, body=b"", headers=(), query="", environ=None,
+          validate=True):
+    """Call a WSGI app in-process: the ``_Answer`` (status, headers, body)."""
+    return _wsgi_run(app, _wsgi_environ(method, path, body, headers, query,
+                                        environ), validate)
+
+
+def _wsgi_json(app, method, path, datum, headers=None, **kwargs):
+    """Like _wsgi, with a JSON body and Content-Type."""
+    all_headers = dict({"Content-Type": "application/json"},
+                       **(headers or {}))
+    return _wsgi(app, method, path, json.dumps(datum), all_headers, **kwargs)
+
+
 # -- `python -m cosmic serve` in a subprocess ---------------------------------
 
 _SERVING = re.compile(
@@ -2075,62 +2165,6 @@ _sv_JSON = {"Content-Type": "application/json"}
 _sv_SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
 
 
-def _sv_call(app, method, path, body=b"", headers=None, query="",
-             environ=None, validate=True):
-    """Call a WSGI app in-process: ``(status, headers, body)``.
-
-    ``headers`` are HTTP header names and values; the returned headers
-    dict has lower-case names. ``environ`` entries override the built
-    environ (``None`` removes a key). ``validate=False`` skips
-    wsgiref.validate for environs it would refuse (bad CONTENT_LENGTH).
-    """
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    env = {"REQUEST_METHOD": method, "PATH_INFO": path,
-           "QUERY_STRING": query, "SCRIPT_NAME": "",
-           "wsgi.input": io.BytesIO(body)}
-    if body:
-        env["CONTENT_LENGTH"] = str(len(body))
-    for name, value in (headers or {}).items():
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        env[key] = value
-    for key, value in (environ or {}).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    setup_testing_defaults(env)
-    seen = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        seen["status"] = status
-        seen["headers"] = response_headers
-        return lambda data: None
-
-    wrapped = validator(app) if validate else app
-    result = wrapped(env, start_response)
-    try:
-        data = b"".join(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    names = [name.lower() for name, _ in seen["headers"]]
-    if len(names) != len(set(names)):
-        raise AssertionError("duplicate headers: %r" % seen["headers"])
-    return (int(seen["status"].split(" ", 1)[0]),
-            {name.lower(): value for name, value in seen["headers"]}, data)
-
-
-def _sv_json(app, method, path, datum, headers=None, **kwargs):
-    """Like _sv_call, with a JSON body and Content-Type."""
-    all_headers = dict(_sv_JSON, **(headers or {}))
-    return _sv_call(app, method, path, json.dumps(datum), all_headers,
-                    **kwargs)
-
-
 def _sv_err(message):
     """The exact bytes of an error body."""
     return json.dumps({"error": message}).encode()
@@ -2407,7 +2441,7 @@ class TestAPI(unittest.TestCase):
                     "actions": {"map": {}, "order": []},
                     "models": {"map": {}, "order": []}}
         self.assertEqual(APISpec.to_json(trivia.spec), expected)
-        status, headers, body = _sv_call(Server(trivia).wsgi_app, "GET",
+        status, headers, body = _wsgi(Server(trivia).wsgi_app, "GET",
                                          "/spec.json")
         self.assertEqual((status, headers["content-type"], body),
                          (200, "application/json",
@@ -2422,7 +2456,7 @@ class TestAPI(unittest.TestCase):
     def test_shop_spec_json_byte_for_byte(self):
         shop, _ = _sv_shop()
         expected = json.dumps(json.loads(_sv_SHOP_SPEC)).encode()
-        status, headers, body = _sv_call(Server(shop).wsgi_app, "GET",
+        status, headers, body = _wsgi(Server(shop).wsgi_app, "GET",
                                          "/spec.json")
         self.assertEqual(status, 200)
         self.assertEqual(headers["content-type"], "application/json")
@@ -2470,7 +2504,7 @@ class TestAPI(unittest.TestCase):
 
         for api, answer in ((first, b'"first"'), (second, b'"second"')):
             with self.subTest(api=api):
-                status, _, body = _sv_call(Server(api).wsgi_app, "POST",
+                status, _, body = _wsgi(Server(api).wsgi_app, "POST",
                                            "/actions/which")
                 self.assertEqual((status, body), (200, answer))
 
@@ -2498,16 +2532,16 @@ class TestAPI(unittest.TestCase):
                 raise ValidationError("second refuses")
 
         self.assertIs(cosmos["twin"], second)
-        status, _, body = _sv_json(Server(first).wsgi_app, "POST", "/Thing",
+        status, _, body = _wsgi_json(Server(first).wsgi_app, "POST", "/Thing",
                                    {"a": "x"})
         self.assertEqual((status, body),
                          (201, b'{"_links": {"self": {"href": "/Thing/1"}}, '
                                b'"a": "x"}'))
-        status, _, body = _sv_json(Server(first).wsgi_app, "POST", "/Thing",
+        status, _, body = _wsgi_json(Server(first).wsgi_app, "POST", "/Thing",
                                    {"b": 1})
         self.assertEqual((status, body),
                          (400, _sv_err("Unexpected fields: ['b']")))
-        status, _, body = _sv_json(Server(second).wsgi_app, "POST", "/Thing",
+        status, _, body = _wsgi_json(Server(second).wsgi_app, "POST", "/Thing",
                                    {"a": "x"})
         self.assertEqual((status, body), (400, _sv_err("second refuses")))
 
@@ -2679,21 +2713,21 @@ class TestActions(unittest.TestCase):
                   b"2")]
         for path, datum, expected in table:
             with self.subTest(path=path):
-                status, headers, body = _sv_json(app, "POST", path, datum)
+                status, headers, body = _wsgi_json(app, "POST", path, datum)
                 self.assertEqual((status, body), (200, expected))
                 self.assertEqual(headers["content-type"], "application/json")
 
     def test_cookbook_exchanges(self):
         app = Server(_sv_cookbook()).wsgi_app
-        status, headers, body = _sv_json(app, "POST", "/actions/cabbage",
+        status, headers, body = _wsgi_json(app, "POST", "/actions/cabbage",
                                          {"spicy": True})
         self.assertEqual((status, body, headers["content-length"]),
                          (200, b'"kimchi"', "8"))
-        status, headers, body = _sv_call(app, "POST", "/actions/noop")
+        status, headers, body = _wsgi(app, "POST", "/actions/noop")
         self.assertEqual((status, body), (204, b""))
         self.assertNotIn("content-length", headers)  # RFC 9110 8.6
         self.assertNotIn("content-type", headers)
-        status, headers, body = _sv_call(app, "POST", "/actions/pluralize",
+        status, headers, body = _wsgi(app, "POST", "/actions/pluralize",
                                          b"1", _sv_JSON)
         self.assertEqual((status, body), (400, b'{"error": "Invalid String: '
                                                b'1"}'))
@@ -2704,7 +2738,7 @@ class TestActions(unittest.TestCase):
         @api.action(accepts=Integer, returns=Integer)
         def double(x=1):
             return 2 * x
-        status, _, body = _sv_json(Server(api).wsgi_app, "POST",
+        status, _, body = _wsgi_json(Server(api).wsgi_app, "POST",
                                    "/actions/double", 21)
         self.assertEqual((status, body), (200, b"42"))
 
@@ -2716,7 +2750,7 @@ class TestActions(unittest.TestCase):
                                     optional("b", Integer)]))
         def take(data):
             seen.append(data)
-        status, _, body = _sv_json(Server(api).wsgi_app, "POST",
+        status, _, body = _wsgi_json(Server(api).wsgi_app, "POST",
                                    "/actions/take", {"a": 1})
         self.assertEqual((status, body, seen), (204, b"", [{"a": 1}]))
 
@@ -2729,7 +2763,7 @@ class TestActions(unittest.TestCase):
         for datum, expected, call in table:
             with self.subTest(datum=datum):
                 del calls[:]
-                status, _, body = _sv_json(app, "POST", "/actions/quote",
+                status, _, body = _wsgi_json(app, "POST", "/actions/quote",
                                            datum)
                 self.assertEqual((status, body, calls),
                                  (200, expected, [call]))
@@ -2742,7 +2776,7 @@ class TestActions(unittest.TestCase):
                     returns=Array(Integer))
         def pair(*, a, b=7):
             return [a, b]
-        status, _, body = _sv_json(Server(api).wsgi_app, "POST",
+        status, _, body = _wsgi_json(Server(api).wsgi_app, "POST",
                                    "/actions/pair", {"a": 1})
         self.assertEqual((status, body), (200, b"[1, 7]"))
 
@@ -2756,7 +2790,7 @@ class TestActions(unittest.TestCase):
                  ([1], "Invalid Struct: [1]")]
         for datum, message in table:
             with self.subTest(datum=datum):
-                status, _, body = _sv_json(app, "POST", "/actions/quote",
+                status, _, body = _wsgi_json(app, "POST", "/actions/quote",
                                            datum)
                 self.assertEqual((status, body), (400, _sv_err(message)))
         self.assertEqual(calls, [])
@@ -2779,7 +2813,7 @@ class TestSpec(unittest.TestCase):
         self.assertNotIn(cls.__name__, api.models.__dict__)
         self.assertEqual(json.dumps(APISpec.to_json(api.spec)), before)
         path = ("/" + cls.__name__).encode().decode("latin-1")
-        status, _, body = _sv_call(Server(api).wsgi_app, "GET", path)
+        status, _, body = _wsgi(Server(api).wsgi_app, "GET", path)
         self.assertEqual((status, body), (404, _sv_err("Not Found")))
         return cm.exception
 
@@ -2885,7 +2919,7 @@ class TestSpec(unittest.TestCase):
             def get_by_id(cls, id):
                 return {"number": 31, "city": "0"}
 
-        status, _, body = _sv_call(Server(places).wsgi_app, "GET",
+        status, _, body = _wsgi(Server(places).wsgi_app, "GET",
                                    "/Address/5")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Address/5"}, '
@@ -2949,7 +2983,7 @@ class TestRouting(unittest.TestCase):
                  ("OPTIONS", "/actions/nope"), ("HEAD", "/Nope")]
         for method, path in table:
             with self.subTest(method=method, path=path):
-                status, headers, body = _sv_call(self.app, method, path)
+                status, headers, body = _wsgi(self.app, method, path)
                 expected = b"" if method == "HEAD" else _sv_err("Not Found")
                 self.assertEqual((status, body), (404, expected))
                 self.assertEqual(headers["content-type"], "application/json")
@@ -2959,19 +2993,19 @@ class TestRouting(unittest.TestCase):
         app = Server(self.api, docs=False).wsgi_app
         for path in ("/", ""):
             with self.subTest(path=path):
-                status, _, body = _sv_call(app, "GET", path)
+                status, _, body = _wsgi(app, "GET", path)
                 self.assertEqual((status, body), (404, _sv_err("Not Found")))
 
     def test_encoded_slash_adds_a_segment(self):
         # %2F arrives decoded in PATH_INFO: /Thing/a/b, no such route
-        status, _, body = _sv_call(self.app, "GET", "/Thing/a/b")
+        status, _, body = _wsgi(self.app, "GET", "/Thing/a/b")
         self.assertEqual((status, body), (404, _sv_err("Not Found")))
 
     def test_either_404_or_405(self):
         for method, path, allow in (("GET", "/actions/noop", {"POST"}),
                                     ("POST", "/spec.json", {"GET"})):
             with self.subTest(method=method, path=path):
-                status, headers, body = _sv_call(self.app, method, path)
+                status, headers, body = _wsgi(self.app, method, path)
                 self.assertIn(status, (404, 405))
                 if status == 404:
                     self.assertEqual(body, _sv_err("Not Found"))
@@ -2995,7 +3029,7 @@ class TestRouting(unittest.TestCase):
                  ("PATCH", "/actions/echo", action)]
         for method, path, allow in table:
             with self.subTest(method=method, path=path):
-                status, headers, body = _sv_call(self.app, method, path)
+                status, headers, body = _wsgi(self.app, method, path)
                 self.assertEqual((status, body),
                                  (405, _sv_err("Method Not Allowed")))
                 self.assertEqual(_sv_allow(headers), allow)
@@ -3008,14 +3042,15 @@ class TestRouting(unittest.TestCase):
                  ("POST", "/Recipe", {"GET", "HEAD", "OPTIONS"})]
         for method, path, allow in table:
             with self.subTest(method=method, path=path):
-                status, headers, body = _sv_json(self.app, method, path, {}) \
+                status, headers, body = _wsgi_json(self.app, method, path,
+                                                   {}) \
                     if method in ("PUT", "POST") else \
-                    _sv_call(self.app, method, path)
+                    _wsgi(self.app, method, path)
                 self.assertEqual((status, body),
                                  (405, _sv_err("Method Not Allowed")))
                 self.assertEqual(_sv_allow(headers), allow)
         self.assertEqual(self.log, [])
-        status, _, body = _sv_call(self.app, "GET", "/Recipe")
+        status, _, body = _wsgi(self.app, "GET", "/Recipe")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Recipe"}}, '
             b'"_embedded": {"Recipe": []}}')))
@@ -3027,7 +3062,7 @@ class TestRouting(unittest.TestCase):
                  ("/actions/noop", {"POST", "OPTIONS"})]
         for path, allow in table:
             with self.subTest(path=path):
-                status, headers, body = _sv_call(self.app, "OPTIONS", path)
+                status, headers, body = _wsgi(self.app, "OPTIONS", path)
                 self.assertEqual((status, body), (204, b""))
                 self.assertEqual(_sv_allow(headers), allow)
                 self.assertNotIn("content-type", headers)
@@ -3037,8 +3072,8 @@ class TestRouting(unittest.TestCase):
     def test_head_is_get_without_body(self):
         for path in ("/spec.json", "/Thing/1", "/Thing"):
             with self.subTest(path=path):
-                _, get_headers, get_body = _sv_call(self.app, "GET", path)
-                status, headers, body = _sv_call(self.app, "HEAD", path)
+                _, get_headers, get_body = _wsgi(self.app, "GET", path)
+                status, headers, body = _wsgi(self.app, "HEAD", path)
                 self.assertEqual((status, body), (200, b""))
                 self.assertEqual(headers["content-type"], "application/json")
                 self.assertEqual(headers["content-length"],
@@ -3054,7 +3089,7 @@ class TestRouting(unittest.TestCase):
             with self.subTest(method=method, path=path):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    status, headers, body = _sv_call(
+                    status, headers, body = _wsgi(
                         self.app, method, path, b'"echo me"', _sv_JSON)
                 self.assertIn(status, (405, 501))
                 message = "Method Not Allowed" if status == 405 \
@@ -3071,7 +3106,7 @@ class TestRouting(unittest.TestCase):
             with self.subTest(path=path):
                 del self.log[:]
                 raw = path.encode("utf-8").decode("latin-1")
-                status, _, body = _sv_call(self.app, "GET", raw)
+                status, _, body = _wsgi(self.app, "GET", raw)
                 self.assertEqual(status, 200)
                 self.assertEqual(self.log, [("get_by_id", ident)])
                 self.assertEqual(body, b'{"_links": {"self": {"href": ' +
@@ -3081,7 +3116,7 @@ class TestRouting(unittest.TestCase):
     def test_non_utf8_path_is_400(self):
         for raw in (b"/Thing/\xff", b"/Thing/caf\xe9", b"/\xc3"):
             with self.subTest(raw=raw):
-                status, headers, body = _sv_call(self.app, "GET",
+                status, headers, body = _wsgi(self.app, "GET",
                                                  raw.decode("latin-1"))
                 self.assertEqual(status, 400)
                 self.assertEqual(list(json.loads(body)), ["error"])
@@ -3089,7 +3124,7 @@ class TestRouting(unittest.TestCase):
         self.assertEqual(self.log, [])
 
     def test_query_string_is_not_routing(self):
-        status, _, body = _sv_call(self.app, "GET", "/Thing/1",
+        status, _, body = _wsgi(self.app, "GET", "/Thing/1",
                                    query="x=/a/b")
         self.assertEqual(status, 200)
         self.assertEqual(self.log, [("get_by_id", "1")])
@@ -3100,7 +3135,7 @@ class TestRouting(unittest.TestCase):
         @self.api.action(returns=Integer)
         def late():
             return 7
-        status, _, body = _sv_call(server.wsgi_app, "POST", "/actions/late")
+        status, _, body = _wsgi(server.wsgi_app, "POST", "/actions/late")
         self.assertEqual((status, body), (200, b"7"))
 
 
@@ -3114,7 +3149,7 @@ class TestBodies(unittest.TestCase):
              **kwargs):
         headers = {} if content_type is None else \
             {"Content-Type": content_type}
-        return _sv_call(app or self.app, "POST", "/actions/echo", body,
+        return _wsgi(app or self.app, "POST", "/actions/echo", body,
                         headers, **kwargs)
 
     def test_media_type(self):
@@ -3258,7 +3293,7 @@ class TestBodies(unittest.TestCase):
         ]
         for method, path, data, message in table:
             with self.subTest(method=method, path=path, data=data):
-                status, _, body = _sv_call(self.app, method, path, data,
+                status, _, body = _wsgi(self.app, method, path, data,
                                            _sv_JSON)
                 self.assertEqual((status, body), (400, _sv_err(message)))
         self.assertEqual(self.log, [])
@@ -3270,14 +3305,14 @@ class TestBodies(unittest.TestCase):
                  ("DELETE", "/Thing/1", {}, 204)]
         for method, path, headers, code in table:
             with self.subTest(method=method, path=path):
-                status, _, _ = _sv_call(self.app, method, path, b"", headers)
+                status, _, _ = _wsgi(self.app, method, path, b"", headers)
                 self.assertEqual(status, code)
 
     def test_body_is_decoded_before_the_emptiness_rule(self):
         for method, path in (("GET", "/Thing/1"), ("DELETE", "/Thing/1"),
                              ("GET", "/Thing"), ("POST", "/actions/noop")):
             with self.subTest(method=method, path=path):
-                status, _, body = _sv_call(self.app, method, path, b"hello",
+                status, _, body = _wsgi(self.app, method, path, b"hello",
                                            {"Content-Type": "text/plain"})
                 self.assertEqual((status, body), (400, _sv_err(
                     'Content-Type must be "application/json" got '
@@ -3285,7 +3320,7 @@ class TestBodies(unittest.TestCase):
         self.assertEqual(self.log, [])
 
     def test_spec_ignores_the_body(self):
-        status, _, body = _sv_call(self.app, "GET", "/spec.json", b"\xff{",
+        status, _, body = _wsgi(self.app, "GET", "/spec.json", b"\xff{",
                                    {"Content-Type": "text/plain"})
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["name"], "rt")
@@ -3297,7 +3332,7 @@ class TestBodies(unittest.TestCase):
         self.assertIsInstance(value, Box)
         self.assertIsNone(value.datum)
         del self.log[:]
-        status, _, body = _sv_call(self.app, "POST", "/actions/takes",
+        status, _, body = _wsgi(self.app, "POST", "/actions/takes",
                                    b"null", _sv_JSON)
         self.assertEqual((status, body),
                          (400, _sv_err("Invalid String: None")))
@@ -3308,7 +3343,7 @@ class TestBodies(unittest.TestCase):
         for length in ("101", "1000000000000"):
             with self.subTest(length=length):
                 stream = _sv_NoRead()
-                status, headers, body = _sv_call(
+                status, headers, body = _wsgi(
                     app, "POST", "/actions/echo", b"", _sv_JSON,
                     environ={"CONTENT_LENGTH": length, "wsgi.input": stream})
                 self.assertEqual((status, body), (413, _sv_err(
@@ -3326,7 +3361,7 @@ class TestBodies(unittest.TestCase):
 
     def test_default_limit_refuses_a_huge_length(self):
         stream = _sv_NoRead()
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             self.app, "POST", "/actions/echo", b"", _sv_JSON,
             environ={"CONTENT_LENGTH": str(10 ** 12), "wsgi.input": stream})
         self.assertEqual((status, body),
@@ -3336,7 +3371,7 @@ class TestBodies(unittest.TestCase):
     def test_bad_content_length_is_400(self):
         for length in ("abc", "-1", "1.5", "0x10", "\u0661", "5 5"):
             with self.subTest(length=length):
-                status, headers, body = _sv_call(
+                status, headers, body = _wsgi(
                     self.app, "POST", "/actions/echo", b"", _sv_JSON,
                     environ={"CONTENT_LENGTH": length,
                              "wsgi.input": io.BytesIO(b'"abcde"')},
@@ -3347,7 +3382,7 @@ class TestBodies(unittest.TestCase):
         self.assertEqual(self.log, [])
 
     def test_input_shorter_than_content_length_is_400(self):
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             self.app, "POST", "/actions/echo", b"", _sv_JSON,
             environ={"CONTENT_LENGTH": "10",
                      "wsgi.input": io.BytesIO(b'"abc"')})
@@ -3356,7 +3391,7 @@ class TestBodies(unittest.TestCase):
         self.assertEqual(self.log, [])
 
     def test_input_is_read_only_up_to_content_length(self):
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             self.app, "POST", "/actions/echo", b"", _sv_JSON,
             environ={"CONTENT_LENGTH": "5",
                      "wsgi.input": io.BytesIO(b'"abc"garbage')})
@@ -3364,25 +3399,25 @@ class TestBodies(unittest.TestCase):
 
     def test_empty_content_length_means_no_body(self):
         stream = _sv_NoRead()
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             self.app, "POST", "/actions/noop", b"",
             environ={"CONTENT_LENGTH": "", "wsgi.input": stream})
         self.assertEqual((status, body), (204, b""))
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             self.app, "POST", "/actions/noop", b"",
             environ={"CONTENT_LENGTH": "0", "wsgi.input": io.BytesIO(b"x")})
         self.assertEqual((status, body), (204, b""))
 
     def test_chunked_without_length(self):
         stream = _sv_NoRead()
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             self.app, "POST", "/actions/echo", b"", _sv_JSON,
             environ={"HTTP_TRANSFER_ENCODING": "chunked",
                      "wsgi.input": stream})
         self.assertIn(status, (411,))
         self.assertEqual(body, _sv_err("Length Required"))
         self.assertEqual(stream.touched, [])
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             self.app, "POST", "/actions/echo", b"", _sv_JSON,
             environ={"HTTP_TRANSFER_ENCODING": "chunked",
                      "wsgi.input_terminated": True,
@@ -3391,7 +3426,7 @@ class TestBodies(unittest.TestCase):
 
     def test_unknown_transfer_coding_is_501(self):
         stream = _sv_NoRead()
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             self.app, "POST", "/actions/echo", b"", _sv_JSON,
             environ={"HTTP_TRANSFER_ENCODING": "gzip", "wsgi.input": stream})
         self.assertEqual(status, 501)
@@ -3475,7 +3510,7 @@ class TestResponses(unittest.TestCase):
 
     def test_pencils(self):
         app = Server(_sv_cookbook()).wsgi_app
-        status, headers, body = _sv_json(app, "POST", "/actions/pluralize",
+        status, headers, body = _wsgi_json(app, "POST", "/actions/pluralize",
                                          "pencil")
         self.assertEqual((status, body), (200, b'"pencils"'))
         self.assertEqual(headers["content-length"], "9")
@@ -3483,7 +3518,7 @@ class TestResponses(unittest.TestCase):
 
     def test_tutorial_error_body(self):
         app = Server(_sv_cookbook()).wsgi_app
-        status, headers, body = _sv_call(app, "POST", "/actions/pluralize",
+        status, headers, body = _wsgi(app, "POST", "/actions/pluralize",
                                          b"1", _sv_JSON)
         self.assertEqual((status, body),
                          (400, b'{"error": "Invalid String: 1"}'))
@@ -3505,7 +3540,7 @@ class TestResponses(unittest.TestCase):
                  ("POST", "/actions/echo", b"{", 400)]
         for method, path, data, code in table:
             with self.subTest(method=method, path=path):
-                status, headers, body = _sv_call(self.app, method, path,
+                status, headers, body = _wsgi(self.app, method, path,
                                                  data, _sv_JSON)
                 self.assertEqual(status, code)
                 if code == 204:  # no body, so no length (RFC 9110 8.6)
@@ -3517,7 +3552,7 @@ class TestResponses(unittest.TestCase):
                 self.assertEqual(headers["content-type"], "application/json")
 
     def test_json_output_uses_default_dumps(self):
-        status, _, body = _sv_json(self.app, "POST", "/actions/echo",
+        status, _, body = _wsgi_json(self.app, "POST", "/actions/echo",
                                    {"b": ["caf\u00e9", 1.5], "a": None})
         self.assertEqual((status, body),
                          (200, b'{"b": ["caf\\u00e9", 1.5], "a": null}'))
@@ -3530,7 +3565,7 @@ class TestResponses(unittest.TestCase):
                  ("POST", "/Thing", b'{"nope": 1}')]
         for method, path, data in table:
             with self.subTest(method=method, path=path, data=data):
-                status, headers, body = _sv_call(self.app, method, path,
+                status, headers, body = _wsgi(self.app, method, path,
                                                  data, _sv_JSON)
                 self.assertGreaterEqual(status, 400)
                 error = json.loads(body)
@@ -3545,7 +3580,7 @@ class TestErrors(unittest.TestCase):
 
     def assert_500(self, method, path, data=b"", exc_type=None):
         with self.assertLogs("cosmic", "ERROR") as cm:
-            status, headers, body = _sv_call(self.app, method, path, data,
+            status, headers, body = _wsgi(self.app, method, path, data,
                                              _sv_JSON)
         self.assertEqual((status, body),
                          (500, b'{"error": "Internal Server Error"}'))
@@ -3573,7 +3608,7 @@ class TestErrors(unittest.TestCase):
                         exc_type=ValidationError)
 
     def test_http_error_from_a_handler(self):
-        status, headers, body = _sv_call(self.app, "POST", "/actions/teapot")
+        status, headers, body = _wsgi(self.app, "POST", "/actions/teapot")
         self.assertEqual((status, body), (418, b'{"error": "teapot"}'))
         self.assertEqual(headers["content-type"], "application/json")
 
@@ -3594,7 +3629,7 @@ class TestErrors(unittest.TestCase):
         for exc, code, message in table:
             with self.subTest(code=code):
                 raised[:] = [exc]
-                status, headers, body = _sv_call(app, "POST", "/actions/fail")
+                status, headers, body = _wsgi(app, "POST", "/actions/fail")
                 self.assertEqual((status, body), (code, _sv_err(message)))
                 self.assertEqual(headers["content-type"], "application/json")
 
@@ -3603,7 +3638,7 @@ class TestErrors(unittest.TestCase):
                  ("DELETE", "/Lost/1", b"")]
         for method, path, data in table:
             with self.subTest(method=method):
-                status, headers, body = _sv_call(self.app, method, path, data,
+                status, headers, body = _wsgi(self.app, method, path, data,
                                                  _sv_JSON)
                 self.assertEqual((status, body), (404, b'{"error": "Not '
                                                        b'Found"}'))
@@ -3619,18 +3654,18 @@ class TestErrors(unittest.TestCase):
     def test_debug_propagates(self):
         app = Server(_sv_errors_api(), debug=True).wsgi_app
         with self.assertRaises(ValueError) as cm:
-            _sv_call(app, "POST", "/actions/crash")
+            _wsgi(app, "POST", "/actions/crash")
         self.assertEqual(str(cm.exception), "secret-text")
         with self.assertRaises(ValidationError):
-            _sv_call(app, "POST", "/actions/wrong_type")
+            _wsgi(app, "POST", "/actions/wrong_type")
         self.assertEqual(storage, {})
 
     def test_debug_keeps_client_errors(self):
         app = Server(_sv_errors_api(), debug=True).wsgi_app
-        status, _, body = _sv_call(app, "POST", "/actions/strict", b"{",
+        status, _, body = _wsgi(app, "POST", "/actions/strict", b"{",
                                    _sv_JSON)
         self.assertEqual((status, body), (400, _sv_err("Invalid JSON")))
-        status, _, body = _sv_call(app, "GET", "/Lost/1")
+        status, _, body = _wsgi(app, "GET", "/Lost/1")
         self.assertEqual((status, body), (404, _sv_err("Not Found")))
 
     def test_unhandled_exception_hook_override(self):
@@ -3642,27 +3677,27 @@ class TestErrors(unittest.TestCase):
                 return error_response("Oops", 503)
 
         app = OopsServer(_sv_errors_api()).wsgi_app
-        status, headers, body = _sv_call(app, "POST", "/actions/crash")
+        status, headers, body = _wsgi(app, "POST", "/actions/crash")
         self.assertEqual((status, body), (503, b'{"error": "Oops"}'))
         self.assertEqual(headers["content-type"], "application/json")
         self.assertEqual(seen, [(ValueError, "/actions/crash")])
 
     def test_request_id(self):
-        status, headers, _ = _sv_call(self.app, "GET", "/Lost/1",
+        status, headers, _ = _wsgi(self.app, "GET", "/Lost/1",
                                       headers={"X-Request-ID": "abc-123"})
         self.assertEqual((status, headers["x-request-id"]), (404, "abc-123"))
         for insane in ("a b", "x" * 300, "<script>", "", "caf\u00e9",
                        "a,b"):
             with self.subTest(insane=insane):
-                status, headers, _ = _sv_call(
+                status, headers, _ = _wsgi(
                     self.app, "GET", "/Lost/1",
                     headers={"X-Request-ID": insane})
                 self.assertEqual(status, 404)
                 got = headers["x-request-id"]
                 self.assertNotEqual(got, insane)
                 self.assertRegex(got, _sv_SANE_ID)
-        _, first, _ = _sv_call(self.app, "GET", "/Lost/1")
-        _, second, _ = _sv_call(self.app, "GET", "/Lost/1")
+        _, first, _ = _wsgi(self.app, "GET", "/Lost/1")
+        _, second, _ = _wsgi(self.app, "GET", "/Lost/1")
         self.assertRegex(first["x-request-id"], _sv_SANE_ID)
         self.assertNotEqual(first["x-request-id"], second["x-request-id"])
 
@@ -3678,7 +3713,7 @@ class TestProblemDetails(unittest.TestCase):
     def problem(self, method, path, data=b"", headers=None, query=""):
         all_headers = dict(_sv_JSON, **self.PROBLEM)
         all_headers.update(headers or {})
-        status, headers, body = _sv_call(self.app, method, path, data,
+        status, headers, body = _wsgi(self.app, method, path, data,
                                          all_headers, query=query)
         self.assertEqual(headers["content-type"], "application/problem+json")
         self.assertEqual(headers["content-length"], str(len(body)))
@@ -3691,7 +3726,7 @@ class TestProblemDetails(unittest.TestCase):
         for accept in (None, "application/json", "*/*", "text/html"):
             with self.subTest(accept=accept):
                 headers = {} if accept is None else {"Accept": accept}
-                status, headers, body = _sv_call(self.app, "GET", "/Lost/1",
+                status, headers, body = _wsgi(self.app, "GET", "/Lost/1",
                                                  headers=headers)
                 self.assertEqual((status, body), (404, _sv_err("Not Found")))
                 self.assertEqual(headers["content-type"], "application/json")
@@ -3761,7 +3796,7 @@ class TestProblemDetails(unittest.TestCase):
             "status": 500, "detail": "Internal Server Error"}))
 
     def test_success_is_unaffected(self):
-        status, headers, body = _sv_call(self.app, "GET", "/spec.json",
+        status, headers, body = _wsgi(self.app, "GET", "/spec.json",
                                          headers=self.PROBLEM)
         self.assertEqual(status, 200)
         self.assertEqual(headers["content-type"], "application/json")
@@ -3792,17 +3827,17 @@ class TestServerHooks(unittest.TestCase):
         for path, method in (("/spec.json", "GET"),
                              ("/actions/hello", "POST")):
             with self.subTest(path=path):
-                status, headers, body = _sv_call(wsgi_app, method, path)
+                status, headers, body = _wsgi(wsgi_app, method, path)
                 self.assertEqual((status, body),
                                  (401, b'{"error": "Unauthorized"}'))
                 self.assertEqual(headers["content-type"], "application/json")
-                status, _, body = _sv_call(wsgi_app, method, path,
+                status, _, body = _wsgi(wsgi_app, method, path,
                                            headers={"Authorization": "wrong"})
                 self.assertEqual(status, 401)
-        status, _, body = _sv_call(wsgi_app, "POST", "/actions/hello",
+        status, _, body = _wsgi(wsgi_app, "POST", "/actions/hello",
                                    headers={"Authorization": "secret"})
         self.assertEqual((status, body), (200, b'"hi"'))
-        status, _, body = _sv_call(wsgi_app, "GET", "/spec.json",
+        status, _, body = _wsgi(wsgi_app, "GET", "/spec.json",
                                    headers={"authorization": "secret"})
         self.assertEqual((status, json.loads(body)["name"]),
                          (200, "planetarium"))
@@ -3817,10 +3852,10 @@ class TestServerHooks(unittest.TestCase):
                 return super().parse_request(endpoint, request, **url_args)
 
         app = StrictServer(api).wsgi_app
-        status, _, body = _sv_json(app, "POST", "/actions/echo", [1])
+        status, _, body = _wsgi_json(app, "POST", "/actions/echo", [1])
         self.assertEqual((status, body), (401, _sv_err("Unauthorized")))
         self.assertEqual(log, [])
-        status, _, body = _sv_json(app, "POST", "/actions/echo", [1],
+        status, _, body = _wsgi_json(app, "POST", "/actions/echo", [1],
                                    headers={"Authorization": "secret"})
         self.assertEqual((status, body), (200, b"[1]"))
 
@@ -3831,7 +3866,7 @@ class TestServerHooks(unittest.TestCase):
             def view(self, endpoint, request, **url_args):
                 raise HTTPError(403, "Locked")
 
-        status, _, body = _sv_call(Locked(api).wsgi_app, "GET", "/Thing/1")
+        status, _, body = _wsgi(Locked(api).wsgi_app, "GET", "/Thing/1")
         self.assertEqual((status, body), (403, _sv_err("Locked")))
         self.assertEqual(log, [])
 
@@ -3848,9 +3883,9 @@ class TestServerHooks(unittest.TestCase):
                 return super().view(endpoint, request, **url_args)
 
         app = Spy(api).wsgi_app
-        _sv_call(app, "GET", "/Thing/caf\u00e9".encode().decode("latin-1"),
+        _wsgi(app, "GET", "/Thing/caf\u00e9".encode().decode("latin-1"),
                  query="q=1")
-        _sv_call(app, "POST", "/actions/echo", b"[2]",
+        _wsgi(app, "POST", "/actions/echo", b"[2]",
                  {"Content-Type": "Application/JSON; charset=utf-8"})
         self.assertEqual(seen, [
             ("GetByIdEndpoint", "GET", "GET", "/Thing/caf\u00e9",
@@ -3886,7 +3921,7 @@ class TestServerHooks(unittest.TestCase):
         for secret, code, expected in table:
             with self.subTest(secret=secret):
                 headers = {} if secret is None else {"Authorization": secret}
-                status, _, body = _sv_call(app, "POST", "/actions/whoami",
+                status, _, body = _wsgi(app, "POST", "/actions/whoami",
                                            headers=headers)
                 self.assertEqual((status, body), (code, expected))
         self.assertEqual(storage, {})
@@ -4036,11 +4071,11 @@ class TestModels(unittest.TestCase):
                 raise NotFound
 
         app = Server(api).wsgi_app
-        status, headers, body = _sv_call(app, "GET", "/Word/0")
+        status, headers, body = _wsgi(app, "GET", "/Word/0")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Word/0"}}, "letters": "hello"}')))
         self.assertEqual(headers["content-type"], "application/json")
-        status, _, body = _sv_call(app, "GET", "/Word/1")
+        status, _, body = _wsgi(app, "GET", "/Word/1")
         self.assertEqual((status, body), (404, b'{"error": "Not Found"}'))
 
     def test_output_is_lenient_about_undeclared_keys(self):
@@ -4078,11 +4113,11 @@ class TestModels(unittest.TestCase):
                 with contextlib.ExitStack() as stack:
                     if code == 500:
                         stack.enter_context(self.assertLogs("cosmic"))
-                    status, _, body = _sv_call(app, "GET", "/Word/0")
+                    status, _, body = _wsgi(app, "GET", "/Word/0")
                 self.assertEqual((status, body), (code, expected))
 
     def test_create_moscow(self):
-        status, headers, body = _sv_json(self.app, "POST", "/City",
+        status, headers, body = _wsgi_json(self.app, "POST", "/City",
                                          {"name": "Moscow"})
         self.assertEqual((status, body), (201, (
             b'{"_links": {"self": {"href": "/City/2"}}, "name": "Moscow"}')))
@@ -4092,14 +4127,14 @@ class TestModels(unittest.TestCase):
         self.assertEqual(self.cities["2"], {"name": "Moscow"})
 
     def test_create_ignores_self_link(self):
-        status, headers, body = _sv_json(
+        status, headers, body = _wsgi_json(
             self.app, "POST", "/City",
             {"_links": {"self": {"href": "/City/99"}}, "name": "Paris"})
         self.assertEqual((status, headers["location"]), (201, "/City/2"))
         self.assertEqual(self.log, [("create", {"name": "Paris"})])
 
     def test_update_takes_the_id_from_the_url(self):
-        status, headers, body = _sv_json(
+        status, headers, body = _wsgi_json(
             self.app, "PUT", "/City/0",
             {"_links": {"self": {"href": "/City/1"}}, "name": "Paris"})
         self.assertEqual((status, body), (200, (
@@ -4110,19 +4145,19 @@ class TestModels(unittest.TestCase):
                                        "1": {"name": "San Francisco"}})
 
     def test_update_and_delete_not_found(self):
-        status, _, body = _sv_json(self.app, "PUT", "/City/9",
+        status, _, body = _wsgi_json(self.app, "PUT", "/City/9",
                                    {"name": "Oslo"})
         self.assertEqual((status, body), (404, _sv_err("Not Found")))
-        status, _, body = _sv_call(self.app, "DELETE", "/City/9")
+        status, _, body = _wsgi(self.app, "DELETE", "/City/9")
         self.assertEqual((status, body), (404, _sv_err("Not Found")))
 
     def test_delete(self):
-        status, headers, body = _sv_call(self.app, "DELETE", "/City/1")
+        status, headers, body = _wsgi(self.app, "DELETE", "/City/1")
         self.assertEqual((status, body), (204, b""))
         self.assertNotIn("content-length", headers)
         self.assertNotIn("content-type", headers)
         self.assertEqual(self.cities, {"0": {"name": "Toronto"}})
-        status, _, body = _sv_call(self.app, "GET", "/City/1")
+        status, _, body = _wsgi(self.app, "GET", "/City/1")
         self.assertEqual((status, body), (404, _sv_err("Not Found")))
 
     def test_get_list(self):
@@ -4150,7 +4185,7 @@ class TestModels(unittest.TestCase):
         for query, expected, country in table:
             with self.subTest(query=query):
                 del self.log[:]
-                status, headers, body = _sv_call(self.app, "GET", "/City",
+                status, headers, body = _wsgi(self.app, "GET", "/City",
                                                  query=query)
                 self.assertEqual((status, body), (200, expected))
                 self.assertEqual(self.log, [("get_list", country)])
@@ -4164,7 +4199,7 @@ class TestModels(unittest.TestCase):
     def test_validate_patch_is_400(self):
         for method, path in (("POST", "/City"), ("PUT", "/City/0")):
             with self.subTest(method=method):
-                status, _, body = _sv_json(self.app, method, path,
+                status, _, body = _wsgi_json(self.app, method, path,
                                            {"name": "moscow"})
                 self.assertEqual((status, body), (400, _sv_err(
                     "Name must be capitalized: 'moscow'")))
@@ -4192,14 +4227,14 @@ class TestModels(unittest.TestCase):
         ]
         for path, datum, message in table:
             with self.subTest(datum=datum):
-                status, _, body = _sv_json(self.app, "POST", path, datum)
+                status, _, body = _wsgi_json(self.app, "POST", path, datum)
                 self.assertEqual((status, body), (400, _sv_err(message)))
         self.assertEqual(self.log, [])
 
     def test_link_values_reach_the_handler_as_ids(self):
         datum = {"number": 31, "street": "Sesame",
                  "_links": {"city": {"href": "/City/0"}}}
-        status, headers, body = _sv_json(self.app, "POST", "/Address", datum)
+        status, headers, body = _wsgi_json(self.app, "POST", "/Address", datum)
         self.assertEqual((status, headers["location"]), (201, "/Address/7"))
         self.assertEqual(body, (
             b'{"_links": {"self": {"href": "/Address/7"}, "city": {"href": '
@@ -4216,7 +4251,7 @@ class TestModels(unittest.TestCase):
             with self.subTest(datum=datum):
                 del self.log[:]
                 with self.assertLogs("cosmic", "ERROR") as cm:
-                    status, _, _ = _sv_json(self.app, "POST", "/Address",
+                    status, _, _ = _wsgi_json(self.app, "POST", "/Address",
                                             datum)
                 self.assertEqual(status, 500)
                 self.assertIn("Return value of Address.create failed "
@@ -4272,7 +4307,7 @@ class TestModels(unittest.TestCase):
         for ident, location, href in table:
             with self.subTest(ident=ident):
                 next_id[:] = [ident]
-                status, headers, body = _sv_json(app, "POST", "/Thing", {})
+                status, headers, body = _wsgi_json(app, "POST", "/Thing", {})
                 self.assertEqual(status, 201)
                 self.assertEqual(headers["location"], location)
                 self.assertNotIn("set-cookie", headers)
@@ -4356,13 +4391,14 @@ class TestModels(unittest.TestCase):
                 del calls[:]
                 datum = {"name": "A"} if model == "OneField" else \
                     {"name": "A", "size": 2}
-                status, headers, body = _sv_json(app, "POST", "/" + model,
+                status, headers, body = _wsgi_json(app, "POST", "/" + model,
                                                  datum)
                 self.assertEqual((status, headers["location"]),
                                  (201, "/%s/1" % model))
                 self.assertEqual(json.loads(body), dict(datum, _links={
                     "self": {"href": "/%s/1" % model}}))
-                status, _, body = _sv_json(app, "PUT", "/%s/5" % model, datum)
+                status, _, body = _wsgi_json(app, "PUT", "/%s/5" % model,
+                                             datum)
                 self.assertEqual(status, 200)
                 self.assertEqual(json.loads(body), dict(datum, _links={
                     "self": {"href": "/%s/5" % model}}))
@@ -4372,7 +4408,7 @@ class TestModels(unittest.TestCase):
     def test_sphere_list_and_representation(self):
         planetarium, log = _sv_planetarium()
         app = Server(planetarium).wsgi_app
-        status, headers, body = _sv_call(app, "GET", "/Sphere",
+        status, headers, body = _wsgi(app, "GET", "/Sphere",
                                          query="name=Sun")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Sphere?name=Sun"}}, '
@@ -4380,7 +4416,7 @@ class TestModels(unittest.TestCase):
             b'"/Sphere/0"}}, "name": "Sun", "temperature": 3000.0}]}, '
             b'"last_updated": "2014-01-01T00:00:00"}')))
         self.assertEqual(log, [{"name": "Sun"}])
-        status, _, body = _sv_call(app, "GET", "/Sphere/2")
+        status, _, body = _wsgi(app, "GET", "/Sphere/2")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Sphere/2"}, "revolves_around": '
             b'{"href": "/Sphere/1"}}, "name": "Moon", "temperature": -50.0}')))
@@ -4388,7 +4424,7 @@ class TestModels(unittest.TestCase):
     def test_shop_item_list_and_create(self):
         shop, calls = _sv_shop()
         app = Server(shop).wsgi_app
-        status, _, body = _sv_call(app, "GET", "/Item",
+        status, _, body = _wsgi(app, "GET", "/Item",
                                    query="max_price=10&category=3")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Item?category=3&max_price=10.0"'
@@ -4399,7 +4435,7 @@ class TestModels(unittest.TestCase):
                                   {"category": "3", "max_price": 10.0})])
         self.assertIs(type(calls[0][1]["max_price"]), float)
         del calls[:]
-        status, headers, body = _sv_json(app, "POST", "/Item", {
+        status, headers, body = _wsgi_json(app, "POST", "/Item", {
             "title": "Saw", "_links": {"category": {"href": "/Category/3"}}})
         self.assertEqual((status, headers["location"], body), (
             201, "/Item/2",
@@ -4439,20 +4475,20 @@ class TestModels(unittest.TestCase):
                  ("n=1&tags=[1]", "Item at ['tags'][0] Invalid String: 1")]
         for query, message in table:
             with self.subTest(query=query):
-                status, _, body = _sv_call(app, "GET", "/Item", query=query)
+                status, _, body = _wsgi(app, "GET", "/Item", query=query)
                 self.assertEqual((status, body), (400, _sv_err(message)))
         self.assertEqual(calls, [])
-        status, _, body = _sv_call(
+        status, _, body = _wsgi(
             app, "GET", "/Item",
             query="zz=1&zz=2&n=3&other=x&tags=%5B%22a%22%2C+%22b+c%22%5D")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Item?n=3&tags=%5B%22a%22%2C%22b'
             b'+c%22%5D"}}, "_embedded": {"Item": []}}')))
         self.assertEqual(calls, [{"n": 3, "tags": ["a", "b c"]}])
-        status, _, body = _sv_call(app, "GET", "/Item", b"{}", _sv_JSON,
+        status, _, body = _wsgi(app, "GET", "/Item", b"{}", _sv_JSON,
                                    query="n=x")
         self.assertEqual((status, body), (400, _sv_err("Invalid data")))
-        status, _, body = _sv_call(app, "GET", "/Item", query="n=1&name=%ff")
+        status, _, body = _wsgi(app, "GET", "/Item", query="n=1&name=%ff")
         self.assertEqual(status, 400)
         self.assertEqual(list(json.loads(body)), ["error"])
 
@@ -4470,7 +4506,7 @@ class TestModels(unittest.TestCase):
                 calls.append(())
                 return {"0": {"letters": "hi"}}.items()
 
-        status, _, body = _sv_call(Server(api).wsgi_app, "GET", "/Word",
+        status, _, body = _wsgi(Server(api).wsgi_app, "GET", "/Word",
                                    query="a=1&a=2&b=%ZZ&c")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Word"}}, "_embedded": {"Word": '
@@ -4495,7 +4531,7 @@ class TestModels(unittest.TestCase):
                                 2013, 10, 18, 1, 58, 24, 904349,
                                 tzinfo=datetime.timezone.utc)}
 
-        status, _, body = _sv_call(Server(api).wsgi_app, "GET", "/Page")
+        status, _, body = _wsgi(Server(api).wsgi_app, "GET", "/Page")
         self.assertEqual((status, body), (200, (
             b'{"_links": {"self": {"href": "/Page"}}, "_embedded": {"Page": '
             b'[]}, "total": 0, "when": "2013-10-18T01:58:24.904349+00:00"}')))
@@ -4553,7 +4589,7 @@ class TestModels(unittest.TestCase):
             with self.subTest(method=method, path=path, value=value):
                 result[:] = [value]
                 with self.assertLogs("cosmic", "ERROR"):
-                    status, _, body = _sv_call(
+                    status, _, body = _wsgi(
                         app, method, path,
                         b"{}" if method in ("PUT", "POST") else b"", _sv_JSON)
                 self.assertEqual((status, body),
@@ -4734,7 +4770,7 @@ class TestGlobals(unittest.TestCase):
 
         app = Server(api).wsgi_app
         for _ in range(2):
-            status, _, body = _sv_call(app, "POST", "/actions/count")
+            status, _, body = _wsgi(app, "POST", "/actions/count")
             self.assertEqual((status, body), (200, b'{"n": 1}'))
         self.assertEqual(storage, {})
         self.assertEqual(repr(g), "<unbound ThreadLocalDict>")
@@ -4752,7 +4788,7 @@ class TestGlobals(unittest.TestCase):
 
         wrapped = thread_local_middleware(app)
         for path in ("/one", "/two"):
-            status, _, body = _sv_call(wrapped, "GET", path)
+            status, _, body = _wsgi(wrapped, "GET", path)
             self.assertEqual((status, body), (200, b"ok"))
         self.assertEqual(seen, [{}, {}])
         self.assertEqual(storage, {})
@@ -4772,7 +4808,7 @@ class TestGlobals(unittest.TestCase):
             return server_app(environ, start_response)
 
         app = thread_local_middleware(auth)
-        status, _, body = _sv_call(app, "POST", "/actions/user",
+        status, _, body = _wsgi(app, "POST", "/actions/user",
                                    headers={"Authorization": "bob"})
         self.assertEqual((status, body), (200, b'"bob"'))
         self.assertEqual(storage, {})
@@ -4794,7 +4830,7 @@ class TestGlobals(unittest.TestCase):
         def worker(index):
             for round_ in range(3):
                 value = "t%d-r%d" % (index, round_)
-                results[value] = _sv_json(app, "POST", "/actions/remember",
+                results[value] = _wsgi_json(app, "POST", "/actions/remember",
                                           value)
 
         threads = [threading.Thread(target=worker, args=(i,))
@@ -7578,27 +7614,6 @@ def _oa_clash():
     return clash
 
 
-def _oa_call(app, path, headers=None):
-    """GET path from a WSGI app under wsgiref.validate: status, headers, body."""
-    environ = {"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path,
-               "QUERY_STRING": "",
-               "wsgi.input": io.BytesIO(b""), "wsgi.errors": io.StringIO()}
-    environ.update(headers or {})
-    wsgiref.util.setup_testing_defaults(environ)
-    out = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        out["status"] = status
-        out["headers"] = dict(response_headers)
-
-    result = wsgiref.validate.validator(app)(environ, start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        result.close()
-    return out["status"], out["headers"], body
-
-
 def _oa_refs(node):
     """Every "$ref" value in a JSON document."""
     if isinstance(node, dict):
@@ -8073,9 +8088,10 @@ class TestOpenAPIRoute(unittest.TestCase):
         for api in (_oa_zoo(), _oa_example_api("mathy")):
             with self.subTest(api=api.name):
                 app = Server(api).wsgi_app
-                status, headers, body = _oa_call(app, "/openapi.json")
-                self.assertEqual(status, "200 OK")
-                self.assertEqual(headers["Content-Type"], "application/json")
+                answer = _wsgi(app, "GET", "/openapi.json")
+                status, headers, body = answer
+                self.assertEqual(answer.status_line, "200 OK")
+                self.assertEqual(headers["content-type"], "application/json")
                 self.assertEqual(json.loads(body),
                                  json.loads(json.dumps(openapi(api))))
 
@@ -8083,13 +8099,13 @@ class TestOpenAPIRoute(unittest.TestCase):
         with cosmic.cosmos.swap({}):
             api = API("growing")
             app = Server(api).wsgi_app
-            before = json.loads(_oa_call(app, "/openapi.json")[2])
+            before = json.loads(_wsgi(app, "GET", "/openapi.json")[2])
 
             @api.action(returns=Integer)
             def one():
                 return 1
 
-        after = json.loads(_oa_call(app, "/openapi.json")[2])
+        after = json.loads(_wsgi(app, "GET", "/openapi.json")[2])
         self.assertNotIn("/actions/one", before["paths"])
         self.assertEqual(after["paths"]["/actions/one"]["post"]["operationId"],
                          "one")
@@ -8576,24 +8592,6 @@ class _dc_TagChecker(html.parser.HTMLParser):
             self.stack.pop()
 
 
-def _dc_wsgi_get(app, path):
-    """(status, headers dict, body bytes) of a GET through a WSGI app."""
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path}
-    setup_testing_defaults(environ)
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"] = status
-        captured["headers"] = dict(headers)
-
-    chunks = app(environ, start_response)
-    try:
-        body = b"".join(chunks)
-    finally:
-        if hasattr(chunks, "close"):
-            chunks.close()
-    return captured["status"], captured["headers"], body
-
 
 # --------------------------------------------------------------------------
 # Renderers and the page, without a browser
@@ -8871,7 +8869,8 @@ class TestDocsServed(unittest.TestCase):
     def test_docs_html_renders_the_api_spec(self):
         api = _dc_shop_api()
         page = docs_html(api)
-        _, _, spec = _dc_wsgi_get(Server(api).wsgi_app, "/spec.json")
+        _, _, spec = _wsgi(Server(api).wsgi_app, "GET", "/spec.json",
+                           validate=False)
         self.assertEqual(page, _docs_html(json.loads(spec.decode("utf-8"))))
         self.assertIn('id="action-echo"', page)
         self.assertIn('id="action-quote"', page)
@@ -8885,13 +8884,14 @@ class TestDocsServed(unittest.TestCase):
         bodies = []
         for path in ("/", "/docs"):
             with self.subTest(path=path):
-                status, headers, body = _dc_wsgi_get(app, path)
-                self.assertEqual(status, "200 OK")
-                self.assertEqual(headers["Content-Type"],
+                answer = _wsgi(app, "GET", path, validate=False)
+                status, headers, body = answer
+                self.assertEqual(answer.status_line, "200 OK")
+                self.assertEqual(headers["content-type"],
                                  "text/html; charset=utf-8")
-                self.assertEqual(headers["Content-Security-Policy"],
+                self.assertEqual(headers["content-security-policy"],
                                  cosmic._docs_csp())
-                self.assertEqual(headers["X-Content-Type-Options"], "nosniff")
+                self.assertEqual(headers["x-content-type-options"], "nosniff")
                 self.assertEqual(body.decode("utf-8"), docs_html(api))
                 bodies.append(body)
         self.assertEqual(bodies[0], bodies[1])
@@ -8899,19 +8899,23 @@ class TestDocsServed(unittest.TestCase):
     def test_page_follows_changes_to_the_api(self):
         api = _dc_shop_api()
         app = Server(api).wsgi_app
-        self.assertNotIn(b'id="action-later"', _dc_wsgi_get(app, "/")[2])
+        self.assertNotIn(b'id="action-later"', _wsgi(app, "GET", "/",
+                                                     validate=False)[2])
 
         def later():
             """Added after the first request."""
 
         api.action()(later)
-        self.assertIn(b'id="action-later"', _dc_wsgi_get(app, "/docs")[2])
+        self.assertIn(b'id="action-later"', _wsgi(app, "GET", "/docs",
+                                                  validate=False)[2])
 
     def test_can_be_turned_off(self):
         app = Server(_dc_shop_api(), docs=False).wsgi_app
         for path in ("/", "/docs"):
             with self.subTest(path=path):
-                self.assertEqual(_dc_wsgi_get(app, path)[0], "404 Not Found")
+                self.assertEqual(
+                    _wsgi(app, "GET", path, validate=False).status_line,
+                    "404 Not Found")
 
 
 # --------------------------------------------------------------------------
@@ -9955,8 +9959,6 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
 
 
 
-
-
 _HD_NET_TIMEOUT = 10.0  # bound on any single network wait, in seconds
 _HD_JSON = ("Content-Type", "application/json")
 _HD_INTERNAL = b'{"error": "Internal Server Error"}'
@@ -9998,80 +10000,21 @@ def _hd_wait(predicate, timeout, step=0.02):
 
 # -- in-process calls ---------------------------------------------------------
 
-_hd_Answer = collections.namedtuple(
-    "_hd_Answer", "status headers pairs body elapsed")
-
-
 def _hd_environ(method, target, headers=(), body=b"", extra=None):
-    """A PEP 3333 environ as a server would build it from a request line.
-
-    The path is percent-decoded to bytes, carried as latin-1 text.
-    Repeated headers are joined with ", ". ``extra`` overrides keys
-    (None removes one).
-    """
+    """The environ a server builds from a request line: the target's path
+    percent-decoded (bytes carried as latin-1 text), its query split off,
+    over HTTP/1.1. ``extra`` overrides keys (None removes one)."""
     path, _, query = target.partition("?")
-    env = {"REQUEST_METHOD": method, "SCRIPT_NAME": "",
-           "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
-           "QUERY_STRING": query, "SERVER_PROTOCOL": "HTTP/1.1",
-           "wsgi.input": io.BytesIO(body)}
-    if body:
-        env["CONTENT_LENGTH"] = str(len(body))
-    for name, value in headers:
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        env[key] = env[key] + ", " + value if key in env else value
-    for key, value in (extra or {}).items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    setup_testing_defaults(env)
-    return env
-
-
-def _hd_run_app(app, env, start_response):
-    result = app(env, start_response)
-    try:
-        return b"".join(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-
-
-def _hd_call_env(app, env, validate=True):
-    """Run a WSGI app on an environ; the answer, checked for duplicates."""
-    seen = {}
-
-    def start_response(status, pairs, exc_info=None):
-        seen["status"], seen["pairs"] = status, list(pairs)
-        return lambda data: None
-
-    start = time.perf_counter()
-    if validate:
-        # The validator warns about methods outside RFC 7231 (FOO, get).
-        # (catch_warnings is not thread-safe: validate=False in threads.)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", wsgiref.validate.WSGIWarning)
-            body = _hd_run_app(wsgiref.validate.validator(app), env,
-                               start_response)
-    else:
-        body = _hd_run_app(app, env, start_response)
-    elapsed = time.perf_counter() - start
-    pairs = seen["pairs"]
-    names = [name.lower() for name, _ in pairs]
-    if len(names) != len(set(names)):
-        raise AssertionError("duplicate headers: %r" % pairs)
-    return _hd_Answer(int(seen["status"][:3]),
-                      {k.lower(): v for k, v in pairs}, pairs, body, elapsed)
+    environ = dict({"SERVER_PROTOCOL": "HTTP/1.1"}, **(extra or {}))
+    return _wsgi_environ(method, unquote_to_bytes(path).decode("latin-1"),
+                         body, headers, query, environ)
 
 
 def _hd_call(app, method, target, headers=(), body=b"", extra=None,
              validate=True):
-    """Call a WSGI app in-process, through wsgiref.validate by default."""
-    env = _hd_environ(method, target, headers, body, extra)
-    return _hd_call_env(app, env, validate)
+    """_wsgi with a request target as sent on the wire."""
+    return _wsgi_run(app, _hd_environ(method, target, headers, body, extra),
+                     validate)
 
 
 # -- raw HTTP -----------------------------------------------------------------
@@ -10113,7 +10056,7 @@ class _hd_Conn:
         return line
 
     def response(self, head_only=False):
-        """The next response: ``_hd_Answer`` (elapsed: time to read it)."""
+        """The next response: ``_Answer`` (elapsed: time to read it)."""
         start = time.perf_counter()
         deadline = time.monotonic() + self.timeout
         while b"\r\n\r\n" not in self.buf:
@@ -10148,8 +10091,7 @@ class _hd_Conn:
             except EOFError:
                 pass
             body, self.buf = self.buf, b""
-        return _hd_Answer(status, headers, pairs, body,
-                          time.perf_counter() - start)
+        return _Answer.of(status, pairs, body, time.perf_counter() - start)
 
     def closed_within(self, timeout):
         """Whether the server closes (EOF or reset) within ``timeout``."""
@@ -10213,7 +10155,7 @@ def _hd_exchange(port, data, head_only=False, timeout=_HD_NET_TIMEOUT,
 
 
 def _hd_http(port, method, target, headers=(), body=b"", head_only=None):
-    """One request on a new connection: ``_hd_Answer``."""
+    """One request on a new connection: ``_Answer``."""
     if head_only is None:
         head_only = method == "HEAD"
     answer, _ = _hd_exchange(
@@ -10689,7 +10631,7 @@ class TestHardeningHostileInput(unittest.TestCase):
                     self.serve.port, data, case["method"] == "HEAD",
                     half_close=case["half_close"])
                 self.assertIsNotNone(answer, "closed without an answer")
-                answer = answer._replace(elapsed=elapsed)  # send included
+                answer.elapsed = elapsed  # send included
                 self.check_answer(case, answer, case["status"],
                                   case["message"], "serve")
                 self.check_still_serving("serve")
@@ -12186,7 +12128,7 @@ class TestHardeningFuzz(unittest.TestCase):
             env["QUERY_STRING"] = query
             if short and body:  # Content-Length promises more than sent
                 env["CONTENT_LENGTH"] = str(len(body) + short)
-            answer = _hd_call_env(app, env)  # validator errors propagate
+            answer = _wsgi_run(app, env)  # validator errors propagate
             seen[answer.status] += 1
             self.assertLess(answer.status, 500,
                             (method, path, query, content_type, body, extra,
@@ -12382,8 +12324,8 @@ class TestServerEdgeCases(unittest.TestCase):
                 return super().dispatch_request(request)
 
         app = Admin(api).wsgi_app
-        self.assertEqual(_sv_call(app, "POST", "/actions/ping")[:1], (403,))
-        status, _, _ = _sv_call(app, "POST", "/actions/ping",
+        self.assertEqual(_wsgi(app, "POST", "/actions/ping")[:1], (403,))
+        status, _, _ = _wsgi(app, "POST", "/actions/ping",
                                 headers={"X-Admin": "1"})
         self.assertEqual(status, 204)
 
@@ -12407,7 +12349,7 @@ class TestServerEdgeCases(unittest.TestCase):
 
         def hit():
             barrier.wait(10)
-            bodies.append(_sv_call(app, "GET", "/T/1")[2])
+            bodies.append(_wsgi(app, "GET", "/T/1")[2])
 
         old = sys.getswitchinterval()
         sys.setswitchinterval(1e-6)
@@ -12431,7 +12373,7 @@ class TestServerEdgeCases(unittest.TestCase):
             raise RemoteHTTPError(400, "card 4111 rejected by BankCorp")
 
         with self.assertLogs("cosmic", "ERROR") as logs:
-            status, _, body = _sv_call(Server(api).wsgi_app, "POST",
+            status, _, body = _wsgi(Server(api).wsgi_app, "POST",
                                        "/actions/charge")
         self.assertEqual((status, body), (500, _sv_err(
             "Internal Server Error")))
@@ -12442,7 +12384,7 @@ class TestServerEdgeCases(unittest.TestCase):
         namespace = {}
         exec("def shout(word, /):\n    return word.upper()\n", namespace)
         api.action(accepts=String, returns=String)(namespace["shout"])
-        status, _, body = _sv_json(Server(api).wsgi_app, "POST",
+        status, _, body = _wsgi_json(Server(api).wsgi_app, "POST",
                                    "/actions/shout", "hi")
         self.assertEqual((status, body), (200, b'"HI"'))
         exec("def both(a, b, /):\n    return a\n", namespace)
@@ -12869,12 +12811,12 @@ class TestPlanetariumExample(unittest.TestCase):
 
     def test_self_link_and_list_metadata(self):
         app = Server(self.api).wsgi_app
-        status, headers, body = _sv_call(app, "GET", "/Sphere/2")
+        status, headers, body = _wsgi(app, "GET", "/Sphere/2")
         self.assertEqual((status, json.loads(body)), (200, {
             "_links": {"self": {"href": "/Sphere/2"},
                        "revolves_around": {"href": "/Sphere/1"}},
             "name": "Moon", "temperature": -50.0}))
-        status, headers, body = _sv_call(app, "GET", "/Sphere",
+        status, headers, body = _wsgi(app, "GET", "/Sphere",
                                          query="name=Sun")
         listing = json.loads(body)
         self.assertEqual(listing["_links"],
@@ -13828,10 +13770,6 @@ def _app_towns(etag=None, log=None, slow=None):
     return api, towns, log
 
 
-def _app_get(app, path, headers=None, method="GET"):
-    return _sv_call(app, method, path, headers=headers)
-
-
 class TestConditionalRequests(unittest.TestCase):
     """ETag on GET /<Model>/<id>; If-None-Match, If-Match (RFC 9110 13)."""
 
@@ -13841,12 +13779,12 @@ class TestConditionalRequests(unittest.TestCase):
         self.app = Server(self.api).wsgi_app
 
     def tag(self, path="/Town/1"):
-        status, headers, _ = _app_get(self.app, path)
+        status, headers, _ = _wsgi(self.app, "GET", path)
         self.assertEqual(status, 200)
         return headers["etag"]
 
     def test_get_has_a_strong_tag_from_the_representation(self):
-        status, headers, body = _app_get(self.app, "/Town/1")
+        status, headers, body = _wsgi(self.app, "GET", "/Town/1")
         self.assertEqual(status, 200)
         tag = headers["etag"]
         self.assertRegex(tag, r'\A"[0-9a-f]{32}"\Z')
@@ -13854,7 +13792,7 @@ class TestConditionalRequests(unittest.TestCase):
             body, digest_size=16).hexdigest())
         self.assertEqual(self.tag(), tag)  # the same for the same object
         self.assertNotEqual(self.tag("/Town/2"), tag)
-        status, head, _ = _app_get(self.app, "/Town/1", method="HEAD")
+        status, head, _ = _wsgi(self.app, "HEAD", "/Town/1")
         self.assertEqual(head["etag"], tag)
         self.towns["1"]["name"] = "Lund C"
         self.assertNotEqual(self.tag(), tag)
@@ -13868,34 +13806,36 @@ class TestConditionalRequests(unittest.TestCase):
                        ' %s ,"x"' % tag):
             for method in ("GET", "HEAD"):
                 with self.subTest(header=header, method=method):
-                    status, headers, body = _app_get(
-                        self.app, "/Town/1", {"If-None-Match": header},
-                        method)
+                    status, headers, body = _wsgi(
+                        self.app, method, "/Town/1",
+                        headers={"If-None-Match": header})
                     self.assertEqual((status, body), (304, b""))
                     self.assertNotIn("content-length", headers)
                     self.assertNotIn("content-type", headers)
                     self.assertEqual(headers["etag"], tag)
         for header in ('"other"', tag[:-2] + '"', 'W/"x"'):
             with self.subTest(header=header):
-                status, headers, body = _app_get(
-                    self.app, "/Town/1", {"If-None-Match": header})
+                status, headers, body = _wsgi(
+                    self.app, "GET", "/Town/1",
+                    headers={"If-None-Match": header})
                 self.assertEqual(status, 200)
                 self.assertEqual(headers["etag"], tag)
                 self.assertEqual(json.loads(body)["name"], "Lund")
 
     def test_if_match_on_get(self):
         tag = self.tag()
-        status, _, _ = _app_get(self.app, "/Town/1", {"If-Match": tag})
+        status, _, _ = _wsgi(self.app, "GET", "/Town/1",
+                             headers={"If-Match": tag})
         self.assertEqual(status, 200)
-        status, _, body = _app_get(self.app, "/Town/1",
-                                   {"If-Match": '"stale"'})
+        status, _, body = _wsgi(self.app, "GET", "/Town/1",
+                                headers={"If-Match": '"stale"'})
         self.assertEqual(status, 412)
         self.assertIn("Precondition Failed", json.loads(body)["error"])
 
     def test_put_with_if_match(self):
         tag = self.tag()
         patch = {"name": "Lund N"}
-        status, headers, body = _sv_json(self.app, "PUT", "/Town/1", patch,
+        status, headers, body = _wsgi_json(self.app, "PUT", "/Town/1", patch,
                                          {"If-Match": tag})
         self.assertEqual(status, 200)
         new_tag = headers["etag"]
@@ -13903,7 +13843,7 @@ class TestConditionalRequests(unittest.TestCase):
         self.assertEqual(new_tag, self.tag())  # what a GET says next
         self.assertEqual(self.log, [("update", "1", tag[1:-1])])
         # The old tag no longer matches: 412, and nothing changes.
-        status, headers, body = _sv_json(self.app, "PUT", "/Town/1",
+        status, headers, body = _wsgi_json(self.app, "PUT", "/Town/1",
                                          {"name": "Lund X"},
                                          {"If-Match": tag})
         self.assertEqual((status, headers["content-type"]),
@@ -13913,7 +13853,7 @@ class TestConditionalRequests(unittest.TestCase):
             "If-Match")})
         self.assertEqual(self.towns["1"]["name"], "Lund N")
         self.assertEqual(len(self.log), 1)
-        status, headers, body = _sv_json(
+        status, headers, body = _wsgi_json(
             self.app, "PUT", "/Town/1", {"name": "Lund X"},
             {"If-Match": tag, "Accept": "application/problem+json"})
         self.assertEqual(headers["content-type"], "application/problem+json")
@@ -13928,21 +13868,21 @@ class TestConditionalRequests(unittest.TestCase):
                  ('"a"', 412), ("", 412), (tag[1:-1], 412)]
         for header, want in table:
             with self.subTest(header=header):
-                status, _, _ = _sv_json(self.app, "PUT", "/Town/1",
+                status, _, _ = _wsgi_json(self.app, "PUT", "/Town/1",
                                         {"name": "Lund"}, {"If-Match": header})
                 self.assertEqual(status, want)
 
     def test_without_if_match_nothing_changes(self):
-        status, headers, _ = _sv_json(self.app, "PUT", "/Town/1",
+        status, headers, _ = _wsgi_json(self.app, "PUT", "/Town/1",
                                       {"name": "Lund Y"})
         self.assertEqual(status, 200)
         self.assertIn("etag", headers)
         self.assertEqual(self.log, [("update", "1", None)])
-        status, _, _ = _sv_call(self.app, "DELETE", "/Town/2")
+        status, _, _ = _wsgi(self.app, "DELETE", "/Town/2")
         self.assertEqual(status, 204)
 
     def test_put_if_none_match_star_is_412(self):
-        status, _, _ = _sv_json(self.app, "PUT", "/Town/1", {"name": "Lu"},
+        status, _, _ = _wsgi_json(self.app, "PUT", "/Town/1", {"name": "Lu"},
                                 {"If-None-Match": "*"})
         self.assertEqual(status, 412)
         self.assertEqual(self.towns["1"]["name"], "Lund")
@@ -13950,11 +13890,11 @@ class TestConditionalRequests(unittest.TestCase):
     def test_delete_with_if_match(self):
         tag = self.tag()
         self.towns["1"]["name"] = "Changed"
-        status, headers, body = _sv_call(self.app, "DELETE", "/Town/1",
+        status, headers, body = _wsgi(self.app, "DELETE", "/Town/1",
                                          headers={"If-Match": tag})
         self.assertEqual(status, 412)
         self.assertIn("1", self.towns)
-        status, headers, body = _sv_call(self.app, "DELETE", "/Town/1",
+        status, headers, body = _wsgi(self.app, "DELETE", "/Town/1",
                                          headers={"If-Match": self.tag()})
         self.assertEqual((status, body), (204, b""))
         self.assertNotIn("content-length", headers)
@@ -13963,32 +13903,33 @@ class TestConditionalRequests(unittest.TestCase):
     def test_missing_object_is_404_with_if_match(self):
         for method in ("PUT", "DELETE"):
             with self.subTest(method=method):
-                status, _, body = _sv_json(self.app, method, "/Town/9",
+                status, _, body = _wsgi_json(self.app, method, "/Town/9",
                                            {"name": "X"}, {"If-Match": "*"}) \
-                    if method == "PUT" else _sv_call(
+                    if method == "PUT" else _wsgi(
                         self.app, method, "/Town/9",
                         headers={"If-Match": "*"})
                 self.assertEqual((status, body), (404, _sv_err("Not Found")))
 
     def test_invalid_body_is_400_before_the_condition(self):
-        status, _, _ = _sv_json(self.app, "PUT", "/Town/1", {"name": 3},
+        status, _, _ = _wsgi_json(self.app, "PUT", "/Town/1", {"name": 3},
                                 {"If-Match": '"stale"'})
         self.assertEqual(status, 400)
 
     def test_create_answers_the_new_tag(self):
-        status, headers, body = _sv_json(self.app, "POST", "/Town",
+        status, headers, body = _wsgi_json(self.app, "POST", "/Town",
                                          {"name": "Ystad"})
         self.assertEqual(status, 201)
         self.assertEqual(headers["etag"], self.tag(headers["location"]))
 
     def test_etags_off(self):
         app = Server(self.api, etags=False).wsgi_app
-        status, headers, _ = _app_get(app, "/Town/1")
+        status, headers, _ = _wsgi(app, "GET", "/Town/1")
         self.assertEqual(status, 200)
         self.assertNotIn("etag", headers)
-        status, _, _ = _app_get(app, "/Town/1", {"If-None-Match": "*"})
+        status, _, _ = _wsgi(app, "GET", "/Town/1",
+                             headers={"If-None-Match": "*"})
         self.assertEqual(status, 200)
-        status, headers, _ = _sv_json(app, "PUT", "/Town/1", {"name": "Lu"},
+        status, headers, _ = _wsgi_json(app, "PUT", "/Town/1", {"name": "Lu"},
                                       {"If-Match": '"stale"'})
         self.assertEqual(status, 200)
         self.assertNotIn("etag", headers)
@@ -14003,16 +13944,16 @@ class TestConditionalRequests(unittest.TestCase):
                 return response
 
         app = Hooked(self.api).wsgi_app
-        status, headers, _ = _app_get(app, "/Town/1")
+        status, headers, _ = _wsgi(app, "GET", "/Town/1")
         self.assertEqual((status, headers["x-hooked"]), (200, "1"))
         tag = headers["etag"]
         self.assertEqual(tag, self.tag())
-        status, headers, body = _app_get(app, "/Town/1",
-                                         {"If-None-Match": tag})
+        status, headers, body = _wsgi(app, "GET", "/Town/1",
+                                      headers={"If-None-Match": tag})
         self.assertEqual((status, body), (304, b""))
         app = Server(self.api, handler_timeout=5).wsgi_app
-        status, headers, body = _app_get(app, "/Town/1",
-                                         {"If-None-Match": tag})
+        status, headers, body = _wsgi(app, "GET", "/Town/1",
+                                      headers={"If-None-Match": tag})
         self.assertEqual((status, body), (304, b""))
 
     def test_one_process_lets_one_writer_win(self):
@@ -14021,13 +13962,13 @@ class TestConditionalRequests(unittest.TestCase):
         slow = threading.Event()
         api, towns, log = _app_towns(slow=slow)
         app = Server(api).wsgi_app
-        tag = _app_get(app, "/Town/1")[1]["etag"]
+        tag = _wsgi(app, "GET", "/Town/1")[1]["etag"]
         barrier = threading.Barrier(8)
         results = []
 
         def put(i):
             barrier.wait()
-            results.append(_sv_json(app, "PUT", "/Town/1",
+            results.append(_wsgi_json(app, "PUT", "/Town/1",
                                     {"name": "T%d" % i},
                                     {"If-Match": tag})[0])
 
@@ -14041,11 +13982,11 @@ class TestConditionalRequests(unittest.TestCase):
 
     def test_cors_exposes_and_allows_the_headers(self):
         app = Server(self.api, cors_origins="https://a.example").wsgi_app
-        status, headers, _ = _app_get(app, "/Town/1",
-                                      {"Origin": "https://a.example"})
+        status, headers, _ = _wsgi(app, "GET", "/Town/1",
+                                   headers={"Origin": "https://a.example"})
         self.assertIn("ETag", [h.strip() for h in headers[
             "access-control-expose-headers"].split(",")])
-        status, headers, _ = _sv_call(app, "OPTIONS", "/Town/1", headers={
+        status, headers, _ = _wsgi(app, "OPTIONS", "/Town/1", headers={
             "Origin": "https://a.example",
             "Access-Control-Request-Method": "PUT",
             "Access-Control-Request-Headers": "If-Match, If-None-Match"})
@@ -14063,16 +14004,16 @@ class TestModelETags(unittest.TestCase):
         self.app = Server(self.api).wsgi_app
 
     def test_the_models_tag_is_quoted(self):
-        status, headers, _ = _app_get(self.app, "/Town/1")
+        status, headers, _ = _wsgi(self.app, "GET", "/Town/1")
         self.assertEqual(headers["etag"], '"v1"')
-        status, headers, _ = _sv_json(self.app, "PUT", "/Town/1",
+        status, headers, _ = _wsgi_json(self.app, "PUT", "/Town/1",
                                       {"name": "L"}, {"If-Match": '"v1"'})
         self.assertEqual((status, headers["etag"]), (200, '"v2"'))
         self.assertEqual(self.log, [("update", "1", "v1")])
-        status, headers, _ = _app_get(self.app, "/Town/1",
-                                      {"If-None-Match": '"v2"'})
+        status, headers, _ = _wsgi(self.app, "GET", "/Town/1",
+                                   headers={"If-None-Match": '"v2"'})
         self.assertEqual(status, 304)
-        status, _, _ = _sv_call(self.app, "DELETE", "/Town/1",
+        status, _, _ = _wsgi(self.app, "DELETE", "/Town/1",
                                 headers={"If-Match": "*"})
         self.assertEqual(status, 204)
         self.assertEqual(self.log[-1], ("delete", "1", "*"))
@@ -14091,14 +14032,14 @@ class TestModelETags(unittest.TestCase):
         self.api.models.Town.get_by_id = \
             self.api._model_classes["Town"].get_by_id
         app = Server(self.api).wsgi_app
-        status, _, body = _sv_json(app, "PUT", "/Town/1", {"name": "L"},
+        status, _, body = _wsgi_json(app, "PUT", "/Town/1", {"name": "L"},
                                    {"If-Match": '"v1"'})
         self.assertEqual((status, body), (412, _sv_err("Town 1 changed")))
         self.assertEqual(self.towns["1"]["name"], "Lund")
 
     def test_if_match_outside_a_request_is_none(self):
         self.assertIsNone(cosmic.if_match())
-        _sv_json(self.app, "PUT", "/Town/1", {"name": "L"},
+        _wsgi_json(self.app, "PUT", "/Town/1", {"name": "L"},
                  {"If-Match": '"v1"'})
         self.assertIsNone(cosmic.if_match())
 
@@ -14109,7 +14050,7 @@ class TestModelETags(unittest.TestCase):
                     lambda cls, id, rep: bad)
                 app = Server(self.api).wsgi_app
                 with self.assertLogs("cosmic", "ERROR") as cm:
-                    status, _, _ = _app_get(app, "/Town/1")
+                    status, _, _ = _wsgi(app, "GET", "/Town/1")
                 self.assertEqual(status, 500)
                 self.assertIn("Town.etag must return a str", cm.output[0])
 
@@ -14126,11 +14067,11 @@ class TestModelETags(unittest.TestCase):
                 return patch
 
         app = Server(api).wsgi_app
-        status, _, body = _sv_json(app, "PUT", "/Note/1", {"text": "a"},
+        status, _, body = _wsgi_json(app, "PUT", "/Note/1", {"text": "a"},
                                    {"If-Match": '"x"'})
         self.assertEqual(status, 412)
         self.assertIn("no get_by_id", json.loads(body)["error"])
-        status, _, _ = _sv_json(app, "PUT", "/Note/1", {"text": "a"})
+        status, _, _ = _wsgi_json(app, "PUT", "/Note/1", {"text": "a"})
         self.assertEqual(status, 200)
 
 
@@ -14425,7 +14366,7 @@ class TestReturnValues(unittest.TestCase):
     def call(self, method, path):
         body = b"{}" if method in ("POST", "PUT") and \
             not path.startswith("/actions") else b""
-        return _sv_call(self.app, method, path, body, _sv_JSON)
+        return _wsgi(self.app, method, path, body, _sv_JSON)
 
     def test_a_missing_field_is_a_logged_500(self):
         for method, path, name, value, line in self.CASES:
@@ -14590,7 +14531,7 @@ class TestJSONLimits(unittest.TestCase):
         self.api, self.app = _app_limits()
 
     def post(self, name, body, app=None):
-        return _sv_call(app or self.app, "POST", "/actions/" + name, body,
+        return _wsgi(app or self.app, "POST", "/actions/" + name, body,
                         _sv_JSON)
 
     def test_integer_digits(self):
@@ -14652,7 +14593,7 @@ class TestJSONLimits(unittest.TestCase):
                             (150, 400)):
             with self.subTest(depth=depth):
                 query = "filter=" + quote(_app_nest(depth, "[{").decode())
-                status, _, body = _sv_call(self.app, "GET", "/Tag",
+                status, _, body = _wsgi(self.app, "GET", "/Tag",
                                            query=query)
                 self.assertEqual(status, want, body[:200])
                 if want == 400:
@@ -14662,7 +14603,7 @@ class TestJSONLimits(unittest.TestCase):
 
     def test_query_json_integer_digits(self):
         query = "filter=" + "9" * 1001
-        status, _, body = _sv_call(self.app, "GET", "/Tag", query=query)
+        status, _, body = _wsgi(self.app, "GET", "/Tag", query=query)
         self.assertEqual((status, body), (400, _sv_err(
             "Item at ['filter'] Invalid JSON: integer with more than 1000 "
             "digits")))
@@ -14675,7 +14616,7 @@ class TestJSONLimits(unittest.TestCase):
                                          app=app)
                 self.assertEqual(status, want)
                 query = "filter=" + quote(_app_nest(depth, "[{").decode())
-                status, _, _ = _sv_call(app, "GET", "/Tag", query=query)
+                status, _, _ = _wsgi(app, "GET", "/Tag", query=query)
                 self.assertEqual(status, want)
 
     def test_over_http(self):
@@ -14714,7 +14655,7 @@ def _app_scoped_apis():
             WsgiAPIClient.for_api(inner).actions.whoami()
         else:
             app = Server(inner).wsgi_app
-            status, _, _ = _sv_call(app, "POST", "/actions/whoami")
+            status, _, _ = _wsgi(app, "POST", "/actions/whoami")
             seen.append(("status", status))
         return _app_g["user"]
 
@@ -14730,7 +14671,7 @@ class TestRequestScopesNest(unittest.TestCase):
         for how in ("client", "wsgi_app"):
             with self.subTest(how=how):
                 del self.seen[:]
-                status, _, body = _sv_json(Server(self.outer).wsgi_app,
+                status, _, body = _wsgi_json(Server(self.outer).wsgi_app,
                                            "POST", "/actions/relay", how)
                 self.assertEqual((status, body), (200, b'"outer"'))
                 self.assertEqual(self.seen[0], ("inner sees", None))
@@ -14738,7 +14679,7 @@ class TestRequestScopesNest(unittest.TestCase):
 
     def test_with_a_handler_timeout(self):
         app = Server(self.outer, handler_timeout=10).wsgi_app
-        status, _, body = _sv_json(app, "POST", "/actions/relay", "client")
+        status, _, body = _wsgi_json(app, "POST", "/actions/relay", "client")
         self.assertEqual((status, body), (200, b'"outer"'))
         self.assertEqual(self.seen[0], ("inner sees", None))
 
@@ -14756,17 +14697,17 @@ class TestRequestScopesNest(unittest.TestCase):
             return thread_local_middleware(middleware)
 
         app = auth(Server(api).wsgi_app)
-        status, _, body = _sv_call(app, "POST", "/actions/me",
+        status, _, body = _wsgi(app, "POST", "/actions/me",
                                    headers={"Authorization": "bob"})
         self.assertEqual((status, body), (200, b'"bob"'))
         with thread_local():
             _app_g["user"] = "carol"
-            status, _, body = _sv_call(Server(api).wsgi_app, "POST",
+            status, _, body = _wsgi(Server(api).wsgi_app, "POST",
                                        "/actions/me")
             self.assertEqual((status, body), (200, b'"carol"'))
             self.assertEqual(_app_g["user"], "carol")
             # And the scope is not left marked as serving a request.
-            status, _, body = _sv_call(Server(api).wsgi_app, "POST",
+            status, _, body = _wsgi(Server(api).wsgi_app, "POST",
                                        "/actions/me")
             self.assertEqual((status, body), (200, b'"carol"'))
         self.assertEqual(storage, {})
@@ -14826,7 +14767,7 @@ class TestHTTPDetails(unittest.TestCase):
         self.app = Server(self.api).wsgi_app
 
     def test_no_content_length_on_204(self):
-        status, headers, body = _sv_call(self.app, "POST", "/actions/noop")
+        status, headers, body = _wsgi(self.app, "POST", "/actions/noop")
         self.assertEqual((status, body), (204, b""))
         self.assertNotIn("content-length", headers)
         response = cosmic.Response(b"ignored", 204)
@@ -14844,14 +14785,14 @@ class TestHTTPDetails(unittest.TestCase):
         for environ in ({"PATH_INFO": "*"}, {"REQUEST_URI": "*"},
                         {"PATH_INFO": "", "RAW_URI": "*"}):
             with self.subTest(environ=environ):
-                status, headers, body = _sv_call(self.app, "OPTIONS", "/",
+                status, headers, body = _wsgi(self.app, "OPTIONS", "/",
                                                  environ=environ,
                                                  validate=False)
                 self.assertEqual((status, body), (204, b""))
                 self.assertEqual(_sv_allow(headers), {
                     "DELETE", "GET", "HEAD", "OPTIONS", "POST"})
                 self.assertNotIn("content-length", headers)
-        status, _, _ = _sv_call(self.app, "GET", "*", validate=False)
+        status, _, _ = _wsgi(self.app, "GET", "*", validate=False)
         self.assertEqual(status, 404)
 
     def test_over_http(self):
@@ -14881,9 +14822,9 @@ class TestHTTPDetails(unittest.TestCase):
 
     def test_ids_over_http(self):
         self.next_id[0] = "a?admin=1"
-        _sv_json(self.app, "POST", "/Thing", {"name": "q"})
+        _wsgi_json(self.app, "POST", "/Thing", {"name": "q"})
         self.next_id[0] = "admin"
-        _sv_json(self.app, "POST", "/Thing", {"name": "other"})
+        _wsgi_json(self.app, "POST", "/Thing", {"name": "other"})
         with served_api(self.api) as url:
             client = APIClient(url)
             self.addCleanup(client.close)
@@ -14916,7 +14857,7 @@ class TestHTTPDetails(unittest.TestCase):
         for ident, href, location in table:
             with self.subTest(ident=ident):
                 self.next_id[0] = ident
-                status, headers, body = _sv_json(self.app, "POST", "/Thing",
+                status, headers, body = _wsgi_json(self.app, "POST", "/Thing",
                                                  {"name": "n"})
                 self.assertEqual(status, 201)
                 self.assertEqual(headers["location"], location)
@@ -14940,7 +14881,7 @@ class TestHTTPDetails(unittest.TestCase):
             with self.subTest(ident=ident):
                 for path in ("/Thing/" + ident,
                              "/Thing/" + ident.replace(".", "%2E")):
-                    status, _, body = _sv_call(
+                    status, _, body = _wsgi(
                         self.app, "GET", unquote_to_bytes(path).decode(),
                         environ={"REQUEST_URI": path})
                     self.assertEqual((status, body), (400, _sv_err(
@@ -14950,7 +14891,7 @@ class TestHTTPDetails(unittest.TestCase):
                     link.to_json(ident)
                 with self.assertRaises(ValidationError):
                     link.from_json("/Thing/" + ident)
-                status, _, _ = _sv_json(self.app, "POST", "/Thing", {
+                status, _, _ = _wsgi_json(self.app, "POST", "/Thing", {
                     "_links": {"other": {"href": "/Thing/" + ident}}})
                 self.assertEqual(status, 400)
                 client = WsgiAPIClient.for_api(self.api)
@@ -14960,11 +14901,11 @@ class TestHTTPDetails(unittest.TestCase):
                         call(ident)
                 self.next_id[0] = ident
                 with self.assertLogs("cosmic", "ERROR") as cm:
-                    status, _, _ = _sv_json(self.app, "POST", "/Thing", {})
+                    status, _, _ = _wsgi_json(self.app, "POST", "/Thing", {})
                 self.assertEqual(status, 500)
                 self.assertIn("Return value of Thing.create failed "
                               "validation", cm.output[0])
-        self.assertEqual(_sv_call(self.app, "GET", "/Thing/.x")[0], 404)
+        self.assertEqual(_wsgi(self.app, "GET", "/Thing/.x")[0], 404)
 
 
 class TestServeTargets(unittest.TestCase):
@@ -15117,7 +15058,7 @@ class TestServerShape(unittest.TestCase):
         _sv_isolate(self)
         api, _, _ = _app_towns()
         with self.assertLogs("cosmic", "ERROR"):
-            status, _, _ = _sv_call(Traced(api).wsgi_app, "GET", "/Town/1")
+            status, _, _ = _wsgi(Traced(api).wsgi_app, "GET", "/Town/1")
         self.assertEqual(status, 500)
         self.assertEqual(order, hooks[1:])
 
@@ -15894,7 +15835,7 @@ class TestRulesConstraints(unittest.TestCase):
         self.app = Server(self.api).wsgi_app
 
     def post(self, body):
-        status, headers, payload = _sv_call(
+        status, headers, payload = _wsgi(
             self.app, "POST", "/actions/check", json.dumps(body),
             headers={"Content-Type": "application/json"})
         return status, json.loads(payload)
@@ -15967,7 +15908,7 @@ class TestRulesConstraints(unittest.TestCase):
                          [("1", {"name": "x", "size": 2})])
 
     def test_query_fields_are_checked_by_the_server(self):
-        status, headers, body = _sv_call(self.app, "GET", "/Item",
+        status, headers, body = _wsgi(self.app, "GET", "/Item",
                                          query="limit=11")
         self.assertEqual((status, json.loads(body)), (400, {
             "error": "Item at ['limit'] Must be at most 10: 11"}))
@@ -16048,7 +15989,7 @@ class TestRulesSpec(unittest.TestCase):
                 module = _oa_example(name)
                 api = [v for v in vars(module).values()
                        if isinstance(v, API)][0]
-                status, headers, body = _sv_call(Server(api).wsgi_app, "GET",
+                status, headers, body = _wsgi(Server(api).wsgi_app, "GET",
                                                  "/spec.json")
                 self.assertEqual(status, 200)
                 self.assertEqual((hashlib.sha256(body).hexdigest(),
@@ -16233,7 +16174,7 @@ class TestRulesCreateRequires(unittest.TestCase):
     def test_server_and_client_refuse(self):
         api = _ru_api()
         app = Server(api).wsgi_app
-        status, headers, body = _sv_call(
+        status, headers, body = _wsgi(
             app, "POST", "/Item", json.dumps({"size": 1}),
             headers={"Content-Type": "application/json"})
         self.assertEqual((status, json.loads(body)),
@@ -16278,7 +16219,7 @@ class TestRulesCreateRequires(unittest.TestCase):
                     create_requires = ["y"]
         self.assertEqual(str(cm.exception),
                          "create_requires names no field or link of C: ['y']")
-        status, headers, body = _sv_call(
+        status, headers, body = _wsgi(
             Server(api).wsgi_app, "POST", "/B", "{}",
             headers={"Content-Type": "application/json"})
         self.assertEqual(json.loads(body), {"error": "Missing fields: ['a']"})
@@ -16434,13 +16375,13 @@ class TestRulesHints(unittest.TestCase):
                 return sum(p.x for p in points)
         ''')
         app = Server(module.api).wsgi_app
-        status, headers, body = _sv_call(
+        status, headers, body = _wsgi(
             app, "POST", "/actions/shift",
             json.dumps({"p": {"x": 1, "label": "a"}, "by": 2}),
             headers={"Content-Type": "application/json"})
         self.assertEqual((status, json.loads(body)),
                          (200, {"x": 3, "y": 2, "label": "a"}))
-        status, headers, body = _sv_call(
+        status, headers, body = _wsgi(
             app, "POST", "/actions/total", json.dumps([{"x": 1}, {"x": 5}]),
             headers={"Content-Type": "application/json"})
         self.assertEqual((status, body), (200, b"6"))
@@ -16451,7 +16392,7 @@ class TestRulesHints(unittest.TestCase):
                                       optional("y", Integer),
                                       optional("label", String)])),
                 required("by", Integer)])))
-        status, headers, body = _sv_call(
+        status, headers, body = _wsgi(
             app, "POST", "/actions/shift", json.dumps({"p": {}, "by": 1}),
             headers={"Content-Type": "application/json"})
         self.assertEqual(json.loads(body),
@@ -16520,7 +16461,7 @@ class TestRulesHints(unittest.TestCase):
         import typing
         with mock.patch.object(typing, "get_type_hints",
                                side_effect=AssertionError("per request")):
-            status, headers, body = _sv_call(
+            status, headers, body = _wsgi(
                 app, "POST", "/actions/add", json.dumps({"a": 1, "b": 2}),
                 headers={"Content-Type": "application/json"})
         self.assertEqual((status, body), (200, b"3"))
@@ -16689,12 +16630,12 @@ class TestRulesCustomTypes(unittest.TestCase):
                          {"type": "array", "items": {"type": "string"}})
         self.assertEqual(schema["properties"]["pair"]["maxItems"], 2)
         app = Server(api).wsgi_app
-        status, headers, body = _sv_call(
+        status, headers, body = _wsgi(
             app, "POST", "/actions/deal",
             json.dumps({"hand": ["clubs"], "pair": ["hearts", "spades"]}),
             headers={"Content-Type": "application/json"})
         self.assertEqual((status, json.loads(body)), (200, "CLUBSSPADES"))
-        status, headers, body = _sv_call(
+        status, headers, body = _wsgi(
             app, "POST", "/actions/deal",
             json.dumps({"hand": ["clubz"], "pair": ["hearts", "spades"]}),
             headers={"Content-Type": "application/json"})
@@ -16937,7 +16878,7 @@ class TestRulesStdlibTypes(unittest.TestCase):
                 return "%s to %s" % (amount + 1, to)
 
         app = Server(api).wsgi_app
-        status, headers, body = _sv_call(
+        status, headers, body = _wsgi(
             app, "POST", "/actions/pay", json.dumps({
                 "amount": "0.10", "to": "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"}),
             headers={"Content-Type": "application/json"})
@@ -17951,7 +17892,7 @@ class TestClientTolerance(unittest.TestCase):
         self.assertIsNone(Integer.__dict__.get("_drop"))
 
     def test_the_server_stays_strict(self):
-        status, _, body = _sv_json(self.app, "POST", "/actions/echo",
+        status, _, body = _wsgi_json(self.app, "POST", "/actions/echo",
                                    {"a": 1, "c": 2})
         self.assertEqual((status, json.loads(body)),
                          (400, {"error": "Unexpected fields: ['c']"}))
@@ -18323,7 +18264,7 @@ class TestAuthSchemes(unittest.TestCase):
         self.app = Server(_au_api()).wsgi_app
 
     def call(self, path, headers=None, method="POST"):
-        status, out, body = _sv_call(self.app, method, path,
+        status, out, body = _wsgi(self.app, method, path,
                                      headers=headers or {})
         return status, out, json.loads(body) if body else None
 
@@ -18400,7 +18341,7 @@ class TestAuthSchemes(unittest.TestCase):
 
     def test_identity_reaches_a_handler_run_with_a_timeout(self):
         app = Server(_au_api(), handler_timeout=5).wsgi_app
-        status, _, body = _sv_call(app, "POST", "/actions/whoami", headers={
+        status, _, body = _wsgi(app, "POST", "/actions/whoami", headers={
             "Authorization": "Bearer " + _au_TOKEN})
         self.assertEqual((status, body), (200, b'"alice"'))
 
@@ -18473,20 +18414,20 @@ class TestAuthRequirements(unittest.TestCase):
         bearer = {"Authorization": "Bearer tok-bob-77aa01d3",
                   "Content-Type": "application/json"}
         # requires=False by default, but Note.create/delete inherit it:
-        status, _, _ = _sv_call(app, "POST", "/Note", b'{"text": "a"}',
+        status, _, _ = _wsgi(app, "POST", "/Note", b'{"text": "a"}',
                                 {"Content-Type": "application/json"})
         self.assertEqual(status, 201)
         app = Server(_au_api()).wsgi_app
-        status, headers, _ = _sv_call(app, "POST", "/Note", b'{"text": "a"}',
+        status, headers, _ = _wsgi(app, "POST", "/Note", b'{"text": "a"}',
                                       {"Content-Type": "application/json"})
         self.assertEqual(status, 401)
-        self.assertEqual(_sv_call(app, "POST", "/Note", b'{"text": "a"}',
+        self.assertEqual(_wsgi(app, "POST", "/Note", b'{"text": "a"}',
                                   bearer)[0], 201)
-        self.assertEqual(_sv_call(app, "GET", "/Note/1")[0], 200)
-        self.assertEqual(_sv_call(app, "GET", "/Note")[0], 200)
-        self.assertEqual(_sv_call(app, "HEAD", "/Note/1")[0], 200)
-        self.assertEqual(_sv_call(app, "DELETE", "/Note/1")[0], 401)
-        self.assertEqual(_sv_call(app, "DELETE", "/Note/1", headers=bearer)[0],
+        self.assertEqual(_wsgi(app, "GET", "/Note/1")[0], 200)
+        self.assertEqual(_wsgi(app, "GET", "/Note")[0], 200)
+        self.assertEqual(_wsgi(app, "HEAD", "/Note/1")[0], 200)
+        self.assertEqual(_wsgi(app, "DELETE", "/Note/1")[0], 401)
+        self.assertEqual(_wsgi(app, "DELETE", "/Note/1", headers=bearer)[0],
                          204)
 
     def test_every_model_method_can_be_protected(self):
@@ -18530,17 +18471,17 @@ class TestAuthRequirements(unittest.TestCase):
                     ("PUT", "/Box/1", b'{"text": "b"}'),
                     ("DELETE", "/Box/1", b"")):
                 with self.subTest(method=method, path=path, etags=etags):
-                    status, _, answer = _sv_call(
+                    status, _, answer = _wsgi(
                         app, method, path, body,
                         {"Content-Type": "application/json"} if body else {})
                     self.assertEqual(status, 401)
                     self.assertNotIn(b"secret", answer)
-                    self.assertEqual(_sv_call(app, method, path, body,
+                    self.assertEqual(_wsgi(app, method, path, body,
                                               bearer)[0] // 100, 2)
 
     def test_401_comes_before_the_body_is_read(self):
         app = Server(_au_api()).wsgi_app
-        status, _, body = _sv_call(app, "POST", "/Note", b"not json",
+        status, _, body = _wsgi(app, "POST", "/Note", b"not json",
                                    {"Content-Type": "text/plain"})
         self.assertEqual(status, 401)
 
@@ -18548,17 +18489,17 @@ class TestAuthRequirements(unittest.TestCase):
         app = Server(_au_api()).wsgi_app
         for path in ("/spec.json", "/openapi.json", "/", "/docs"):
             with self.subTest(path=path):
-                self.assertEqual(_sv_call(app, "GET", path)[0], 200)
+                self.assertEqual(_wsgi(app, "GET", path)[0], 200)
         app = Server(_au_api(protect_spec=True)).wsgi_app
         for path in ("/spec.json", "/openapi.json"):
             with self.subTest(path=path):
-                self.assertEqual(_sv_call(app, "GET", path)[0], 401)
-                self.assertEqual(_sv_call(app, "GET", path, headers={
+                self.assertEqual(_wsgi(app, "GET", path)[0], 401)
+                self.assertEqual(_wsgi(app, "GET", path, headers={
                     "X-Key": _au_TOKEN})[0], 200)
         for path in ("/", "/docs"):
-            self.assertEqual(_sv_call(app, "GET", path)[0], 200)
+            self.assertEqual(_wsgi(app, "GET", path)[0], 200)
         # OPTIONS (and so CORS preflights) never need credentials.
-        self.assertEqual(_sv_call(app, "OPTIONS", "/actions/whoami")[0], 204)
+        self.assertEqual(_wsgi(app, "OPTIONS", "/actions/whoami")[0], 204)
 
     def test_an_api_without_schemes_keeps_bare_endpoints(self):
         with cosmos.swap({}):
@@ -18585,11 +18526,11 @@ class TestAuthRequirements(unittest.TestCase):
 
         app = GateServer(_au_api()).wsgi_app
         bearer = {"Authorization": "Bearer " + _au_TOKEN}
-        self.assertEqual(_sv_call(app, "POST", "/actions/whoami",
+        self.assertEqual(_wsgi(app, "POST", "/actions/whoami",
                                   headers=bearer)[0], 401)
-        self.assertEqual(_sv_call(app, "POST", "/actions/whoami",
+        self.assertEqual(_wsgi(app, "POST", "/actions/whoami",
                                   headers={"X-Gate": "open"})[0], 401)
-        status, _, body = _sv_call(app, "POST", "/actions/whoami",
+        status, _, body = _wsgi(app, "POST", "/actions/whoami",
                                    headers=dict(bearer, **{"X-Gate": "open"}))
         self.assertEqual((status, body), (200, b'"alice"'))
 
@@ -18641,7 +18582,7 @@ class TestAuthRedaction(unittest.TestCase):
         app = Server(_au_api()).wsgi_app
         secret_parts = [v.split()[-1] for v in headers.values()]
         with self.assertLogs("cosmic", "ERROR") as cm:
-            status, _, body = _sv_call(
+            status, _, body = _wsgi(
                 app, "POST", "/actions/crash",
                 json.dumps(" and ".join(secret_parts)),
                 dict(headers, **{"Content-Type": "application/json"}))
@@ -19051,7 +18992,7 @@ class TestAuthOpenAPI(unittest.TestCase):
 
 class TestAuthDocsPage(unittest.TestCase):
     def page(self, api):
-        status, headers, body = _sv_call(Server(api).wsgi_app, "GET", "/")
+        status, headers, body = _wsgi(Server(api).wsgi_app, "GET", "/")
         self.assertEqual(status, 200)
         self.assertEqual(headers["content-security-policy"],
                          cosmic._docs_csp())
@@ -19182,24 +19123,24 @@ class TestAuthPlaces(unittest.TestCase):
         app = places.wsgi_app
         json_type = {"Content-Type": "application/json"}
         body = b'{"name": "Lisbon"}'
-        self.assertEqual(_sv_call(app, "POST", "/City", body, json_type)[0],
+        self.assertEqual(_wsgi(app, "POST", "/City", body, json_type)[0],
                          401)
         bad = dict(json_type, Authorization="Bearer wrong")
-        self.assertEqual(_sv_call(app, "POST", "/City", body, bad)[0], 401)
+        self.assertEqual(_wsgi(app, "POST", "/City", body, bad)[0], 401)
         good = dict(json_type, Authorization="Bearer s3cret-places")
-        self.assertEqual(_sv_call(app, "POST", "/City", body, good)[0], 201)
-        self.assertEqual(_sv_call(app, "GET", "/City/1")[0], 200)
-        self.assertEqual(_sv_call(app, "GET", "/City")[0], 200)
-        self.assertEqual(_sv_call(app, "POST", "/actions/stats")[0], 200)
+        self.assertEqual(_wsgi(app, "POST", "/City", body, good)[0], 201)
+        self.assertEqual(_wsgi(app, "GET", "/City/1")[0], 200)
+        self.assertEqual(_wsgi(app, "GET", "/City")[0], 200)
+        self.assertEqual(_wsgi(app, "POST", "/actions/stats")[0], 200)
         for method, path, data in (
                 ("PUT", "/City/1", b'{"population": 1}'),
                 ("POST", "/actions/rename_city",
                  b'{"id": "1", "name": "Porto"}'),
                 ("DELETE", "/City/1", b"")):
             with self.subTest(method=method, path=path):
-                self.assertEqual(_sv_call(app, method, path, data,
+                self.assertEqual(_wsgi(app, method, path, data,
                                           json_type if data else {})[0], 401)
-                self.assertEqual(_sv_call(app, method, path, data,
+                self.assertEqual(_wsgi(app, method, path, data,
                                           good if data else {
                                               "Authorization":
                                               "Bearer s3cret-places"})[0]
@@ -19211,10 +19152,10 @@ class TestAuthPlaces(unittest.TestCase):
     def test_unset_everything_is_open(self):
         places = self.load({"PLACES_DB": self.db, "PLACES_TOKEN": ""})
         app = places.wsgi_app
-        self.assertEqual(_sv_call(app, "POST", "/City", b'{"name": "Faro"}',
+        self.assertEqual(_wsgi(app, "POST", "/City", b'{"name": "Faro"}',
                                   {"Content-Type": "application/json"})[0],
                          201)
-        self.assertEqual(_sv_call(app, "DELETE", "/City/1")[0], 204)
+        self.assertEqual(_wsgi(app, "DELETE", "/City/1")[0], 204)
         self.assertNotIn("security", openapi(places.places))
 
 
