@@ -278,6 +278,173 @@ def _wsgi_json(app, method, path, datum, headers=None, **kwargs):
     return _wsgi(app, method, path, json.dumps(datum), all_headers, **kwargs)
 
 
+# -- Raw HTTP over a socket ---------------------------------------------------
+
+class _Raw:
+    """A raw client connection to ``address`` (or a port on 127.0.0.1):
+    send bytes, read whole responses (``response()``: an ``_Answer``) or
+    what has arrived (``recv``). No single read waits longer than
+    ``timeout`` seconds."""
+
+    def __init__(self, address, timeout=10.0):
+        if isinstance(address, int):
+            address = ("127.0.0.1", address)
+        self.timeout = timeout
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.buf = b""
+
+    def sendall(self, data):
+        self.sock.settimeout(self.timeout)
+        self.sock.sendall(data)
+
+    send = sendall
+
+    def settimeout(self, timeout):
+        self.timeout = timeout
+        self.sock.settimeout(timeout)
+
+    def recv(self, size):
+        """Up to ``size`` bytes of what has arrived; b"" at EOF."""
+        if self.buf:
+            data, self.buf = self.buf[:size], self.buf[size:]
+            return data
+        self.sock.settimeout(self.timeout)
+        return self.sock.recv(size)
+
+    def _fill(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no complete response in %.1f s"
+                                 % self.timeout)
+        self.sock.settimeout(left)
+        data = self.sock.recv(262144)
+        if not data:
+            raise EOFError("connection closed mid-response")
+        self.buf += data
+
+    def _take(self, size, deadline):
+        while len(self.buf) < size:
+            self._fill(deadline)
+        data, self.buf = self.buf[:size], self.buf[size:]
+        return data
+
+    def _line(self, deadline):
+        while b"\r\n" not in self.buf:
+            self._fill(deadline)
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def response(self, head_only=False):
+        """The next response: ``_Answer`` (elapsed: time to read it)."""
+        start = time.perf_counter()
+        deadline = time.monotonic() + self.timeout
+        while b"\r\n\r\n" not in self.buf:
+            self._fill(deadline)
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        pairs = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            pairs.append((name, value.strip()))
+        headers = {name.lower(): value for name, value in pairs}
+        if head_only or status in (204, 304) or status < 200:
+            body = b""
+        elif "content-length" in headers:
+            body = self._take(int(headers["content-length"]), deadline)
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self._line(deadline).split(b";")[0], 16)
+                if not size:
+                    while self._line(deadline):
+                        pass
+                    break
+                parts.append(self._take(size, deadline))
+                self._take(2, deadline)
+            body = b"".join(parts)
+        else:
+            try:
+                while True:
+                    self._fill(deadline)
+            except EOFError:
+                pass
+            body, self.buf = self.buf, b""
+        return _Answer.of(status, pairs, body, time.perf_counter() - start)
+
+    def closed_within(self, timeout):
+        """Whether the server closes (EOF or reset) within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.sock.settimeout(left)
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except socket.timeout:
+            return False
+        except OSError:
+            return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _request_bytes(method, target, headers=(), body=b"", close=True,
+                   length=True):
+    """The bytes of one HTTP/1.1 request (Host always, Connection optional)."""
+    lines = ["%s %s HTTP/1.1" % (method, target), "Host: 127.0.0.1"]
+    lines += ["%s: %s" % pair for pair in headers]
+    if body and length:
+        lines.append("Content-Length: %d" % len(body))
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _exchange(address, data, head_only=False, timeout=10.0,
+              half_close=False):
+    """Send raw request bytes on a new connection; read one response.
+
+    Returns ``(answer or None, seconds)``: None when the server closed the
+    connection without answering.
+    """
+    conn = _Raw(address, timeout)
+    start = time.perf_counter()
+    try:
+        conn.send(data)
+        if half_close:
+            conn.sock.shutdown(socket.SHUT_WR)
+        try:
+            answer = conn.response(head_only)
+        except (EOFError, ConnectionError):
+            if conn.buf:
+                raise
+            answer = None
+        return answer, time.perf_counter() - start
+    finally:
+        conn.close()
+
+
+def _http(address, method, target, headers=(), body=b"", head_only=None):
+    """One request on a new connection: ``_Answer``."""
+    if head_only is None:
+        head_only = method == "HEAD"
+    answer, _ = _exchange(
+        address, _request_bytes(method, target, headers, body), head_only)
+    if answer is None:
+        raise AssertionError("%s %s: connection closed without an answer"
+                             % (method, target[:80]))
+    return answer
+
+
 # -- `python -m cosmic serve` in a subprocess ---------------------------------
 
 _SERVING = re.compile(
@@ -5079,56 +5246,6 @@ def _hs_start(application, **limits):
     return server
 
 
-class _hs_Raw:
-    """A raw client connection with a read buffer."""
-
-    def __init__(self, address, timeout=10):
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.file = self.sock.makefile("rb")
-
-    def sendall(self, data):
-        self.sock.sendall(data)
-
-    def settimeout(self, timeout):
-        self.sock.settimeout(timeout)
-
-    def recv(self, size):
-        return self.file.read1(size)
-
-    def close(self):
-        self.file.close()
-        self.sock.close()
-
-
-def _hs_read_response(raw, head_only=False):
-    """Read one response from a _hs_Raw connection: (status, headers, body)."""
-    status_line = raw.file.readline()
-    if not status_line:
-        raise EOFError("connection closed before the response")
-    status = int(status_line.split()[1])
-    headers = {}
-    while True:
-        line = raw.file.readline()
-        if line in (b"\r\n", b""):
-            break
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if head_only or status in (100, 204, 304):
-        return status, headers, b""
-    if "content-length" in headers:
-        return status, headers, raw.file.read(int(headers["content-length"]))
-    if headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size = int(raw.file.readline().split(b";")[0], 16)
-            if not size:
-                raw.file.readline()
-                return status, headers, body
-            body += raw.file.read(size)
-            raw.file.readline()
-    return status, headers, raw.file.read()  # close-delimited
-
-
 class TestDevServer(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -5146,7 +5263,7 @@ class TestDevServer(unittest.TestCase):
         return conn
 
     def raw(self):
-        conn = _hs_Raw(("127.0.0.1", self.port))
+        conn = _Raw(("127.0.0.1", self.port))
         self.addCleanup(conn.close)
         return conn
 
@@ -5154,7 +5271,7 @@ class TestDevServer(unittest.TestCase):
         """Send raw bytes on a new connection, read one response."""
         sock = self.raw()
         sock.sendall(data)
-        return _hs_read_response(sock)
+        return sock.response()
 
     def get_json(self, method, url, body=None, headers=None):
         conn = self.connect()
@@ -5193,7 +5310,7 @@ class TestDevServer(unittest.TestCase):
     def test_connection_close_honoured(self):
         sock = self.raw()
         sock.sendall(b"GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(status, 200)
         self.assertEqual(headers["connection"], "close")
         self.assertEqual(json.loads(body)["path"], "/c")
@@ -5202,7 +5319,7 @@ class TestDevServer(unittest.TestCase):
     def test_http10_closes_by_default(self):
         sock = self.raw()
         sock.sendall(b"GET /old HTTP/1.0\r\n\r\n")
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(status, 200)
         self.assertEqual(headers["connection"], "close")
         self.assertEqual(json.loads(body)["protocol"], "HTTP/1.0")
@@ -5212,18 +5329,18 @@ class TestDevServer(unittest.TestCase):
         sock = self.raw()
         req = b"GET /ka HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
         sock.sendall(req)
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(status, 200)
         self.assertEqual(headers["connection"], "keep-alive")
         sock.sendall(req)
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["path"], "/ka")
 
     def test_http10_stream_is_close_delimited(self):
         sock = self.raw()
         sock.sendall(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(status, 200)
         self.assertNotIn("content-length", headers)
         self.assertNotIn("transfer-encoding", headers)
@@ -5234,18 +5351,18 @@ class TestDevServer(unittest.TestCase):
         sock = self.raw()
         sock.sendall(b"GET /p1 HTTP/1.1\r\nHost: x\r\n\r\n"
                      b"GET /p2 HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(json.loads(_hs_read_response(sock)[2])["path"], "/p1")
-        self.assertEqual(json.loads(_hs_read_response(sock)[2])["path"], "/p2")
+        self.assertEqual(json.loads(sock.response()[2])["path"], "/p1")
+        self.assertEqual(json.loads(sock.response()[2])["path"], "/p2")
 
     def test_head_has_no_body(self):
         sock = self.raw()
         sock.sendall(b"HEAD /fixed HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, rest = _hs_read_response(sock, head_only=True)
+        status, headers, rest = sock.response(head_only=True)
         self.assertEqual(status, 200)
         self.assertEqual(int(headers["content-length"]), len(b"fixed body"))
         # The next response follows immediately: no body bytes were sent.
         sock.sendall(b"GET /fixed HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual((status, body), (200, b"fixed body"))
 
     def test_head_streamed_response(self):
@@ -5260,7 +5377,7 @@ class TestDevServer(unittest.TestCase):
     def test_idle_keep_alive_connection_closed_after_timeout(self):
         sock = self.raw()
         sock.sendall(b"GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_hs_read_response(sock)[0], 200)
+        self.assertEqual(sock.response()[0], 200)
         sock.settimeout(_HS_TIMEOUT * 8)
         self.assertEqual(sock.recv(100), b"")
 
@@ -5369,10 +5486,10 @@ class TestDevServer(unittest.TestCase):
                b"\r\n5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n")
         sock = self.raw()
         sock.sendall(req + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["body"], "hello0123456789")
-        self.assertEqual(json.loads(_hs_read_response(sock)[2])["path"], "/next")
+        self.assertEqual(json.loads(sock.response()[2])["path"], "/next")
 
     def test_chunked_body_errors(self):
         bad = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
@@ -5385,11 +5502,11 @@ class TestDevServer(unittest.TestCase):
     def test_chunked_body_size_limit(self):
         server = _hs_start(_hs_app, max_chunked_body=10)
         self.addCleanup(server.shutdown)
-        sock = _hs_Raw(server.server_address)
+        sock = _Raw(server.server_address)
         self.addCleanup(sock.close)
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked"
                      b"\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n")
-        self.assert_error(_hs_read_response(sock), 413, "Request Entity Too Large")
+        self.assert_error(sock.response(), 413, "Request Entity Too Large")
 
     def test_501_unknown_transfer_encoding(self):
         req = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
@@ -5406,7 +5523,7 @@ class TestDevServer(unittest.TestCase):
             interim += chunk
         self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
         sock.sendall(b"hello")
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["body"], "hello")
 
@@ -5424,7 +5541,7 @@ class TestDevServer(unittest.TestCase):
         sock = self.raw()
         sock.sendall(b"POST /read-some HTTP/1.1\r\nHost: x\r\nContent-Length: 100"
                      b"\r\n\r\n0123456789")
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body), {"got": 10, "more": 0})
         self.assertEqual(headers["connection"], "close")
@@ -5436,9 +5553,9 @@ class TestDevServer(unittest.TestCase):
         sock = self.raw()
         sock.sendall(b"POST /lines HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n"
                      b"ab\ncd\nefGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, body = _hs_read_response(sock)
+        status, headers, body = sock.response()
         self.assertEqual(json.loads(body), {"lines": ["ab\n", "cd\n", "ef"]})
-        self.assertEqual(json.loads(_hs_read_response(sock)[2])["path"], "/next")
+        self.assertEqual(json.loads(sock.response()[2])["path"], "/next")
 
     def test_unread_small_body_keeps_connection(self):
         conn = self.connect()
@@ -5455,7 +5572,7 @@ class TestDevServer(unittest.TestCase):
             sock = self.raw()
             sock.sendall(b"POST /tracked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                          b"Content-Length: 60000\r\n\r\n" + b"z" * 60000)
-            status, headers, body = _hs_read_response(sock)
+            status, headers, body = sock.response()
             self.assertEqual((status, body), (200, b"tracked"))
             self.assertEqual(headers["connection"], "close")
             sock.close()
@@ -5505,7 +5622,7 @@ class TestDevServer(unittest.TestCase):
     def test_streamed_response_is_chunked(self):
         sock = self.raw()
         sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, rest = _hs_read_response(sock, head_only=True)
+        status, headers, rest = sock.response(head_only=True)
         self.assertEqual(headers["transfer-encoding"], "chunked")
         conn = self.connect()
         conn.request("GET", "/stream")
@@ -5600,9 +5717,9 @@ class TestDevServerLifecycle(unittest.TestCase):
     def test_shutdown_without_signal(self):
         server = _hs_start(_hs_app)
         address = server.server_address
-        sock = _hs_Raw(address)
+        sock = _Raw(address)
         sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_hs_read_response(sock)[0], 200)
+        self.assertEqual(sock.response()[0], 200)
         sock.close()
         server.shutdown()
         server.test_thread.join(5)
@@ -5612,10 +5729,10 @@ class TestDevServerLifecycle(unittest.TestCase):
 
     def test_server_close_ends_idle_keep_alive_connections(self):
         server = _hs_start(_hs_app, socket_timeout=30)
-        sock = _hs_Raw(server.server_address, timeout=10)
+        sock = _Raw(server.server_address, timeout=10)
         self.addCleanup(sock.close)
         sock.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_hs_read_response(sock)[0], 200)
+        self.assertEqual(sock.response()[0], 200)
         server.shutdown()
         server.test_thread.join(5)  # serve_wsgi calls server_close()
         self.assertFalse(server.test_thread.is_alive())
@@ -10019,153 +10136,6 @@ def _hd_call(app, method, target, headers=(), body=b"", extra=None,
 
 # -- raw HTTP -----------------------------------------------------------------
 
-class _hd_Conn:
-    """A raw client connection: send bytes, read whole responses."""
-
-    def __init__(self, port, timeout=_HD_NET_TIMEOUT):
-        self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port),
-                                             timeout=timeout)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.settimeout(self.timeout)
-        self.sock.sendall(data)
-
-    def _fill(self, deadline):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("no complete response in %.1f s"
-                                 % self.timeout)
-        self.sock.settimeout(left)
-        data = self.sock.recv(262144)
-        if not data:
-            raise EOFError("connection closed mid-response")
-        self.buf += data
-
-    def _take(self, size, deadline):
-        while len(self.buf) < size:
-            self._fill(deadline)
-        data, self.buf = self.buf[:size], self.buf[size:]
-        return data
-
-    def _line(self, deadline):
-        while b"\r\n" not in self.buf:
-            self._fill(deadline)
-        line, _, self.buf = self.buf.partition(b"\r\n")
-        return line
-
-    def response(self, head_only=False):
-        """The next response: ``_Answer`` (elapsed: time to read it)."""
-        start = time.perf_counter()
-        deadline = time.monotonic() + self.timeout
-        while b"\r\n\r\n" not in self.buf:
-            self._fill(deadline)
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ", 2)[1])
-        pairs = []
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            pairs.append((name, value.strip()))
-        headers = {name.lower(): value for name, value in pairs}
-        if head_only or status in (204, 304) or status < 200:
-            body = b""
-        elif "content-length" in headers:
-            body = self._take(int(headers["content-length"]), deadline)
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            parts = []
-            while True:
-                size = int(self._line(deadline).split(b";")[0], 16)
-                if not size:
-                    while self._line(deadline):
-                        pass
-                    break
-                parts.append(self._take(size, deadline))
-                self._take(2, deadline)
-            body = b"".join(parts)
-        else:
-            try:
-                while True:
-                    self._fill(deadline)
-            except EOFError:
-                pass
-            body, self.buf = self.buf, b""
-        return _Answer.of(status, pairs, body, time.perf_counter() - start)
-
-    def closed_within(self, timeout):
-        """Whether the server closes (EOF or reset) within ``timeout``."""
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.sock.settimeout(left)
-                data = self.sock.recv(65536)
-                if not data:
-                    return True
-                self.buf += data
-        except socket.timeout:
-            return False
-        except OSError:
-            return True
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def _hd_request_bytes(method, target, headers=(), body=b"", close=True,
-                      length=True):
-    """The bytes of one HTTP/1.1 request (Host always, Connection optional)."""
-    lines = ["%s %s HTTP/1.1" % (method, target), "Host: 127.0.0.1"]
-    lines += ["%s: %s" % pair for pair in headers]
-    if body and length:
-        lines.append("Content-Length: %d" % len(body))
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-def _hd_exchange(port, data, head_only=False, timeout=_HD_NET_TIMEOUT,
-                 half_close=False):
-    """Send raw request bytes on a new connection; read one response.
-
-    Returns ``(answer or None, seconds)``: None when the server closed the
-    connection without answering.
-    """
-    conn = _hd_Conn(port, timeout)
-    start = time.perf_counter()
-    try:
-        conn.send(data)
-        if half_close:
-            conn.sock.shutdown(socket.SHUT_WR)
-        try:
-            answer = conn.response(head_only)
-        except (EOFError, ConnectionError):
-            if conn.buf:
-                raise
-            answer = None
-        return answer, time.perf_counter() - start
-    finally:
-        conn.close()
-
-
-def _hd_http(port, method, target, headers=(), body=b"", head_only=None):
-    """One request on a new connection: ``_Answer``."""
-    if head_only is None:
-        head_only = method == "HEAD"
-    answer, _ = _hd_exchange(
-        port, _hd_request_bytes(method, target, headers, body), head_only)
-    if answer is None:
-        raise AssertionError("%s %s: connection closed without an answer"
-                             % (method, target[:80]))
-    return answer
-
-
 # -- servers ------------------------------------------------------------------
 
 def _hd_load_places(db_path):
@@ -10216,7 +10186,7 @@ def _hd_free_port():
 def _hd_answers(port, path="/spec.json"):
     """Whether something answers HTTP 200 on 127.0.0.1:port right now."""
     try:
-        answer, _ = _hd_exchange(port, _hd_request_bytes("GET", path),
+        answer, _ = _exchange(port, _request_bytes("GET", path),
                                  timeout=2)
     except OSError:
         return False
@@ -10560,7 +10530,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         status = _hd_call(cls.app, "POST", "/City", [_HD_JSON],
                           b'{"name": "Paris"}').status
         assert status == 201, status
-        status = _hd_http(cls.serve.port, "POST", "/City", [_HD_JSON],
+        status = _http(cls.serve.port, "POST", "/City", [_HD_JSON],
                           b'{"name": "Paris"}').status
         assert status == 201, status
 
@@ -10575,7 +10545,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         if where == "in-process":
             answer = _hd_call(self.app, "POST", "/actions/stats")
         else:
-            answer = _hd_http(self.serve.port, "POST", "/actions/stats")
+            answer = _http(self.serve.port, "POST", "/actions/stats")
         self.assertEqual(answer.status, 200, where)
         self.assertEqual(sorted(json.loads(answer.body)),
                          ["addresses", "cities"])
@@ -10624,10 +10594,10 @@ class TestHardeningHostileInput(unittest.TestCase):
             if not case["http"]:
                 continue
             with self.subTest(case=case["name"]):
-                data = case["raw"] or _hd_request_bytes(
+                data = case["raw"] or _request_bytes(
                     case["method"], case["target"], case["headers"],
                     case["body"])
-                answer, elapsed = _hd_exchange(
+                answer, elapsed = _exchange(
                     self.serve.port, data, case["method"] == "HEAD",
                     half_close=case["half_close"])
                 self.assertIsNotNone(answer, "closed without an answer")
@@ -10637,7 +10607,7 @@ class TestHardeningHostileInput(unittest.TestCase):
                 self.check_still_serving("serve")
 
     def test_trace_does_not_echo(self):
-        answer = _hd_http(self.serve.port, "TRACE", "/City/1",
+        answer = _http(self.serve.port, "TRACE", "/City/1",
                           [("X-Secret", "s3cr3t")])
         self.assertEqual((answer.status, answer.body),
                          (405, b'{"error": "Method Not Allowed"}'))
@@ -10648,8 +10618,8 @@ class TestHardeningHostileInput(unittest.TestCase):
                        "/openapi.json", "/docs", "/nope/a/b",
                        "/actions/stats"):
             with self.subTest(target=target):
-                get = _hd_http(self.serve.port, "GET", target)
-                head = _hd_http(self.serve.port, "HEAD", target)
+                get = _http(self.serve.port, "GET", target)
+                head = _http(self.serve.port, "HEAD", target)
                 self.assertEqual(head.status, get.status)
                 self.assertEqual(head.body, b"")
                 if head.status == get.status:
@@ -10696,7 +10666,7 @@ class TestHardeningHostileInput(unittest.TestCase):
                 with self.subTest(target=target, method=method):
                     for where in ("in-process", "serve"):
                         if where == "serve":
-                            answer = _hd_http(self.serve.port, method, target)
+                            answer = _http(self.serve.port, method, target)
                         else:
                             answer = _hd_call(self.app, method, target)
                         seen[answer.status] += 1
@@ -10715,7 +10685,7 @@ class TestHardeningHostileInput(unittest.TestCase):
     def test_options_on_every_route_kind(self):
         for target, allowed in self.ROUTES:
             with self.subTest(target=target):
-                for answer in (_hd_http(self.serve.port, "OPTIONS", target),
+                for answer in (_http(self.serve.port, "OPTIONS", target),
                                _hd_call(self.app, "OPTIONS", target)):
                     self.assertEqual((answer.status, answer.body), (204, b""))
                     self.assertEqual(
@@ -10726,7 +10696,7 @@ class TestHardeningHostileInput(unittest.TestCase):
 
     def test_expect_100_continue(self):
         body = b'{"name": "Continueville"}'
-        conn = _hd_Conn(self.serve.port)
+        conn = _Raw(self.serve.port)
         self.addCleanup(conn.close)
         start = time.perf_counter()
         conn.send(b"POST /City HTTP/1.1\r\nHost: h\r\nContent-Type: "
@@ -10741,7 +10711,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         self.assertEqual(answer.status, 201)
         self.assertEqual(json.loads(answer.body)["name"], "Continueville")
         # The same connection goes on.
-        conn.send(_hd_request_bytes("POST", "/actions/stats", close=False))
+        conn.send(_request_bytes("POST", "/actions/stats", close=False))
         self.assertEqual(conn.response().status, 200)
         inproc = _hd_call(self.app, "POST", "/City",
                           [_HD_JSON, ("Expect", "100-continue")], body)
@@ -10750,7 +10720,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         self.assertEqual(inproc.status, 201)
 
     def test_expect_100_continue_with_huge_body_gets_413_first(self):
-        conn = _hd_Conn(self.serve.port)
+        conn = _Raw(self.serve.port)
         self.addCleanup(conn.close)
         conn.send(b"POST /City HTTP/1.1\r\nHost: h\r\nContent-Type: "
                   b"application/json\r\nExpect: 100-continue\r\n"
@@ -10793,7 +10763,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         # Over HTTP: the 413 arrives before a single body byte is sent.
         self.check_still_serving("serve")
         before = self.serve.rss_kib()
-        conn = _hd_Conn(self.serve.port)
+        conn = _Raw(self.serve.port)
         self.addCleanup(conn.close)
         start = time.perf_counter()
         conn.send(b"POST /City HTTP/1.1\r\nHost: h\r\nContent-Type: "
@@ -10837,7 +10807,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         # connection when the app takes at most 1 MiB.
         self.check_still_serving("serve")
         before = self.serve.rss_kib()
-        conn = _hd_Conn(self.serve.port, timeout=30)
+        conn = _Raw(self.serve.port, timeout=30)
         self.addCleanup(conn.close)
         start = time.perf_counter()
         conn.send(b"POST /City HTTP/1.1\r\nHost: h\r\nContent-Type: "
@@ -10863,16 +10833,16 @@ class TestHardeningHostileInput(unittest.TestCase):
                         % (after - before, before, after))
 
     def test_pipelined_requests(self):
-        conn = _hd_Conn(self.serve.port)
+        conn = _Raw(self.serve.port)
         self.addCleanup(conn.close)
         body = b'{"name": "Pipeline"}'
-        conn.send(_hd_request_bytes("POST", "/City", [_HD_JSON], body,
+        conn.send(_request_bytes("POST", "/City", [_HD_JSON], body,
                                     close=False)
-                  + _hd_request_bytes("GET", "/City/1", close=False)
-                  + _hd_request_bytes("POST", "/City", [_HD_JSON], b"{bad",
+                  + _request_bytes("GET", "/City/1", close=False)
+                  + _request_bytes("POST", "/City", [_HD_JSON], b"{bad",
                                       close=False)
-                  + _hd_request_bytes("HEAD", "/City/999", close=False)
-                  + _hd_request_bytes("GET", "/nope", close=True))
+                  + _request_bytes("HEAD", "/City/999", close=False)
+                  + _request_bytes("GET", "/nope", close=True))
         statuses = [conn.response().status, conn.response().status,
                     conn.response().status, conn.response(True).status,
                     conn.response().status]
@@ -10883,7 +10853,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         server = _ThreadServer(self.app, log=True)
         self.addCleanup(server.stop)
         with self.assertLogs("cosmic", logging.INFO) as cm:
-            answer, _ = _hd_exchange(
+            answer, _ = _exchange(
                 server.port, b"GET /City/\x1b[2J\x7f\"x\\ HTTP/1.1\r\n"
                              b"Host: h\r\nConnection: close\r\n\r\n")
             self.assertEqual(answer.status, 404)
@@ -10897,13 +10867,13 @@ class TestHardeningHostileInput(unittest.TestCase):
         server = _ThreadServer(self.app, socket_timeout=0.5)
         self.addCleanup(server.stop)
         # Content-Length 100, 9 bytes sent, then nothing.
-        stalled = _hd_Conn(server.port)
+        stalled = _Raw(server.port)
         self.addCleanup(stalled.close)
         start = time.perf_counter()
         stalled.send(_HD_SHORT)
         # Meanwhile another connection is served, before the stalled one
         # has timed out (its answer is not there yet).
-        other = _hd_http(server.port, "POST", "/actions/stats")
+        other = _http(server.port, "POST", "/actions/stats")
         self.assertEqual(other.status, 200)
         readable, _, _ = select.select([stalled.sock], [], [], 0)
         self.assertEqual(readable, [], "other request waited for the stall")
@@ -10917,13 +10887,13 @@ class TestHardeningHostileInput(unittest.TestCase):
                          "Incomplete body: expected 100 bytes, got 9")
         self.assertLess(elapsed, 3.0)
         self.assertTrue(stalled.closed_within(3))
-        self.assertEqual(_hd_http(server.port, "POST", "/actions/stats")
+        self.assertEqual(_http(server.port, "POST", "/actions/stats")
                          .status, 200)
 
     def test_stalled_head_is_closed_cleanly(self):
         server = _ThreadServer(self.app, socket_timeout=0.5)
         self.addCleanup(server.stop)
-        stalled = _hd_Conn(server.port)
+        stalled = _Raw(server.port)
         self.addCleanup(stalled.close)
         start = time.perf_counter()
         stalled.send(b"GET /City/1 HTTP/1.1\r\nHost: h\r\n")
@@ -10932,7 +10902,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         self.assertEqual(stalled.buf, b"")  # no answer, a clean close
         _hd_note("request head stalled", "thread server, 0.5 s timeout",
                  None, b"", elapsed)
-        self.assertEqual(_hd_http(server.port, "POST", "/actions/stats")
+        self.assertEqual(_http(server.port, "POST", "/actions/stats")
                          .status, 200)
 
 
@@ -11004,7 +10974,7 @@ class TestHardeningLocationHeader(unittest.TestCase):
         for ident, location in self.IDS:
             with self.subTest(ident=ident):
                 body = json.dumps({"key": ident}).encode()
-                answer = _hd_http(server.port, "POST", "/Thing", [_HD_JSON],
+                answer = _http(server.port, "POST", "/Thing", [_HD_JSON],
                                   body)
                 _hd_note("id %r in Location" % ident, "thread server",
                          answer.status, answer.body, answer.elapsed)
@@ -11178,11 +11148,11 @@ class TestHardeningHandlerFaults(unittest.TestCase):
     def test_over_http_keep_alive(self):
         server = _ThreadServer(self.app)
         self.addCleanup(server.stop)
-        conn = _hd_Conn(server.port)
+        conn = _Raw(server.port)
         self.addCleanup(conn.close)
 
         def call(method, target, headers=(), body=b""):
-            conn.send(_hd_request_bytes(method, target, headers, body,
+            conn.send(_request_bytes(method, target, headers, body,
                                         close=False))
             return conn.response(method == "HEAD")
 
@@ -11237,13 +11207,13 @@ class TestHardeningHandlerFaults(unittest.TestCase):
                             ("x" * 300, False)):
             with self.subTest(value=value[:20]):
                 with self.assertLogs("cosmic", logging.ERROR) as cm:
-                    answer = _hd_http(server.port, "POST", "/actions/custom",
+                    answer = _http(server.port, "POST", "/actions/custom",
                                       [("X-Request-ID", value)])
                 self.assertEqual(answer.headers["x-request-id"] == value,
                                  kept)
                 self.check_fault(answer, cm.records, _hd_Secret)
         # Every answer carries one, generated ones differ.
-        ids = {_hd_http(server.port, "POST", "/actions/ok", [_HD_JSON],
+        ids = {_http(server.port, "POST", "/actions/ok", [_HD_JSON],
                         b"1").headers["x-request-id"] for _ in range(5)}
         self.assertEqual(len(ids), 5)
 
@@ -11254,13 +11224,13 @@ class TestHardeningHandlerFaults(unittest.TestCase):
 
         def hang():
             with contextlib.suppress(Exception):
-                answers.put(_hd_http(server.port, "POST", "/actions/hang"))
+                answers.put(_http(server.port, "POST", "/actions/hang"))
 
         with self.assertLogs("cosmic", logging.ERROR) as cm:
             threads = [threading.Thread(target=hang) for _ in range(4)]
             for t in threads:
                 t.start()
-            ok = _hd_http(server.port, "POST", "/actions/ok", [_HD_JSON],
+            ok = _http(server.port, "POST", "/actions/ok", [_HD_JSON],
                           b"2")
             for t in threads:
                 t.join(timeout=5)
@@ -11426,7 +11396,7 @@ class TestHardeningThreadLocal(unittest.TestCase):
         self.addCleanup(server.stop)
 
         def call(n):
-            answer = _hd_http(server.port, "POST", "/actions/remember",
+            answer = _http(server.port, "POST", "/actions/remember",
                               [_HD_JSON], str(n).encode())
             return json.loads(answer.body)
 
@@ -11492,7 +11462,7 @@ class TestHardeningSlowClients(unittest.TestCase):
         slow_result = {}
 
         def slowloris():
-            request = _hd_request_bytes("POST", "/actions/stats")
+            request = _request_bytes("POST", "/actions/stats")
             try:
                 sock = socket.create_connection(("127.0.0.1", port),
                                                 timeout=5)
@@ -11513,15 +11483,15 @@ class TestHardeningSlowClients(unittest.TestCase):
         slow.start()
         idle = []
         for _ in range(5):
-            conn = _hd_Conn(port)
+            conn = _Raw(port)
             self.addCleanup(conn.close)
-            conn.send(_hd_request_bytes("POST", "/actions/stats",
+            conn.send(_request_bytes("POST", "/actions/stats",
                                         close=False))
             self.assertEqual(conn.response().status, 200)
             idle.append(conn)
         latencies = []
         for _ in range(10):
-            answer = _hd_http(port, "GET", "/City?limit=1")
+            answer = _http(port, "GET", "/City?limit=1")
             self.assertEqual(answer.status, 200)
             latencies.append(answer.elapsed)
         self.assertLess(max(latencies), 2.0, latencies)
@@ -11539,15 +11509,15 @@ class TestHardeningSlowClients(unittest.TestCase):
         conns = []
         self.addCleanup(lambda: [c.close() for c in conns])
         for _ in range(128):
-            conns.append(_hd_Conn(port))
-        request = _hd_request_bytes("POST", "/actions/stats")
+            conns.append(_Raw(port))
+        request = _request_bytes("POST", "/actions/stats")
         for conn in conns:
             conn.send(request)
         statuses = collections.Counter()
         for conn in conns:
             statuses[conn.response().status] += 1
         self.assertEqual(statuses, {200: 128})
-        self.assertEqual(_hd_http(port, "POST", "/actions/stats").status, 200)
+        self.assertEqual(_http(port, "POST", "/actions/stats").status, 200)
 
 
 # == 4. production servers ====================================================
@@ -11608,13 +11578,13 @@ def _hd_places_client_body(test, url):
             ("GET", "/actions/stats", 405, "Method Not Allowed"),
             ("GET", "/Nope", 404, "Not Found"),
             ("GET", "/City/%FF", 400, "Invalid UTF-8 in URL path")]:
-        answer = _hd_http(port, method, target)
+        answer = _http(port, method, target)
         test.assertEqual((answer.status, _hd_error(answer)),
                          (status, message), (method, target))
-    answer = _hd_http(port, "POST", "/City", [_HD_JSON], b"{bad")
+    answer = _http(port, "POST", "/City", [_HD_JSON], b"{bad")
     test.assertEqual((answer.status, _hd_error(answer)),
                      (400, "Invalid JSON"))
-    answer = _hd_http(port, "GET", "/spec.json")
+    answer = _http(port, "GET", "/spec.json")
     test.assertEqual(json.loads(answer.body)["name"], "places")
 
 
@@ -11931,12 +11901,12 @@ class TestHardeningCORS(unittest.TestCase):
     def test_over_http(self):
         server = _ThreadServer(self.cors)
         self.addCleanup(server.stop)
-        answer = _hd_http(server.port, "OPTIONS", "/actions/stats", [
+        answer = _http(server.port, "OPTIONS", "/actions/stats", [
             ("Origin", _HD_ORIGIN), ("Access-Control-Request-Method", "POST")])
         self.assertEqual(answer.status, 204)
         self.assertEqual(answer.headers["access-control-allow-origin"],
                          _HD_ORIGIN)
-        answer = _hd_http(server.port, "POST", "/actions/stats",
+        answer = _http(server.port, "POST", "/actions/stats",
                           [("Origin", _HD_ORIGIN)])
         self.assertEqual(answer.status, 200)
         self.assertEqual(answer.headers["access-control-allow-origin"],
@@ -13204,22 +13174,22 @@ class TestS2ConnectionCap(unittest.TestCase):
         server = _hs_start(_hs_app, max_connections=2, socket_timeout=30)
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
-        first = _hs_Raw(server.server_address)
+        first = _Raw(server.server_address)
         self.addCleanup(first.close)
         first.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_hs_read_response(first)[0], 200)
-        second = _hs_Raw(server.server_address)
+        self.assertEqual(first.response()[0], 200)
+        second = _Raw(server.server_address)
         self.addCleanup(second.close)
         second.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_hs_read_response(second)[0], 200)
-        third = _hs_Raw(server.server_address)
+        self.assertEqual(second.response()[0], 200)
+        third = _Raw(server.server_address)
         self.addCleanup(third.close)
         third.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_hs_read_response(third)[0], 200)
+        self.assertEqual(third.response()[0], 200)
         first.settimeout(10)
         self.assertEqual(first.recv(100), b"")  # the oldest was closed
         second.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_hs_read_response(second)[0], 200)
+        self.assertEqual(second.response()[0], 200)
 
     def test_threads_bound_the_requests_served_at_once(self):
         release = threading.Event()
@@ -13241,7 +13211,7 @@ class TestS2ConnectionCap(unittest.TestCase):
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
         # Idle keep-alive connections hold no thread.
-        idle = [_hs_Raw(server.server_address) for _ in range(20)]
+        idle = [_Raw(server.server_address) for _ in range(20)]
         for raw in idle:
             self.addCleanup(raw.close)
         answers = []
@@ -13332,18 +13302,18 @@ class TestS2RunOptions(unittest.TestCase):
         with served_api(self.api(), 0, max_connections=1,
                         cors_origins=["http://a.example"]) as url:
             address = urlsplit(url).hostname, urlsplit(url).port
-            first = _hs_Raw(address)
+            first = _Raw(address)
             self.addCleanup(first.close)
             first.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n"
                           b"Origin: http://a.example\r\n\r\n")
-            status, headers, _ = _hs_read_response(first)
+            status, headers, _ = first.response()
             self.assertEqual(status, 200)
             self.assertEqual(headers.get("access-control-allow-origin"),
                              "http://a.example")
-            second = _hs_Raw(address)
+            second = _Raw(address)
             self.addCleanup(second.close)
             second.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
-            self.assertEqual(_hs_read_response(second)[0], 200)
+            self.assertEqual(second.response()[0], 200)
             first.settimeout(10)
             self.assertEqual(first.recv(100), b"")  # cap of one: evicted
 
@@ -13447,11 +13417,11 @@ class TestS2SlowClients(unittest.TestCase):
     def test_a_cap_plus_50_trickling_connections(self):
         server = _s2_serve(self, self.folder, "s2app:api",
                            "--max-connections", "100", "--threads", "4")
-        idle = [_hs_Raw(server.address) for _ in range(20)]
+        idle = [_Raw(server.address) for _ in range(20)]
         for raw in idle:  # keep-alive connections, now idle
             self.addCleanup(raw.close)
             raw.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
-            self.assertEqual(_hs_read_response(raw)[0], 200)
+            self.assertEqual(raw.response()[0], 200)
         socks = _s2_tricklers(server.address, 150)
         self.addCleanup(self.close_all, socks)
         status, elapsed = _s2_fresh_request(server.address)
@@ -13485,13 +13455,13 @@ class TestS2SlowClients(unittest.TestCase):
         peak_before = _s2_proc_stat(server.proc.pid)[3]
         size = (1 << 20) - 1024
         body = b"2\r\nab\r\n" * (size // 2) + b"0\r\n\r\n"
-        with socket.create_connection(server.address, timeout=60) as sock:
-            sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n" + body)
-            raw = _hs_Raw.__new__(_hs_Raw)
-            raw.sock, raw.file = sock, sock.makefile("rb")
-            status, _, answer = _hs_read_response(raw)
-            raw.file.close()
+        raw = _Raw(server.address, timeout=60)
+        try:
+            raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n" + body)
+            status, _, answer = raw.response()
+        finally:
+            raw.close()
         self.assertEqual((status, answer), (200, str(size).encode()))
         grown = _s2_proc_stat(server.proc.pid)[3] - peak_before
         self.assertLess(grown, 8 * 1024, "peak RSS grew %d KiB" % grown)
@@ -13510,10 +13480,10 @@ class TestS2GracefulShutdown(unittest.TestCase):
     def check_in_flight(self, signum):
         folder = _s2_app_dir(self)
         server = _s2_serve(self, folder, "s2app:api")
-        idle = _hs_Raw(server.address)
+        idle = _Raw(server.address)
         self.addCleanup(idle.close)
         idle.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
-        self.assertEqual(_hs_read_response(idle)[0], 200)
+        self.assertEqual(idle.response()[0], 200)
         results = []
         thread = threading.Thread(target=lambda: results.append(
             _s2_call(server.address, "POST", "/actions/slow", b"2")))
