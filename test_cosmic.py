@@ -108,6 +108,7 @@ _ROOT = os.path.dirname(os.path.abspath(__file__))
 _THIS_FILE = os.path.abspath(__file__)
 _REQUIRE_EXTRAS = os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1"
 _MISSING = object()
+_JSON = ("Content-Type", "application/json")
 if _ROOT not in sys.path:  # the examples import as modules
     sys.path.insert(0, _ROOT)
 
@@ -433,16 +434,33 @@ def _exchange(address, data, head_only=False, timeout=10.0,
         conn.close()
 
 
-def _http(address, method, target, headers=(), body=b"", head_only=None):
-    """One request on a new connection: ``_Answer``."""
+def _http(address, method, target, headers=(), body=b"", head_only=None,
+          timeout=10.0, close=True):
+    """One request on a new connection to ``address`` (a port on 127.0.0.1,
+    (host, port) or a URL): the ``_Answer``. ``close=False`` leaves out
+    "Connection: close" (the server may keep the connection open)."""
+    if isinstance(address, str):
+        parts = urlsplit(address)
+        address = (parts.hostname, parts.port)
     if head_only is None:
         head_only = method == "HEAD"
     answer, _ = _exchange(
-        address, _request_bytes(method, target, headers, body), head_only)
+        address, _request_bytes(method, target, headers, body, close),
+        head_only, timeout)
     if answer is None:
-        raise AssertionError("%s %s: connection closed without an answer"
+        raise ConnectionError("%s %s: connection closed without an answer"
                              % (method, target[:80]))
     return answer
+
+
+def _http_json(address, method, target, datum=None, timeout=10.0):
+    """_http with ``datum`` (unless None) as a JSON body, on a connection
+    the server may keep open."""
+    if datum is None:
+        return _http(address, method, target, timeout=timeout, close=False)
+    return _http(address, method, target, [_JSON],
+                 json.dumps(datum).encode("utf-8"), timeout=timeout,
+                 close=False)
 
 
 # -- `python -m cosmic serve` in a subprocess ---------------------------------
@@ -5036,16 +5054,9 @@ class TestServeHTTP(unittest.TestCase):
         server = _Serve(target, test=self)
         return server.name, server.host, server.port, server
 
-    def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        try:
-            conn.request(method, path, body, headers or {})
-            response = conn.getresponse()
-            return (response.status,
-                    {k.lower(): v for k, v in response.getheaders()},
-                    response.read())
-        finally:
-            conn.close()
+    def request(self, method, path, body=b"", headers=None):
+        return _http((self.host, self.port), method, path,
+                     list((headers or {}).items()), body, close=False)
 
     def test_serve_words(self):
         name, self.host, self.port, server = self.start("examples/words.py")
@@ -9933,23 +9944,6 @@ class TestDocsBrowserHarness(_dc_FakeAppMixin, unittest.TestCase):
 # End to end: `python -m cosmic serve examples/places.py` in headless Chromium
 # --------------------------------------------------------------------------
 
-def _dc_http(port, method, path, body=None, timeout=10):
-    """(status, headers with lower-case names, body bytes) of one request."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {}
-        if body is not None:
-            body = json.dumps(body).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=body, headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        return (response.status,
-                {k.lower(): v for k, v in response.getheaders()}, data)
-    finally:
-        conn.close()
-
-
 class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
     """The docs page of examples/places.py as served by the CLI."""
 
@@ -9965,7 +9959,7 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
         cls.addClassCleanup(cls.server.close)
         cls.port = cls.server.port
         cls.origin = "http://127.0.0.1:%d" % cls.port
-        status, _, body = _dc_http(cls.port, "GET", "/spec.json")
+        status, _, body = _http_json(cls.port, "GET", "/spec.json")
         if status != 200:
             raise AssertionError("GET /spec.json: %d %r" % (status, body))
         cls.spec = json.loads(body.decode("utf-8"))
@@ -9977,7 +9971,7 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
         self.assertEqual(self.spec["name"], "places")
 
     def test_page_over_http(self):
-        status, headers, body = _dc_http(self.port, "GET", "/")
+        status, headers, body = _http_json(self.port, "GET", "/")
         self.assertEqual(status, 200)
         self.assertEqual(headers["content-type"], "text/html; charset=utf-8")
         self.assertEqual(headers["content-security-policy"],
@@ -9987,7 +9981,7 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
         print("\n[docs page size for examples/places.py: %d bytes]"
               % len(body), file=sys.stderr)
         self.assertLess(len(body), 40000)
-        status, headers, again = _dc_http(self.port, "GET", "/docs")
+        status, headers, again = _http_json(self.port, "GET", "/docs")
         self.assertEqual(status, 200)
         self.assertEqual(headers["content-security-policy"],
                          cosmic._docs_csp())
@@ -10032,7 +10026,7 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
             "form.try[data-kind=\"create\"] .out').hidden"), False)
         self.assert_clean()
         # the city is there for any client
-        status, _, body = _dc_http(self.port, "GET", "/City?name=Lisbon")
+        status, _, body = _http_json(self.port, "GET", "/City?name=Lisbon")
         self.assertEqual(status, 200, body)
         listing = json.loads(body.decode("utf-8"))
         self.assertEqual(listing["total_count"], 1)
@@ -10040,7 +10034,7 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
         self.assertEqual((city["name"], city["country"]),
                          ("Lisbon", "Portugal"))
         self.assertEqual(city["_links"]["self"], {"href": location})
-        status, _, body = _dc_http(self.port, "GET", location)
+        status, _, body = _http_json(self.port, "GET", location)
         self.assertEqual(status, 200, body)
         self.assertEqual(json.loads(body.decode("utf-8")), shown)
 
@@ -10049,7 +10043,7 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
         out = self.try_it("model-City", "create", body='{"name": "lisbon"}')
         self.assertIn("HTTP 400", out)
         self.assertIn("capitalized", out)
-        status, _, body = _dc_http(self.port, "GET", "/City?name=lisbon")
+        status, _, body = _http_json(self.port, "GET", "/City?name=lisbon")
         self.assertEqual(json.loads(body.decode("utf-8"))["total_count"], 0)
         errors = self.browser.console_errors()
         self.assertEqual(len(errors), 1, errors)  # Chromium logs the 400
@@ -10077,7 +10071,6 @@ class TestDocsPlacesEndToEnd(_dc_BrowserMixin, unittest.TestCase):
 
 
 _HD_NET_TIMEOUT = 10.0  # bound on any single network wait, in seconds
-_HD_JSON = ("Content-Type", "application/json")
 _HD_INTERNAL = b'{"error": "Internal Server Error"}'
 _HD_COUNTER = itertools.count(1)
 
@@ -10215,7 +10208,7 @@ def _hd_places_tmp(test_class):
 
 # == 1. hostile input =========================================================
 
-def _hd_case(name, method, target, body=b"", headers=(_HD_JSON,), status=400,
+def _hd_case(name, method, target, body=b"", headers=(_JSON,), status=400,
              message=None, raw=None, inproc=True, validate=True,
              inproc_status=None, inproc_message=None, extra=None,
              half_close=False, http=True, max_seconds=None, max_body=None):
@@ -10527,10 +10520,10 @@ class TestHardeningHostileInput(unittest.TestCase):
             cls.tmp.cleanup()
             raise
         # City 1 exists on both sides.
-        status = _hd_call(cls.app, "POST", "/City", [_HD_JSON],
+        status = _hd_call(cls.app, "POST", "/City", [_JSON],
                           b'{"name": "Paris"}').status
         assert status == 201, status
-        status = _http(cls.serve.port, "POST", "/City", [_HD_JSON],
+        status = _http(cls.serve.port, "POST", "/City", [_JSON],
                           b'{"name": "Paris"}').status
         assert status == 201, status
 
@@ -10714,7 +10707,7 @@ class TestHardeningHostileInput(unittest.TestCase):
         conn.send(_request_bytes("POST", "/actions/stats", close=False))
         self.assertEqual(conn.response().status, 200)
         inproc = _hd_call(self.app, "POST", "/City",
-                          [_HD_JSON, ("Expect", "100-continue")], body)
+                          [_JSON, ("Expect", "100-continue")], body)
         _hd_note("Expect: 100-continue", "in-process", inproc.status,
                  inproc.body, inproc.elapsed)
         self.assertEqual(inproc.status, 201)
@@ -10752,7 +10745,7 @@ class TestHardeningHostileInput(unittest.TestCase):
             def __iter__(self):
                 return iter(self.readlines())
 
-        answer = _hd_call(self.app, "POST", "/City", [_HD_JSON],
+        answer = _hd_call(self.app, "POST", "/City", [_JSON],
                           extra={"CONTENT_LENGTH": str(size),
                                  "wsgi.input": Input()})
         _hd_note("50 MB body", "in-process", answer.status, answer.body,
@@ -10836,10 +10829,10 @@ class TestHardeningHostileInput(unittest.TestCase):
         conn = _Raw(self.serve.port)
         self.addCleanup(conn.close)
         body = b'{"name": "Pipeline"}'
-        conn.send(_request_bytes("POST", "/City", [_HD_JSON], body,
+        conn.send(_request_bytes("POST", "/City", [_JSON], body,
                                     close=False)
                   + _request_bytes("GET", "/City/1", close=False)
-                  + _request_bytes("POST", "/City", [_HD_JSON], b"{bad",
+                  + _request_bytes("POST", "/City", [_JSON], b"{bad",
                                       close=False)
                   + _request_bytes("HEAD", "/City/999", close=False)
                   + _request_bytes("GET", "/nope", close=True))
@@ -10953,7 +10946,7 @@ class TestHardeningLocationHeader(unittest.TestCase):
         for ident, location in self.IDS:
             with self.subTest(ident=ident):
                 body = json.dumps({"key": ident}).encode()
-                answer = _hd_call(self.app, "POST", "/Thing", [_HD_JSON],
+                answer = _hd_call(self.app, "POST", "/Thing", [_JSON],
                                   body)
                 self.assertEqual(answer.status, 201)
                 self.assertEqual(answer.headers["location"], location)
@@ -10974,7 +10967,7 @@ class TestHardeningLocationHeader(unittest.TestCase):
         for ident, location in self.IDS:
             with self.subTest(ident=ident):
                 body = json.dumps({"key": ident}).encode()
-                answer = _http(server.port, "POST", "/Thing", [_HD_JSON],
+                answer = _http(server.port, "POST", "/Thing", [_JSON],
                                   body)
                 _hd_note("id %r in Location" % ident, "thread server",
                          answer.status, answer.body, answer.elapsed)
@@ -11126,7 +11119,7 @@ class TestHardeningHandlerFaults(unittest.TestCase):
         self.assertIn("Traceback", trace)
 
     def check_next_works(self, call):
-        answer = call("POST", "/actions/ok", [_HD_JSON], b"7")
+        answer = call("POST", "/actions/ok", [_JSON], b"7")
         self.assertEqual((answer.status, answer.body), (200, b'"ok 7"'))
 
     def test_in_process(self):
@@ -11135,7 +11128,7 @@ class TestHardeningHandlerFaults(unittest.TestCase):
                 rid = "fault-%d" % next(_HD_COUNTER)
                 headers = [("X-Request-ID", rid)]
                 if body:
-                    headers.append(_HD_JSON)
+                    headers.append(_JSON)
                 start = time.monotonic()
                 with self.assertLogs("cosmic", logging.ERROR) as cm:
                     answer = _hd_call(self.app, method, target, headers,
@@ -11158,7 +11151,7 @@ class TestHardeningHandlerFaults(unittest.TestCase):
 
         for method, target, body, exc_type in _HD_FAULTS:
             with self.subTest(target=target, method=method):
-                headers = [_HD_JSON] if body else []
+                headers = [_JSON] if body else []
                 with self.assertLogs("cosmic", logging.ERROR) as cm:
                     answer = call(method, target, headers, body)
                 self.check_fault(answer, cm.records, exc_type)
@@ -11213,7 +11206,7 @@ class TestHardeningHandlerFaults(unittest.TestCase):
                                  kept)
                 self.check_fault(answer, cm.records, _hd_Secret)
         # Every answer carries one, generated ones differ.
-        ids = {_http(server.port, "POST", "/actions/ok", [_HD_JSON],
+        ids = {_http(server.port, "POST", "/actions/ok", [_JSON],
                         b"1").headers["x-request-id"] for _ in range(5)}
         self.assertEqual(len(ids), 5)
 
@@ -11230,7 +11223,7 @@ class TestHardeningHandlerFaults(unittest.TestCase):
             threads = [threading.Thread(target=hang) for _ in range(4)]
             for t in threads:
                 t.start()
-            ok = _http(server.port, "POST", "/actions/ok", [_HD_JSON],
+            ok = _http(server.port, "POST", "/actions/ok", [_JSON],
                           b"2")
             for t in threads:
                 t.join(timeout=5)
@@ -11382,7 +11375,7 @@ class TestHardeningThreadLocal(unittest.TestCase):
         idents = set()
 
         def call(n):
-            answer = _hd_call(app, "POST", "/actions/remember", [_HD_JSON],
+            answer = _hd_call(app, "POST", "/actions/remember", [_JSON],
                               str(n).encode(), validate=False)
             idents.add(threading.get_ident())
             return json.loads(answer.body)
@@ -11397,7 +11390,7 @@ class TestHardeningThreadLocal(unittest.TestCase):
 
         def call(n):
             answer = _http(server.port, "POST", "/actions/remember",
-                              [_HD_JSON], str(n).encode())
+                              [_JSON], str(n).encode())
             return json.loads(answer.body)
 
         self.run_threads(call)
@@ -11581,7 +11574,7 @@ def _hd_places_client_body(test, url):
         answer = _http(port, method, target)
         test.assertEqual((answer.status, _hd_error(answer)),
                          (status, message), (method, target))
-    answer = _http(port, "POST", "/City", [_HD_JSON], b"{bad")
+    answer = _http(port, "POST", "/City", [_JSON], b"{bad")
     test.assertEqual((answer.status, _hd_error(answer)),
                      (400, "Invalid JSON"))
     answer = _http(port, "GET", "/spec.json")
@@ -11694,7 +11687,7 @@ class TestHardeningValidatorEveryEndpoint(unittest.TestCase):
         cls.tmp.cleanup()
 
     def test_every_endpoint(self):
-        j = [_HD_JSON]
+        j = [_JSON]
         table = [
             ("POST", "/City", j, b'{"name": "Paris", "country": "France"}',
              201),
@@ -11803,7 +11796,7 @@ class TestHardeningCORS(unittest.TestCase):
         api = cls.places.places
         cls.cors = Server(api, cors_origins=[_HD_ORIGIN]).wsgi_app
         cls.plain = Server(api).wsgi_app
-        answer = _hd_call(cls.plain, "POST", "/City", [_HD_JSON],
+        answer = _hd_call(cls.plain, "POST", "/City", [_JSON],
                           b'{"name": "Paris"}')
         assert answer.status == 201, answer
 
@@ -11857,8 +11850,8 @@ class TestHardeningCORS(unittest.TestCase):
     SIMPLE = [
         ("GET", "/City/1", [], b"", 200),
         ("GET", "/City/999", [], b"", 404),
-        ("POST", "/City", [_HD_JSON], b"{bad", 400),
-        ("POST", "/City", [_HD_JSON], b'{"name": "Lyon"}', 201),
+        ("POST", "/City", [_JSON], b"{bad", 400),
+        ("POST", "/City", [_JSON], b'{"name": "Lyon"}', 201),
         ("PUT", "/City", [], b"", 405),
         ("POST", "/actions/stats", [], b"", 200),
         ("GET", "/spec.json", [], b"", 200),
@@ -11973,7 +11966,7 @@ class TestHardeningFuzz(unittest.TestCase):
         cls.hypothesis = _need("hypothesis")
         cls.st = importlib.import_module("hypothesis.strategies")
         _hd_places_tmp(cls)
-        _hd_call(cls.app, "POST", "/City", [_HD_JSON], b'{"name": "Paris"}')
+        _hd_call(cls.app, "POST", "/City", [_JSON], b'{"name": "Paris"}')
 
     @classmethod
     def tearDownClass(cls):
@@ -12413,7 +12406,7 @@ class TestServerEdgeCases(unittest.TestCase):
             self.addCleanup(remote.close)
             self.assertEqual(remote.models.Doc.get_by_id(ident),
                              {"title": ident})
-            status, headers, body = _pl_request(
+            status, headers, body = _http_json(
                 url, "GET", "/Doc/docs%2Freadme%20100%25")
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body)["_links"]["self"]["href"],
@@ -12628,20 +12621,6 @@ class TestCommandLine(unittest.TestCase):
 # The shipped examples, as a user runs them: places over real HTTP against
 # `python -m cosmic serve` on a temporary database, planetarium in-process.
 
-def _pl_request(url, method, path, body=None):
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    data = json.dumps(body) if body is not None else None
-    try:
-        conn.request(method, path, data, headers)
-        res = conn.getresponse()
-        payload = res.read()
-    finally:
-        conn.close()
-    return res.status, dict(res.getheaders()), payload
-
-
 class TestPlacesExample(unittest.TestCase):
     """examples/places.py served by the CLI on a temporary SQLite file."""
 
@@ -12702,18 +12681,18 @@ class TestPlacesExample(unittest.TestCase):
         ]
         for method, path, body, status, expected in cases:
             with self.subTest(method=method, path=path, body=body):
-                code, headers, payload = _pl_request(url, method, path, body)
+                code, headers, payload = _http_json(url, method, path, body)
                 self.assertEqual(code, status)
                 if expected is None:
                     self.assertEqual(payload, b"")
-                    self.assertNotIn("Content-Type", headers)
+                    self.assertNotIn("content-type", headers)
                 else:
                     self.assertEqual(json.loads(payload), expected)
                 if status == 201:
-                    self.assertEqual(headers["Location"],
+                    self.assertEqual(headers["location"],
                                      expected["_links"]["self"]["href"])
                 if status == 405:
-                    self.assertEqual(headers["Allow"],
+                    self.assertEqual(headers["allow"],
                                      "DELETE, GET, HEAD, OPTIONS, PUT")
 
     def test_data_survives_a_restart(self):
@@ -12870,18 +12849,6 @@ def _s2_serve(test, folder, target, *args, nofile=None):
     marks = os.path.join(folder, "marks")
     return _Serve(target, *args, env={"S2_MARKS": marks}, cwd=folder,
                   path=[folder], test=test, nofile=nofile, session=True)
-
-
-def _s2_call(address, method, path, body=None, timeout=30):
-    """One request on a fresh connection: (status, headers, body)."""
-    conn = http.client.HTTPConnection(*address, timeout=timeout)
-    try:
-        headers = {"Content-Type": "application/json"} if body else {}
-        conn.request(method, path, body=body, headers=headers)
-        res = conn.getresponse()
-        return res.status, dict(res.getheaders()), res.read()
-    finally:
-        conn.close()
 
 
 def _s2_exchange(address, data, timeout=10):
@@ -13217,7 +13184,8 @@ class TestS2ConnectionCap(unittest.TestCase):
         answers = []
 
         def call():
-            answers.append(_s2_call(server.address, "GET", "/")[0])
+            answers.append(_http(server.address, "GET", "/", timeout=30,
+                                 close=False)[0])
 
         server.address = server.server_address
         callers = [threading.Thread(target=call) for _ in range(5)]
@@ -13396,7 +13364,8 @@ def _s2_tricklers(address, count):
 def _s2_fresh_request(address):
     """Seconds until a fresh client's GET /spec.json is answered 200."""
     started = time.monotonic()
-    status, _, _ = _s2_call(address, "GET", "/spec.json", timeout=30)
+    status, _, _ = _http(address, "GET", "/spec.json", timeout=30,
+                         close=False)
     elapsed = time.monotonic() - started
     return status, elapsed
 
@@ -13451,7 +13420,7 @@ class TestS2SlowClients(unittest.TestCase):
 
     def test_small_chunks_cost_no_more_memory_than_their_bytes(self):
         server = _s2_serve(self, self.folder, "s2app:body_length")
-        _s2_call(server.address, "GET", "/")  # warm up
+        _http(server.address, "GET", "/", timeout=30, close=False)  # warm up
         peak_before = _s2_proc_stat(server.proc.pid)[3]
         size = (1 << 20) - 1024
         body = b"2\r\nab\r\n" * (size // 2) + b"0\r\n\r\n"
@@ -13486,7 +13455,8 @@ class TestS2GracefulShutdown(unittest.TestCase):
         self.assertEqual(idle.response()[0], 200)
         results = []
         thread = threading.Thread(target=lambda: results.append(
-            _s2_call(server.address, "POST", "/actions/slow", b"2")))
+            _http(server.address, "POST", "/actions/slow", [_JSON], b"2",
+                  timeout=30, close=False)))
         thread.start()
         marks = os.path.join(folder, "marks")
         self.assertTrue(_hd_wait(lambda: os.listdir(marks), 20))
@@ -13498,10 +13468,11 @@ class TestS2GracefulShutdown(unittest.TestCase):
         status, headers, body = results[0]
         self.assertEqual(status, 200)
         self.assertEqual(int(body), server.proc.pid)
-        self.assertEqual(headers.get("Connection"), "close")
+        self.assertEqual(headers.get("connection"), "close")
         self.assertEqual(server.proc.wait(timeout=20), 0)
         with self.assertRaises(OSError):
-            _s2_call(server.address, "GET", "/spec.json", timeout=5)
+            _http(server.address, "GET", "/spec.json", timeout=5,
+                  close=False)
 
     def test_graceful_timeout_bounds_the_wait(self):
         folder = _s2_app_dir(self)
@@ -13509,7 +13480,8 @@ class TestS2GracefulShutdown(unittest.TestCase):
                            "--graceful-timeout", "0.5")
         def cut_off():
             with self.assertRaises(OSError):  # the server stopped waiting
-                _s2_call(server.address, "POST", "/actions/slow", b"30", 60)
+                _http(server.address, "POST", "/actions/slow", [_JSON],
+                      b"30", timeout=60, close=False)
 
         thread = threading.Thread(target=cut_off, daemon=True)
         thread.start()
@@ -13536,10 +13508,11 @@ class TestS2Workers(unittest.TestCase):
         connections."""
         prefixes, pids, ids = set(), set(), set()
         for _ in range(count):
-            status, headers, body = _s2_call(address, "POST", "/actions/pid")
+            status, headers, body = _http(address, "POST", "/actions/pid",
+                                          timeout=30, close=False)
             self.assertEqual(status, 200)
-            ids.add(headers["X-Request-ID"])
-            prefixes.add(headers["X-Request-ID"].rsplit("-", 1)[0])
+            ids.add(headers["x-request-id"])
+            prefixes.add(headers["x-request-id"].rsplit("-", 1)[0])
             pids.add(int(body))
         return prefixes, pids, ids
 
@@ -13570,7 +13543,8 @@ class TestS2Workers(unittest.TestCase):
         self.assertTrue(_hd_wait(
             lambda: len(_s2_children(server.proc.pid) - {victim}) == 2, 20))
         for _ in range(10):
-            status, _, body = _s2_call(server.address, "POST", "/actions/pid")
+            status, _, body = _http(server.address, "POST", "/actions/pid",
+                                    timeout=30, close=False)
             self.assertEqual(status, 200)
             self.assertNotEqual(int(body), victim)
         self.assertEqual(server.stop(), 0)
@@ -13592,7 +13566,8 @@ class TestS2Workers(unittest.TestCase):
         # Slow requests until both workers have one in flight.
         for _ in range(8):
             thread = threading.Thread(target=lambda: results.append(
-                _s2_call(server.address, "POST", "/actions/slow", b"2")))
+                _http(server.address, "POST", "/actions/slow", [_JSON], b"2",
+                      timeout=30, close=False)))
             thread.start()
             threads.append(thread)
             if _hd_wait(lambda: len(busy_pids()) == 2, 0.3):
@@ -13644,8 +13619,9 @@ class TestS2RequestIdsAcrossProcesses(unittest.TestCase):
 
         def client():
             for _ in range(5):  # 8 clients at once keep all 4 workers busy
-                answers.append(_s2_call(("127.0.0.1", port), "POST",
-                                        "/actions/slow", b"0.05"))
+                answers.append(_http(("127.0.0.1", port), "POST",
+                                     "/actions/slow", [_JSON], b"0.05",
+                                     timeout=30))
 
         threads = [threading.Thread(target=client) for _ in range(8)]
         for thread in threads:
@@ -13654,7 +13630,7 @@ class TestS2RequestIdsAcrossProcesses(unittest.TestCase):
             thread.join(60)
         self.assertEqual([a[0] for a in answers], [200] * 40)
         self.assertGreater(len({int(a[2]) for a in answers}), 1)
-        ids = {headers["X-Request-ID"] for _, headers, _ in answers}
+        ids = {headers["x-request-id"] for _, headers, _ in answers}
         self.assertEqual(len(ids), 40)
 
     def test_gunicorn_four_workers(self):
@@ -20168,13 +20144,13 @@ class TestScaleDeployment(unittest.TestCase):
 
     def test_2_if_match_contest(self):
         url = "http://127.0.0.1:%d" % self.ports[2]
-        status, headers, body = _pl_request(url, "POST", "/City",
-                                            {"name": "Contest"})
+        status, headers, body = _http_json(url, "POST", "/City",
+                                           {"name": "Contest"})
         self.assertEqual(status, 201)
-        path = headers["Location"]
+        path = headers["location"]
         results = []
         for round_ in range(5):
-            status, headers, body = _pl_request(url, "GET", path)
+            status, headers, body = _http_json(url, "GET", path)
             tag = {k.lower(): v for k, v in headers.items()}["etag"]
             barrier = threading.Barrier(8, timeout=30)
             answers = []
