@@ -6,19 +6,21 @@ HTTP, `python -m cosmic serve` in a subprocess), then the fixtures of each
 topic, then one TestCase class per feature in the order of cosmic.py's
 sections (exceptions, request-scoped globals, strict JSON, schema types,
 tools, API and models, the WSGI application, the development server, the
-client, OpenAPI, the docs page, the contract diff, testing helpers and
-import paths, the command line), then the examples, the hardening, fuzzing
+client, OpenAPI, the docs page, the contract diff, the testing helpers and
+the import paths, the command line), then the examples, the hardening, fuzzing
 and load suites, and the README. Tests that need a test-only package (see
 the "test" extra in setup.cfg), a Debian package or Chromium skip without
 it, and fail instead when COSMIC_REQUIRE_EXTRAS=1 (as .ci/run sets).
 """
 
 import ast
+import asyncio
 import base64
 import collections
 import contextlib
 import copy
 import datetime
+import decimal
 import errno
 import glob
 import hashlib
@@ -33,6 +35,7 @@ import json
 import logging
 import os
 import pickle
+import pwd
 import queue
 import random
 import re
@@ -49,8 +52,10 @@ import textwrap
 import threading
 import time
 import types
+import typing
 import unittest
 import urllib.request
+import uuid
 import warnings
 import wsgiref.util
 import wsgiref.validate
@@ -572,7 +577,7 @@ class _Serve:
 # Tests of the type system (docs/protocol.md#types), URLParams
 # (docs/protocol.md#query-strings) and the import paths.
 
-_ty_UTC = datetime.timezone.utc
+_TY_UTC = datetime.timezone.utc
 
 
 def _ty_error(func, *args):
@@ -915,8 +920,8 @@ def _ty_case(rng, mutate_rate=0.6):
 # -- Fixtures: the WSGI application -------------------------------------------
 # Tests of the server, actions, spec, models and globals of cosmic.py.
 
-_sv_JSON = {"Content-Type": "application/json"}
-_sv_SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
+_SV_JSON = {"Content-Type": "application/json"}
+_SV_SANE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
 
 
 def _sv_err(message):
@@ -959,7 +964,7 @@ class _sv_NoRead:
         return iter(())
 
 
-_sv_SHOP_SPEC = """
+_SV_SHOP_SPEC = """
 {
   "name": "shop",
   "homepage": "http://shop.example.com",
@@ -1366,7 +1371,7 @@ def _sv_planetarium():
     return planetarium, log
 
 
-_sv_SERVING = re.compile(
+_SV_SERVING = re.compile(
     r"Serving (\S+) on http://([^/:]+):(\d+)/ \(Ctrl-C to stop\)\n\Z")
 
 
@@ -1420,14 +1425,14 @@ def _hs_simple_app(environ, start_response):
     return [out]
 
 
-_validated = validator(_hs_simple_app)
+_hs_validated = validator(_hs_simple_app)
 
 
 def _hs_app(environ, start_response):
     """Test application: dispatch on PATH_INFO."""
     path = environ["PATH_INFO"]
     if path.startswith("/validated"):
-        return _validated(environ, start_response)
+        return _hs_validated(environ, start_response)
     if path == "/limited":
         if int(environ.get("CONTENT_LENGTH") or 0) > 1024:
             return _hs_json_response(start_response, "413 Payload Too Large",
@@ -2133,7 +2138,7 @@ class _cl_PlanetariumServer(Server):
 # -- Fixtures: OpenAPI --------------------------------------------------------
 # Tests of openapi(): the OpenAPI 3.1 document (to merge into test_cosmic.py).
 
-_oa_EXAMPLES = {}
+_OA_EXAMPLES = {}
 
 
 def _oa_example(name, env=None):
@@ -2142,7 +2147,7 @@ def _oa_example(name, env=None):
     Its API registers in a throw-away registry; the API keeps working
     because its models are bound to it at registration.
     """
-    if name not in _oa_EXAMPLES:
+    if name not in _OA_EXAMPLES:
         path = os.path.join(_ROOT, "examples", name + ".py")
         spec = importlib.util.spec_from_file_location("_oa_example_" + name,
                                                       path)
@@ -2158,8 +2163,8 @@ def _oa_example(name, env=None):
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-        _oa_EXAMPLES[name] = module
-    return _oa_EXAMPLES[name]
+        _OA_EXAMPLES[name] = module
+    return _OA_EXAMPLES[name]
 
 
 def _oa_example_api(name, env=None):
@@ -3907,7 +3912,7 @@ class _cli_AuthServer(Server):
 # -- Fixtures: the development server, round two ------------------------------
 # development server, round two: event loop, framing, shutdown, workers
 
-_S2_APP = '''
+_HS_APP = '''
 import os
 import time
 
@@ -3940,17 +3945,17 @@ def body_length(environ, start_response):
 '''
 
 
-def _s2_app_dir(test):
+def _hs_app_dir(test):
     """A temporary folder holding s2app.py (and a marks folder)."""
     tmp = tempfile.TemporaryDirectory(prefix="cosmic_s2_")
     test.addCleanup(tmp.cleanup)
     with open(os.path.join(tmp.name, "s2app.py"), "w") as f:
-        f.write(_S2_APP)
+        f.write(_HS_APP)
     os.mkdir(os.path.join(tmp.name, "marks"))
     return tmp.name
 
 
-def _s2_proc_stat(pid):
+def _hs_proc_stat(pid):
     """(CPU seconds, threads, RSS KiB, peak RSS KiB) of a process."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rpartition(")")[2].split()
@@ -3964,14 +3969,14 @@ def _s2_proc_stat(pid):
         int(status["VmHWM"])
 
 
-def _s2_children(pid):
+def _hs_children(pid):
     """The pids of a process's children (Linux)."""
     path = "/proc/%d/task/%d/children" % (pid, pid)
     with open(path) as f:
         return {int(p) for p in f.read().split()}
 
 
-def _s2_serve(test, folder, target, *args, nofile=None):
+def _hs_serve(test, folder, target, *args, nofile=None):
     """``python -m cosmic serve`` of s2app.py in its own session (stopped
     at cleanup), optionally with a lowered open-files limit."""
     marks = os.path.join(folder, "marks")
@@ -3979,7 +3984,7 @@ def _s2_serve(test, folder, target, *args, nofile=None):
                   path=[folder], test=test, nofile=nofile, session=True)
 
 
-def _s2_exchange(address, data, timeout=10):
+def _hs_exchange(address, data, timeout=10):
     """Send raw bytes; everything the server sends until it closes (or is
     quiet for ``timeout``)."""
     with socket.create_connection(address, timeout=timeout) as sock:
@@ -3996,7 +4001,7 @@ def _s2_exchange(address, data, timeout=10):
         return b"".join(chunks)
 
 
-def _s2_recording_app(seen):
+def _hs_recording_app(seen):
     """A WSGI app that records (method, target, body) of each request."""
     def app(environ, start_response):
         body = environ["wsgi.input"].read()
@@ -4007,7 +4012,7 @@ def _s2_recording_app(seen):
     return app
 
 
-def _s2_h11_requests(data):
+def _hs_h11_requests(data):
     """Feed ``data`` to h11 as a server: ([(method, target, body)], error)."""
     h11 = _need("h11")
     version = tuple(int(p) for p in h11.__version__.split(".")[:2])
@@ -4040,34 +4045,34 @@ def _s2_h11_requests(data):
 
 # Each framing vector: (name, bytes sent, what the server must do:
 # "same" = the request boundaries h11 sees, "refuse" = 400 and close).
-_S2_HEAD = b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-_S2_NEXT = b"DELETE /next HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-_S2_VECTORS = [
-    ("chunked body", _S2_HEAD + b"5\r\nhello\r\n0\r\n\r\n" + _S2_NEXT, "same"),
-    ("chunk extension", _S2_HEAD + b"5;a=b;c\r\nhello\r\n0\r\n\r\n", "same"),
+_HS_HEAD = b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+_HS_NEXT = b"DELETE /next HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+_HS_VECTORS = [
+    ("chunked body", _HS_HEAD + b"5\r\nhello\r\n0\r\n\r\n" + _HS_NEXT, "same"),
+    ("chunk extension", _HS_HEAD + b"5;a=b;c\r\nhello\r\n0\r\n\r\n", "same"),
     ("upper-case hex, leading zeros",
-     _S2_HEAD + b"00A\r\n0123456789\r\n0\r\n\r\n", "same"),
+     _HS_HEAD + b"00A\r\n0123456789\r\n0\r\n\r\n", "same"),
     ("valid trailer field",
-     _S2_HEAD + b"2\r\nhi\r\n0\r\nX-Sum: 1\r\n\r\n" + _S2_NEXT, "same"),
+     _HS_HEAD + b"2\r\nhi\r\n0\r\nX-Sum: 1\r\n\r\n" + _HS_NEXT, "same"),
     ("trailer smuggles a request",
-     _S2_HEAD + b"2\r\nhi\r\n0\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-     + _S2_NEXT, "refuse"),
+     _HS_HEAD + b"2\r\nhi\r\n0\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+     + _HS_NEXT, "refuse"),
     ("bare LF after chunk size",
-     _S2_HEAD + b"5\nhello\r\n0\r\n\r\n" + _S2_NEXT, "refuse"),
+     _HS_HEAD + b"5\nhello\r\n0\r\n\r\n" + _HS_NEXT, "refuse"),
     ("bare LF after chunk data",
-     _S2_HEAD + b"5\r\nhello\n0\r\n\r\n" + _S2_NEXT, "refuse"),
-    ("bare LF after last chunk", _S2_HEAD + b"5\r\nhello\r\n0\n\r\n", "refuse"),
-    ("bare LF ends the trailer", _S2_HEAD + b"5\r\nhello\r\n0\r\n\n", "refuse"),
+     _HS_HEAD + b"5\r\nhello\n0\r\n\r\n" + _HS_NEXT, "refuse"),
+    ("bare LF after last chunk", _HS_HEAD + b"5\r\nhello\r\n0\n\r\n", "refuse"),
+    ("bare LF ends the trailer", _HS_HEAD + b"5\r\nhello\r\n0\r\n\n", "refuse"),
     ("whitespace before chunk size",
-     _S2_HEAD + b" 5\r\nhello\r\n0\r\n\r\n" + _S2_NEXT, "refuse"),
+     _HS_HEAD + b" 5\r\nhello\r\n0\r\n\r\n" + _HS_NEXT, "refuse"),
     ("whitespace after chunk size",
-     _S2_HEAD + b"5 \r\nhello\r\n0\r\n\r\n" + _S2_NEXT, "refuse"),
-    ("chunk size not hex", _S2_HEAD + b"5g\r\nhello\r\n0\r\n\r\n", "refuse"),
-    ("negative chunk size", _S2_HEAD + b"-5\r\nhello\r\n0\r\n\r\n", "refuse"),
+     _HS_HEAD + b"5 \r\nhello\r\n0\r\n\r\n" + _HS_NEXT, "refuse"),
+    ("chunk size not hex", _HS_HEAD + b"5g\r\nhello\r\n0\r\n\r\n", "refuse"),
+    ("negative chunk size", _HS_HEAD + b"-5\r\nhello\r\n0\r\n\r\n", "refuse"),
     ("chunk longer than its size",
-     _S2_HEAD + b"3\r\nhello\r\n0\r\n\r\n", "refuse"),
+     _HS_HEAD + b"3\r\nhello\r\n0\r\n\r\n", "refuse"),
     ("last header line ends in bare LF, then CRLF",
-     b"GET /a HTTP/1.1\r\nHost: x\n\r\n" + _S2_NEXT, "refuse"),
+     b"GET /a HTTP/1.1\r\nHost: x\n\r\n" + _HS_NEXT, "refuse"),
     ("Content-Length and Transfer-Encoding",
      b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
      b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "refuse"),
@@ -4082,26 +4087,26 @@ _S2_VECTORS = [
     ("whitespace before the colon",
      b"GET /a HTTP/1.1\r\nHost : x\r\n\r\n", "refuse"),
     ("absolute-form", b"GET http://x/abs?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"
-     + _S2_NEXT, "same"),
+     + _HS_NEXT, "same"),
     ("three pipelined requests",
      b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"
      b"POST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
-     + _S2_HEAD.replace(b"/p", b"/3") + b"1\r\nz\r\n0\r\n\r\n", "same"),
+     + _HS_HEAD.replace(b"/p", b"/3") + b"1\r\nz\r\n0\r\n\r\n", "same"),
     ("conflicting Content-Length",
      b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
      b"Content-Length: 4\r\n\r\nabcd", "refuse"),
     ("bare LF head (all lines)",
-     b"GET /lf HTTP/1.1\nHost: x\n\n" + _S2_NEXT, "same"),
+     b"GET /lf HTTP/1.1\nHost: x\n\n" + _HS_NEXT, "same"),
 ]
 
 
-def _s2_framing_table(address, seen):
+def _hs_framing_table(address, seen):
     """Send every vector; [(name, h11 result, server result, verdict)]."""
     rows = []
-    for name, data, expected in _S2_VECTORS:
+    for name, data, expected in _HS_VECTORS:
         del seen[:]
-        answer = _s2_exchange(address, data, timeout=5)
-        h11_found, h11_error = _s2_h11_requests(data)
+        answer = _hs_exchange(address, data, timeout=5)
+        h11_found, h11_error = _hs_h11_requests(data)
         statuses = [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
         refused = bool(statuses) and statuses[-1] == 400 and \
             not answer.endswith(b"<still open>")
@@ -4124,7 +4129,7 @@ def _s2_framing_table(address, seen):
     return rows
 
 
-class _s2_FailingAccept:
+class _hs_FailingAccept:
     """A listening socket whose accept() fails with EMFILE."""
 
     def __init__(self, sock):
@@ -4142,7 +4147,7 @@ class _s2_FailingAccept:
         self.sock.close()
 
 
-def _s2_tricklers(address, count):
+def _hs_tricklers(address, count):
     """Open ``count`` connections that each send a blank line (what a slow
     client trickles); return the sockets (closed by the caller)."""
     socks = []
@@ -4160,7 +4165,7 @@ def _s2_tricklers(address, count):
     return socks
 
 
-def _s2_fresh_request(address):
+def _hs_fresh_request(address):
     """Seconds until a fresh client's GET /spec.json is answered 200."""
     started = time.monotonic()
     status, _, _ = _http(address, "GET", "/spec.json", timeout=30,
@@ -4173,7 +4178,7 @@ def _s2_fresh_request(address):
 # WSGI application, round two: return values, limits, scopes, HTTP details,
 # conditional requests
 
-def _app_towns(etag=None, log=None, slow=None):
+def _sv_towns(etag=None, log=None, slow=None):
     """A Town model for conditional requests; (api, towns, log).
 
     ``etag``: a version-based ``etag`` classmethod when true, and update
@@ -4241,7 +4246,7 @@ def _app_towns(etag=None, log=None, slow=None):
     return api, towns, log
 
 
-class _app_ClientETags:
+class _sv_ClientETags:
     """The same conditional calls through each client."""
 
     def make_client(self, api):
@@ -4249,7 +4254,7 @@ class _app_ClientETags:
 
     def setUp(self):
         _sv_isolate(self)
-        self.api, self.towns, self.log = _app_towns()
+        self.api, self.towns, self.log = _sv_towns()
         self.client = self.make_client(self.api)
         self.Town = self.client.models.Town
 
@@ -4286,7 +4291,7 @@ class _app_ClientETags:
         self.assertEqual(self.log, [])
 
 
-def _app_returns(values):
+def _sv_returns(values):
     """Actions and models that return ``values[name]``: an API whose
     handlers send what their clients would refuse."""
     api = API("rets")
@@ -4350,7 +4355,7 @@ def _app_returns(values):
     return api
 
 
-def _app_limits(max_json_depth=None):
+def _sv_limits(max_json_depth=None):
     api = API("limits")
 
     @api.action(accepts=Struct([required("a", Integer),
@@ -4388,7 +4393,7 @@ def _app_limits(max_json_depth=None):
     return api, Server(api, **options).wsgi_app
 
 
-def _app_nest(depth, kinds="[", inner=b"1"):
+def _sv_nest(depth, kinds="[", inner=b"1"):
     head, tail = b"", b""
     for i in range(depth):
         if kinds[i % len(kinds)] == "[":
@@ -4398,10 +4403,10 @@ def _app_nest(depth, kinds="[", inner=b"1"):
     return head + inner + tail
 
 
-_app_g = ThreadLocalDict()
+_sv_g = ThreadLocalDict()
 
 
-def _app_scoped_apis():
+def _sv_scoped_apis():
     """An outer API whose action calls an inner one in-process."""
     inner = API("inner")
     outer = API("outer")
@@ -4409,25 +4414,25 @@ def _app_scoped_apis():
 
     @inner.action(returns=String)
     def whoami():
-        seen.append(("inner sees", _app_g.get("user")))
-        _app_g["user"] = "inner"
+        seen.append(("inner sees", _sv_g.get("user")))
+        _sv_g["user"] = "inner"
         return "inner"
 
     @outer.action(accepts=String, returns=String)
     def relay(how):
-        _app_g["user"] = "outer"
+        _sv_g["user"] = "outer"
         if how == "client":
             WsgiAPIClient.for_api(inner).actions.whoami()
         else:
             app = Server(inner).wsgi_app
             status, _, _ = _wsgi(app, "POST", "/actions/whoami")
             seen.append(("status", status))
-        return _app_g["user"]
+        return _sv_g["user"]
 
     return outer, inner, seen
 
 
-def _app_ids(next_id):
+def _sv_ids(next_id):
     api = API("ids2")
     things = {}
 
@@ -4468,7 +4473,7 @@ def _app_ids(next_id):
 # client and command line, round two: fork safety, bounded answers,
 # deadlines, retries, URLs
 
-class _client2_Raw6(_cl_RawServer):
+class _cl_Raw6(_cl_RawServer):
     """``_cl_RawServer`` listening on [::1] (IPv6 loopback)."""
 
     def __init__(self, handler):
@@ -4491,12 +4496,12 @@ class _client2_Raw6(_cl_RawServer):
         self.ready.wait(5)
 
 
-def _client2_head(status="200 OK", headers=()):
+def _cl_head(status="200 OK", headers=()):
     lines = ["HTTP/1.1 %s" % status] + ["%s: %s" % h for h in headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _client2_flood(conn, total, chunked):
+def _cl_flood(conn, total, chunked):
     """Send ``total`` bytes of JSON-ish filler; stop when the peer goes."""
     piece = b"7" * 65536
     sent = 0
@@ -4508,7 +4513,7 @@ def _client2_flood(conn, total, chunked):
         conn.sendall(b"0\r\n\r\n")
 
 
-def _client2_hostile(kind, total=10 ** 9):
+def _cl_hostile(kind, total=10 ** 9):
     """A handler answering every request with a body too big: ``declared``
     (Content-Length: 10**12 and nothing), ``declared_stream`` (the
     declared length, then ``total`` bytes), ``chunked`` or ``close``
@@ -4518,36 +4523,36 @@ def _client2_hostile(kind, total=10 ** 9):
         if request is None:
             return
         if kind == "declared":
-            conn.sendall(_client2_head(headers=[
+            conn.sendall(_cl_head(headers=[
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(10 ** 12))]))
             conn.settimeout(30)
             conn.recv(1)  # b"" when the client hangs up
         elif kind == "declared_stream":
-            conn.sendall(_client2_head(headers=[
+            conn.sendall(_cl_head(headers=[
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(total))]))
-            _client2_flood(conn, total, False)
+            _cl_flood(conn, total, False)
         elif kind == "chunked":
-            conn.sendall(_client2_head(headers=[
+            conn.sendall(_cl_head(headers=[
                 ("Content-Type", "application/json"),
                 ("Transfer-Encoding", "chunked")]))
-            _client2_flood(conn, total, True)
+            _cl_flood(conn, total, True)
         else:
-            conn.sendall(_client2_head(headers=[
+            conn.sendall(_cl_head(headers=[
                 ("Content-Type", "application/json"),
                 ("Connection", "close")]))
-            _client2_flood(conn, total, False)
+            _cl_flood(conn, total, False)
     return handler
 
 
-def _client2_drip(where, interval=0.25):
+def _cl_drip(where, interval=0.25):
     """A handler that drips its answer one byte per ``interval`` seconds,
     in the ``head`` or in the ``body`` (50 bytes declared)."""
     def handler(server, conn, stream, index):
         if server.read(stream) is None:
             return
-        head = _client2_head(headers=[("Content-Type", "application/json"),
+        head = _cl_head(headers=[("Content-Type", "application/json"),
                                       ("Content-Length", "50")])
         body = b"1" * 50
         if where == "head":
@@ -4563,7 +4568,7 @@ def _client2_drip(where, interval=0.25):
     return handler
 
 
-def _client2_act_then_drop(server, conn, stream, index):
+def _cl_act_then_drop(server, conn, stream, index):
     """Connection 0 acts on its request (it is recorded) and hangs up
     without an answer; later connections answer 404, as the object is
     gone."""
@@ -4575,7 +4580,7 @@ def _client2_act_then_drop(server, conn, stream, index):
                               [("Content-Type", "application/json")]))
 
 
-class _client2_Case(unittest.TestCase):
+class _cl_Case(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.spec = _cl_spec_json(_cl_isolated_api())
@@ -4596,7 +4601,7 @@ class _client2_Case(unittest.TestCase):
         return client
 
 
-def _client2_names_api():
+def _cl_names_api():
     with cosmos.swap({}):
         api = API("client2names")
         names = ["endpoint", "self", "cls", "args", "kwargs", "query",
@@ -4620,7 +4625,7 @@ def _client2_names_api():
     return api, names
 
 
-_CLIENT2_PY39 = "/root/.pyenv/versions/3.9.18/bin/python"
+_CL_PY39 = "/root/.pyenv/versions/3.9.18/bin/python"
 
 
 # -- Fixtures: constraints, hints and custom types ----------------------------
@@ -5540,9 +5545,9 @@ def _df_places_api():
 # -- Fixtures: authentication -------------------------------------------------
 # authentication: schemes, requirements, OpenAPI security, the Authorize box
 
-_au_TOKEN = "tok-alice-5f1c2e9a"
-_au_USERS = {
-    _au_TOKEN: {"name": "alice", "scopes": ["admin"]},
+_AU_TOKEN = "tok-alice-5f1c2e9a"
+_AU_USERS = {
+    _AU_TOKEN: {"name": "alice", "scopes": ["admin"]},
     "tok-bob-77aa01d3": {"name": "bob"},
 }
 
@@ -5552,9 +5557,9 @@ def _au_api(schemes=None, requires=True, protect_spec=False):
     actions and a model with open reads and protected writes."""
     if schemes is None:
         schemes = [
-            cosmic.BearerAuth(_au_USERS.get),
-            cosmic.APIKeyAuth(_au_USERS.get, header="X-Key"),
-            cosmic.BasicAuth(lambda user, password: _au_USERS.get(password)
+            cosmic.BearerAuth(_AU_USERS.get),
+            cosmic.APIKeyAuth(_AU_USERS.get, header="X-Key"),
+            cosmic.BasicAuth(lambda user, password: _AU_USERS.get(password)
                              if user == "alice" else None),
         ]
     notes = {}
@@ -5695,7 +5700,6 @@ class _sc_Postgres:
         prefix = []
         if os.geteuid() == 0:
             runuser = _need("runuser", shutil.which("runuser"))
-            import pwd
             user = pwd.getpwnam("postgres")
             os.chown(self.dir, user.pw_uid, user.pw_gid)
             prefix = [runuser, "-u", "postgres", "--"]
@@ -5762,7 +5766,7 @@ class _sc_Postgres:
 def _sc_load_places(env):
     """Import examples/places.py afresh with ``env`` (its own registry)."""
     path = os.path.join(_ROOT, "examples", "places.py")
-    name = "_sc_places_%d" % next(_sc_COUNTER)
+    name = "_sc_places_%d" % next(_SC_COUNTER)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     keys = ("PLACES_DB", "PLACES_DATABASE_URL")
@@ -5779,7 +5783,7 @@ def _sc_load_places(env):
     return module
 
 
-_sc_COUNTER = itertools.count()
+_SC_COUNTER = itertools.count()
 
 
 def _sc_close(module):
@@ -6897,7 +6901,7 @@ class TestGlobals(unittest.TestCase):
 class TestRequestScopesNest(unittest.TestCase):
     def setUp(self):
         _sv_isolate(self)
-        self.outer, self.inner, self.seen = _app_scoped_apis()
+        self.outer, self.inner, self.seen = _sv_scoped_apis()
 
     def test_an_inner_request_gets_a_fresh_scope(self):
         for how in ("client", "wsgi_app"):
@@ -6920,11 +6924,11 @@ class TestRequestScopesNest(unittest.TestCase):
 
         @api.action(returns=String)
         def me():
-            return _app_g["user"]
+            return _sv_g["user"]
 
         def auth(app):
             def middleware(environ, start_response):
-                _app_g["user"] = environ.get("HTTP_AUTHORIZATION", "nobody")
+                _sv_g["user"] = environ.get("HTTP_AUTHORIZATION", "nobody")
                 return app(environ, start_response)
             return thread_local_middleware(middleware)
 
@@ -6933,11 +6937,11 @@ class TestRequestScopesNest(unittest.TestCase):
                                    headers={"Authorization": "bob"})
         self.assertEqual((status, body), (200, b'"bob"'))
         with thread_local():
-            _app_g["user"] = "carol"
+            _sv_g["user"] = "carol"
             status, _, body = _wsgi(Server(api).wsgi_app, "POST",
                                        "/actions/me")
             self.assertEqual((status, body), (200, b'"carol"'))
-            self.assertEqual(_app_g["user"], "carol")
+            self.assertEqual(_sv_g["user"], "carol")
             # And the scope is not left marked as serving a request.
             status, _, body = _wsgi(Server(api).wsgi_app, "POST",
                                        "/actions/me")
@@ -6961,11 +6965,11 @@ class TestJSONLimits(unittest.TestCase):
 
     def setUp(self):
         _sv_isolate(self)
-        self.api, self.app = _app_limits()
+        self.api, self.app = _sv_limits()
 
     def post(self, name, body, app=None):
         return _wsgi(app or self.app, "POST", "/actions/" + name, body,
-                        _sv_JSON)
+                        _SV_JSON)
 
     def test_integer_digits(self):
         big = "9" * 1000
@@ -7009,7 +7013,7 @@ class TestJSONLimits(unittest.TestCase):
             for depth, want in ((100, 200), (101, 400), (150, 400),
                                 (199, 400), (201, 400)):
                 with self.subTest(kinds=kinds, depth=depth):
-                    status, _, body = self.post("echo", _app_nest(depth,
+                    status, _, body = self.post("echo", _sv_nest(depth,
                                                                   kinds))
                     self.assertEqual(status, want, body)
                     if want == 400:
@@ -7025,7 +7029,7 @@ class TestJSONLimits(unittest.TestCase):
         for depth, want in ((100, 200), (101, 400), (1000, 400),
                             (150, 400)):
             with self.subTest(depth=depth):
-                query = "filter=" + quote(_app_nest(depth, "[{").decode())
+                query = "filter=" + quote(_sv_nest(depth, "[{").decode())
                 status, _, body = _wsgi(self.app, "GET", "/Tag",
                                            query=query)
                 self.assertEqual(status, want, body[:200])
@@ -7042,13 +7046,13 @@ class TestJSONLimits(unittest.TestCase):
             "digits")))
 
     def test_the_servers_own_depth(self):
-        _, app = _app_limits(max_json_depth=5)
+        _, app = _sv_limits(max_json_depth=5)
         for depth, want in ((5, 200), (6, 400)):
             with self.subTest(depth=depth):
-                status, _, _ = self.post("echo", _app_nest(depth, "{["),
+                status, _, _ = self.post("echo", _sv_nest(depth, "{["),
                                          app=app)
                 self.assertEqual(status, want)
-                query = "filter=" + quote(_app_nest(depth, "[{").decode())
+                query = "filter=" + quote(_sv_nest(depth, "[{").decode())
                 status, _, _ = _wsgi(app, "GET", "/Tag", query=query)
                 self.assertEqual(status, want)
 
@@ -7058,7 +7062,7 @@ class TestJSONLimits(unittest.TestCase):
             self.addCleanup(client.close)
             with self.assertRaises(RemoteHTTPError) as raised:
                 client.models.Tag.get_list(filter=Box(json.loads(
-                    _app_nest(150, "[{"))))
+                    _sv_nest(150, "[{"))))
             self.assertEqual(raised.exception.code, 400)
             self.assertIn("nested deeper than 100 levels",
                           raised.exception.message)
@@ -7475,7 +7479,7 @@ class TestDateTime(unittest.TestCase):
                 ("2013-10-04T13:05:25.5",
                  datetime.datetime(2013, 10, 4, 13, 5, 25, 500000)),
                 ("2013-10-04T13:05:25Z",
-                 datetime.datetime(2013, 10, 4, 13, 5, 25, tzinfo=_ty_UTC)),
+                 datetime.datetime(2013, 10, 4, 13, 5, 25, tzinfo=_TY_UTC)),
                 ("2013-10-04T13:05:25+05:00",
                  datetime.datetime(2013, 10, 4, 13, 5, 25, tzinfo=_ty_tz(5))),
                 ("2013-10-04T13:05:25+0500",
@@ -7494,7 +7498,7 @@ class TestDateTime(unittest.TestCase):
 
     def test_z_is_utc_and_no_offset_is_naive(self):
         self.assertIs(DateTime.from_json("2013-10-04T13:05:25Z").tzinfo,
-                      _ty_UTC)
+                      _TY_UTC)
         self.assertIsNone(DateTime.from_json("2013-10-04T13:05:25").tzinfo)
 
     def test_refused_forms(self):
@@ -7540,7 +7544,7 @@ class TestDateTime(unittest.TestCase):
                 (datetime.datetime(2014, 1, 1), "2014-01-01T00:00:00"),
                 (datetime.datetime(2013, 10, 18, 1, 58, 24, 904349),
                  "2013-10-18T01:58:24.904349"),
-                (datetime.datetime(2013, 10, 18, 1, 58, 24, tzinfo=_ty_UTC),
+                (datetime.datetime(2013, 10, 18, 1, 58, 24, tzinfo=_TY_UTC),
                  "2013-10-18T01:58:24+00:00"),
                 (datetime.datetime(2013, 10, 18, 1, 58, 24, 1,
                                    tzinfo=_ty_tz(-5, -30)),
@@ -7561,7 +7565,7 @@ class TestDateTime(unittest.TestCase):
         for native in [
                 datetime.datetime(2013, 10, 18, 1, 58, 24, 904349),
                 datetime.datetime(2013, 10, 18, 1, 58, 24, 904349,
-                                  tzinfo=_ty_UTC),
+                                  tzinfo=_TY_UTC),
                 datetime.datetime(2000, 2, 29, 23, 59, 59, 1,
                                   tzinfo=_ty_tz(14)),
                 datetime.datetime(1991, 8, 12)]:
@@ -7626,7 +7630,7 @@ class TestDateTimeOffsetsWithSeconds(unittest.TestCase):
         _sv_isolate(self)
         values = {"when": datetime.datetime(1850, 1, 1, 12, tzinfo=(
             datetime.timezone(datetime.timedelta(minutes=19, seconds=32))))}
-        client = WsgiAPIClient.for_api(_app_returns(values))
+        client = WsgiAPIClient.for_api(_sv_returns(values))
         self.assertEqual(client.actions.when(), values["when"])
 
 
@@ -8418,7 +8422,6 @@ class TestRulesHints(unittest.TestCase):
                 return a + b
         ''')
         app = Server(module.api).wsgi_app
-        import typing
         with mock.patch.object(typing, "get_type_hints",
                                side_effect=AssertionError("per request")):
             status, headers, body = _wsgi(
@@ -8658,8 +8661,6 @@ class TestRulesStdlibTypes(unittest.TestCase):
     """UUID and Decimal: JSON strings, native uuid.UUID and Decimal."""
 
     def test_round_trip_errors_and_json_schema(self):
-        import decimal
-        import uuid
         jsonschema = _jsonschema
         cases = [
             (UUID, [("f81d4fae-7dec-11d0-a765-00a0c91e6bf6", True),
@@ -8700,8 +8701,6 @@ class TestRulesStdlibTypes(unittest.TestCase):
         self.assertTrue(is_string_type(Decimal))
 
     def test_in_query_strings_and_hints(self):
-        import decimal
-        import uuid
         with cosmos.swap({}):
             api = API("money")
 
@@ -8920,7 +8919,7 @@ class TestAPI(unittest.TestCase):
 
     def test_shop_spec_json_byte_for_byte(self):
         shop, _ = _sv_shop()
-        expected = json.dumps(json.loads(_sv_SHOP_SPEC)).encode()
+        expected = json.dumps(json.loads(_SV_SHOP_SPEC)).encode()
         status, headers, body = _wsgi(Server(shop).wsgi_app, "GET",
                                          "/spec.json")
         self.assertEqual(status, 200)
@@ -8930,7 +8929,7 @@ class TestAPI(unittest.TestCase):
 
     def test_spec_round_trips_through_apispec(self):
         shop, _ = _sv_shop()
-        expected = json.loads(_sv_SHOP_SPEC)
+        expected = json.loads(_SV_SHOP_SPEC)
         self.assertEqual(APISpec.to_json(APISpec.from_json(expected)),
                          expected)
 
@@ -9193,7 +9192,7 @@ class TestActions(unittest.TestCase):
         self.assertNotIn("content-length", headers)  # RFC 9110 8.6
         self.assertNotIn("content-type", headers)
         status, headers, body = _wsgi(app, "POST", "/actions/pluralize",
-                                         b"1", _sv_JSON)
+                                         b"1", _SV_JSON)
         self.assertEqual((status, body), (400, b'{"error": "Invalid String: '
                                                b'1"}'))
 
@@ -9865,7 +9864,7 @@ class TestModels(unittest.TestCase):
             b'{"_links": {"self": {"href": "/Item?n=3&tags=%5B%22a%22%2C%22b'
             b'+c%22%5D"}}, "_embedded": {"Item": []}}')))
         self.assertEqual(calls, [{"n": 3, "tags": ["a", "b c"]}])
-        status, _, body = _wsgi(app, "GET", "/Item", b"{}", _sv_JSON,
+        status, _, body = _wsgi(app, "GET", "/Item", b"{}", _SV_JSON,
                                    query="n=x")
         self.assertEqual((status, body), (400, _sv_err("Invalid data")))
         status, _, body = _wsgi(app, "GET", "/Item", query="n=1&name=%ff")
@@ -9971,7 +9970,7 @@ class TestModels(unittest.TestCase):
                 with self.assertLogs("cosmic", "ERROR"):
                     status, _, body = _wsgi(
                         app, method, path,
-                        b"{}" if method in ("PUT", "POST") else b"", _sv_JSON)
+                        b"{}" if method in ("PUT", "POST") else b"", _SV_JSON)
                 self.assertEqual((status, body),
                                  (500, _sv_err("Internal Server Error")))
 
@@ -10023,13 +10022,13 @@ class TestReturnValues(unittest.TestCase):
     def setUp(self):
         _sv_isolate(self)
         self.values = {}
-        self.api = _app_returns(self.values)
+        self.api = _sv_returns(self.values)
         self.app = Server(self.api).wsgi_app
 
     def call(self, method, path):
         body = b"{}" if method in ("POST", "PUT") and \
             not path.startswith("/actions") else b""
-        return _wsgi(self.app, method, path, body, _sv_JSON)
+        return _wsgi(self.app, method, path, body, _SV_JSON)
 
     def test_a_missing_field_is_a_logged_500(self):
         for method, path, name, value, line in self.CASES:
@@ -10171,10 +10170,10 @@ class TestAuthSchemes(unittest.TestCase):
         self.assertEqual(headers["content-type"], "application/json")
 
     def test_each_scheme_accepts_its_credential(self):
-        for headers in ({"Authorization": "Bearer " + _au_TOKEN},
-                        {"Authorization": "bearer  " + _au_TOKEN},
-                        {"X-Key": _au_TOKEN},
-                        {"Authorization": _au_basic("alice", _au_TOKEN)}):
+        for headers in ({"Authorization": "Bearer " + _AU_TOKEN},
+                        {"Authorization": "bearer  " + _AU_TOKEN},
+                        {"X-Key": _AU_TOKEN},
+                        {"Authorization": _au_basic("alice", _AU_TOKEN)}):
             with self.subTest(headers=headers):
                 self.assertEqual(self.call("/actions/whoami", headers)[::2],
                                  (200, "alice"))
@@ -10183,7 +10182,7 @@ class TestAuthSchemes(unittest.TestCase):
         for headers in ({"Authorization": "Bearer tok-nobody-0000"},
                         {"Authorization": "Bearer "},
                         {"X-Key": "tok-nobody-0000"},
-                        {"Authorization": _au_basic("bob", _au_TOKEN)},
+                        {"Authorization": _au_basic("bob", _AU_TOKEN)},
                         {"Authorization": "Basic !!notbase64!!"},
                         {"Authorization": "Basic " + base64.b64encode(
                             b"\xff\xfe:x").decode()}):
@@ -10214,7 +10213,7 @@ class TestAuthSchemes(unittest.TestCase):
         self.assertEqual((status, body), (403, {
             "error": "Forbidden: this call needs the scope admin"}))
         self.assertEqual(self.call("/actions/admin", {
-            "Authorization": "Bearer " + _au_TOKEN})[::2], (200, "ok"))
+            "Authorization": "Bearer " + _AU_TOKEN})[::2], (200, "ok"))
         self.assertEqual(self.call("/actions/admin")[0], 401)
 
     def test_identity_is_request_scoped(self):
@@ -10231,7 +10230,7 @@ class TestAuthSchemes(unittest.TestCase):
     def test_identity_reaches_a_handler_run_with_a_timeout(self):
         app = Server(_au_api(), handler_timeout=5).wsgi_app
         status, _, body = _wsgi(app, "POST", "/actions/whoami", headers={
-            "Authorization": "Bearer " + _au_TOKEN})
+            "Authorization": "Bearer " + _AU_TOKEN})
         self.assertEqual((status, body), (200, b'"alice"'))
 
     def test_compare_secret(self):
@@ -10321,7 +10320,7 @@ class TestAuthRequirements(unittest.TestCase):
 
     def test_every_model_method_can_be_protected(self):
         with cosmos.swap({}):
-            api = API("au_vault", auth=cosmic.BearerAuth(_au_USERS.get),
+            api = API("au_vault", auth=cosmic.BearerAuth(_AU_USERS.get),
                       requires=True)
 
             @api.model
@@ -10350,7 +10349,7 @@ class TestAuthRequirements(unittest.TestCase):
                 def delete(cls, id):
                     pass
 
-        bearer = {"Authorization": "Bearer " + _au_TOKEN,
+        bearer = {"Authorization": "Bearer " + _AU_TOKEN,
                   "Content-Type": "application/json"}
         for etags in (True, False):
             app = Server(api, etags=etags).wsgi_app
@@ -10384,7 +10383,7 @@ class TestAuthRequirements(unittest.TestCase):
             with self.subTest(path=path):
                 self.assertEqual(_wsgi(app, "GET", path)[0], 401)
                 self.assertEqual(_wsgi(app, "GET", path, headers={
-                    "X-Key": _au_TOKEN})[0], 200)
+                    "X-Key": _AU_TOKEN})[0], 200)
         for path in ("/", "/docs"):
             self.assertEqual(_wsgi(app, "GET", path)[0], 200)
         # OPTIONS (and so CORS preflights) never need credentials.
@@ -10414,7 +10413,7 @@ class TestAuthRequirements(unittest.TestCase):
                 return super().view(endpoint, request, **url_args)
 
         app = GateServer(_au_api()).wsgi_app
-        bearer = {"Authorization": "Bearer " + _au_TOKEN}
+        bearer = {"Authorization": "Bearer " + _AU_TOKEN}
         self.assertEqual(_wsgi(app, "POST", "/actions/whoami",
                                   headers=bearer)[0], 401)
         self.assertEqual(_wsgi(app, "POST", "/actions/whoami",
@@ -10458,7 +10457,7 @@ class TestAuthRequirements(unittest.TestCase):
                 request.headers["X-Seed"] = "12345"
                 return request
 
-        client = SeedClient(auth=_au_TOKEN)
+        client = SeedClient(auth=_AU_TOKEN)
         self.assertEqual(client.actions.both(), "ok")
         self.assertEqual(seen, [("bob", "alice")])
         with self.assertRaises(RemoteHTTPError) as cm:
@@ -10594,7 +10593,7 @@ class TestRouting(unittest.TestCase):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     status, headers, body = _wsgi(
-                        self.app, method, path, b'"echo me"', _sv_JSON)
+                        self.app, method, path, b'"echo me"', _SV_JSON)
                 self.assertIn(status, (405, 501))
                 message = "Method Not Allowed" if status == 405 \
                     else "Not Implemented"
@@ -10798,13 +10797,13 @@ class TestBodies(unittest.TestCase):
         for method, path, data, message in table:
             with self.subTest(method=method, path=path, data=data):
                 status, _, body = _wsgi(self.app, method, path, data,
-                                           _sv_JSON)
+                                           _SV_JSON)
                 self.assertEqual((status, body), (400, _sv_err(message)))
         self.assertEqual(self.log, [])
 
     def test_empty_body_needs_no_content_type(self):
         table = [("POST", "/actions/noop", {}, 204),
-                 ("GET", "/Thing/1", _sv_JSON, 200),
+                 ("GET", "/Thing/1", _SV_JSON, 200),
                  ("GET", "/Thing", {"Content-Type": "text/plain"}, 200),
                  ("DELETE", "/Thing/1", {}, 204)]
         for method, path, headers, code in table:
@@ -10837,7 +10836,7 @@ class TestBodies(unittest.TestCase):
         self.assertIsNone(value.datum)
         del self.log[:]
         status, _, body = _wsgi(self.app, "POST", "/actions/takes",
-                                   b"null", _sv_JSON)
+                                   b"null", _SV_JSON)
         self.assertEqual((status, body),
                          (400, _sv_err("Invalid String: None")))
         self.assertEqual(self.log, [])
@@ -10848,7 +10847,7 @@ class TestBodies(unittest.TestCase):
             with self.subTest(length=length):
                 stream = _sv_NoRead()
                 status, headers, body = _wsgi(
-                    app, "POST", "/actions/echo", b"", _sv_JSON,
+                    app, "POST", "/actions/echo", b"", _SV_JSON,
                     environ={"CONTENT_LENGTH": length, "wsgi.input": stream})
                 self.assertEqual((status, body), (413, _sv_err(
                     "Request Entity Too Large")))
@@ -10866,7 +10865,7 @@ class TestBodies(unittest.TestCase):
     def test_default_limit_refuses_a_huge_length(self):
         stream = _sv_NoRead()
         status, _, body = _wsgi(
-            self.app, "POST", "/actions/echo", b"", _sv_JSON,
+            self.app, "POST", "/actions/echo", b"", _SV_JSON,
             environ={"CONTENT_LENGTH": str(10 ** 12), "wsgi.input": stream})
         self.assertEqual((status, body),
                          (413, _sv_err("Request Entity Too Large")))
@@ -10876,7 +10875,7 @@ class TestBodies(unittest.TestCase):
         for length in ("abc", "-1", "1.5", "0x10", "\u0661", "5 5"):
             with self.subTest(length=length):
                 status, headers, body = _wsgi(
-                    self.app, "POST", "/actions/echo", b"", _sv_JSON,
+                    self.app, "POST", "/actions/echo", b"", _SV_JSON,
                     environ={"CONTENT_LENGTH": length,
                              "wsgi.input": io.BytesIO(b'"abcde"')},
                     validate=False)
@@ -10887,7 +10886,7 @@ class TestBodies(unittest.TestCase):
 
     def test_input_shorter_than_content_length_is_400(self):
         status, _, body = _wsgi(
-            self.app, "POST", "/actions/echo", b"", _sv_JSON,
+            self.app, "POST", "/actions/echo", b"", _SV_JSON,
             environ={"CONTENT_LENGTH": "10",
                      "wsgi.input": io.BytesIO(b'"abc"')})
         self.assertEqual(status, 400)
@@ -10896,7 +10895,7 @@ class TestBodies(unittest.TestCase):
 
     def test_input_is_read_only_up_to_content_length(self):
         status, _, body = _wsgi(
-            self.app, "POST", "/actions/echo", b"", _sv_JSON,
+            self.app, "POST", "/actions/echo", b"", _SV_JSON,
             environ={"CONTENT_LENGTH": "5",
                      "wsgi.input": io.BytesIO(b'"abc"garbage')})
         self.assertEqual((status, body), (200, b'"abc"'))
@@ -10915,14 +10914,14 @@ class TestBodies(unittest.TestCase):
     def test_chunked_without_length(self):
         stream = _sv_NoRead()
         status, _, body = _wsgi(
-            self.app, "POST", "/actions/echo", b"", _sv_JSON,
+            self.app, "POST", "/actions/echo", b"", _SV_JSON,
             environ={"HTTP_TRANSFER_ENCODING": "chunked",
                      "wsgi.input": stream})
         self.assertIn(status, (411,))
         self.assertEqual(body, _sv_err("Length Required"))
         self.assertEqual(stream.touched, [])
         status, _, body = _wsgi(
-            self.app, "POST", "/actions/echo", b"", _sv_JSON,
+            self.app, "POST", "/actions/echo", b"", _SV_JSON,
             environ={"HTTP_TRANSFER_ENCODING": "chunked",
                      "wsgi.input_terminated": True,
                      "wsgi.input": io.BytesIO(b'{"k": "v"}')})
@@ -10931,7 +10930,7 @@ class TestBodies(unittest.TestCase):
     def test_unknown_transfer_coding_is_501(self):
         stream = _sv_NoRead()
         status, _, body = _wsgi(
-            self.app, "POST", "/actions/echo", b"", _sv_JSON,
+            self.app, "POST", "/actions/echo", b"", _SV_JSON,
             environ={"HTTP_TRANSFER_ENCODING": "gzip", "wsgi.input": stream})
         self.assertEqual(status, 501)
         self.assertEqual(list(json.loads(body)), ["error"])
@@ -10955,7 +10954,7 @@ class TestResponses(unittest.TestCase):
     def test_tutorial_error_body(self):
         app = Server(_sv_cookbook()).wsgi_app
         status, headers, body = _wsgi(app, "POST", "/actions/pluralize",
-                                         b"1", _sv_JSON)
+                                         b"1", _SV_JSON)
         self.assertEqual((status, body),
                          (400, b'{"error": "Invalid String: 1"}'))
         self.assertEqual(headers["content-length"], "30")
@@ -10977,7 +10976,7 @@ class TestResponses(unittest.TestCase):
         for method, path, data, code in table:
             with self.subTest(method=method, path=path):
                 status, headers, body = _wsgi(self.app, method, path,
-                                                 data, _sv_JSON)
+                                                 data, _SV_JSON)
                 self.assertEqual(status, code)
                 if code == 204:  # no body, so no length (RFC 9110 8.6)
                     self.assertEqual(body, b"")
@@ -11002,7 +11001,7 @@ class TestResponses(unittest.TestCase):
         for method, path, data in table:
             with self.subTest(method=method, path=path, data=data):
                 status, headers, body = _wsgi(self.app, method, path,
-                                                 data, _sv_JSON)
+                                                 data, _SV_JSON)
                 self.assertGreaterEqual(status, 400)
                 error = json.loads(body)
                 self.assertEqual(list(error), ["error"])
@@ -11017,7 +11016,7 @@ class TestErrors(unittest.TestCase):
     def assert_500(self, method, path, data=b"", exc_type=None):
         with self.assertLogs("cosmic", "ERROR") as cm:
             status, headers, body = _wsgi(self.app, method, path, data,
-                                             _sv_JSON)
+                                             _SV_JSON)
         self.assertEqual((status, body),
                          (500, b'{"error": "Internal Server Error"}'))
         self.assertEqual(headers["content-type"], "application/json")
@@ -11075,7 +11074,7 @@ class TestErrors(unittest.TestCase):
         for method, path, data in table:
             with self.subTest(method=method):
                 status, headers, body = _wsgi(self.app, method, path, data,
-                                                 _sv_JSON)
+                                                 _SV_JSON)
                 self.assertEqual((status, body), (404, b'{"error": "Not '
                                                        b'Found"}'))
                 self.assertEqual(headers["content-type"], "application/json")
@@ -11099,7 +11098,7 @@ class TestErrors(unittest.TestCase):
     def test_debug_keeps_client_errors(self):
         app = Server(_sv_errors_api(), debug=True).wsgi_app
         status, _, body = _wsgi(app, "POST", "/actions/strict", b"{",
-                                   _sv_JSON)
+                                   _SV_JSON)
         self.assertEqual((status, body), (400, _sv_err("Invalid JSON")))
         status, _, body = _wsgi(app, "GET", "/Lost/1")
         self.assertEqual((status, body), (404, _sv_err("Not Found")))
@@ -11131,10 +11130,10 @@ class TestErrors(unittest.TestCase):
                 self.assertEqual(status, 404)
                 got = headers["x-request-id"]
                 self.assertNotEqual(got, insane)
-                self.assertRegex(got, _sv_SANE_ID)
+                self.assertRegex(got, _SV_SANE_ID)
         _, first, _ = _wsgi(self.app, "GET", "/Lost/1")
         _, second, _ = _wsgi(self.app, "GET", "/Lost/1")
-        self.assertRegex(first["x-request-id"], _sv_SANE_ID)
+        self.assertRegex(first["x-request-id"], _SV_SANE_ID)
         self.assertNotEqual(first["x-request-id"], second["x-request-id"])
 
 
@@ -11147,7 +11146,7 @@ class TestProblemDetails(unittest.TestCase):
         self.app = Server(_sv_errors_api(self.log)).wsgi_app
 
     def problem(self, method, path, data=b"", headers=None, query=""):
-        all_headers = dict(_sv_JSON, **self.PROBLEM)
+        all_headers = dict(_SV_JSON, **self.PROBLEM)
         all_headers.update(headers or {})
         status, headers, body = _wsgi(self.app, method, path, data,
                                          all_headers, query=query)
@@ -11370,7 +11369,7 @@ class TestHTTPDetails(unittest.TestCase):
     def setUp(self):
         _sv_isolate(self)
         self.next_id = ["1"]
-        self.api, self.things = _app_ids(self.next_id)
+        self.api, self.things = _sv_ids(self.next_id)
         self.app = Server(self.api).wsgi_app
 
     def test_no_content_length_on_204(self):
@@ -11571,7 +11570,7 @@ class TestServerShape(unittest.TestCase):
                 return super().unhandled_exception_hook(exc, request)
 
         _sv_isolate(self)
-        api, _, _ = _app_towns()
+        api, _, _ = _sv_towns()
         with self.assertLogs("cosmic", "ERROR"):
             status, _, _ = _wsgi(Traced(api).wsgi_app, "GET", "/Town/1")
         self.assertEqual(status, 500)
@@ -11583,7 +11582,7 @@ class TestConditionalRequests(unittest.TestCase):
 
     def setUp(self):
         _sv_isolate(self)
-        self.api, self.towns, self.log = _app_towns()
+        self.api, self.towns, self.log = _sv_towns()
         self.app = Server(self.api).wsgi_app
 
     def tag(self, path="/Town/1"):
@@ -11768,7 +11767,7 @@ class TestConditionalRequests(unittest.TestCase):
         # Eight PUTs with the same tag at once: the comparison and the
         # write hold one lock, so exactly one matches.
         slow = threading.Event()
-        api, towns, log = _app_towns(slow=slow)
+        api, towns, log = _sv_towns(slow=slow)
         app = Server(api).wsgi_app
         tag = _wsgi(app, "GET", "/Town/1")[1]["etag"]
         barrier = threading.Barrier(8)
@@ -11808,7 +11807,7 @@ class TestModelETags(unittest.TestCase):
 
     def setUp(self):
         _sv_isolate(self)
-        self.api, self.towns, self.log = _app_towns(etag=True)
+        self.api, self.towns, self.log = _sv_towns(etag=True)
         self.app = Server(self.api).wsgi_app
 
     def test_the_models_tag_is_quoted(self):
@@ -11924,14 +11923,14 @@ class TestAuthRedaction(unittest.TestCase):
         return "\n".join(cm.output)
 
     def test_traceback_log_redacts_credentials(self):
-        for headers in ({"Authorization": "Bearer " + _au_TOKEN},
-                        {"X-Key": _au_TOKEN},
-                        {"Authorization": _au_basic("alice", _au_TOKEN)}):
+        for headers in ({"Authorization": "Bearer " + _AU_TOKEN},
+                        {"X-Key": _AU_TOKEN},
+                        {"Authorization": _au_basic("alice", _AU_TOKEN)}):
             with self.subTest(headers=headers):
                 text = self.crash_log(headers)
                 self.assertIn("ValueError: failed for [redacted]", text)
                 self.assertIn("Traceback", text)
-                self.assertNotIn(_au_TOKEN, text)
+                self.assertNotIn(_AU_TOKEN, text)
                 for value in headers.values():
                     self.assertNotIn(value.split()[-1], text)
 
@@ -11945,28 +11944,28 @@ class TestAuthRedaction(unittest.TestCase):
         self.addCleanup(server.close)
         url = server.url
         with self.assertLogs("cosmic", "INFO") as cm:
-            client = APIClient(url, auth=_au_TOKEN)
+            client = APIClient(url, auth=_AU_TOKEN)
             self.assertEqual(client.actions.whoami(), "alice")
             client.close()
-            client = APIClient(url, auth={"api_key": _au_TOKEN})
+            client = APIClient(url, auth={"api_key": _AU_TOKEN})
             self.assertEqual(client.actions.whoami(), "alice")
             client.close()
         text = "\n".join(cm.output)
         self.assertIn("/actions/whoami", text)
-        self.assertNotIn(_au_TOKEN, text)
+        self.assertNotIn(_AU_TOKEN, text)
 
     def test_client_log_redacts_credentials(self):
         class LoggingClient(ClientLoggingMixin, WsgiAPIClient):
             pass
 
-        for auth, name in ((_au_TOKEN, "Authorization"),
-                           ({"api_key": _au_TOKEN}, "X-Key")):
+        for auth, name in ((_AU_TOKEN, "Authorization"),
+                           ({"api_key": _AU_TOKEN}, "X-Key")):
             with self.subTest(auth=auth):
                 client = LoggingClient.for_api(_au_api(), auth=auth)
                 self.assertEqual(client.actions.whoami(), "alice")
                 request = client.log[-1][0]
                 self.assertIn((name, "[redacted]"), request["headers"])
-                self.assertNotIn(_au_TOKEN, repr(client.log))
+                self.assertNotIn(_AU_TOKEN, repr(client.log))
 
     def test_bad_auth_values_are_not_echoed(self):
         for auth, exc, message in (
@@ -12689,7 +12688,6 @@ class TestServerEdgeCases(unittest.TestCase):
                 namespace["both"])
 
     def test_storage_is_empty_after_interleaved_asyncio_tasks(self):
-        import asyncio
         g = ThreadLocalDict()
         seen = []
 
@@ -12779,7 +12777,7 @@ class TestS2Framing(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.seen = []
-        cls.server = _hs_start(_s2_recording_app(cls.seen), socket_timeout=30)
+        cls.server = _hs_start(_hs_recording_app(cls.seen), socket_timeout=30)
 
     @classmethod
     def tearDownClass(cls):
@@ -12787,7 +12785,7 @@ class TestS2Framing(unittest.TestCase):
         cls.server.test_thread.join(10)
 
     def test_every_vector_matches_h11_or_is_refused(self):
-        rows = _s2_framing_table(self.server.server_address, self.seen)
+        rows = _hs_framing_table(self.server.server_address, self.seen)
         for (name, expected, h11_text, server_text, refused, same, seen,
              h11_found, h11_error) in rows:
             with self.subTest(vector=name):
@@ -12805,16 +12803,16 @@ class TestS2Framing(unittest.TestCase):
     def test_bare_lf_then_crlf_head_is_refused_at_once(self):
         # Never left to the 30 s socket timeout.
         started = time.monotonic()
-        answer = _s2_exchange(self.server.server_address,
+        answer = _hs_exchange(self.server.server_address,
                               b"GET /a HTTP/1.1\r\nHost: x\n\r\n", timeout=20)
         self.assertTrue(answer.startswith(b"HTTP/1.1 400 "), answer)
         self.assertLess(time.monotonic() - started, 10)
 
     def test_trailer_smuggling_serves_neither_request(self):
         del self.seen[:]
-        data = (_S2_HEAD + b"0\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
-                + _S2_NEXT)
-        answer = _s2_exchange(self.server.server_address, data)
+        data = (_HS_HEAD + b"0\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+                + _HS_NEXT)
+        answer = _hs_exchange(self.server.server_address, data)
         self.assertIn(b'{"error": "Invalid trailer field"}', answer)
         self.assertEqual(self.seen, [])
 
@@ -12867,13 +12865,13 @@ class TestS2Deadlines(unittest.TestCase):
 
     def test_chunked_body_shares_the_body_deadline(self):
         seen = []
-        server = _hs_start(_s2_recording_app(seen), socket_timeout=0.5)
+        server = _hs_start(_hs_recording_app(seen), socket_timeout=0.5)
         self.addCleanup(server.server_close)
         self.addCleanup(server.shutdown)
         server.body_timeout = 1.0
         sock = socket.create_connection(server.server_address, timeout=10)
         self.addCleanup(sock.close)
-        sock.sendall(_S2_HEAD)
+        sock.sendall(_HS_HEAD)
         started = time.monotonic()
         closed = False
         while time.monotonic() - started < 8:  # a chunk every 0.2 s
@@ -12970,7 +12968,7 @@ class TestS2ConnectionCap(unittest.TestCase):
         logger.addHandler(handler)
         self.addCleanup(logger.removeHandler, handler)
         server = cosmic._make_server(_hs_app, "127.0.0.1", 0, log=False)
-        failing = server.socket = _s2_FailingAccept(server.socket)
+        failing = server.socket = _hs_FailingAccept(server.socket)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
         self.addCleanup(thread.join, 10)
@@ -13106,51 +13104,51 @@ class TestS2SlowClients(unittest.TestCase):
     def setUp(self):
         if not os.path.exists("/proc/self/stat"):
             self.skipTest("needs /proc")
-        self.folder = _s2_app_dir(self)
+        self.folder = _hs_app_dir(self)
 
     def close_all(self, socks):
         for sock in socks:
             sock.close()
 
     def test_a_cap_plus_50_trickling_connections(self):
-        server = _s2_serve(self, self.folder, "s2app:api",
+        server = _hs_serve(self, self.folder, "s2app:api",
                            "--max-connections", "100", "--threads", "4")
         idle = [_Raw(server.address) for _ in range(20)]
         for raw in idle:  # keep-alive connections, now idle
             self.addCleanup(raw.close)
             raw.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
             self.assertEqual(raw.response()[0], 200)
-        socks = _s2_tricklers(server.address, 150)
+        socks = _hs_tricklers(server.address, 150)
         self.addCleanup(self.close_all, socks)
-        status, elapsed = _s2_fresh_request(server.address)
+        status, elapsed = _hs_fresh_request(server.address)
         self.assertEqual(status, 200)
         self.assertLess(elapsed, 2.0)
-        _, threads, _, _ = _s2_proc_stat(server.proc.pid)
+        _, threads, _, _ = _hs_proc_stat(server.proc.pid)
         self.assertLessEqual(threads, 4 + 2)  # loop + workers, not 150
         self.assertEqual(server.stop(), 0)
 
     def test_b_fd_limit_below_the_connections(self):
-        server = _s2_serve(self, self.folder, "s2app:api", nofile=256)
-        socks = _s2_tricklers(server.address, 300)
+        server = _hs_serve(self, self.folder, "s2app:api", nofile=256)
+        socks = _hs_tricklers(server.address, 300)
         self.addCleanup(self.close_all, socks)
-        status, elapsed = _s2_fresh_request(server.address)
+        status, elapsed = _hs_fresh_request(server.address)
         self.assertEqual(status, 200)
         self.assertLess(elapsed, 2.0)
-        cpu_before = _s2_proc_stat(server.proc.pid)[0]
+        cpu_before = _hs_proc_stat(server.proc.pid)[0]
         started = time.monotonic()
         threading.Event().wait(2.0)  # nothing is sent meanwhile
-        cpu = _s2_proc_stat(server.proc.pid)[0] - cpu_before
+        cpu = _hs_proc_stat(server.proc.pid)[0] - cpu_before
         wall = time.monotonic() - started
         self.assertLess(cpu, 0.25 * wall)  # a busy loop uses ~100%
-        status, elapsed = _s2_fresh_request(server.address)
+        status, elapsed = _hs_fresh_request(server.address)
         self.assertEqual(status, 200)
         self.assertLess(elapsed, 2.0)
         self.assertEqual(server.stop(), 0)
 
     def test_small_chunks_cost_no_more_memory_than_their_bytes(self):
-        server = _s2_serve(self, self.folder, "s2app:body_length")
+        server = _hs_serve(self, self.folder, "s2app:body_length")
         _http(server.address, "GET", "/", timeout=30, close=False)  # warm up
-        peak_before = _s2_proc_stat(server.proc.pid)[3]
+        peak_before = _hs_proc_stat(server.proc.pid)[3]
         size = (1 << 20) - 1024
         body = b"2\r\nab\r\n" * (size // 2) + b"0\r\n\r\n"
         raw = _Raw(server.address, timeout=60)
@@ -13161,7 +13159,7 @@ class TestS2SlowClients(unittest.TestCase):
         finally:
             raw.close()
         self.assertEqual((status, answer), (200, str(size).encode()))
-        grown = _s2_proc_stat(server.proc.pid)[3] - peak_before
+        grown = _hs_proc_stat(server.proc.pid)[3] - peak_before
         self.assertLess(grown, 8 * 1024, "peak RSS grew %d KiB" % grown)
 
 
@@ -13176,8 +13174,8 @@ class TestS2GracefulShutdown(unittest.TestCase):
         self.check_in_flight(signal.SIGINT)
 
     def check_in_flight(self, signum):
-        folder = _s2_app_dir(self)
-        server = _s2_serve(self, folder, "s2app:api")
+        folder = _hs_app_dir(self)
+        server = _hs_serve(self, folder, "s2app:api")
         idle = _Raw(server.address)
         self.addCleanup(idle.close)
         idle.sendall(b"GET /spec.json HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -13204,8 +13202,8 @@ class TestS2GracefulShutdown(unittest.TestCase):
                   close=False)
 
     def test_graceful_timeout_bounds_the_wait(self):
-        folder = _s2_app_dir(self)
-        server = _s2_serve(self, folder, "s2app:api",
+        folder = _hs_app_dir(self)
+        server = _hs_serve(self, folder, "s2app:api",
                            "--graceful-timeout", "0.5")
         def cut_off():
             with self.assertRaises(OSError):  # the server stopped waiting
@@ -13230,7 +13228,7 @@ class TestS2Workers(unittest.TestCase):
     def setUp(self):
         if not hasattr(os, "fork") or not os.path.exists("/proc/self/task"):
             self.skipTest("needs fork and /proc")
-        self.folder = _s2_app_dir(self)
+        self.folder = _hs_app_dir(self)
 
     def prefixes(self, address, count):
         """Request-id prefixes and worker pids over ``count`` fresh
@@ -13246,9 +13244,9 @@ class TestS2Workers(unittest.TestCase):
         return prefixes, pids, ids
 
     def test_two_workers_serve_with_their_own_ids(self):
-        server = _s2_serve(self, self.folder, "s2app:api", "--workers", "2")
+        server = _hs_serve(self, self.folder, "s2app:api", "--workers", "2")
         self.assertTrue(_hd_wait(
-            lambda: len(_s2_children(server.proc.pid)) == 2, 20))
+            lambda: len(_hs_children(server.proc.pid)) == 2, 20))
         seen_prefixes, seen_pids, seen_ids = set(), set(), set()
         for _ in range(20):
             prefixes, pids, ids = self.prefixes(server.address, 10)
@@ -13258,19 +13256,19 @@ class TestS2Workers(unittest.TestCase):
             seen_ids |= ids
             if len(seen_pids) == 2:
                 break
-        self.assertEqual(seen_pids, _s2_children(server.proc.pid))
+        self.assertEqual(seen_pids, _hs_children(server.proc.pid))
         self.assertEqual(len(seen_prefixes), 2)
         self.assertEqual(server.stop(), 0)
 
     def test_a_killed_worker_is_replaced(self):
-        server = _s2_serve(self, self.folder, "s2app:api", "--workers", "2")
+        server = _hs_serve(self, self.folder, "s2app:api", "--workers", "2")
         self.assertTrue(_hd_wait(
-            lambda: len(_s2_children(server.proc.pid)) == 2, 20))
-        before = _s2_children(server.proc.pid)
+            lambda: len(_hs_children(server.proc.pid)) == 2, 20))
+        before = _hs_children(server.proc.pid)
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
         self.assertTrue(_hd_wait(
-            lambda: len(_s2_children(server.proc.pid) - {victim}) == 2, 20))
+            lambda: len(_hs_children(server.proc.pid) - {victim}) == 2, 20))
         for _ in range(10):
             status, _, body = _http(server.address, "POST", "/actions/pid",
                                     timeout=30, close=False)
@@ -13281,10 +13279,10 @@ class TestS2Workers(unittest.TestCase):
             victim, signal.SIGKILL), server.stderr_text())
 
     def test_sigterm_drains_every_worker(self):
-        server = _s2_serve(self, self.folder, "s2app:api", "--workers", "2",
+        server = _hs_serve(self, self.folder, "s2app:api", "--workers", "2",
                            "--threads", "2")
         self.assertTrue(_hd_wait(
-            lambda: len(_s2_children(server.proc.pid)) == 2, 20))
+            lambda: len(_hs_children(server.proc.pid)) == 2, 20))
         marks = os.path.join(self.folder, "marks")
         results = []
         threads = []
@@ -13317,7 +13315,7 @@ class TestS2RequestIdsAcrossProcesses(unittest.TestCase):
 
     def check(self, preload):
         _need("gunicorn")
-        folder = _s2_app_dir(self)
+        folder = _hs_app_dir(self)
         port = _hd_free_port()
         log = tempfile.TemporaryFile(mode="w+")
         self.addCleanup(log.close)
@@ -13374,7 +13372,7 @@ class TestConditionalRequestsHTTP(unittest.TestCase):
 
     def test_304_then_another_request(self):
         _sv_isolate(self)
-        api, _, _ = _app_towns()
+        api, _, _ = _sv_towns()
         with served_api(api) as url:
             conn = http.client.HTTPConnection(urlsplit(url).hostname,
                                               urlsplit(url).port, timeout=10)
@@ -13407,7 +13405,7 @@ class TestConditionalRaceHTTP(unittest.TestCase):
 
     def test_one_winner_per_tag(self):
         _sv_isolate(self)
-        api, towns, _ = _app_towns(slow=threading.Event())
+        api, towns, _ = _sv_towns(slow=threading.Event())
         results = []
         with served_api(api) as url:
             reader = APIClient(url)
@@ -13971,9 +13969,9 @@ class TestAuthClients(unittest.TestCase):
         return client
 
     def test_every_form_of_auth_including_the_spec_fetch(self):
-        for auth in (_au_TOKEN, {"bearer": _au_TOKEN},
-                     {"api_key": _au_TOKEN}, ("alice", _au_TOKEN),
-                     {"basic": ("alice", _au_TOKEN)}):
+        for auth in (_AU_TOKEN, {"bearer": _AU_TOKEN},
+                     {"api_key": _AU_TOKEN}, ("alice", _AU_TOKEN),
+                     {"basic": ("alice", _AU_TOKEN)}):
             with self.subTest(auth=auth):
                 client = self.client(auth=auth)
                 self.assertEqual(client.actions.whoami(), "alice")
@@ -13983,13 +13981,13 @@ class TestAuthClients(unittest.TestCase):
                 client.models.Note.delete(ident)
 
     def test_connect_and_subclass_attribute(self):
-        client = cosmic.connect(self.url, auth=_au_TOKEN)
+        client = cosmic.connect(self.url, auth=_AU_TOKEN)
         self.addCleanup(client.close)
         self.assertEqual(client.actions.whoami(), "alice")
 
         class AliceClient(APIClient):
             base_url = self.url
-            auth = {"api_key": _au_TOKEN}
+            auth = {"api_key": _AU_TOKEN}
 
         client = AliceClient()
         self.addCleanup(client.close)
@@ -14012,20 +14010,20 @@ class TestAuthClients(unittest.TestCase):
 
     def test_a_token_follows_an_api_key_only_api(self):
         """A plain token goes where the 401's challenge says."""
-        api = _au_api(schemes=[cosmic.APIKeyAuth(_au_USERS.get,
+        api = _au_api(schemes=[cosmic.APIKeyAuth(_AU_USERS.get,
                                                  header="X-Key")],
                       protect_spec=True)
         with served_api(api) as url:
-            client = APIClient(url, auth=_au_TOKEN)
+            client = APIClient(url, auth=_AU_TOKEN)
             self.assertEqual(client.actions.whoami(), "alice")
             client.close()
-        client = WsgiAPIClient.for_api(api, auth=_au_TOKEN)
+        client = WsgiAPIClient.for_api(api, auth=_AU_TOKEN)
         self.assertEqual(client.actions.whoami(), "alice")
-        client = WsgiAPIClient(Server(api).wsgi_app, auth=_au_TOKEN)
+        client = WsgiAPIClient(Server(api).wsgi_app, auth=_AU_TOKEN)
         self.assertEqual(client.actions.whoami(), "alice")
 
     def test_wsgi_client(self):
-        client = WsgiAPIClient.for_api(self.api, auth=("alice", _au_TOKEN))
+        client = WsgiAPIClient.for_api(self.api, auth=("alice", _AU_TOKEN))
         self.assertEqual(client.actions.whoami(), "alice")
         with self.assertRaises(RemoteHTTPError):
             WsgiAPIClient.for_api(self.api)
@@ -14042,8 +14040,8 @@ class TestAuthClients(unittest.TestCase):
                 if not environ["PATH_INFO"].startswith("/actions/")
                 else front(environ, start_response)))
         self.addCleanup(front_server.close)
-        for auth in (_au_TOKEN, {"api_key": _au_TOKEN},
-                     ("alice", _au_TOKEN)):
+        for auth in (_AU_TOKEN, {"api_key": _AU_TOKEN},
+                     ("alice", _AU_TOKEN)):
             with self.subTest(auth=auth):
                 client = APIClient(front_server.url, auth=auth)
                 self.addCleanup(client.close)
@@ -14068,7 +14066,7 @@ class TestAuthClients(unittest.TestCase):
 
         server = _ThreadServer(moved)
         self.addCleanup(server.close)
-        client = APIClient(server.url, auth=_au_TOKEN)
+        client = APIClient(server.url, auth=_AU_TOKEN)
         self.addCleanup(client.close)
         endpoint = client.actions.whoami.endpoint
         request = client.build_request(endpoint)
@@ -14661,12 +14659,12 @@ class TestClientLogging(unittest.TestCase):
                          ("1", "application/json"))
 
 
-class TestClientETagsInProcess(_app_ClientETags, unittest.TestCase):
+class TestClientETagsInProcess(_sv_ClientETags, unittest.TestCase):
     def make_client(self, api):
         return WsgiAPIClient.for_api(api)
 
 
-class TestClientETagsHTTP(_app_ClientETags, unittest.TestCase):
+class TestClientETagsHTTP(_sv_ClientETags, unittest.TestCase):
     def make_client(self, api):
         served = served_api(api)
         url = served.__enter__()
@@ -14734,7 +14732,7 @@ class TestClient2ForkSafety(unittest.TestCase):
         self.assertEqual(problems, [])
 
 
-class TestClient2BoundedAnswers(_client2_Case):
+class TestClient2BoundedAnswers(_cl_Case):
     """max_response_size: declared or streamed bodies past it fail before
     memory grows, and the connection is dropped."""
 
@@ -14742,7 +14740,7 @@ class TestClient2BoundedAnswers(_client2_Case):
         self.assertEqual(APIClient.max_response_size, 64 * 1024 * 1024)
 
     def test_declared_length_past_the_limit(self):
-        server = self.raw(_client2_hostile("declared"))
+        server = self.raw(_cl_hostile("declared"))
         client = self.client(server.url)
         start = time.monotonic()
         with self.assertRaises(cosmic.ResponseTooLarge) as cm:
@@ -14757,7 +14755,7 @@ class TestClient2BoundedAnswers(_client2_Case):
     def test_streamed_bodies_past_the_limit(self):
         for kind in ("chunked", "close", "declared_stream"):
             with self.subTest(kind=kind):
-                server = self.raw(_client2_hostile(kind, 10 ** 8))
+                server = self.raw(_cl_hostile(kind, 10 ** 8))
                 client = self.client(server.url, max_response_size=1 << 20)
                 with self.assertRaises(cosmic.ResponseTooLarge) as cm:
                     client.models.City.get_by_id("0")
@@ -14770,7 +14768,7 @@ class TestClient2BoundedAnswers(_client2_Case):
 
         def handler(server, conn, stream, index):
             while server.read(stream) is not None:
-                conn.sendall(_client2_head(headers=[
+                conn.sendall(_cl_head(headers=[
                     ("Content-Type", "application/json"),
                     ("Transfer-Encoding", "chunked")]) +
                     b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
@@ -14787,13 +14785,13 @@ class TestClient2BoundedAnswers(_client2_Case):
                          {"name": "x" * 1000})
 
     def test_the_spec_fetch_is_bounded(self):
-        server = self.raw(_client2_hostile("chunked", 10 ** 8))
+        server = self.raw(_cl_hostile("chunked", 10 ** 8))
         with self.assertRaises(cosmic.ResponseTooLarge) as cm:
             APIClient(server.url, max_response_size=1 << 20)
         self.assertIn("GET /spec.json", str(cm.exception))
 
     def test_cli_commands_are_bounded(self):
-        server = self.raw(_client2_hostile("declared"))
+        server = self.raw(_cl_hostile("declared"))
         for args in (["call", server.url, "answer"], ["spec", server.url],
                      ["openapi", server.url]):
             with self.subTest(command=args[0]):
@@ -14835,7 +14833,7 @@ class TestClient2BoundedAnswers(_client2_Case):
             self.skipTest("no resource module")
         for kind in ("declared_stream", "chunked", "close"):
             with self.subTest(kind=kind):
-                server = self.raw(_client2_hostile(kind, 10 ** 9))
+                server = self.raw(_cl_hostile(kind, 10 ** 9))
                 proc = _ty_run(["-c", script, server.url,
                                 json.dumps(self.spec)])
                 self.assertEqual(proc.returncode, 0, proc.stderr)
@@ -14846,13 +14844,13 @@ class TestClient2BoundedAnswers(_client2_Case):
                                 (kind, before, after))
 
 
-class TestClient2Deadline(_client2_Case):
+class TestClient2Deadline(_cl_Case):
     """The timeout bounds the whole call, not each socket read."""
 
     def test_dripping_server(self):
         for where in ("head", "body"):
             with self.subTest(where=where):
-                server = self.raw(_client2_drip(where))
+                server = self.raw(_cl_drip(where))
                 client = self.client(server.url, timeout=1.0)
                 start = time.monotonic()
                 with self.assertRaises(socket.timeout) as cm:
@@ -14864,7 +14862,7 @@ class TestClient2Deadline(_client2_Case):
                 self.assertIn("within 1.0 s", str(cm.exception))
 
     def test_dripping_answer_to_a_write(self):
-        server = self.raw(_client2_drip("body"))
+        server = self.raw(_cl_drip("body"))
         client = self.client(server.url)
         start = time.monotonic()
         with self.assertRaises(cosmic.OutcomeUnknown) as cm:
@@ -14880,7 +14878,7 @@ class TestClient2Deadline(_client2_Case):
         self.assertEqual(client.actions.add([1, 2]), 3)
 
 
-class TestClient2Retries(_client2_Case):
+class TestClient2Retries(_cl_Case):
     """Reads may be retried; writes only when they never left, unless
     retry_writes allows it."""
 
@@ -14896,7 +14894,7 @@ class TestClient2Retries(_client2_Case):
     def test_write_acted_on_then_dropped_is_not_repeated(self):
         for method, path, call in self.WRITES:
             with self.subTest(method=method, path=path):
-                server = self.raw(_client2_act_then_drop)
+                server = self.raw(_cl_act_then_drop)
                 client = self.client(server.url, retry_backoff=0)
                 with self.assertRaises(cosmic.OutcomeUnknown) as cm:
                     call(client)
@@ -14915,12 +14913,12 @@ class TestClient2Retries(_client2_Case):
     def test_retry_writes_opt_in(self):
         # Asked for, the DELETE is sent again; the retry's 404 is what the
         # caller then sees (the README says so).
-        server = self.raw(_client2_act_then_drop)
+        server = self.raw(_cl_act_then_drop)
         client = self.client(server.url, retry_backoff=0, retry_writes=True)
         with self.assertRaises(NotFound):
             client.models.City.delete("0")
         self.assertEqual(server.seen(), [("DELETE", "/City/0")] * 2)
-        server = self.raw(_client2_act_then_drop)
+        server = self.raw(_cl_act_then_drop)
         client = self.client(server.url, retry_backoff=0)
         with self.assertRaises(NotFound):
             client.models.City.delete("0", _retry_writes=True)
@@ -14960,7 +14958,7 @@ class TestClient2Retries(_client2_Case):
         self.assertEqual(server.seen(), [("POST", "/actions/add")] * 2)
 
 
-class TestClient2Urls(_client2_Case):
+class TestClient2Urls(_cl_Case):
     """IPv6, base URL shapes, bad CLI URLs, colliding names, misspellings."""
 
     def test_ipv6_base_url_and_redirect(self):
@@ -14986,7 +14984,7 @@ class TestClient2Urls(_client2_Case):
                     conn.sendall(_cl_json_http(
                         sum(json.loads(request.body))))
 
-        server = self.raw(handler, _client2_Raw6)
+        server = self.raw(handler, _cl_Raw6)
         client = self.client(server.url + "/")
         self.assertEqual(client.base_url, server.url)
         self.assertEqual(client.actions.add([1, 2]), 3)
@@ -15035,7 +15033,7 @@ class TestClient2Urls(_client2_Case):
                     self.assertNotIn("Traceback", err)
 
     def test_field_names_that_collide_with_parameters(self):
-        api, names = _client2_names_api()
+        api, names = _cl_names_api()
         values = {n: i for i, n in enumerate(names)}
         texts = {n: n.upper() for n in names}
         cosmic.db.data.pop("client2_things", None)
@@ -15180,10 +15178,10 @@ class TestClient2Vendored(unittest.TestCase):
 
     def pythons(self):
         found = [sys.executable]
-        if os.path.exists(_CLIENT2_PY39):
-            found.append(_CLIENT2_PY39)
+        if os.path.exists(_CL_PY39):
+            found.append(_CL_PY39)
         else:
-            _need_missing("Python 3.9 at %s" % _CLIENT2_PY39)
+            _need_missing("Python 3.9 at %s" % _CL_PY39)
         return found
 
     def test_vendored_imports(self):
@@ -15996,7 +15994,7 @@ class TestOpenAPIJSONSchema(unittest.TestCase):
 class TestConditionalOpenAPI(unittest.TestCase):
     def test_document_names_the_headers_and_statuses(self):
         _sv_isolate(self)
-        api, _, _ = _app_towns()
+        api, _, _ = _sv_towns()
         doc = openapi(api)
         item = doc["paths"]["/Town/{id}"]
         get = item["get"]
@@ -16176,7 +16174,7 @@ class TestAuthOpenAPI(unittest.TestCase):
                             "openapi-python-client")
         if not os.path.exists(tool):
             _need_missing("openapi-python-client")
-        api = _au_api(schemes=[cosmic.BearerAuth(_au_USERS.get)])
+        api = _au_api(schemes=[cosmic.BearerAuth(_AU_USERS.get)])
         tmp = tempfile.mkdtemp(prefix="cosmic-au-")
         self.addCleanup(shutil.rmtree, tmp, True)
         path = os.path.join(tmp, "openapi.json")
@@ -16204,7 +16202,7 @@ class TestAuthOpenAPI(unittest.TestCase):
         """)
         with served_api(api) as url:
             proc = subprocess.run(
-                [sys.executable, "-c", script, url, _au_TOKEN],
+                [sys.executable, "-c", script, url, _AU_TOKEN],
                 capture_output=True, text=True, timeout=120, cwd=tmp)
         self.assertEqual((proc.stdout.split(), proc.stderr),
                          (["401", "alice", "201"], ""))
@@ -16278,9 +16276,9 @@ class TestOpenAPISchemathesis(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         env = {"PLACES_DB": os.path.join(cls.tmp.name, "places.db")}
         # A fresh import: the module reads PLACES_DB when it is imported.
-        _oa_EXAMPLES.pop("places", None)
+        _OA_EXAMPLES.pop("places", None)
         cls.places = _oa_example("places", env)
-        _oa_EXAMPLES.pop("places", None)
+        _OA_EXAMPLES.pop("places", None)
         for name in ("Paris", "Lyon", "Nice"):
             cls.places.City.create({"name": name, "country": "France"})
         cls.places.Address.create({"number": 1, "street": "Rue Haute",
@@ -17120,7 +17118,7 @@ class TestAuthDocsBrowser(_dc_BrowserMixin, unittest.TestCase):
         out = self.try_it("model-Note", "create", body='{"text": "hi"}')
         self.assertIn("HTTP 401", out)
         self.assertIn("Missing credentials", out)
-        state = self.authorize(_au_TOKEN)
+        state = self.authorize(_AU_TOKEN)
         self.assertEqual(state, "Authorized: try-it calls send "
                                 "Authorization.")
         out = self.try_it("model-Note", "create", body='{"text": "hi"}')
@@ -17131,18 +17129,18 @@ class TestAuthDocsBrowser(_dc_BrowserMixin, unittest.TestCase):
         # The token is in no storage and not in the page's URL.
         self.assertEqual(self.browser.evaluate(
             "localStorage.length + sessionStorage.length"), 0)
-        self.assertNotIn(_au_TOKEN, self.browser.evaluate("location.href"))
+        self.assertNotIn(_AU_TOKEN, self.browser.evaluate("location.href"))
         self.assert_clean()
 
     def test_clear_and_reload_forget_the_token(self):
         self.load("/docs")
-        self.authorize(_au_TOKEN)
+        self.authorize(_AU_TOKEN)
         self.browser.evaluate("document.querySelector('form.authorize "
                               "button[type=reset]').click(), true")
         self.browser.wait_for("document.querySelector('.a-state')"
                               ".textContent.startsWith('Not authorized')")
         self.assertIn("HTTP 401", self.try_it("action-whoami", "action"))
-        self.authorize(_au_TOKEN)
+        self.authorize(_AU_TOKEN)
         self.assertIn("HTTP 200", self.try_it("action-whoami", "action"))
         self.load("/docs")
         self.assertIn("HTTP 401", self.try_it("action-whoami", "action"))
@@ -17854,7 +17852,7 @@ class TestServeHTTP(unittest.TestCase):
         name, self.host, self.port, server = self.start("examples/words.py")
         self.assertEqual((name, self.host), ("words", "127.0.0.1"))
         status, headers, body = self.request(
-            "POST", "/actions/pluralize", b'"pencil"', _sv_JSON)
+            "POST", "/actions/pluralize", b'"pencil"', _SV_JSON)
         self.assertEqual((status, body), (200, b'"pencils"'))
         self.assertEqual((headers["content-type"], headers["content-length"]),
                          ("application/json", "9"))
@@ -17870,7 +17868,7 @@ class TestServeHTTP(unittest.TestCase):
              if k != "doc"},
             {"accepts": {"type": "String"}, "returns": {"type": "String"}})
         status, _, body = self.request("POST", "/actions/pluralize", b"1",
-                                       _sv_JSON)
+                                       _SV_JSON)
         self.assertEqual((status, body), (400, _sv_err("Invalid String: 1")))
         status, _, body = self.request("GET", "/no/such/path")
         self.assertEqual((status, body), (404, _sv_err("Not Found")))
@@ -17950,7 +17948,7 @@ class TestServeTargets(unittest.TestCase):
                 path = os.path.join(folder, name)
                 shutil.copy(os.path.join(_ROOT, "examples", "words.py"), path)
                 line = _Serve(path, test=self, timeout=20, check=False).first_line
-                match = _sv_SERVING.match(line)
+                match = _SV_SERVING.match(line)
                 self.assertIsNotNone(match, line)
                 self.assertEqual(match.group(1), "words")
                 client = APIClient("http://%s:%s" % (match.group(2),
@@ -17998,7 +17996,7 @@ class TestServeTargets(unittest.TestCase):
             with self.subTest(attr=attr):
                 line = _Serve("%s:%s" % (path, attr), test=self, timeout=20,
                               check=False).first_line
-                match = _sv_SERVING.match(line)
+                match = _SV_SERVING.match(line)
                 self.assertIsNotNone(match, line)
                 self.assertEqual(match.group(1), name)
 
@@ -18134,13 +18132,13 @@ class TestAuthCommandLine(unittest.TestCase):
 
     def test_token_from_env_stdin_or_literal(self):
         for args, stdin in ((["--token", "env:AU_TOKEN"], ""),
-                            (["--token", "-"], _au_TOKEN + "\n"),
-                            (["--token", _au_TOKEN], ""),
+                            (["--token", "-"], _AU_TOKEN + "\n"),
+                            (["--token", _AU_TOKEN], ""),
                             (["--api-key", "env:AU_TOKEN"], "")):
             with self.subTest(args=args):
                 self.assertEqual(
                     self.run_main("call", *args, self.url, "whoami",
-                                  stdin=stdin, env={"AU_TOKEN": _au_TOKEN}),
+                                  stdin=stdin, env={"AU_TOKEN": _AU_TOKEN}),
                     (0, '"alice"\n', ""))
 
     def test_call_without_a_credential_exits_1(self):
@@ -18152,22 +18150,22 @@ class TestAuthCommandLine(unittest.TestCase):
                 "Authorization: Basic <base64 of user:password>\n"))
             code, out, err = self.run_main(
                 "call", "--token", "env:AU_TOKEN", url, "Note.create",
-                '{"text": "x"}', env={"AU_TOKEN": _au_TOKEN})
+                '{"text": "x"}', env={"AU_TOKEN": _AU_TOKEN})
             self.assertEqual((code, json.loads(out)["text"], err),
                              (0, "x", ""))
 
     def test_header_still_works(self):
         self.assertEqual(self.run_main(
-            "call", "--header", "Authorization: Bearer " + _au_TOKEN,
+            "call", "--header", "Authorization: Bearer " + _AU_TOKEN,
             self.url, "whoami"), (0, '"alice"\n', ""))
 
     def test_spec_and_openapi_of_a_protected_url(self):
         code, out, err = self.run_main("spec", "--token", "env:AU_TOKEN",
-                                       self.url, env={"AU_TOKEN": _au_TOKEN})
+                                       self.url, env={"AU_TOKEN": _AU_TOKEN})
         self.assertEqual((code, json.loads(out)["name"], err),
                          (0, "au_zoo", ""))
         code, out, err = self.run_main("openapi", "--api-key", "-", self.url,
-                                       stdin=_au_TOKEN)
+                                       stdin=_AU_TOKEN)
         self.assertEqual((code, json.loads(out)["openapi"], err),
                          (0, "3.1.0", ""))
         self.assertEqual(self.run_main("spec", self.url)[0], 1)
@@ -18176,20 +18174,20 @@ class TestAuthCommandLine(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="cosmic-au-")
         self.addCleanup(shutil.rmtree, tmp, True)
         old = os.path.join(tmp, "old.json")
-        code, out, err = self.run_main("spec", "--token", _au_TOKEN,
+        code, out, err = self.run_main("spec", "--token", _AU_TOKEN,
                                        self.url)
         self.assertEqual(code, 0, err)
         with open(old, "w") as f:
             f.write(out)
         for args, stdin in ((["--token", "env:AU_TOKEN"], ""),
-                            (["--api-key", "-"], _au_TOKEN)):
+                            (["--api-key", "-"], _AU_TOKEN)):
             with self.subTest(args=args):
                 self.assertEqual(self.run_main(
                     "diff", *args, old, self.url, stdin=stdin,
-                    env={"AU_TOKEN": _au_TOKEN}), (0, "", ""))
+                    env={"AU_TOKEN": _AU_TOKEN}), (0, "", ""))
                 self.assertEqual(self.run_main(
                     "diff", *args, self.url, self.url, stdin=stdin,
-                    env={"AU_TOKEN": _au_TOKEN}), (0, "", ""))
+                    env={"AU_TOKEN": _AU_TOKEN}), (0, "", ""))
         code, out, err = self.run_main("diff", old, self.url)
         self.assertEqual((code, err.split(":")[:2]), (1, ["cosmic", " HTTP 401"]))
         self.assertEqual(self.run_main("diff", "--token", "x", old, old), (
@@ -18205,10 +18203,10 @@ class TestAuthCommandLine(unittest.TestCase):
             (["call", "--token", "-", self.url, "crash", "-"],
              "cosmic: error: stdin can give the secret or the JSON "
              "argument, not both\n"),
-            (["spec", "--token", _au_TOKEN, "examples/words.py"],
+            (["spec", "--token", _AU_TOKEN, "examples/words.py"],
              "cosmic: error: --token and --api-key go with a URL, not "
              "examples/words.py\n"),
-            (["call", "--header", "Authorization " + _au_TOKEN, self.url,
+            (["call", "--header", "Authorization " + _AU_TOKEN, self.url,
               "whoami"],
              "cosmic: error: --header must look like 'Name: value'; got one "
              "without a colon\n"),
@@ -18217,7 +18215,7 @@ class TestAuthCommandLine(unittest.TestCase):
             with self.subTest(args=args):
                 code, out, err = self.run_main(*args)
                 self.assertEqual((code, out, err), (2, "", message))
-                self.assertNotIn(_au_TOKEN, err)
+                self.assertNotIn(_AU_TOKEN, err)
 
     def test_help_lists_the_options(self):
         for command in ("call", "spec", "openapi", "diff"):
@@ -20246,7 +20244,7 @@ class TestScaleDeployment(unittest.TestCase):
                   restart_time - kill_time))
 
     def call_nginx(self, path):
-        rid = "after-%s" % next(_sc_COUNTER)
+        rid = "after-%s" % next(_SC_COUNTER)
         conn = http.client.HTTPConnection("127.0.0.1", self.ports[2], 30)
         try:
             conn.request("GET", path, headers={"X-Request-ID": rid})
