@@ -50,6 +50,8 @@ import re as _re
 import sys as _sys
 import threading as _threading
 from collections import OrderedDict as _OrderedDict
+from os import getpid as _getpid  # os and time are loaded already
+from time import monotonic as _monotonic
 from math import isfinite as _isfinite
 
 TYPE_CHECKING = False
@@ -73,8 +75,10 @@ _PUBLIC = (
      "required optional required_link optional_link",
      "cosmic types legacy_teleport http"),
     ("ValidationError", "cosmic types legacy_teleport exceptions http"),
+    ("BasicWrapper ParametrizedWrapper BasicPrimitive ParametrizedPrimitive "
+     "standard_types UUID Decimal", "cosmic types legacy_teleport http"),
     ("UnicodeDecodeValidationError UnknownTypeValidationError",
-     "cosmic (types)"),
+     "cosmic (types) legacy_teleport"),
     ("SpecError NotFound HTTPError RemoteHTTPError", "cosmic exceptions http"),
     ("ThreadLocalMissing", "cosmic exceptions"),
     ("API BaseAPI", "cosmic api"),
@@ -87,6 +91,7 @@ _PUBLIC = (
     ("serve_wsgi", "cosmic"),
     ("BaseAPIClient APIClient WsgiAPIClient ClientLoggingMixin connect",
      "cosmic client"),
+    ("OutcomeUnknown ResponseTooLarge", "cosmic client"),
     ("ThreadLocalDict SwappableDict thread_local ensure_thread_local "
      "thread_local_middleware storage cosmos", "cosmic globals"),
     ("openapi docs_html main", "cosmic"),
@@ -287,6 +292,13 @@ class _Type:
         """This type as JSON Schema 2020-12."""
         raise SpecError("%s cannot be described as JSON Schema" % self)
 
+    def __call__(self, **rules: Any) -> Any:
+        """This type with constraints: ``Integer(minimum=1, maximum=100)``."""
+        kinds = _RULE_KINDS.get(self.type_name)
+        if kinds is None:
+            raise SpecError("%s takes no constraints" % self)
+        return _Constrained(self, _rules(self, kinds, rules))
+
     def __repr__(self) -> str:
         return self.type_name or type(self).__name__
 
@@ -452,6 +464,70 @@ class _DateTimeType(_Type):
         return {"type": "string", "pattern": _DATETIME_PATTERN}
 
 
+_UUID_RE = _re.compile(
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    "[0-9a-fA-F]{12}" + _END)
+
+
+class _UUIDType(_Type):
+    """UUID: text such as ``"f81d4fae-7dec-11d0-a765-00a0c91e6bf6"``;
+    native ``uuid.UUID``."""
+
+    type_name = "UUID"
+    _string_based = True
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is not str or not _UUID_RE.match(datum):
+            raise ValidationError("Invalid UUID", datum)
+        from uuid import UUID
+        return UUID(datum)
+
+    @staticmethod
+    def _dump(value):
+        from uuid import UUID
+        if isinstance(value, UUID):
+            return str(value)
+        raise ValidationError("Invalid UUID", value)
+
+    def json_schema(self):
+        return {"type": "string", "format": "uuid",
+                "pattern": _UUID_RE.pattern}
+
+
+# A JSON number's syntax (RFC 8259), in a string: the text keeps every digit.
+_DECIMAL_RE = _re.compile(
+    "^-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?" + _END)
+
+
+class _DecimalType(_Type):
+    """Decimal: a number written as a JSON string, ``"12.50"``, so that no
+    digit is lost on the way; native ``decimal.Decimal``."""
+
+    type_name = "Decimal"
+    _string_based = True
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is not str or len(datum) > 1000 or \
+                not _DECIMAL_RE.match(datum):
+            raise ValidationError("Invalid Decimal", datum)
+        from decimal import Decimal
+        return Decimal(datum)
+
+    @staticmethod
+    def _dump(value):
+        from decimal import Decimal
+        if isinstance(value, Decimal) and value.is_finite():
+            text = str(value)
+            return text if text[:1] != "+" else text[1:]
+        raise ValidationError("Invalid Decimal", value)
+
+    def json_schema(self):
+        return {"type": "string", "maxLength": 1000,
+                "pattern": _DECIMAL_RE.pattern}
+
+
 class Box:
     """A JSON value, so that JSON ``null`` (``Box(None)``) differs from None."""
 
@@ -492,6 +568,189 @@ class _JSONType(_Type):
         return {}
 
 
+# Constraints: JSON Schema's validation keywords on Integer, Float,
+# String, Boolean (enum only), Array and Map. In Python they are keyword
+# arguments (min_length=...), in the spec and in JSON Schema the keys below;
+# message= replaces the text of every refusal of that type.
+
+_RULE_NAMES = _OrderedDict((
+    ("minimum", "minimum"), ("maximum", "maximum"),
+    ("exclusive_minimum", "exclusiveMinimum"),
+    ("exclusive_maximum", "exclusiveMaximum"),
+    ("min_length", "minLength"), ("max_length", "maxLength"),
+    ("pattern", "pattern"), ("min_items", "minItems"),
+    ("max_items", "maxItems"), ("enum", "enum"), ("message", "message")))
+_NUMBER_RULES = ("minimum", "maximum", "exclusive_minimum",
+                 "exclusive_maximum", "enum", "message")
+_RULE_KINDS = {
+    "Integer": _NUMBER_RULES, "Float": _NUMBER_RULES,
+    "String": ("min_length", "max_length", "pattern", "enum", "message"),
+    "Boolean": ("enum", "message"),
+    "Array": ("min_items", "max_items", "message"),
+    "Map": ("min_items", "max_items", "message"),
+}
+_RULE_JSON = {v: k for k, v in _RULE_NAMES.items()}
+
+
+def _rules(base: Any, kinds: tuple, given: dict) -> dict:
+    """Checked constraints of ``base``, by spec-JSON key in a fixed order."""
+    for name in given:
+        if name not in kinds:
+            raise SpecError("%s takes no constraint %r; it takes %s" % (
+                base.type_name, name, ", ".join(kinds)))
+    out = {}
+    for name, key in _RULE_NAMES.items():
+        if name not in given or given[name] is None:
+            continue
+        value = given[name]
+        if name == "message":
+            if type(value) is not str or not value:
+                raise SpecError("message must be a non-empty string")
+        elif name == "pattern":
+            if type(value) is not str:
+                raise SpecError("pattern must be a string")
+            try:
+                _re.compile(value)
+            except _re.error as err:
+                raise SpecError("Invalid pattern %r: %s" % (value, err)) \
+                    from None
+        elif name == "enum":
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise SpecError("enum must be a list of values")
+            value = list(value)
+            if not value:
+                raise SpecError("enum must list at least one value")
+            for item in value:
+                try:
+                    base._load(item)
+                except ValidationError:
+                    raise SpecError("enum value is not a valid %s: %s" % (
+                        base.type_name, _short_repr(item))) from None
+        elif name in _NUMBER_RULES:
+            if type(value) not in (int, float) or not _isfinite(value):
+                raise SpecError("%s must be a finite number: %s"
+                                % (name, _short_repr(value)))
+        elif type(value) is not int or value < 0:
+            raise SpecError("%s must be an integer of 0 or more: %s"
+                            % (name, _short_repr(value)))
+        out[key] = value
+    return out
+
+
+_RULE_TESTS = {
+    # key: (a Python expression on v and the bound {b}, message)
+    "minimum": ("v >= {b}", "Must be at least %r"),
+    "maximum": ("v <= {b}", "Must be at most %r"),
+    "exclusiveMinimum": ("v > {b}", "Must be greater than %r"),
+    "exclusiveMaximum": ("v < {b}", "Must be less than %r"),
+    "minLength": ("len(v) >= {b}", "Must have at least %r characters"),
+    "maxLength": ("len(v) <= {b}", "Must have at most %r characters"),
+    "minItems": ("len(v) >= {b}", "Must have at least %r items"),
+    "maxItems": ("len(v) <= {b}", "Must have at most %r items"),
+    # JSON Schema's pattern is a search, not a full match.
+    "pattern": ("{b}(v) is not None", "Must match the pattern %r"),
+    "enum": ("v in {b}", "Must be one of %r"),
+}
+
+
+def _checker(rules: dict) -> tuple:
+    """``(check, test, namespace)`` for a set of constraints.
+
+    ``check(value)`` raises ValidationError naming the first broken rule;
+    ``test`` is one Python expression on ``v`` that is true when every rule
+    holds, to be compiled with ``namespace`` (which holds the bounds: no
+    value from the rules is ever written into the source).
+    """
+    custom = rules.get("message")
+    plan: list = []
+    parts: list = []
+    namespace: dict = {"len": len}
+    for i, (key, bound) in enumerate(rules.items()):
+        if key not in _RULE_TESTS:
+            continue
+        expression, text = _RULE_TESTS[key]
+        value: Any = bound
+        if key == "pattern":
+            value = _re.compile(bound).search
+        elif key == "enum":
+            value = frozenset(bound)
+        name = "b%d" % i
+        namespace[name] = value
+        parts.append("(%s)" % expression.format(b=name))
+        plan.append((eval("lambda v: " + parts[-1], dict(namespace)),
+                     custom or text % (bound,)))
+    checks = tuple(plan)
+
+    def check(value):
+        for test, text in checks:
+            if not test(value):
+                raise ValidationError(text, value)
+
+    return check, " and ".join(parts) or "True", namespace
+
+
+class _Constrained(_Type):
+    """A primitive type with constraints; its JSON form is the base type's
+    plus the constraint keys."""
+
+    def __init__(self, base: Any, rules: dict) -> None:
+        self._base = base
+        self._rules = rules
+        self.type_name = base.type_name
+        self._string_based = base._string_based
+        # _exact stays None: containers must not keep a value unchecked.
+        check, test, namespace = _checker(rules)
+        base_load, base_dump = base._load, base._dump
+
+        def slow_load(datum):
+            value = base_load(datum)
+            check(value)
+            return value
+
+        def dump(value):
+            datum = base_dump(value)
+            check(datum)
+            return datum
+
+        # The fast path is one function: a value of the exact type that
+        # passes every rule is returned at once; anything else takes the
+        # slow path, which converts it and names the broken rule.
+        exact = base._exact
+        if exact is float:
+            test = "v - v == 0.0 and " + test  # not inf or nan
+        namespace.update(exact=exact, slow_load=slow_load)
+        exec("def load(v):\n"
+             "    if type(v) is exact and %s:\n"
+             "        return v\n"
+             "    return slow_load(v)\n" % test, namespace)
+        self._load = namespace["load"] if exact is not None else slow_load
+        self._dump = dump
+
+    def __call__(self, **rules: Any) -> Any:
+        merged = {_RULE_JSON[k]: v for k, v in self._rules.items()}
+        merged.update(rules)
+        return self._base(**merged)
+
+    def _schema_json(self):
+        return dict(self._base._schema_json(), **self._rules)
+
+    def json_schema(self):
+        return _rules_json_schema(self._base.json_schema(), self._rules)
+
+    def __repr__(self):
+        return "%s(%s)" % (self.type_name, ", ".join(
+            "%s=%r" % (_RULE_JSON[k], v) for k, v in self._rules.items()))
+
+
+def _rules_json_schema(schema: dict, rules: dict) -> dict:
+    """A JSON Schema with the constraints added (``message`` is not one)."""
+    out = dict(schema)
+    for key, value in rules.items():
+        if key != "message":
+            out[key] = list(value) if key == "enum" else value
+    return out
+
+
 Integer = _IntegerType()
 Float = _FloatType()
 Boolean = _ExactType("Boolean", bool, "boolean")
@@ -499,6 +758,8 @@ String = _ExactType("String", str, "string", string_based=True)
 Binary = _BinaryType()
 DateTime = _DateTimeType()
 JSON = _JSONType()
+UUID = _UUIDType()
+Decimal = _DecimalType()
 
 
 def _push(err: ValidationError, key: Any) -> ValidationError:
@@ -514,15 +775,50 @@ class _Container(_Type):
     """Array and Map: JSON containers whose values all have type ``param``."""
 
     param: Any
+    _rules: dict = {}
+    _load: Any
+    _dump: Any
+
+    def _constrain(self, rules: dict) -> None:
+        """Wrap the compiled load and dump in the item-count checks."""
+        self._rules = _rules(self, _RULE_KINDS[self.type_name], rules)
+        if not self._rules:
+            return
+        check = _checker(self._rules)[0]
+        load: Callable = self._load
+        dump: Callable = self._dump
+
+        def checked_load(datum):
+            value = load(datum)
+            check(value)
+            return value
+
+        def checked_dump(value):
+            datum = dump(value)
+            check(datum)
+            return datum
+
+        self._load = checked_load
+        self._dump = checked_dump
+
+    def _rules_errors(self, datum, path, out):
+        if self._rules:
+            try:
+                _checker(self._rules)[0](datum)
+            except ValidationError as err:
+                out.append(err._entry(path))
 
     def _schema_json(self):
-        return {"type": self.type_name, "param": self.param._schema_json()}
+        return dict({"type": self.type_name,
+                     "param": self.param._schema_json()}, **self._rules)
 
     def _bind(self, api):
         self.param._bind(api)
 
     def __repr__(self):
-        return "%s(%r)" % (self.type_name, self.param)
+        return "%s(%s)" % (self.type_name, ", ".join(
+            [repr(self.param)] + ["%s=%r" % (_RULE_JSON[k], v)
+                                  for k, v in self._rules.items()]))
 
 
 class Array(_Container):
@@ -530,7 +826,7 @@ class Array(_Container):
 
     type_name = "Array"
 
-    def __init__(self, param: Any) -> None:
+    def __init__(self, param: Any, **rules: Any) -> None:
         self.param = _as_type(param)
         item_load = self.param._load
         item_dump = self.param._dump
@@ -571,17 +867,20 @@ class Array(_Container):
 
         self._load = load
         self._dump = dump
+        self._constrain(rules)
 
     def _errors(self, datum, path, out):
         if type(datum) is not list:
             return _Type._errors(self, datum, path, out)
+        self._rules_errors(datum, path, out)
         for i, item in enumerate(datum):
             if len(out) >= _MAX_ERRORS:
                 return
             self.param._errors(item, path + [i], out)
 
     def json_schema(self):
-        return {"type": "array", "items": self.param.json_schema()}
+        return _rules_json_schema(
+            {"type": "array", "items": self.param.json_schema()}, self._rules)
 
 
 class Map(_Container):
@@ -589,7 +888,7 @@ class Map(_Container):
 
     type_name = "Map"
 
-    def __init__(self, param: Any) -> None:
+    def __init__(self, param: Any, **rules: Any) -> None:
         self.param = _as_type(param)
         value_load = self.param._load
         value_dump = self.param._dump
@@ -634,10 +933,12 @@ class Map(_Container):
 
         self._load = load
         self._dump = dump
+        self._constrain(rules)
 
     def _errors(self, datum, path, out):
         if type(datum) is not dict:
             return _Type._errors(self, datum, path, out)
+        self._rules_errors(datum, path, out)
         for key, value in datum.items():
             if len(out) >= _MAX_ERRORS:
                 return
@@ -647,8 +948,11 @@ class Map(_Container):
             self.param._errors(value, path + [key], out)
 
     def json_schema(self):
-        return {"type": "object",
-                "additionalProperties": self.param.json_schema()}
+        schema = {"type": "object",
+                  "additionalProperties": self.param.json_schema()}
+        return _rules_json_schema(schema, {
+            {"minItems": "minProperties", "maxItems": "maxProperties"}.get(
+                k, k): v for k, v in self._rules.items()})
 
 
 def _field(schema: Any, is_required: bool, doc: str | None) -> dict:
@@ -889,9 +1193,19 @@ class OrderedMap(_Wrapper):
 
 
 def _as_type(obj: Any) -> Any:
-    """Accept a type object; a model class stands for Model("api.Name")."""
+    """Accept a type object; a model class stands for Model("api.Name");
+    a custom type (BasicWrapper, ...) gets an adapter."""
     if isinstance(obj, _Type) or obj is Model:
         return obj
+    custom = _CUSTOM_BASES
+    if isinstance(obj, custom) or (isinstance(obj, type) and
+                                   issubclass(obj, custom)):
+        adapter = _ADAPTERS.get(obj) if isinstance(obj, type) else None
+        if adapter is None:
+            adapter = _Custom(obj)
+            if isinstance(obj, type):
+                _ADAPTERS[obj] = adapter
+        return adapter
     raise SpecError("Not a cosmic type: %s" % _short_repr(obj))
 
 
@@ -900,27 +1214,65 @@ _SIMPLE: dict = {}
 _PARAMETRIZED: dict = {}
 
 
+# The custom types known while a spec or schema is read: (type_getter,
+# names of the built-in types allowed, or None for all); see standard_types.
+_TYPES: _contextvars.ContextVar = _contextvars.ContextVar(
+    "cosmic_types", default=None)
+
+
 class _SchemaType(_Type):
     """Schema: a type described in JSON, ``{"type": ..., "param": ...}``."""
 
     type_name = "Schema"
 
+    def __init__(self, type_getter: Any = None, include: Any = None,
+                 _own: bool = False) -> None:
+        self._own = _own
+        self._context = (type_getter,
+                         None if include is None else frozenset(include))
+
+    def from_json(self, datum: Any) -> Any:
+        """Validate a Schema JSON value and return its type."""
+        result = _Type.from_json(self, datum)
+        # standard_types() hands back the user's own class, as Teleport did.
+        return result._obj if self._own and isinstance(result, _Custom) \
+            else result
+
     def _load(self, datum):
+        if not self._own:
+            return self._parse(datum)
+        token = _TYPES.set(self._context)
+        try:
+            return self._parse(datum)
+        finally:
+            _TYPES.reset(token)
+
+    def _parse(self, datum):
         if type(datum) is not dict or type(datum.get("type")) is not str:
             raise ValidationError("Invalid Schema", datum)
         name = datum["type"]
+        context = _TYPES.get()
+        if context is not None and context[1] is not None and \
+                name not in context[1]:
+            return _custom_type(name, datum, context)
+        rules = _rules_in(name, datum)
         if name in _SIMPLE:
             if "param" in datum:
                 raise ValidationError("Unexpected param for %s schema" % name)
-            if len(datum) != 1:
+            if len(datum) != 1 + len(rules):
                 raise _missing_and_unexpected(
                     {"type": _field(String, True, None)}, datum)
-            return _SIMPLE[name]
+            if not rules:
+                return _SIMPLE[name]
+            try:
+                return _SIMPLE[name](**rules)
+            except SpecError as err:
+                raise ValidationError(str(err)) from None
         if name in _PARAMETRIZED:
             cls, param_type = _PARAMETRIZED[name]
             if "param" not in datum:
                 raise ValidationError("Missing param for %s schema" % name)
-            if len(datum) != 2:
+            if len(datum) != 2 + len(rules):
                 raise _missing_and_unexpected(
                     {"type": _field(String, True, None),
                      "param": _field(JSON, True, None)}, datum)
@@ -928,8 +1280,11 @@ class _SchemaType(_Type):
                 param = param_type._load(datum["param"])
             except ValidationError as err:
                 raise _push(err, "param")
-            return cls(param)
-        raise UnknownTypeValidationError("Unknown type", name)
+            try:
+                return cls(param, **rules) if rules else cls(param)
+            except SpecError as err:
+                raise ValidationError(str(err)) from None
+        return _custom_type(name, datum, context)
 
     def _dump(self, value):
         try:
@@ -946,6 +1301,224 @@ class _SchemaType(_Type):
 
 
 Schema = _SchemaType()
+
+
+# Custom types: Teleport 0.2's extension protocol (cosmic.legacy_teleport).
+# A custom type is a class (or, when parametrized, an instance) with
+# from_json and to_json, or a wrapper of a cosmic type with assemble and
+# disassemble. Cosmic uses it through an adapter, _Custom; a spec names it
+# by its type_name attribute, else its class name.
+
+class BasicPrimitive:
+    """A custom type without parameter: define ``from_json``/``to_json``
+    (static or class methods) and optionally ``json_schema()``."""
+
+    param_schema: Any = None
+
+    @staticmethod
+    def from_json(datum: Any) -> Any:
+        """JSON -> native; raise ValidationError to refuse."""
+        return datum
+
+    @staticmethod
+    def to_json(datum: Any) -> Any:
+        """Native -> JSON."""
+        return datum
+
+
+class ParametrizedPrimitive:
+    """A custom type with a parameter: instances, ``Cls(param)``;
+    ``param_schema`` is the type of the parameter (e.g. ``Schema``)."""
+
+    param_schema: Any = None
+
+    def __init__(self, param: Any) -> None:
+        self.param = param
+
+
+class BasicWrapper:
+    """A custom type made from a cosmic ``schema`` (a class attribute) and
+    optional ``assemble`` (after loading) and ``disassemble`` (before
+    dumping)."""
+
+    param_schema: Any = None
+    schema: Any = None
+
+    @classmethod
+    def from_json(cls, datum: Any) -> Any:
+        """Validate with ``schema``, then ``assemble``."""
+        return cls.assemble(_as_type(cls.schema).from_json(datum))
+
+    @classmethod
+    def to_json(cls, datum: Any) -> Any:
+        """``disassemble``, then the JSON form by ``schema``."""
+        return _as_type(cls.schema).to_json(cls.disassemble(datum))
+
+    @classmethod
+    def assemble(cls, datum: Any) -> Any:
+        """The native value of validated JSON; may raise ValidationError."""
+        return datum
+
+    @classmethod
+    def disassemble(cls, datum: Any) -> Any:
+        """The value ``schema`` dumps, from a native value."""
+        return datum
+
+
+class ParametrizedWrapper:
+    """Like BasicWrapper for a parametrized type: an instance sets
+    ``self.param`` and ``self.schema`` (its class sets ``param_schema``)."""
+
+    param_schema: Any = None
+    schema: Any = None
+
+    def __init__(self, param: Any) -> None:
+        self.param = param
+
+    def from_json(self, datum: Any) -> Any:
+        """Validate with ``schema``, then ``assemble``."""
+        return self.assemble(_as_type(self.schema).from_json(datum))
+
+    def to_json(self, datum: Any) -> Any:
+        """``disassemble``, then the JSON form by ``schema``."""
+        return _as_type(self.schema).to_json(self.disassemble(datum))
+
+    def assemble(self, datum: Any) -> Any:
+        """The native value of validated JSON; may raise ValidationError."""
+        return datum
+
+    def disassemble(self, datum: Any) -> Any:
+        """The value ``schema`` dumps, from a native value."""
+        return datum
+
+
+_CUSTOM_BASES = (BasicPrimitive, ParametrizedPrimitive, BasicWrapper,
+                 ParametrizedWrapper)
+_ADAPTERS: dict = {}
+
+
+class _Custom(_Type):
+    """The adapter that lets cosmic use a custom type like its own."""
+
+    def __init__(self, obj: Any) -> None:
+        self._obj = obj
+        name = getattr(obj, "type_name", None) or (
+            obj.__name__ if isinstance(obj, type) else type(obj).__name__)
+        if name in _SIMPLE or name in _PARAMETRIZED:
+            raise SpecError("Custom type name %r is a built-in type's; set "
+                            "type_name" % name)
+        self.type_name = name
+        inner = getattr(obj, "schema", None)
+        self._inner = None if inner is None else _as_type(inner)
+        wrapper = isinstance(obj, ParametrizedWrapper) or (
+            isinstance(obj, type) and issubclass(obj, BasicWrapper))
+        if wrapper and self._inner is None:
+            raise SpecError("Custom type %s wraps no schema: set its "
+                            "schema attribute to a cosmic type" % name)
+        if wrapper:
+            assert self._inner is not None  # refused just above
+            inner_load, inner_dump = self._inner._load, self._inner._dump
+            assemble, disassemble = obj.assemble, obj.disassemble
+            self._string_based = self._inner._string_based
+            self._load = lambda datum: assemble(inner_load(datum))
+            self._dump = lambda value: inner_dump(disassemble(value))
+        else:
+            self._load = obj.from_json
+            self._dump = obj.to_json
+
+    def _schema_json(self):
+        param_schema = getattr(self._obj, "param_schema", None)
+        if param_schema is None:
+            return {"type": self.type_name}
+        return {"type": self.type_name,
+                "param": param_schema.to_json(self._obj.param)}
+
+    def _bind(self, api):
+        if self._inner is not None:
+            self._inner._bind(api)
+
+    def json_schema(self):
+        own = getattr(self._obj, "json_schema", None)
+        if own is not None:
+            return own()
+        if self._inner is not None:
+            return self._inner.json_schema()
+        return {}
+
+    def __repr__(self):
+        return self.type_name
+
+
+def _custom_type(name: str, datum: dict, context: Any) -> Any:
+    """Resolve a type name that is not built in with the type getter."""
+    getter = context[0] if context is not None else None
+    found = None
+    if getter is not None:
+        try:
+            found = getter(name)
+        except (KeyError, LookupError, UnknownTypeValidationError):
+            found = None
+    if found is None:
+        raise UnknownTypeValidationError("Unknown type", name)
+    param_schema = getattr(found, "param_schema", None)
+    try:
+        if param_schema is None:
+            if "param" in datum:
+                raise ValidationError("Unexpected param for %s schema"
+                                      % name)
+            return _as_type(found)
+        if "param" not in datum:
+            raise ValidationError("Missing param for %s schema" % name)
+        try:
+            param = param_schema.from_json(datum["param"])
+        except ValidationError as err:
+            raise _push(err, "param")
+        return _as_type(found(param))
+    except SpecError as err:
+        raise ValidationError("Type %s: %s" % (name, err)) from None
+
+
+def standard_types(type_getter: Any = None, include: Any = None) -> dict:
+    """Teleport 0.2's type map: ``{name: type}`` of the built-in types
+    (``include``: only these names), whose ``Schema`` resolves any other
+    name with ``type_getter(name)`` (which raises KeyError or
+    UnknownTypeValidationError for names it does not know)."""
+    names = ["Integer", "Float", "Boolean", "String", "Binary", "DateTime",
+             "JSON", "Schema", "Array", "Map", "OrderedMap", "Struct"]
+    if include is not None:
+        names = [n for n in names if n in include]
+    found = {n: _SIMPLE.get(n) or _PARAMETRIZED[n][0]
+             for n in names if n != "Schema"}
+    if "Schema" in names:
+        found["Schema"] = _SchemaType(type_getter, names, _own=True)
+    return found
+
+
+def _rules_in(name: str, datum: dict) -> dict:
+    """The constraints in a Schema JSON value, as keyword arguments."""
+    kinds = _RULE_KINDS.get(name, ())
+    rules = {}
+    for key, value in datum.items():
+        py_name = _RULE_JSON.get(key)
+        if py_name in kinds:
+            rules[py_name] = value
+    if not rules:
+        return rules
+    # The spec may come from anywhere: check the values' JSON types here,
+    # the rest (a valid pattern, enum values of the type) in _rules().
+    for py_name, value in rules.items():
+        if py_name in ("pattern", "message"):
+            ok = type(value) is str
+        elif py_name == "enum":
+            ok = type(value) is list
+        elif py_name in _NUMBER_RULES:
+            ok = type(value) in (int, float)
+        else:
+            ok = type(value) is int
+        if not ok:
+            raise _push(ValidationError("Invalid %s" % _RULE_NAMES[py_name],
+                                        value), _RULE_NAMES[py_name])
+    return rules
 
 
 class Model:
@@ -1414,6 +1987,7 @@ class _APISpecType(_Wrapper):
             required("query_fields", _FIELDS_JSON),
             required("methods", methods),
             required("list_metadata", _FIELDS_JSON),
+            optional("create_requires", Array(String)),
         ])
         action_entry = Struct([optional("accepts", Schema),
                                optional("returns", Schema),
@@ -1460,6 +2034,11 @@ def _check_model_spec(name: str, model: dict) -> None:
     for kind in ("properties", "links"):
         if "id" in model.get(kind, ()):
             raise ValidationError("'id' is a reserved name.")
+    fields = set(model.get("properties", ())) | set(model.get("links", ()))
+    unknown = [n for n in model.get("create_requires", ()) if n not in fields]
+    if unknown:
+        raise ValidationError("create_requires names no field or link of %s"
+                              % name, unknown)
     if "self" in model.get("links", ()):
         # _links.self is the object's own href
         # (docs/protocol.md#representation).
@@ -1468,7 +2047,8 @@ def _check_model_spec(name: str, model: dict) -> None:
 
 APISpec = _APISpecType()
 
-for _t in (Integer, Float, Boolean, String, Binary, DateTime, JSON, Schema):
+for _t in (Integer, Float, Boolean, String, Binary, DateTime, JSON, Schema,
+           UUID, Decimal):
     _SIMPLE[_t.type_name] = _t
 _SIMPLE["cosmic.Model"] = Model
 _SIMPLE["cosmic.APISpec"] = APISpec
@@ -1539,6 +2119,210 @@ def assert_is_compatible(schema: Any, required_args: tuple,
         if name not in names:
             raise SpecError("The '%s' field must have a corresponding "
                             "function argument" % name)
+
+
+# Type hints: int, float, bool, str, bytes, datetime, list[T], dict[str,
+# T], Optional[T], TypedDict, dataclasses, Annotated[T, rules] and cosmic
+# types, read once when an action or model is registered.
+
+def _type_hints(obj: Any, where: str, below: Any = None) -> dict:
+    """The evaluated annotations of a function or class, by name; with
+    ``below``, only those of the classes that derive from it."""
+    import typing
+    if below is None:
+        try:
+            return typing.get_type_hints(obj, include_extras=True)
+        except Exception:
+            pass  # find the annotation that fails, to name it
+    layers: list
+    if isinstance(obj, type):
+        layers = [(vars(c).get("__annotations__", {}),
+                   vars(_sys.modules.get(c.__module__, typing)), dict(vars(c)))
+                  for c in reversed(obj.__mro__)
+                  if below is None or (issubclass(c, below) and
+                                       c is not below)]
+    else:
+        layers = [(getattr(obj, "__annotations__", {}),
+                   getattr(obj, "__globals__", {}), None)]
+    hints = {}
+    for found, global_ns, local_ns in layers:
+        for name, hint in found.items():
+            if isinstance(hint, str):
+                try:
+                    hint = eval(hint, global_ns, local_ns)  # as typing does
+                except Exception as err:
+                    advice = ""
+                    if "|" in hint:
+                        advice = ("; Python %d.%d cannot evaluate X | None in"
+                                  " an annotation: write Optional[X]"
+                                  % _sys.version_info[:2])
+                    raise SpecError("%s: cannot read the type hint %r of %r "
+                                    "(%s: %s)%s" % (where, hint, name,
+                                                    type(err).__name__, err,
+                                                    advice)) from None
+            hints[name] = hint
+    return hints
+
+
+def _hint_type(hint: Any, where: str, name: str) -> tuple:
+    """``(cosmic type, optional)`` for a type hint; SpecError if none fits."""
+    import datetime
+    import typing
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Annotated:
+        schema, is_optional = _hint_type(args[0], where, name)
+        for extra in args[1:]:
+            if isinstance(extra, dict):
+                schema = schema(**extra)
+            else:
+                try:
+                    schema = _as_type(extra)
+                except SpecError:
+                    pass  # metadata for other tools
+        return schema, is_optional
+    if origin is typing.Union or type(hint).__name__ == "UnionType":
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1 and len(args) == 2:
+            return _hint_type(rest[0], where, name)[0], True
+    elif origin is list and len(args) == 1:
+        return Array(_hint_type(args[0], where, name)[0]), False
+    elif origin is dict and len(args) == 2 and args[0] is str:
+        return Map(_hint_type(args[1], where, name)[0]), False
+    elif type(hint) is type and hint in _HINT_TYPES:
+        return _HINT_TYPES[hint], False
+    elif hint is datetime.datetime:
+        return DateTime, False
+    elif isinstance(hint, type) and (hint.__module__, hint.__name__) in (
+            ("uuid", "UUID"), ("decimal", "Decimal")):
+        return (UUID if hint.__name__ == "UUID" else Decimal), False
+    elif isinstance(hint, type) and issubclass(hint, dict) and \
+            hasattr(hint, "__required_keys__"):
+        return _typed_dict_type(hint, where), False
+    elif isinstance(hint, type) and "__dataclass_fields__" in vars(hint):
+        return _DataclassType(hint, where), False
+    else:
+        try:
+            return _as_type(hint), False
+        except SpecError:
+            pass
+    raise SpecError("%s: cannot map the type hint %r of %r to a cosmic type; "
+                    "use int, float, bool, str, bytes, datetime, list[T], "
+                    "dict[str, T], Optional[T], a TypedDict, a dataclass or a "
+                    "cosmic type" % (where, _hint_text(hint), name))
+
+
+def _hint_text(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else repr(hint)
+
+
+_HINT_TYPES = {int: Integer, float: Float, bool: Boolean, str: String,
+               bytes: Binary}
+
+
+def _typed_dict_type(cls: type, where: str) -> Struct:
+    where = "%s, TypedDict %s" % (where, cls.__name__)
+    required_keys = cls.__required_keys__  # type: ignore[attr-defined]
+    fields = []
+    for name, hint in _type_hints(cls, where).items():
+        schema, is_optional = _hint_type(hint, where, name)
+        fields.append((name, _field(schema, name in required_keys and
+                                    not is_optional, None)))
+    return Struct(fields)
+
+
+class _DataclassType(_Wrapper):
+    """A dataclass as a Struct: the native form is an instance."""
+
+    type_name = "Struct"
+
+    def __init__(self, cls: type, where: str) -> None:
+        import dataclasses
+        where = "%s, dataclass %s" % (where, cls.__name__)
+        hints = _type_hints(cls, where)
+        fields, absent = [], []
+        for f in dataclasses.fields(cls):
+            schema, is_optional = _hint_type(hints.get(f.name), where, f.name)
+            has_default = f.default is not dataclasses.MISSING or \
+                f.default_factory is not dataclasses.MISSING
+            fields.append((f.name, _field(schema, not (is_optional or
+                                                       has_default), None)))
+            if is_optional and not has_default:
+                absent.append(f.name)
+        self._cls = cls
+        self._inner = Struct(fields)
+        self.param = self._inner.param
+        names, missing = tuple(self.param), tuple(absent)
+
+        def assemble(datum):
+            for key in missing:
+                datum.setdefault(key, None)
+            return cls(**datum)
+
+        def disassemble(value):
+            if isinstance(value, cls):
+                return {n: getattr(value, n) for n in names}
+            if isinstance(value, dict):
+                return value
+            raise ValidationError("Invalid %s" % cls.__name__, value)
+
+        self._assemble = assemble
+        self._disassemble = disassemble
+
+    def _schema_json(self):
+        return self._inner._schema_json()
+
+    def json_schema(self):
+        return self._inner.json_schema()
+
+    def __repr__(self):
+        return self._cls.__name__
+
+
+def _hint_accepts(func: Callable, where: str) -> tuple:
+    """``(accepts, returns)`` of a function from its type hints."""
+    import inspect
+    hints = _type_hints(func, where)
+    params = list(inspect.signature(func).parameters.values())
+    fields = []
+    for p in params:
+        if p.name not in hints:
+            raise SpecError("%s: parameter %r has no type hint" % (where,
+                                                                  p.name))
+        schema, is_optional = _hint_type(hints[p.name], where, p.name)
+        fields.append((p.name, _field(schema, p.default is p.empty, None)))
+    accepts = None
+    if len(fields) == 1:
+        accepts = fields[0][1]["schema"]
+    elif fields:
+        accepts = Struct(fields)
+    returns = hints.get("return", None)
+    if returns is not None and returns is not type(None):
+        returns = _hint_type(returns, where, "return")[0]
+    else:
+        returns = None
+    return accepts, returns
+
+
+def _hint_properties(cls: type, where: str) -> list:
+    """Fields from a model class's annotations (not BaseModel's own, not
+    ClassVars, not names starting with ``_``)."""
+    import typing
+    own = set()
+    for klass in cls.__mro__:
+        if klass is not BaseModel and issubclass(klass, BaseModel):
+            own.update(vars(klass).get("__annotations__", {}))
+    own -= set(vars(BaseModel).get("__annotations__", {}))
+    if not own:
+        return []
+    hints = _type_hints(cls, where, below=BaseModel)
+    fields = []
+    for name, hint in hints.items():
+        if name in own and not name.startswith("_") and \
+                typing.get_origin(hint) is not typing.ClassVar:
+            schema, is_optional = _hint_type(hint, where, name)
+            fields.append((name, _field(schema, not is_optional, None)))
+    return fields
 
 
 def args_to_datum(*args: Any, **kwargs: Any) -> Any:
@@ -1624,6 +2408,9 @@ class BaseModel:
     ``list_metadata`` (lists of ``required(...)``/``optional(...)``
     pairs) and ``methods`` (which of get_by_id, get_list, create, update
     and delete are served over HTTP). Implement those as classmethods.
+    ``create_requires`` names the fields and links a create must carry
+    (refused otherwise with ``Missing fields``). Properties may also be
+    written as annotations: ``name: str``, ``population: Optional[int]``.
     """
 
     _cosmic_model: ClassVar[Model]  # set by API.model
@@ -1632,6 +2419,7 @@ class BaseModel:
     query_fields: list = []
     list_metadata: list = []
     methods: list = []
+    create_requires: list = []
 
     @classmethod
     def get_by_id(cls, id: str) -> dict:
@@ -1679,6 +2467,20 @@ def _link_entry(name: str, spec: dict) -> dict:
             "doc": spec.get("doc")}
 
 
+def _where(err: SpecError, api: API, kind: str, name: Any) -> SpecError:
+    """``err`` with the API, the action or model and the user's line in
+    its message, its traceback cut at the user's code (registration)."""
+    frame = _sys._getframe(1)
+    here = frame.f_code.co_filename
+    while frame.f_back is not None and frame.f_code.co_filename == here:
+        frame = frame.f_back
+    what = "%s %r" % (kind, name) if isinstance(name, str) else kind
+    err.args = ("API %r, %s (%s, line %d): %s" % (
+        api.name, what, frame.f_code.co_filename, frame.f_lineno,
+        err.args[0] if err.args else ""),) + err.args[1:]
+    return err.with_traceback(None)
+
+
 class API(BaseAPI):
     """A server-side API: register actions and models, then serve it.
 
@@ -1702,37 +2504,64 @@ class API(BaseAPI):
 
         ``accepts`` and ``returns`` are types (or None for no input or no
         output). With several parameters, ``accepts`` must be a Struct
-        whose fields match them. The function is returned unchanged.
+        whose fields match them. Without either, the function's type hints
+        say them (``@api.action`` on ``def f(a: int, b: int) -> int``).
+        The function is returned unchanged.
         """
-        accepts = None if accepts is None else _as_type(accepts)
-        returns = None if returns is None else _as_type(returns)
+        import inspect
+        if inspect.isroutine(accepts) and returns is None:
+            return self.action()(accepts)  # bare @api.action
+        hinted = accepts is None and returns is None
+        try:
+            accepts = None if accepts is None else _as_type(accepts)
+            returns = None if returns is None else _as_type(returns)
+        except SpecError as err:
+            raise _where(err, self, "action", None) from None
 
         def decorator(func: Callable) -> Callable:
-            import inspect
-            name = func.__name__
-            validate_underscore_identifier(name)
-            required_args, optional_args = get_args(func)
-            if len(required_args + optional_args) > 1 and \
-                    _positional_only(func):
-                raise SpecError("Cannot define action with positional-only "
-                                "parameters unless it has just one: %s"
-                                % name)
-            if accepts is not None:
-                assert_is_compatible(accepts, required_args, optional_args)
-            for schema in (accepts, returns):
-                if schema is not None:
-                    schema._bind(self)
-            self.spec["actions"][name] = {
-                "accepts": accepts, "returns": returns,
-                "doc": inspect.getdoc(func)}
-            setattr(self.actions, name, func)
-            self._version += 1
-            return func
+            try:
+                return self._add_action(func, accepts, returns, hinted)
+            except SpecError as err:
+                raise _where(err, self, "action",
+                             getattr(func, "__name__", None)) from None
 
         return decorator
 
+    def _add_action(self, func: Callable, accepts: Any, returns: Any,
+                    hinted: bool) -> Callable:
+        import inspect
+        name = func.__name__
+        validate_underscore_identifier(name)
+        if hinted and getattr(func, "__annotations__", None):
+            accepts, returns = _hint_accepts(
+                func, "action %s of API %s" % (name, self.name))
+        required_args, optional_args = get_args(func)
+        if len(required_args + optional_args) > 1 and \
+                _positional_only(func):
+            raise SpecError("Cannot define action with positional-only "
+                            "parameters unless it has just one: %s"
+                            % name)
+        if accepts is not None:
+            assert_is_compatible(accepts, required_args, optional_args)
+        for schema in (accepts, returns):
+            if schema is not None:
+                schema._bind(self)
+        self.spec["actions"][name] = {
+            "accepts": accepts, "returns": returns,
+            "doc": inspect.getdoc(func)}
+        setattr(self.actions, name, func)
+        self._version += 1
+        return func
+
     def model(self, cls: _ModelClass) -> _ModelClass:
         """Register a BaseModel subclass; its methods become REST endpoints."""
+        try:
+            return self._add_model(cls)
+        except SpecError as err:
+            raise _where(err, self, "model",
+                         getattr(cls, "__name__", None)) from None
+
+    def _add_model(self, cls: _ModelClass) -> _ModelClass:
         name = cls.__name__
         validate_underscore_identifier(name)
         if name == "actions":
@@ -1751,13 +2580,21 @@ class API(BaseAPI):
                 raise SpecError("A link must be a (name, spec) pair, as "
                                 "required_link() gives") from None
             links[link_name] = _link_entry(link_name, spec)
-        model_spec = {
-            "properties": _fields(cls.properties),
+        properties = cls.properties
+        if not any("properties" in vars(k) for k in cls.__mro__
+                   if k is not BaseModel):
+            properties = _hint_properties(
+                cls, "model %s of API %s" % (name, self.name))
+        model_spec: dict = {
+            "properties": _fields(properties),
             "links": links,
             "query_fields": _fields(cls.query_fields),
             "methods": {m: m in methods for m in MODEL_METHODS},
             "list_metadata": _fields(cls.list_metadata),
         }
+        requires = list(getattr(cls, "create_requires", None) or ())
+        if requires:
+            model_spec["create_requires"] = requires
         _check_model_spec(name, model_spec)
         for kind in ("properties", "query_fields", "list_metadata"):
             for field in model_spec[kind].values():
@@ -2251,7 +3088,7 @@ class Endpoint:
             raise HTTPError(400, "Invalid data")
         return datum
 
-    def handler(self, *args: Any, **func_input: Any) -> Any:
+    def handler(self, /, *args: Any, **func_input: Any) -> Any:
         """Call the user's code with the decoded input (server side)."""
         raise NotImplementedError
 
@@ -2286,7 +3123,7 @@ class Endpoint:
         """The response for the handler's result, type-checked."""
         raise NotImplementedError
 
-    def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **kwargs: Any) -> _ClientRequest:
         """The request for a client call, its arguments checked first."""
         raise NotImplementedError
 
@@ -2424,7 +3261,7 @@ class ActionEndpoint(Endpoint):
             return {self._param: value}
         return value
 
-    def handler(self, **func_input: Any) -> Any:
+    def handler(self, /, **func_input: Any) -> Any:
         return self.func(**func_input)
 
     def build_response(self, func_input, func_output) -> Response:
@@ -2436,7 +3273,7 @@ class ActionEndpoint(Endpoint):
             raise ValidationError("Expected data, found None")
         return _json_response(self._dump(func_output))
 
-    def build_request(self, *args: Any, **kwargs: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **kwargs: Any) -> _ClientRequest:
         datum = args_to_datum(*args, **kwargs)
         if isinstance(self.accepts, Struct) and isinstance(datum, dict):
             _no_unexpected(datum, self.accepts.param)
@@ -2479,7 +3316,9 @@ class _ModelEndpoint(Endpoint):
 
     def _href(self, ident: str) -> str:
         if type(ident) is not str:
-            raise ValidationError("Invalid %s id" % self.model_name, ident)
+            raise ValidationError("Invalid %s id: an id must be a string, "
+                                  "got %s" % (self.model_name,
+                                              type(ident).__name__), ident)
         return "/%s/%s" % (self.model_name, _quote(ident))
 
     def _patch_json(self, ident: str | None, fields: dict) -> Box:
@@ -2558,13 +3397,22 @@ class CreateEndpoint(_ModelEndpoint):
     def __init__(self, api, model_name):
         super().__init__(api, model_name)
         self.url = "/" + model_name
+        self._requires = tuple(self.model_spec.get("create_requires") or ())
         if self.func is not None:
             names = set(self.model_spec["properties"]) | \
                 set(self.model_spec["links"])
             self._one_dict = _call_style(self.func, names)
 
+    def _check_required(self, patch: dict) -> None:
+        missing = [n for n in self._requires if patch.get(n) is None]
+        if missing:
+            raise ValidationError("Missing fields", missing)
+
     def parse_request(self, request, **url_args):
-        return {"patch": self.patch.from_json(self._body(request))[1]}
+        patch = self.patch.from_json(self._body(request))[1]
+        if self._requires:
+            self._check_required(patch)
+        return {"patch": patch}
 
     def handler(self, patch: dict) -> Any:
         if self._one_dict:
@@ -2582,11 +3430,13 @@ class CreateEndpoint(_ModelEndpoint):
         response.headers["Location"] = self._href(ident)
         return response
 
-    def build_request(self, *args: Any, **fields: Any) -> _ClientRequest:
+    def build_request(self, /, *args: Any, **fields: Any) -> _ClientRequest:
         if len(args) == 1 and not fields and isinstance(args[0], dict):
             fields = args[0]
         elif args:
             raise SpecError("create takes the fields as keywords or one dict")
+        if self._requires:
+            self._check_required(fields)
         return _client_request("POST", self.url, self._patch_json(None, fields))
 
     def parse_response(self, res):
@@ -2624,7 +3474,7 @@ class UpdateEndpoint(_ModelEndpoint):
         return _json_response(
             self.representation.to_json((func_input["id"], func_output)))
 
-    def build_request(self, id: str, *args: Any, **fields: Any):
+    def build_request(self, id: str, /, *args: Any, **fields: Any):
         if len(args) == 1 and not fields and isinstance(args[0], dict):
             fields = args[0]
         elif args:
@@ -2683,7 +3533,7 @@ class GetListEndpoint(_ModelEndpoint):
             return {}
         return self.query.from_json(request.environ.get("QUERY_STRING", ""))
 
-    def handler(self, **query: Any) -> Any:
+    def handler(self, /, **query: Any) -> Any:
         return self.func(**query)
 
     def build_response(self, func_input, func_output):
@@ -2712,7 +3562,7 @@ class GetListEndpoint(_ModelEndpoint):
             body.update(self.metadata.to_json(meta))
         return _json_response(body)
 
-    def build_request(self, **query: Any) -> _ClientRequest:
+    def build_request(self, /, **query: Any) -> _ClientRequest:
         url = self.url
         if self.query is not None:
             _no_unexpected(query, self.query.param)
@@ -3100,7 +3950,8 @@ class _DocsEndpoint(_OpenAPIEndpoint):
 
 class _ClientRequest:
     """What a client sends: ``method``, ``url`` (relative), ``data`` (text),
-    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None)."""
+    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None),
+    ``retry_writes`` (None: the client's setting)."""
 
     def __init__(self, method: str, url: str, data: str = "",
                  headers: dict | None = None) -> None:
@@ -3109,6 +3960,7 @@ class _ClientRequest:
         self.data = data
         self.headers = headers if headers is not None else {}
         self.timeout: float | None = None
+        self.retry_writes: bool | None = None
 
     def __repr__(self) -> str:
         return "<Request %s %s>" % (self.method, self.url)
@@ -3164,14 +4016,22 @@ class BaseAPIClient(BaseAPI):
     """
 
     problem_details = False
+    #: Resolves custom type names in the spec: ``type_getter(name)`` gives
+    #: the type or raises KeyError (see standard_types).
+    type_getter: Any = None
 
     def __init__(self, spec: dict | None = None) -> None:
-        if spec is None:
-            spec = self.call(SpecEndpoint())
-        elif "actions" in spec and isinstance(spec["actions"], dict) and \
-                "order" in spec["actions"]:
-            spec = APISpec.from_json(spec)
-        super().__init__(spec)
+        token = _TYPES.set((self.type_getter, None))
+        try:
+            if spec is None:
+                spec = self.call(SpecEndpoint())
+            elif "actions" in spec and isinstance(spec["actions"], dict) \
+                    and "order" in spec["actions"]:
+                spec = APISpec.from_json(spec)
+        finally:
+            _TYPES.reset(token)
+        super().__init__(spec, _ClientNames("action"),
+                         _ClientNames("model"))
         for model in spec["models"].values():
             for link in model["links"].values():
                 link["model"]._bind_model(self)
@@ -3209,22 +4069,29 @@ class BaseAPIClient(BaseAPI):
         remote.endpoint = endpoint  # type: ignore[attr-defined]
         return remote
 
-    def call(self, endpoint: Endpoint, *args: Any, **kwargs: Any) -> Any:
+    def call(self, endpoint: Endpoint, /, *args: Any, **kwargs: Any) -> Any:
         """Build, send and parse one call to ``endpoint``.
 
-        ``_timeout=seconds`` (never a field name: fields cannot start with
-        ``_``) overrides the client's timeout for this call.
+        Options for this call (never field names: fields cannot start with
+        ``_``): ``_timeout=seconds`` overrides the client's timeout, and
+        ``_retry_writes=True`` lets a write be repeated even when its
+        outcome is unknown.
         """
         timeout = kwargs.pop("_timeout", None)
+        retry_writes = kwargs.pop("_retry_writes", None)
         request = self.build_request(endpoint, *args, **kwargs)
         if timeout is not None:
             request.timeout = timeout
+        if retry_writes is not None:
+            request.retry_writes = retry_writes
         response = self.make_request(endpoint, request)
         return self.parse_response(endpoint, response)
 
-    def build_request(self, endpoint: Endpoint, *args: Any,
+    def build_request(self, endpoint: Endpoint, /, *args: Any,
                       **kwargs: Any) -> _ClientRequest:
-        """The request for a call; validates the arguments first."""
+        """The request for a call; validates the arguments first. (An
+        override should keep ``endpoint`` positional-only, ``/``, so that
+        a field may be called ``endpoint`` too.)"""
         request = endpoint.build_request(*args, **kwargs)
         if self.problem_details:
             request.headers["Accept"] = _PROBLEM_TYPE + ", " + _JSON_TYPE
@@ -3245,11 +4112,41 @@ def _no_check(patch: dict) -> None:
     """Clients leave patch checks to the server."""
 
 
-_IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS"))
+class _ClientNames(Object):
+    """``client.actions`` and ``client.models``: a misspelt name raises an
+    AttributeError that lists the names there are."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError("No %s %r; %ss: %s" % (
+            self._what, name, self._what,
+            ", ".join(sorted(self.__dict__)) or "none"))
+
+
+_READS = frozenset(("GET", "HEAD", "OPTIONS"))
 _CLIENT_OPTIONS = frozenset((
     "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
-    "max_redirects", "problem_details"))
+    "max_redirects", "problem_details", "type_getter", "max_response_size",
+    "retry_writes"))
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+class OutcomeUnknown(ConnectionError):
+    """A write (POST, PUT, DELETE) lost its connection after the request
+    may have reached the server: it may or may not have been applied, so
+    it was not sent again. Check before repeating it, or allow repeats with
+    ``retry_writes=True``."""
+
+
+class ResponseTooLarge(ConnectionError):
+    """An answer longer than the client's ``max_response_size``; the
+    connection was dropped before the body was read."""
 
 
 class APIClient(BaseAPIClient):
@@ -3257,10 +4154,13 @@ class APIClient(BaseAPIClient):
 
     ``APIClient("http://127.0.0.1:8000")`` (or ``cosmic.connect(url)``),
     or subclass it and set ``base_url``. Options, as class attributes or
-    keyword arguments: ``timeout`` (30 s), ``verify`` (TLS certificates,
-    True), ``ssl_context``, ``proxy`` (None: proxies are not used),
-    ``retries`` (2, idempotent calls only), ``max_redirects`` (5, same
-    origin only), ``problem_details`` (ask for RFC 9457 errors).
+    keyword arguments: ``timeout`` (30 s for the whole call: connect, send
+    and receive), ``verify`` (TLS certificates, True), ``ssl_context``,
+    ``proxy`` (None: proxies are not used), ``retries`` (2: reads, and
+    writes that provably never reached the server), ``retry_writes``
+    (False; True also repeats writes whose outcome is unknown),
+    ``max_response_size`` (64 MiB; None for no limit), ``max_redirects``
+    (5, same origin only), ``problem_details`` (ask for RFC 9457 errors).
     """
 
     base_url: str | None = None
@@ -3270,6 +4170,8 @@ class APIClient(BaseAPIClient):
     proxy: str | None = None
     retries = 2
     retry_backoff = 0.1
+    retry_writes = False
+    max_response_size: int | None = 64 * 1024 * 1024
     max_redirects = 5
 
     def __init__(self, base_url: str | None = None, spec: dict | None = None,
@@ -3284,14 +4186,8 @@ class APIClient(BaseAPIClient):
         if not self.base_url:
             raise SpecError("APIClient needs a base_url such as "
                             "'http://127.0.0.1:8000'")
-        self.base_url = self.base_url.rstrip("/")
-        from urllib.parse import urlsplit
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise SpecError("base_url must be an http:// or https:// URL: %s"
-                            % _short_repr(self.base_url))
-        self._origin = _origin(parts)
-        self._prefix = parts.path
+        self.base_url, self._origin, self._prefix = _parse_base_url(
+            self.base_url)
         self._local = _threading.local()
         try:
             super().__init__(spec)
@@ -3306,9 +4202,8 @@ class APIClient(BaseAPIClient):
 
     def make_request(self, endpoint: Endpoint,
                      request: _ClientRequest) -> _ClientResponse:
-        """Send over HTTP/1.1 keep-alive; retry idempotent calls on
-        connection failures; follow same-origin redirects only."""
-        from urllib.parse import urlsplit, urljoin
+        """Send over HTTP/1.1 keep-alive within the timeout; retry as the
+        rules allow; follow same-origin redirects only."""
         method = request.method
         origin = self._origin
         target = self._prefix + request.url
@@ -3316,18 +4211,27 @@ class APIClient(BaseAPIClient):
         headers = dict(request.headers)
         timeout = request.timeout if request.timeout is not None \
             else self.timeout
+        retry_writes = request.retry_writes
+        if retry_writes is None:
+            retry_writes = self.retry_writes
+        deadline = None if timeout is None else _monotonic() + timeout
         for _ in range(self.max_redirects + 1):
-            status, pairs, content = self._send(origin, method, target, body,
-                                                headers, timeout)
+            status, pairs, content = self._send(
+                origin, method, target, body, headers, deadline, timeout,
+                retry_writes)
             if status not in _REDIRECTS:
                 break
             location = _ResponseHeaders(pairs).get("location")
             if not location:
                 break
-            url = urljoin("%s://%s:%d%s" % (origin + (target,)), location)
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or \
-                    _origin(parts) != origin:
+            from urllib.parse import urlsplit, urljoin
+            url = urljoin(_origin_url(origin) + target, location)
+            try:
+                parts = urlsplit(url)
+                other = _origin(parts)
+            except ValueError:
+                break
+            if parts.scheme not in ("http", "https") or other != origin:
                 break  # never carry credentials to another origin
             target = parts.path or "/"
             if parts.query:
@@ -3338,23 +4242,51 @@ class APIClient(BaseAPIClient):
         return _ClientResponse(status, pairs, content)
 
     def _send(self, origin: tuple, method: str, target: str,
-              body: bytes | None, headers: dict, timeout: Any) -> tuple:
+              body: bytes | None, headers: dict, deadline: float | None,
+              timeout: Any, retry_writes: bool) -> tuple:
+        # One exchange, repeated only when it is safe: a read, a request
+        # that never left (connect failed), or retry_writes.
         import http.client
-        import time
-        attempts = 1 + (self.retries if method in _IDEMPOTENT else 0)
-        for attempt in range(attempts):
-            conn = self._connection(origin, timeout)
+        import socket
+        for attempt in range(1 + max(self.retries, 0)):
+            conn = self._connection(origin)
+            sent = False
             try:
+                _arm(conn, deadline)
+                if conn.sock is None:
+                    conn.connect()
+                sent = True
                 conn.request(method, target, body, headers)
                 res = conn.getresponse()
-                content = res.read()
+                content = self._read_body(res, method, target)
+            except ResponseTooLarge:
+                self._drop(origin)
+                raise
+            except socket.timeout as exc:
+                self._drop(origin)
+                message = "%s %s: no complete answer within %s s" % (
+                    method, target, timeout)
+                if sent and method not in _READS:
+                    raise _connection_classes()[2](  # socket.timeout too
+                        message + "; the server may have acted on it") \
+                        from exc
+                raise socket.timeout(message) from exc
             except (ConnectionError, http.client.BadStatusLine,
                     http.client.IncompleteRead) as exc:
                 self._drop(origin)
-                if attempt + 1 >= attempts:
+                if sent and method not in _READS and not retry_writes:
+                    raise OutcomeUnknown(
+                        "%s %s: the connection was lost after the request "
+                        "was sent (%s: %s); the server may or may not have "
+                        "acted on it, so it was not sent again"
+                        % (method, target, type(exc).__name__, exc)) from exc
+                pause = self.retry_backoff * (2 ** attempt)
+                if attempt >= self.retries or deadline is not None and \
+                        _monotonic() + pause >= deadline:
                     raise ConnectionError("%s %s: %s" % (
                         method, target, exc)) from exc
-                time.sleep(self.retry_backoff * (2 ** attempt))
+                import time
+                time.sleep(pause)
                 continue
             except BaseException:
                 self._drop(origin)
@@ -3364,16 +4296,45 @@ class APIClient(BaseAPIClient):
             return res.status, res.getheaders(), content
         raise AssertionError("unreachable")
 
-    def _connection(self, origin: tuple, timeout: Any) -> Any:
-        import http.client
-        pool = self._local.__dict__.setdefault("pool", {})
+    def _read_body(self, res: Any, method: str, target: str) -> bytes:
+        limit = self.max_response_size
+        if limit is None:
+            return res.read()
+        if res.length is not None:
+            if res.length > limit:
+                raise ResponseTooLarge(
+                    "%s %s: the answer declares %d bytes, more than "
+                    "max_response_size (%d); the connection was dropped"
+                    % (method, target, res.length, limit))
+            return res.read()
+        chunks: list = []
+        total = 0
+        while True:
+            chunk = res.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > limit:
+                raise ResponseTooLarge(
+                    "%s %s: the answer exceeds max_response_size (%d "
+                    "bytes); the connection was dropped"
+                    % (method, target, limit))
+            chunks.append(chunk)
+
+    def _connection(self, origin: tuple) -> Any:
+        local = self._local.__dict__
+        pool = local.get("pool")
+        if pool is None or local["pid"] != _getpid():
+            # New thread, or a forked child: the parent's sockets are
+            # never reused here (this closes only the child's copies).
+            for stale in (pool or {}).values():
+                stale.close()
+            pool = local["pool"] = {}
+            local["pid"] = _getpid()
         conn = pool.get(origin)
         if conn is not None:
             if conn.sock is not None and _dropped(conn.sock):
-                conn.close()
-            conn.timeout = timeout
-            if conn.sock is not None:
-                conn.sock.settimeout(timeout)
+                conn.close()  # closed by the server while idle: reconnect
             return conn
         scheme, host, port = origin
         connect_host, connect_port = host, port
@@ -3381,13 +4342,12 @@ class APIClient(BaseAPIClient):
             from urllib.parse import urlsplit
             proxy = urlsplit(self.proxy)
             connect_host, connect_port = proxy.hostname, proxy.port or 80
+        https, plain, _ = _connection_classes()
         if scheme == "https":
-            conn = http.client.HTTPSConnection(
-                connect_host, connect_port, timeout=timeout,
-                context=self._ssl_context())
+            conn = https(connect_host, connect_port,
+                         context=self._ssl_context())
         else:
-            conn = http.client.HTTPConnection(connect_host, connect_port,
-                                              timeout=timeout)
+            conn = plain(connect_host, connect_port)
         if self.proxy:
             conn.set_tunnel(host, port)
         pool[origin] = conn
@@ -3414,10 +4374,124 @@ class APIClient(BaseAPIClient):
             self._drop(origin)
 
 
+def _parse_base_url(url: str) -> tuple:
+    """``(base_url, origin, path prefix)``, or SpecError for a URL that
+    cannot serve as a base (bad port, query, fragment, spaces...)."""
+    from urllib.parse import urlsplit
+    if type(url) is not str:
+        raise SpecError("base_url must be a string: %s" % _short_repr(url))
+    try:
+        parts = urlsplit(url)
+        origin = _origin(parts)
+    except ValueError as err:
+        raise SpecError("Invalid base_url %s: %s"
+                        % (_short_repr(url), err)) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise SpecError("base_url must be an http:// or https:// URL: %s"
+                        % _short_repr(url))
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise SpecError("base_url cannot have a query or a fragment: %s"
+                        % _short_repr(url))
+    if _re.search(r"[\x00-\x20\x7f]", url):
+        raise SpecError("base_url cannot contain spaces or control "
+                        "characters: %s" % _short_repr(url))
+    if parts.username is not None or parts.password is not None:
+        raise SpecError("base_url cannot carry credentials (user:password@):"
+                        " send them in a header")
+    return url.rstrip("/"), origin, parts.path.rstrip("/")
+
+
 def _origin(parts: Any) -> tuple:
     scheme = parts.scheme.lower()
     return (scheme, parts.hostname,
             parts.port or (443 if scheme == "https" else 80))
+
+
+def _origin_url(origin: tuple) -> str:
+    scheme, host, port = origin
+    if ":" in host:
+        host = "[%s]" % host  # IPv6
+    if port == (443 if scheme == "https" else 80):
+        return "%s://%s" % (scheme, host)
+    return "%s://%s:%d" % (scheme, host, port)
+
+
+def _arm(conn: Any, deadline: float | None) -> None:
+    """Bound the next exchange on ``conn`` by ``deadline`` (monotonic)."""
+    if deadline is None:
+        conn.timeout = None
+    else:
+        left = deadline - _monotonic()
+        if left <= 0:
+            import socket
+            raise socket.timeout("timed out")
+        conn.timeout = left
+    conn.cosmic_deadline[0] = deadline
+    if conn.sock is not None:
+        conn.sock.settimeout(conn.timeout)
+
+
+_CONNECTION_CLASSES: list = []
+
+
+def _connection_classes() -> tuple:
+    """http.client connections whose answers are read within the call's
+    deadline: each read waits only for the time left, so a server that
+    drips bytes cannot stretch a call past its timeout."""
+    if _CONNECTION_CLASSES:
+        return _CONNECTION_CLASSES[0]
+    import http.client
+    import io
+    import socket
+
+    class DeadlineIO(socket.SocketIO):
+        def __init__(self, sock: Any, deadline: list) -> None:
+            super().__init__(sock, "rb")
+            self._deadline = deadline
+            self._timed = sock
+
+        def readinto(self, b: Any) -> Any:
+            deadline = self._deadline[0]
+            if deadline is not None:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                self._timed.settimeout(left)
+            return super().readinto(b)
+
+    class Maker:
+        __slots__ = ("deadline", "sock")
+
+        def __init__(self, sock: Any, deadline: list) -> None:
+            self.sock = sock
+            self.deadline = deadline
+
+        def makefile(self, mode: str) -> Any:
+            self.sock._io_refs += 1  # as socket.makefile does
+            return io.BufferedReader(DeadlineIO(self.sock, self.deadline))
+
+    def with_deadline(base: type) -> type:
+        class Connection(base):  # type: ignore[valid-type, misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                deadline = self.cosmic_deadline = [None]
+
+                def response(sock, debuglevel=0, method=None, url=None):
+                    return http.client.HTTPResponse(
+                        Maker(sock, deadline), debuglevel, method, url)
+
+                self.response_class = response
+
+        return Connection
+
+    class TimedOutWrite(OutcomeUnknown, socket.timeout):
+        """A write that timed out after it was sent: both a timeout and
+        an unknown outcome."""
+
+    _CONNECTION_CLASSES.append((with_deadline(http.client.HTTPSConnection),
+                                with_deadline(http.client.HTTPConnection),
+                                TimedOutWrite))
+    return _CONNECTION_CLASSES[0]
 
 
 def _dropped(sock: Any) -> bool:
@@ -3763,19 +4837,19 @@ class DBModel(BaseModel):
             raise NotFound from None
 
     @classmethod
-    def get_list(cls, **query):
+    def get_list(cls, /, **query):
         return [(i, rep) for i, rep in cls._table().items()
                 if all(rep.get(k) == v for k, v in query.items())]
 
     @classmethod
-    def create(cls, **patch):
+    def create(cls, /, **patch):
         table = cls._table()
         new_id = str(max([int(i) for i in table if i.isdigit()] + [-1]) + 1)
         table[new_id] = dict(patch)
         return new_id, table[new_id]
 
     @classmethod
-    def update(cls, id, **patch):
+    def update(cls, id, /, **patch):
         table = cls._table()
         if id not in table:
             raise NotFound
@@ -3788,7 +4862,7 @@ class DBModel(BaseModel):
             raise NotFound
 
 
-class Wildcard:
+class _Wildcard:
     """Compares equal to anything (for assertions on generated values)."""
 
     def __eq__(self, other: Any) -> bool:
@@ -3799,8 +4873,16 @@ class Wildcard:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __call__(self) -> _Wildcard:
+        return self
+
     def __repr__(self) -> str:
-        return "Wildcard()"
+        return "Wildcard"
+
+
+Wildcard = _Wildcard()
+"""Equal to anything: ``assert rep == {"id": Wildcard}``. As in the
+original, the name is an instance; ``Wildcard()`` gives the same one."""
 
 
 @_contextlib.contextmanager
@@ -5003,7 +6085,8 @@ _DOCS_JS = """
   // "/" and "/docs" both give "/"; "/prefix/docs" gives "/prefix/"
   var base = location.pathname.replace(/\\/docs\\/?$/, '/')
     .replace(/[^\\/]*$/, '');
-  var RAW = {'String': 1, 'DateTime': 1, 'cosmic.Model': 1, 'cosmic.Link': 1};
+  var RAW = {'String': 1, 'DateTime': 1, 'cosmic.Model': 1, 'cosmic.Link': 1,
+             'UUID': 1, 'Decimal': 1};
   var VERBS = {get_by_id: 'GET', create: 'POST', update: 'PUT',
                'delete': 'DELETE'};
   var enc = encodeURIComponent;
@@ -5154,13 +6237,13 @@ _DOCS_METHODS = (
     ("get_list", "GET", False, False,
      "List {m} objects: 200 with the representations in _embedded.{m}."),
     ("create", "POST", False, True,
-     "Create a {m} from a patch: 201 with a Location header and the "
+     "Create {a} from a patch: 201 with a Location header and the "
      "representation."),
     ("update", "PUT", True, True,
-     "Update a {m} with a patch (every field optional): 200 with the new "
+     "Update {a} with a patch (every field optional): 200 with the new "
      "representation, 404 if there is none."),
     ("delete", "DELETE", True, False,
-     "Delete a {m}: 204 with an empty body, 404 if there is none."),
+     "Delete {a}: 204 with an empty body, 404 if there is none."),
 )
 
 _DOCS_EXAMPLES = {
@@ -5172,6 +6255,8 @@ _DOCS_EXAMPLES = {
     "DateTime": "2014-01-01T00:00:00",
     "JSON": {"any": "JSON value"},
     "Schema": {"type": "String"},
+    "UUID": "f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+    "Decimal": "12.50",
 }
 
 _DOCS_NAMES = {"cosmic.Model": "Model name", "cosmic.APISpec": "API spec"}
@@ -5184,7 +6269,8 @@ _DOCS_MODEL_WORDS = {
 
 # Types whose query-string form is the raw JSON string
 # (docs/protocol.md#query-strings)
-_DOCS_RAW_QUERY = ("String", "DateTime", "cosmic.Model", "cosmic.Link")
+_DOCS_RAW_QUERY = ("String", "DateTime", "cosmic.Model", "cosmic.Link",
+                   "UUID", "Decimal")
 
 
 def _docs_esc(value: object) -> str:
@@ -5226,6 +6312,33 @@ def _docs_model_entry(full_name: object, spec_json: object):
     return dict(_docs_dict_entries(spec_json.get("models"))).get(model_name)
 
 
+def _with_article(name: str) -> str:
+    """``a City``, ``an Address``: "an" before a vowel letter."""
+    return ("an " if name[:1].lower() in "aeiou" else "a ") + name
+
+
+_DOCS_RULE_WORDS = (("minimum", "\u2265 %s"), ("exclusiveMinimum", "> %s"),
+                    ("maximum", "\u2264 %s"), ("exclusiveMaximum", "< %s"),
+                    ("minLength", "length \u2265 %s"),
+                    ("maxLength", "length \u2264 %s"),
+                    ("minItems", "items \u2265 %s"),
+                    ("maxItems", "items \u2264 %s"),
+                    ("pattern", "pattern /%s/"), ("enum", "one of %s"))
+
+
+def _docs_rules(schema: dict) -> str:
+    """The constraints of a Schema JSON value as text: ' [\u2265 1, ...]'."""
+    words = []
+    for key, text in _DOCS_RULE_WORDS:
+        if key in schema:
+            value = schema[key]
+            if key == "enum" and isinstance(value, list):
+                value = ", ".join(_json.dumps(v, ensure_ascii=False)
+                                  for v in value)
+            words.append(text % (value,))
+    return " [%s]" % ", ".join(words) if words else ""
+
+
 def _docs_type_text(schema: object, _depth: int = 0) -> str:
     """One-line readable description of a Schema JSON value, e.g.
     'Struct {a: Integer (required), b: Array of String (optional)}'."""
@@ -5235,8 +6348,9 @@ def _docs_type_text(schema: object, _depth: int = 0) -> str:
         return "\u2026"
     kind: str = schema["type"]
     param = schema.get("param")
+    rules = _docs_rules(schema)
     if kind in ("Array", "Map", "OrderedMap"):
-        return "%s of %s" % (kind, _docs_type_text(param, _depth + 1))
+        return "%s%s of %s" % (kind, rules, _docs_type_text(param, _depth + 1))
     if kind == "Struct":
         return "Struct {%s}" % ", ".join(
             "%s: %s (%s)" % (name, _docs_type_text(entry.get("schema"), _depth + 1),
@@ -5244,7 +6358,7 @@ def _docs_type_text(schema: object, _depth: int = 0) -> str:
             for name, entry in _docs_dict_entries(param))
     if kind in _DOCS_MODEL_WORDS:
         return "%s %s" % (_DOCS_MODEL_WORDS[kind], param)
-    return _DOCS_NAMES.get(kind, kind)
+    return str(_DOCS_NAMES.get(kind, kind)) + rules
 
 
 def _docs_model_ref(full_name: object, spec_json: object) -> str:
@@ -5286,8 +6400,10 @@ def _docs_type_html(schema: object, spec_json: object = None,
     if _depth > _DOCS_MAX_DEPTH:
         return "\u2026"
     kind, param = schema["type"], schema.get("param")
+    rules = _docs_esc(_docs_rules(schema))
     if kind in ("Array", "Map", "OrderedMap"):
-        return "%s of %s" % (kind, _docs_type_html(param, spec_json, _depth + 1))
+        return "%s%s of %s" % (kind, rules,
+                               _docs_type_html(param, spec_json, _depth + 1))
     if kind == "Struct":
         fields = _docs_dict_entries(param)
         if not fields:
@@ -5295,7 +6411,7 @@ def _docs_type_html(schema: object, spec_json: object = None,
         return "Struct" + _docs_fields_html(fields, spec_json, _depth)
     if kind in _DOCS_MODEL_WORDS:
         return "%s %s" % (_DOCS_MODEL_WORDS[kind], _docs_model_ref(param, spec_json))
-    return _docs_esc(_DOCS_NAMES.get(kind, kind))
+    return _docs_esc(_DOCS_NAMES.get(kind, kind)) + rules
 
 
 def _docs_rep_example(name: str, model: object, spec_json: object,
@@ -5324,6 +6440,18 @@ def _docs_example(schema: object, spec_json: object = None, _seen: tuple = (),
     if _depth > _DOCS_MAX_DEPTH:
         return None
     kind, param = schema["type"], schema.get("param")
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    if kind in ("Integer", "Float"):
+        example: Any = _DOCS_EXAMPLES[kind]
+        for key in ("minimum", "maximum"):
+            bound = schema.get(key)
+            if type(bound) in (int, float) and (
+                    example < bound if key == "minimum" else example > bound):
+                example = bound
+        return example
+    if kind == "String":
+        return _docs_string_example(schema)
     if kind in _DOCS_EXAMPLES:
         return _DOCS_EXAMPLES[kind]
     if kind in ("Array", "Map", "OrderedMap"):
@@ -5353,6 +6481,25 @@ def _docs_example(schema: object, spec_json: object = None, _seen: tuple = (),
         return {"name": "example", "actions": {"map": {}, "order": []},
                 "models": {"map": {}, "order": []}}
     return None
+
+
+def _docs_string_example(schema: dict) -> str:
+    """"string", or a short text that meets the constraints if one of a
+    few candidates does."""
+    pattern = schema.get("pattern")
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    for text in ("string", "String", "A", "a", "1", "AB12", "x" * 8):
+        if type(low) is int and len(text) < low or \
+                type(high) is int and len(text) > high:
+            continue
+        if isinstance(pattern, str):
+            try:
+                if _re.search(pattern, text) is None:
+                    continue
+            except _re.error:
+                break
+        return text
+    return "string"
 
 
 def _docs_pretty(value: object) -> str:
@@ -5455,10 +6602,15 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
     none = '<p class="mu">None.</p>'
     out = [_docs_section("model", name), "<h4>Properties</h4>",
            _docs_fields_html(_docs_dict_entries(model.get("properties")),
-                             spec_json) or none,
-           "<h4>Links</h4>",
-           _docs_fields_html(_docs_dict_entries(model.get("links")), spec_json,
-                             links=True) or none]
+                             spec_json) or none]
+    links = _docs_fields_html(_docs_dict_entries(model.get("links")),
+                              spec_json, links=True)
+    if links:
+        out.append("<h4>Links</h4>" + links)
+    requires = model.get("create_requires")
+    if isinstance(requires, list) and requires:
+        out.append('<p class="mu">A create must give: %s.</p>' % ", ".join(
+            "<code>%s</code>" % _docs_esc(n) for n in requires))
     if query:
         out.append("<h4>Query fields</h4>" + _docs_fields_html(query, spec_json))
     if meta:
@@ -5473,7 +6625,8 @@ def _docs_model_html(name: str, model: object, spec_json: dict) -> str:
     for key, verb, with_id, with_body, text in enabled:
         path = "/" + name + ("/{id}" if with_id else "")
         out.append('<div class="method">%s<p class="mu">%s</p>' % (
-            _docs_endpoint(verb, path), _docs_esc(text.format(m=name))))
+            _docs_endpoint(verb, path),
+            _docs_esc(text.format(m=name, a=_with_article(name)))))
         fields: Iterable = ()
         if key == "get_list":
             example = {"_links": {"self": {"href": "/" + name}},
@@ -5580,10 +6733,10 @@ def _oa_schema(schema: Any, refs: dict) -> dict:
     if isinstance(schema, OrderedMap):
         inner = _OAFixed(_oa_schema(schema.param, refs))
         return OrderedMap(inner).json_schema()
-    if isinstance(schema, Array):
-        return Array(_OAFixed(_oa_schema(schema.param, refs))).json_schema()
-    if isinstance(schema, Map):
-        return Map(_OAFixed(_oa_schema(schema.param, refs))).json_schema()
+    if isinstance(schema, (Array, Map)):
+        rules = {_RULE_JSON[k]: v for k, v in schema._rules.items()}
+        return type(schema)(_OAFixed(_oa_schema(schema.param, refs)),
+                            **rules).json_schema()
     if isinstance(schema, Struct):
         return Struct(_oa_fields(schema.param, refs)).json_schema()
     return schema.json_schema()
@@ -5601,24 +6754,35 @@ def _oa_href(schema: Any) -> Struct:
     return Struct([required("href", schema)])
 
 
-def _oa_body(full_name: str, model: dict, refs: dict, patch: bool) -> dict:
+def _oa_body(full_name: str, model: dict, refs: dict, patch: bool,
+             requires: Any = ()) -> dict:
     """A model's Representation (or Patch) as JSON Schema
     (docs/protocol.md#representation,
     docs/protocol.md#patch).
 
     ``_links`` stays optional even when a link is required: Cosmic accepts
     a representation without ``_links`` (docs/protocol.md#representation).
+    A create body (a patch) marks the fields and links of ``requires``
+    required.
     """
     links = [optional("self", _oa_href(Link(Model(full_name))),
                       "This object's URL")]
     for name, link in model["links"].items():
         links.append((name, _field(
             _oa_href(Link(_as_model(link["model"]))),
-            bool(link["required"]) and not patch, link.get("doc"))))
-    fields = [optional("_links", Struct(links),
-                       'HAL links, each {"href": "/<Model>/<id>"}')]
-    fields += _oa_fields(model["properties"], refs, all_optional=patch)
+            (bool(link["required"]) and not patch) or name in requires,
+            link.get("doc"))))
+    fields = [(_field_pair("_links", Struct(links),
+                           any(n in model["links"] for n in requires),
+                           'HAL links, each {"href": "/<Model>/<id>"}'))]
+    fields += [(n, dict(f, required=f["required"] or n in requires))
+               for n, f in _oa_fields(model["properties"], refs,
+                                      all_optional=patch)]
     return Struct(fields).json_schema()
+
+
+def _field_pair(name: str, schema: Any, is_required: bool, doc: str) -> tuple:
+    return (name, _field(schema, is_required, doc))
 
 
 def _oa_list(name: str, model: dict, refs: dict) -> dict:
@@ -5711,13 +6875,18 @@ def _oa_body_param(ref: str, description: str) -> dict:
             "content": _oa_json({"$ref": _OA_REF + ref})}
 
 
+_OA_PLAIN_QUERY = frozenset(("Integer", "Float", "Boolean"))
+
+
 def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
-    """A query field: string-based types as raw text, others as JSON."""
+    """A query field: string-based types as raw text, numbers and booleans
+    as plain form values (their JSON text), other types as JSON."""
     param = {"name": name, "in": "query", "required": bool(field["required"])}
     if field.get("doc"):
         param["description"] = field["doc"]
     schema = _oa_schema(field["schema"], refs)
-    if is_string_type(field["schema"]):
+    if is_string_type(field["schema"]) or \
+            field["schema"].type_name in _OA_PLAIN_QUERY:
         param["schema"] = schema
     else:
         # Every other type travels JSON-encoded
@@ -5733,7 +6902,7 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
 
     ``names``: the model's (Representation, Patch, List) components.
     """
-    rep, patch, listing = names
+    rep, patch, listing = names[:3]
     enabled = model["methods"]
     collection, item = {}, {}
     if enabled.get("get_list"):
@@ -5749,11 +6918,16 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
         if not collection["get"]["parameters"]:
             del collection["get"]["parameters"]
     if enabled.get("create"):
+        requires = model.get("create_requires")
         collection["post"] = {
-            "summary": "Create a %s" % name,
-            "description": "Every field of the patch is optional here; the "
-                           "API's own rules may refuse it (400).",
-            "requestBody": _oa_body_param(patch, "The new object's fields"),
+            "summary": "Create %s" % _with_article(name),
+            "description": (
+                "The fields and links marked required must be given; the "
+                "API's own rules may refuse the object (400)." if requires
+                else "Every field of the patch is optional here; the "
+                     "API's own rules may refuse it (400)."),
+            "requestBody": _oa_body_param(names[3] if requires else patch,
+                                          "The new object's fields"),
             "responses": _oa_responses({"201": _oa_object(
                 rep, "Created", {"Location": {
                     "description": "The new object's path, /%s/<id> with "
@@ -5763,14 +6937,14 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
         }
     if enabled.get("get_by_id"):
         item["get"] = {
-            "summary": "Get a %s" % name,
+            "summary": "Get %s" % _with_article(name),
             "responses": _oa_responses(
                 {"200": _oa_object(rep, "The object")},
                 ("400", "404", "413", "500"), shared),
         }
     if enabled.get("update"):
         item["put"] = {
-            "summary": "Update a %s" % name,
+            "summary": "Update %s" % _with_article(name),
             "description": "Only the fields in the patch change; the API's "
                            "own rules may refuse it (400).",
             "requestBody": _oa_body_param(patch, "The fields to change"),
@@ -5780,7 +6954,7 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
         }
     if enabled.get("delete"):
         item["delete"] = {
-            "summary": "Delete a %s" % name,
+            "summary": "Delete %s" % _with_article(name),
             "responses": _oa_responses({"204": {"description": "Deleted"}},
                                        ("400", "404", "413", "500"), shared),
         }
@@ -5834,9 +7008,13 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
       the server's root.
     * Representation: ``_links`` is optional even when a link is required
       (docs/protocol.md#representation), so the document says so too.
-    * Rules in model code (``validate_patch``) and handler errors
-      (``HTTPError`` with any status) are not in the spec: they appear
-      only as 400 and ``default`` responses.
+    * Constraints (``minimum``, ``pattern``, ``enum``, ...) are in the
+      schemas; a ``message=`` is not. Rules in model code
+      (``validate_patch``) and handler errors (``HTTPError`` with any
+      status) are not in the spec: they appear only as 400 and
+      ``default`` responses.
+    * A create is a patch: only the fields and links named by the model's
+      ``create_requires`` are required in its body (``<Model>Create``).
     * Query fields: a repeated parameter is refused (400); a request body
       on get_by_id, delete, get_list or an action without ``accepts`` is
       refused (400). OpenAPI cannot forbid either.
@@ -5859,7 +7037,8 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
     refs = {}
     for name in models:
         names[name] = (name, component(name + "Patch", name + ".Patch"),
-                       component(name + "List", name + ".List"))
+                       component(name + "List", name + ".List"),
+                       component(name + "Create", name + ".Create"))
         refs["%s.%s" % (api_name, name)] = names[name][:2]
 
     schemas = {}
@@ -5869,6 +7048,10 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
         schemas[names[name][1]] = _oa_body(full_name, model, refs, patch=True)
         if model["methods"].get("get_list"):
             schemas[names[name][2]] = _oa_list(name, model, refs)
+        if model["methods"].get("create") and model.get("create_requires"):
+            schemas[names[name][3]] = _oa_body(
+                full_name, model, refs, patch=True,
+                requires=model["create_requires"])
     schemas[shared["Error"]] = _oa_error_schema()
     schemas[shared["Problem"]] = _oa_problem_schema()
 
@@ -6126,7 +7309,7 @@ def _client_class(headers: list) -> type:
         extra[name.strip()] = value.strip()
 
     class _CLIClient(APIClient):
-        def build_request(self, endpoint, *args, **kwargs):
+        def build_request(self, endpoint, /, *args, **kwargs):
             request = super().build_request(endpoint, *args, **kwargs)
             request.headers.update(extra)
             return request
@@ -6274,6 +7457,8 @@ def _parser() -> Any:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Serve, inspect and call Cosmic APIs.")
+    parser.add_argument("--version", action="version",
+                        version="cosmic " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     target_help = ("module:attr, module, path/to/file.py or "
                    "path/to/file.py:attr; attr names an API, a Server or a "

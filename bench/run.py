@@ -438,6 +438,26 @@ def validation_type():
     ]))
 
 
+def constrained_validation_type():
+    """validation_type() with 8 constraints (bounds, lengths, item count):
+    what the rules cost next to the same schema without them."""
+    from cosmic import (Array, Boolean, Float, Integer, String, Struct,
+                        optional, required)
+    text = String(max_length=64)
+    location = Struct([required("lat", Float(minimum=-90, maximum=90)),
+                       required("lon", Float(minimum=-180, maximum=180)),
+                       optional("label", text)])
+    return Array(Struct([
+        required("id", Integer(minimum=1)),
+        required("name", text),
+        required("active", Boolean),
+        required("score", Float(minimum=0, maximum=100)),
+        optional("note", text),
+        required("samples", Array(Float, max_items=16)),
+        required("location", location),
+    ]))
+
+
 def make_payload(n=200, seed=1234):
     rnd = random.Random(seed)
     records = []
@@ -579,6 +599,8 @@ def section_validation(settings):
                              "https://json-schema.org/draft/2020-12/schema"})
     payload = make_payload()
     validators = [("cosmic Array(Struct).from_json", records_type.from_json),
+                  ("constrained cosmic (8 rules)",
+                   constrained_validation_type().from_json),
                   ("hand-written (floor)", hand_validate)]
     if installed("fastjsonschema"):
         import fastjsonschema

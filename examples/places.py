@@ -46,6 +46,9 @@ MAX_LIMIT = 100
 
 # SQLite integers are signed 64-bit: a larger Python int cannot be stored.
 _MAX_INT = 2 ** 63 - 1
+# Stored numbers stay within what every JSON reader keeps exactly
+# (RFC 7493: I-JSON), JavaScript's included.
+_MAX_SAFE = 2 ** 53 - 1
 # An id is a rowid in plain decimal, so that each row has exactly one id
 # ("01" would otherwise name row 1 too).
 _ID_PATTERN = re.compile(r"[1-9][0-9]{0,17}")
@@ -135,13 +138,6 @@ def _fetch(conn, table, rowid):
     return row
 
 
-def _require(patch, names):
-    """Refuse a create patch that lacks required fields."""
-    missing = [name for name in names if name not in patch]
-    if missing:
-        raise HTTPError(400, "Missing fields: %r" % missing)
-
-
 def _check_text(patch, names):
     """Refuse strings SQLite cannot store: JSON lets "\\ud800" through."""
     for name in names:
@@ -177,10 +173,6 @@ def _page(table, filters, limit, offset, to_rep):
     ``filters`` maps columns to the value they must equal (None: any).
     """
     limit = DEFAULT_LIMIT if limit is None else limit
-    if not 1 <= limit <= MAX_LIMIT:
-        raise HTTPError(400, "limit must be between 1 and %d" % MAX_LIMIT)
-    if offset is not None and offset < 0:
-        raise HTTPError(400, "offset must not be negative")
     names = [name for name in filters if filters[name] is not None]
     where = " AND ".join("%s = ?" % name for name in names) or "1"
     params = [filters[name] for name in names]
@@ -197,10 +189,16 @@ def _page(table, filters, limit, offset, to_rep):
 
 places = API("places")
 
+# The rules a schema can state are constraints, so that the spec, the
+# OpenAPI document, the docs page and every client know them; what only
+# code can check stays in validate_patch (a 400 in the document).
 _PAGING = [
-    optional("limit", Integer, "Page size, 1 to 100 (default 20)"),
-    optional("offset", Integer, "Matches to skip (default 0)"),
+    optional("limit", Integer(minimum=1, maximum=MAX_LIMIT),
+             "Page size (default 20)"),
+    optional("offset", Integer(minimum=0), "Matches to skip (default 0)"),
 ]
+# A name starts with neither a lower-case ASCII letter nor a space.
+_NAME = String(pattern=r"^[^\sa-z]", message="Name must be capitalized")
 _TOTAL = [required("total_count", Integer, "Matches, before paging")]
 
 
@@ -215,10 +213,11 @@ class City(BaseModel):
 
     methods = ["get_by_id", "get_list", "create", "update", "delete"]
     properties = [
-        required("name", String, "Capitalized"),
+        required("name", _NAME, "Capitalized"),
         optional("country", String),
-        optional("population", Integer),
+        optional("population", Integer(minimum=0, maximum=_MAX_SAFE)),
     ]
+    create_requires = ["name"]
     query_fields = [
         optional("name", String, "Only cities with exactly this name"),
         optional("country", String, "Only cities in this country"),
@@ -227,17 +226,9 @@ class City(BaseModel):
 
     @classmethod
     def validate_patch(cls, patch):
-        """Check the fields that a create or update patch carries."""
+        """Refuse text SQLite cannot store (400); the schemas check the
+        rest."""
         _check_text(patch, ["name", "country"])
-        name = patch.get("name")
-        if name is not None and not name.strip():
-            raise ValidationError("Name must not be empty", name)
-        if name is not None and name[0].islower():
-            raise ValidationError("Name must be capitalized", name)
-        population = patch.get("population")
-        if population is not None and not 0 <= population <= _MAX_INT:
-            raise ValidationError("Population must be between 0 and %d"
-                                  % _MAX_INT, population)
 
     @classmethod
     def get_by_id(cls, id):
@@ -253,7 +244,6 @@ class City(BaseModel):
     @classmethod
     def create(cls, patch):
         """Insert a city; return its new id and representation."""
-        _require(patch, ["name"])
         rep = {name: patch.get(name) for name in _CITY_COLUMNS}
         with _transaction(write=True) as conn:
             cursor = conn.execute(
@@ -304,10 +294,13 @@ class Address(BaseModel):
 
     methods = ["get_by_id", "get_list", "create", "update", "delete"]
     properties = [
-        required("number", Integer, "House number, 1 or more"),
-        required("street", String),
+        required("number", Integer(minimum=1, maximum=_MAX_SAFE),
+                 "House number"),
+        required("street", String(pattern=r"\S",
+                                  message="Street must not be empty")),
     ]
     links = [required("city", City)]
+    create_requires = ["number", "street", "city"]
     query_fields = [
         optional("city", String, "Only addresses in the city with this id"),
     ] + _PAGING
@@ -315,15 +308,10 @@ class Address(BaseModel):
 
     @classmethod
     def validate_patch(cls, patch):
-        """Check the fields that a create or update patch carries."""
+        """Refuse text SQLite cannot store (400); the schemas check the
+        rest. A link to a city that does not exist is refused by create
+        and update (400)."""
         _check_text(patch, ["street"])
-        street = patch.get("street")
-        if street is not None and not street.strip():
-            raise ValidationError("Street must not be empty", street)
-        number = patch.get("number")
-        if number is not None and not 1 <= number <= _MAX_INT:
-            raise ValidationError("Number must be between 1 and %d"
-                                  % _MAX_INT, number)
 
     @classmethod
     def get_by_id(cls, id):
@@ -342,7 +330,6 @@ class Address(BaseModel):
     @classmethod
     def create(cls, patch):
         """Insert an address; return its new id and representation."""
-        _require(patch, ["number", "street", "city"])
         with _transaction(write=True) as conn:
             city_id = _existing_city(conn, patch["city"])
             cursor = conn.execute(
@@ -384,7 +371,7 @@ def stats():
 
 @places.action(accepts=Struct([
     required("id", String, "The city's id"),
-    required("name", String, "Its new name"),
+    required("name", _NAME, "Its new name"),
 ]), returns=String)
 def rename_city(id, name):
     """Rename a city and return its previous name."""
