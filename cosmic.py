@@ -4,7 +4,7 @@ Declare an API once, with actions (RPC) and models (REST resources) typed by a
 small Teleport-like schema system, and get from that one object a WSGI server,
 a JSON spec at ``/spec.json``, an HTTP client built at run time from that spec,
 an in-process client with the same interface, an OpenAPI 3.1 document, a docs
-page and a command line::
+page, a contract diff and a command line::
 
     from cosmic.api import API
     from cosmic.types import String
@@ -21,8 +21,8 @@ page and a command line::
 
 Sections (search for ``# --``): exceptions; schema types; tools; API, spec
 and models; WSGI server; client; thread-local globals; testing helpers;
-development server; OpenAPI and docs page; compatibility modules; command
-line.
+development server; OpenAPI and docs page; contract diff; compatibility
+modules; command line.
 
 How the server handles one request::
 
@@ -50,6 +50,7 @@ import re as _re
 import sys as _sys
 import threading as _threading
 from collections import OrderedDict as _OrderedDict
+from collections import namedtuple as _namedtuple
 from os import getpid as _getpid  # os and time are loaded already
 from time import monotonic as _monotonic
 from math import isfinite as _isfinite
@@ -79,7 +80,8 @@ _PUBLIC = (
      "standard_types UUID Decimal", "cosmic types legacy_teleport http"),
     ("UnicodeDecodeValidationError UnknownTypeValidationError",
      "cosmic (types) legacy_teleport"),
-    ("SpecError NotFound HTTPError RemoteHTTPError", "cosmic exceptions http"),
+    ("SpecError NotFound HTTPError RemoteHTTPError PreconditionFailed",
+     "cosmic exceptions http"),
     ("ThreadLocalMissing", "cosmic exceptions"),
     ("API BaseAPI", "cosmic api"),
     ("BaseModel", "cosmic models"),
@@ -94,7 +96,10 @@ _PUBLIC = (
     ("OutcomeUnknown ResponseTooLarge", "cosmic client"),
     ("ThreadLocalDict SwappableDict thread_local ensure_thread_local "
      "thread_local_middleware storage cosmos", "cosmic globals"),
+    ("if_match", "cosmic globals http"),
     ("openapi docs_html main", "cosmic"),
+    ("diff Change", "cosmic"),
+    ("ContractError", "cosmic exceptions client"),
     ("get_args args_to_datum assert_is_compatible serialize_json "
      "deserialize_json string_to_json validate_underscore_identifier "
      "is_string_type", "tools"),
@@ -216,6 +221,19 @@ class HTTPError(Exception):
         return "%s %s" % (self.code, self.message)
 
 
+class PreconditionFailed(HTTPError):
+    """412: the object changed since the ETag a request named in If-Match.
+
+    The server raises it when its own comparison fails; a model raises it
+    when its own atomic check does (see ``if_match()``). Clients raise it
+    on a 412 answer.
+    """
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(412, message or "Precondition Failed")
+        self.args = (message,)
+
+
 class RemoteHTTPError(HTTPError):
     """A client call answered with an error status.
 
@@ -227,6 +245,16 @@ class RemoteHTTPError(HTTPError):
                  errors: list | None = None) -> None:
         super().__init__(code, message)
         self.errors = errors or []
+
+
+class _RemotePreconditionFailed(PreconditionFailed, RemoteHTTPError):
+    """A client's 412: both a PreconditionFailed and a RemoteHTTPError."""
+
+    def __init__(self, message: str | None = None,
+                 errors: list | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+        self.args = (message, errors)
 
 
 class ThreadLocalMissing(Exception):
@@ -455,6 +483,16 @@ class _DateTimeType(_Type):
     @staticmethod
     def _dump(value):
         if isinstance(value, _datetime.datetime):
+            offset = value.utcoffset()
+            if offset is not None and (offset.seconds % 60 or
+                                       offset.microseconds):
+                # ISO 8601 offsets are whole minutes: zoneinfo's zones
+                # before 1900 are not (Europe/Amsterdam +00:19:32). Write
+                # the same instant in UTC instead.
+                try:
+                    value = value.astimezone(_datetime.timezone.utc)
+                except OverflowError:
+                    raise ValidationError("Invalid DateTime", value) from None
             return value.isoformat()
         raise ValidationError("Invalid DateTime", value)
 
@@ -1628,21 +1666,33 @@ def _as_model(obj: Any) -> Model:
                     "class, got %s" % _short_repr(obj))
 
 
+_DOT_IDS = frozenset((".", ".."))
+
+
 def _href_id(ident: str) -> str:
-    """An id as it appears in an href: as it is, except that ``%`` and
-    ``/`` are escaped, so that any id survives the round trip
-    (docs/protocol.md#link)."""
-    if "%" in ident or "/" in ident:
-        return ident.replace("%", "%25").replace("/", "%2F")
+    """An id as it appears in an href: as it is, as the original's clients
+    read it, except that ``%``, ``/``, ``?`` and ``#`` are escaped, so
+    that any id survives the round trip and names its own object. The
+    ids ``.`` and ``..`` are refused: an href would resolve upward
+    whatever the encoding (RFC 3986 section 6.2.2; docs/protocol.md#link).
+    """
+    if ident.isalnum():
+        return ident
+    if ident in _DOT_IDS:
+        raise ValidationError("Invalid id (a dot segment)", ident)
+    if "%" in ident or "/" in ident or "?" in ident or "#" in ident:
+        return ident.replace("%", "%25").replace("/", "%2F").replace(
+            "?", "%3F").replace("#", "%23")
     return ident
 
 
-_HREF_ESCAPE = _re.compile("%(25|2[Ff])")
+_HREF_ESCAPE = _re.compile("%(25|2[Ff]|3[Ff]|23)")
+_HREF_UNESCAPE = {"25": "%", "2F": "/", "2f": "/", "3F": "?", "3f": "?",
+                  "23": "#"}
 
 
 def _href_unescape(text: str) -> str:
-    return _HREF_ESCAPE.sub(lambda m: "%" if m.group(1) == "25" else "/",
-                            text)
+    return _HREF_ESCAPE.sub(lambda m: _HREF_UNESCAPE[m.group(1)], text)
 
 
 class Link(_Type):
@@ -1659,7 +1709,8 @@ class Link(_Type):
             if type(datum) is not str:
                 raise ValidationError("Invalid String", datum)
             parts = datum.rsplit("/", 2)
-            if len(parts) != 3 or parts[1] != name or not parts[2]:
+            if len(parts) != 3 or parts[1] != name or not parts[2] or \
+                    parts[2] in _DOT_IDS:
                 raise ValidationError(
                     "Invalid url for %s link: %s" % (name, _cap(datum)))
             ident = parts[2]
@@ -1721,18 +1772,20 @@ class _ModelBody(_Wrapper):
             target = _as_model(link["model"])
             if self.param._api is not None:
                 target._bind_model(self.param._api)
+            is_required = link["required"] and not opt
             links.append((name, _field(Struct([required("href", Link(target))]),
-                                       link["required"] and not opt, None)))
-            link_dumps.append((name, Link(target)._dump))
+                                       is_required, None)))
+            link_dumps.append((name, Link(target)._dump, is_required))
         props = [(name, _field(f["schema"], f["required"] and not opt, None))
                  for name, f in spec["properties"].items()]
-        prop_dumps = [(n, f["schema"]._dump, f["schema"]._exact)
-                      for n, f in props]
+        prop_dumps = [(n, f["schema"]._dump, f["schema"]._exact,
+                       f["required"], f["schema"]) for n, f in props]
         inner = Struct([optional("_links", Struct(links))] + props)
         self._model = model
         # The compiled closure shadows the _dump method from now on.
         self._dump = self._compile_dump(  # type: ignore[method-assign]
-            model, link_dumps, prop_dumps)
+            model, link_dumps, prop_dumps, False)
+        self._parts = (model, link_dumps, prop_dumps)
         self._inner = inner  # last: its presence means "compiled"
         return inner
 
@@ -1751,12 +1804,31 @@ class _ModelBody(_Wrapper):
         self._inner  # noqa: B018  compiles, and sets the instance's own _dump
         return self._dump(value)
 
-    def _compile_dump(self, model: str, link_dumps: list,
-                      prop_dumps: list) -> Callable:
-        links, what = tuple(link_dumps), self.type_name[7:]
-        props = tuple((n, d, e if e is not float else None)
-                      for n, d, e in prop_dumps)
+    def _server_dump(self, value):
+        """_dump that also refuses a missing required field, anywhere
+        inside: what a server sends must pass its clients' from_json."""
+        self._inner  # noqa: B018  compiles first: a model may contain itself
+        with _COMPILE_LOCK:
+            dump = self.__dict__.get("_server_dump")
+            if dump is None:
+                dump = self.__dict__["_server_dump"] = self._compile_dump(
+                    *self._parts, strict=True)
+        return dump(value)
+
+    def _compile_dump(self, model: str, link_dumps: list, prop_dumps: list,
+                      strict: bool) -> Callable:
+        links = tuple((n, d, strict and r) for n, d, r in link_dumps)
+        what = self.type_name[7:]
+        props = tuple((n, d, e if e is not float else None, strict and r,
+                       _required_check(schema) if strict else None)
+                      for n, d, e, r, schema in prop_dumps)
         self_prefix = "/%s/" % model
+        required_names = [n for n, _, r in links if r] + \
+            [n for n, _, _, r, _ in props if r]
+
+        def missing(rep):
+            return ValidationError("Missing fields", [
+                n for n in required_names if rep.get(n) is None])
 
         def dump(value):
             try:
@@ -1771,7 +1843,7 @@ class _ModelBody(_Wrapper):
                     raise ValidationError("Invalid %s id" % model, ident)
                 out["_links"] = {"self": {"href": self_prefix +
                                           _href_id(ident)}}
-            for name, link_dump in links:
+            for name, link_dump, is_required in links:
                 target = rep.get(name)
                 if target is not None:
                     try:
@@ -1779,7 +1851,9 @@ class _ModelBody(_Wrapper):
                     except ValidationError as err:
                         raise _push(err, name)
                     out.setdefault("_links", {})[name] = {"href": href}
-            for name, item_dump, exact in props:
+                elif is_required:
+                    raise missing(rep)
+            for name, item_dump, exact, is_required, check in props:
                 item = rep.get(name)
                 if item is not None:
                     if type(item) is exact:
@@ -1787,8 +1861,12 @@ class _ModelBody(_Wrapper):
                         continue
                     try:
                         out[name] = item_dump(item)
+                        if check is not None:
+                            check(out[name])
                     except ValidationError as err:
                         raise _push(err, name)
+                elif is_required:
+                    raise missing(rep)
             return out
 
         return dump
@@ -1828,6 +1906,66 @@ class Patch(_ModelBody):
         return (ident, patch)
 
 
+def _required_check(schema: Any, _seen: dict | None = None) -> Any:
+    """A check that a dumped (JSON) value has every required field, at any
+    depth; None when the type has none. A dump leaves out fields that are
+    absent or None, which a client's from_json refuses: a server runs this
+    on what it sends."""
+    seen: dict = {} if _seen is None else _seen
+    cell = seen.get(id(schema))
+    if cell is not None:  # a type that contains itself (through a model)
+        return lambda datum: cell[0] is not None and cell[0](datum)
+    cell = seen[id(schema)] = [None]
+    cell[0] = _make_required_check(schema, seen)
+    return cell[0]
+
+
+def _make_required_check(schema: Any, seen: dict) -> Any:
+    if isinstance(schema, Struct):
+        fields = schema.param.items()
+        names = tuple(n for n, f in fields if f["required"])
+        subs = tuple((n, c) for n, f in fields
+                     for c in (_required_check(f["schema"], seen),)
+                     if c is not None)
+        if not names and not subs:
+            return None
+
+        def check_struct(datum):
+            for name in names:
+                if name not in datum:
+                    raise ValidationError("Missing fields", [
+                        n for n in names if n not in datum])
+            for name, check in subs:
+                if name in datum:
+                    try:
+                        check(datum[name])
+                    except ValidationError as err:
+                        raise _push(err, name)
+
+        return check_struct
+    if isinstance(schema, (Array, Map)):
+        item_check = _required_check(schema.param, seen)
+        if item_check is None:
+            return None
+
+        def check_items(datum):
+            pairs = enumerate(datum) if type(datum) is list else datum.items()
+            for key, item in pairs:
+                try:
+                    item_check(item)
+                except ValidationError as err:
+                    raise _push(err, key)
+
+        return check_items
+    if isinstance(schema, _Wrapper):
+        try:
+            inner = schema._inner
+        except RuntimeError:  # a model this process does not know
+            return None
+        return _required_check(inner, seen)
+    return None
+
+
 _FIELD_ENTRY = Struct([required("schema", Schema),
                        required("required", Boolean),
                        optional("doc", String)])
@@ -1851,6 +1989,10 @@ class URLParams(_Type):
                               if f["schema"]._string_based)
 
     def _load(self, datum):
+        return self._parse(datum, _MAX_JSON_DEPTH)
+
+    def _parse(self, datum: Any, max_depth: int) -> dict:
+        """_load, with JSON values nested at most ``max_depth`` deep."""
         from urllib.parse import parse_qsl
         if type(datum) is not str:
             raise ValidationError("Invalid query string", datum)
@@ -1869,12 +2011,19 @@ class URLParams(_Type):
                         "Repeating query parameters not allowed: %s" % key)
                 if key in self._raw:
                     found[key] = value
-                else:
-                    try:
-                        found[key] = _loads_strict(value)
-                    except ValueError:
-                        raise _push(ValidationError("Invalid JSON", value),
-                                    key) from None
+                    continue
+                try:
+                    if value.count("[") + value.count("{") > max_depth and \
+                            _too_deep(value, max_depth):
+                        raise _JSONLimitError("nested deeper than %d levels"
+                                              % max_depth)
+                    found[key] = _loads_strict(value, _DECODE_REQUEST)
+                except _JSONLimitError as err:
+                    raise _push(ValidationError("Invalid JSON: %s" % err),
+                                key) from None
+                except (ValueError, RecursionError):
+                    raise _push(ValidationError("Invalid JSON", value),
+                                key) from None
         return self._struct._load(found)
 
     def _dump(self, value):
@@ -1906,6 +2055,10 @@ def _strict_constant(name: str) -> Any:
     raise ValueError("JSON does not allow " + name)
 
 
+class _JSONLimitError(ValueError):
+    """JSON text that parses but is past one of cosmic's limits."""
+
+
 def _reject_inf(text: str) -> float:
     value = float(text)
     if value - value != 0.0:
@@ -1913,12 +2066,21 @@ def _reject_inf(text: str) -> float:
     return value
 
 
-def _reject_long_int(text: str) -> int:
-    # Python 3.11's own limit (int_max_str_digits) is not there on every
-    # supported version, and can be switched off.
-    if len(text) > 4300:
-        raise ValueError("Integer too long")
-    return int(text)
+# Integers: the encoder writes up to Python 3.11's default int_max_str_digits
+# (checked here too: older versions have no limit, and it can be switched
+# off); a server reads far fewer, so that sums and products of the values it
+# accepts can still be written.
+_MAX_DIGITS_OUT = 4300
+_MAX_DIGITS_IN = 1000
+_MAX_JSON_DEPTH = 100
+
+
+def _int_parser(limit: int) -> Callable:
+    def parse_int(text):
+        if len(text) > limit and len(text.lstrip("-")) > limit:
+            raise _JSONLimitError("integer with more than %d digits" % limit)
+        return int(text)
+    return parse_int
 
 
 # Two decoders built once: the second, slower one checks floats and runs
@@ -1945,23 +2107,28 @@ def _DECODE(text: str) -> Any:
     return datum
 
 
-_DECODE_CHECKED = _json.JSONDecoder(parse_constant=_strict_constant,
-                                    parse_float=_reject_inf,
-                                    parse_int=_reject_long_int).decode
+_DECODE_CHECKED = _json.JSONDecoder(
+    parse_constant=_strict_constant, parse_float=_reject_inf,
+    parse_int=_int_parser(_MAX_DIGITS_OUT)).decode
+# What servers read (request bodies, query strings).
+_DECODE_REQUEST = _json.JSONDecoder(
+    parse_constant=_strict_constant, parse_float=_reject_inf,
+    parse_int=_int_parser(_MAX_DIGITS_IN)).decode
 # Three simple searches are several times faster than one alternation; the
 # look-behind makes a long run of digits cost one try, not one per digit.
 _EXPONENT = _re.compile(r"[0-9][eE]").search
 _LONG_NUMBER = _re.compile(r"(?<![0-9])[0-9]{300}").search
 
 
-def _loads_strict(text: str) -> Any:
-    """json.loads without NaN, Infinity, numbers that overflow to inf, or
-    lone surrogates."""
+def _loads_strict(text: str, _checked: Callable = _DECODE_CHECKED) -> Any:
+    """json.loads without NaN, Infinity, numbers that overflow to inf,
+    integers over 4300 digits (``_DECODE_REQUEST``: 1000), or lone
+    surrogates."""
     escapes = "\\u" in text
     if not escapes and _EXPONENT(text) is None and (
             len(text) < 300 or _LONG_NUMBER(text) is None):
         return _DECODE(text)
-    datum = _DECODE_CHECKED(text)
+    datum = _checked(text)
     if escapes:
         try:
             _json.dumps(datum, ensure_ascii=False).encode("utf-8")
@@ -2411,6 +2578,9 @@ class BaseModel:
     ``create_requires`` names the fields and links a create must carry
     (refused otherwise with ``Missing fields``). Properties may also be
     written as annotations: ``name: str``, ``population: Optional[int]``.
+    An optional classmethod ``etag(cls, id, rep) -> str`` gives objects
+    their own ETag (by default a hash of the representation); see
+    ``cosmic.if_match()``.
     """
 
     _cosmic_model: ClassVar[Model]  # set by API.model
@@ -2666,7 +2836,8 @@ class Response:
 
     ``Response(body, status=200, headers=None)``: ``data`` (bytes),
     ``status_code`` and ``headers`` (a dict). ``Content-Length`` is added
-    when it is sent.
+    when it is sent, except on 204 and 304, which have no body
+    (RFC 9110 section 8.6).
     """
 
     error: str | None = None
@@ -2691,7 +2862,10 @@ class Response:
         headers = [(k, v) for k, v in self.headers.items()
                    if k.lower() != "content-length"]
         body = self.data
-        headers.append(("Content-Length", str(len(body))))
+        if code == 204 or code == 304:
+            body = b""
+        else:
+            headers.append(("Content-Length", str(len(body))))
         start_response(status, headers)
         if environ["REQUEST_METHOD"] == "HEAD":
             return []
@@ -2733,7 +2907,12 @@ _ENCODE = _make_encode()
 
 def _json_response(datum: Any, status: int = 200) -> Response:
     response = Response.__new__(Response)
-    response.data = _ENCODE(datum).encode("ascii")
+    try:
+        text = _ENCODE(datum)
+    except (ValueError, TypeError, RecursionError) as err:
+        err.__dict__["_cosmic_unwritable"] = True  # for the log line
+        raise
+    response.data = text.encode("ascii")
     response.status_code = status
     response.headers = {"Content-Type": _JSON_TYPE}
     return response
@@ -2859,7 +3038,7 @@ class Request:
     ``mimetype``, ``mimetype_params``, ``content_type``, ``request_id``.
     """
 
-    max_json_depth = 100
+    max_json_depth = _MAX_JSON_DEPTH
 
     def __init__(self, environ: dict,
                  max_content_length: int = 1 << 20) -> None:
@@ -2990,15 +3169,20 @@ def _read_body(environ: dict, limit: int) -> bytes:
 # pass (a pattern that needs the closing quote retries from every quote).
 _JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', _re.S)
 _NOT_BRACKET = _re.compile(r"[^\[\]{}]+")
+_ONE_BRACKET = str.maketrans("{}", "[]")
 
 
 def _too_deep(text: str, limit: int) -> bool:
     """Whether JSON text nests arrays and objects deeper than ``limit``."""
     if text.count("[") + text.count("{") <= limit:
         return False
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    # In valid JSON, brackets pair up whatever their kind; one kind then
+    # makes each pass peel exactly one level (a "[]" removed may leave a
+    # new "[]" that only the next pass sees), however they alternate.
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(
+        _ONE_BRACKET)
     for _ in range(limit):
-        inner = brackets.replace("[]", "").replace("{}", "")
+        inner = brackets.replace("[]", "")
         if not inner or inner == brackets:
             return False
         brackets = inner
@@ -3027,7 +3211,9 @@ def _decode_json_body(request: Request) -> Any:
         raise HTTPError(400, "Invalid JSON: nested deeper than %d levels"
                         % max_depth)
     try:
-        return _loads_strict(text)
+        return _loads_strict(text, _DECODE_REQUEST)
+    except _JSONLimitError as err:
+        raise HTTPError(400, "Invalid JSON: %s" % err) from None
     except (ValueError, RecursionError):
         raise HTTPError(400, "Invalid JSON") from None
 
@@ -3060,6 +3246,121 @@ def _call_style(func: Callable, names: Iterable, skip: int = 0) -> bool:
     if any(p.kind == p.VAR_KEYWORD for p in params):
         return False
     return len(params) == 1 and params[0].name not in names
+
+
+# Conditional requests (RFC 9110 section 13): the ETag of a model object,
+# and If-Match and If-None-Match compared with it (see
+# docs/protocol.md#conditional-requests). etagc, the characters of a tag, is
+# visible ASCII but '"', and obs-text (RFC 9110 section 8.8.3).
+_OPAQUE_TAG = _re.compile(r"[\x21\x23-\x7e\x80-\xff]*\Z")
+_TAG_LIST = _re.compile(r'(W/)?"([\x21\x23-\x7e\x80-\xff]*)"')
+# The tags of recently sent small bodies: hashing costs more than the rest
+# of a small GET, and the objects fetched most are those that change least.
+_TAGS: dict = {}
+_TAGS_SIZE = 1024
+_TAGS_BODY = 2048
+_blake2b: Any = None
+
+
+def _hash_tag(body: bytes) -> str:
+    """The quoted ETag of a representation: a hash of its JSON bytes."""
+    global _blake2b
+    tag = _TAGS.get(body)
+    if tag is None:
+        if _blake2b is None:
+            from hashlib import blake2b
+            _blake2b = blake2b
+        tag = '"%s"' % _blake2b(body, digest_size=16).hexdigest()
+        if len(body) <= _TAGS_BODY:
+            if len(_TAGS) >= _TAGS_SIZE:
+                _TAGS.clear()
+            _TAGS[body] = tag
+    return tag
+
+
+def _model_tag(func: Callable, model: str) -> Callable:
+    """The quoted tag of a model's own ``etag(id, rep)`` classmethod."""
+    def tag(ident, rep):
+        value = func(ident, rep)
+        if type(value) is not str or _OPAQUE_TAG.match(value) is None:
+            raise SpecError("%s.etag must return a str of visible ASCII "
+                            "characters other than '\"', got %s"
+                            % (model, _short_repr(value)))
+        return '"%s"' % value
+    return tag
+
+
+def _tags_match(header: str, tag: str, weak: bool) -> str | None:
+    """The tag of an If-Match (strong comparison) or If-None-Match (weak
+    comparison) list that matches ``tag`` (quoted), without its quotes;
+    ``"*"`` for any; None when none does (RFC 9110 sections 8.8.3.2,
+    13.1.1, 13.1.2)."""
+    header = header.strip()
+    if header == "*":
+        return "*"
+    if header == tag:
+        return tag[1:-1]
+    opaque = tag[1:-1]
+    for prefix, value in _TAG_LIST.findall(header):
+        if value == opaque and (weak or not prefix):
+            return value
+    return None
+
+
+def _preconditions(environ: dict, tag: str, what: str) -> str | None:
+    """Evaluate If-Match, then If-None-Match, for the current ``tag``
+    (RFC 9110 section 13.2.2). Returns the matched If-Match tag (None
+    without one); raises PreconditionFailed, or _NotModified for a GET."""
+    matched = None
+    header = environ.get("HTTP_IF_MATCH")
+    if header is not None:
+        matched = _tags_match(header, tag, False)
+        if matched is None:
+            raise PreconditionFailed("Precondition Failed: %s has changed "
+                                     "since the ETag in If-Match" % what)
+    header = environ.get("HTTP_IF_NONE_MATCH")
+    if header is not None and _tags_match(header, tag, True) is not None:
+        if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+            raise _NotModified
+        raise PreconditionFailed("Precondition Failed: %s matches "
+                                 "If-None-Match" % what)
+    return matched
+
+
+class _NotModified(Exception):
+    """A GET whose If-None-Match names the current tag: 304."""
+
+
+# PUT and DELETE of one object take one of these while the server compares
+# the tag and the model writes, so that no other write of this process
+# comes in between.
+_WRITE_LOCKS = [_threading.RLock() for _ in range(64)]
+
+
+def _write_lock(key: tuple) -> Any:
+    return _WRITE_LOCKS[hash(key) % len(_WRITE_LOCKS)]
+
+
+def _mark_return_error(err: BaseException, what: str) -> None:
+    """Say in the log that a return value failed, not the server."""
+    if isinstance(err, ValidationError):
+        note = "failed validation: %s" % err
+    elif isinstance(err, RecursionError) or \
+            getattr(err, "_cosmic_unwritable", False):
+        note = "cannot be written as JSON: %s" % _return_value_cause(err)
+    else:
+        return
+    if getattr(err, "_cosmic_return", None) is None:
+        err.__dict__["_cosmic_return"] = "Return value of %s %s" % (what,
+                                                                    note)
+
+
+def _return_value_cause(err: BaseException) -> str:
+    if isinstance(err, RecursionError):
+        return "nested too deep"
+    if isinstance(err, ValueError) and "digits" in str(err):
+        return "an integer has more digits than Python writes (%s)" % err
+    return "%s: %s" % (type(err).__name__, err)
 
 
 class Endpoint:
@@ -3106,18 +3407,28 @@ class Endpoint:
             response._err = err
             return response
         try:
-            if timeout is not None:
-                func_output = _call_with_timeout(self.handler, func_input,
-                                                 timeout)
-            else:
-                func_output = self.handler(**func_input)
+            func_output = self._call(request, url_args, func_input, timeout)
         except NotFound:
             if self.not_found_is_404:
                 return error_response("Not Found", 404)
             raise
-        if hooks is None:
-            return self.build_response(func_input, func_output)
-        return hooks.build_response(self, func_input, func_output)
+        try:
+            if hooks is None:
+                return self.build_response(func_input, func_output)
+            return hooks.build_response(self, func_input, func_output)
+        except Exception as err:
+            _mark_return_error(err, self._what)
+            raise
+
+    def _call(self, request: Request, url_args: dict, func_input: dict,
+              timeout: float | None) -> Any:
+        if timeout is not None:
+            return _call_with_timeout(self.handler, func_input, timeout)
+        return self.handler(**func_input)
+
+    @property
+    def _what(self) -> str:
+        return type(self).__name__
 
     def build_response(self, func_input: dict, func_output: Any) -> Response:
         """The response for the handler's result, type-checked."""
@@ -3175,6 +3486,8 @@ def _check_status(endpoint: Endpoint, res: Any) -> None:
             errors = body.get("errors")
             if not isinstance(errors, list):
                 errors = None
+        if code == 412:
+            raise _RemotePreconditionFailed(message, errors)
         raise RemoteHTTPError(code, message, errors)
 
 
@@ -3205,7 +3518,7 @@ class SpecEndpoint(Endpoint):
 
     def parse_response(self, res: Any) -> dict:
         _check_status(self, res)
-        return APISpec.from_json(_response_json(res))
+        return _answer(APISpec, _response_json(res))
 
 
 class ActionEndpoint(Endpoint):
@@ -3235,6 +3548,7 @@ class ActionEndpoint(Endpoint):
                 self._param: Any = names[0] if names else None
         self._load = self.accepts._load if self.accepts is not None else None
         self._dump = self.returns._dump if self.returns is not None else None
+        self._check: Any = _MISSING  # _required_check(returns), when needed
         if self.func is not None:
             if self._mode == "one" and _positional_only(self.func):
                 param = self._param
@@ -3264,6 +3578,10 @@ class ActionEndpoint(Endpoint):
     def handler(self, /, **func_input: Any) -> Any:
         return self.func(**func_input)
 
+    @property
+    def _what(self) -> str:
+        return "action " + self.action_name
+
     def build_response(self, func_input, func_output) -> Response:
         if self._dump is None:
             if func_output is not None:
@@ -3271,7 +3589,13 @@ class ActionEndpoint(Endpoint):
             return Response(b"", 204)
         if func_output is None:
             raise ValidationError("Expected data, found None")
-        return _json_response(self._dump(func_output))
+        datum = self._dump(func_output)
+        check = self._check
+        if check is _MISSING:
+            check = self._check = _required_check(self.returns)
+        if check is not None:
+            check(datum)
+        return _json_response(datum)
 
     def build_request(self, /, *args: Any, **kwargs: Any) -> _ClientRequest:
         datum = args_to_datum(*args, **kwargs)
@@ -3286,7 +3610,7 @@ class ActionEndpoint(Endpoint):
         _check_status(self, res)
         if self.returns is None or not res.content:
             return None
-        return self.returns.from_json(_response_json(res))
+        return _answer(self.returns, _response_json(res))
 
 
 class _ModelEndpoint(Endpoint):
@@ -3305,6 +3629,9 @@ class _ModelEndpoint(Endpoint):
         self.representation._inner  # noqa: B018
         self.patch._inner  # noqa: B018
         self.func = None
+        self.etags = True
+        self._get: Callable | None = None  # get_by_id, to compare tags
+        self._tag: Callable | None = None  # the model's own etag, quoted
         namespace = getattr(api.models, model_name, None) \
             if isinstance(api, API) else None
         if namespace is not None:
@@ -3313,12 +3640,43 @@ class _ModelEndpoint(Endpoint):
                     _first_param(self.func) == "id":
                 # The same call, one frame less.
                 self.handler = self.func  # type: ignore[method-assign]
+            getter = namespace.get_by_id
+            if getattr(getter, "__func__", None) is not \
+                    BaseModel.get_by_id.__func__:  # type: ignore[attr-defined]
+                self._get = getter
+            etag = getattr(api._model_classes.get(model_name), "etag", None)
+            if callable(etag):
+                self._tag = _model_tag(etag, model_name)
+
+    @property
+    def _what(self) -> str:
+        return "%s.%s" % (self.model_name, self.method_name)
+
+    def _object(self, ident: str) -> str:
+        return "%s %s" % (self.model_name, _short_repr(ident))
+
+    def _current_tag(self, ident: str, rep: Any,
+                     body: bytes | None = None) -> str:
+        """The quoted ETag of an object: the model's own, or a hash of
+        the representation a GET sends (``body``, when already made)."""
+        if self._tag is not None:
+            return self._tag(ident, rep)
+        if body is None:
+            try:
+                body = _json_response(
+                    self.representation._server_dump((ident, rep))).data
+            except Exception as err:
+                _mark_return_error(err, "%s.get_by_id" % self.model_name)
+                raise
+        return _hash_tag(body)
 
     def _href(self, ident: str) -> str:
         if type(ident) is not str:
             raise ValidationError("Invalid %s id: an id must be a string, "
                                   "got %s" % (self.model_name,
                                               type(ident).__name__), ident)
+        if ident in _DOT_IDS:
+            raise ValidationError("Invalid %s id" % self.model_name, ident)
         return "/%s/%s" % (self.model_name, _quote(ident))
 
     def _patch_json(self, ident: str | None, fields: dict) -> Box:
@@ -3363,27 +3721,72 @@ class GetByIdEndpoint(_ModelEndpoint):
         return self.func(id)
 
     def build_response(self, func_input, func_output):
-        return _json_response(
-            self.representation._dump((func_input["id"], func_output)))
+        ident = func_input["id"]
+        response = _json_response(
+            self.representation._server_dump((ident, func_output)))
+        if self.etags:
+            response.headers["ETag"] = self._current_tag(
+                ident, func_output, response.data)
+        return response
 
     def _serve(self, request, url_args, timeout, hooks=None):
-        if hooks is not None or timeout is not None or \
-                _sends_body(request.environ):
-            return _ModelEndpoint._serve(self, request, url_args, timeout,
-                                         hooks)
+        environ = request.environ
+        if hooks is not None or timeout is not None or _sends_body(environ):
+            response = _ModelEndpoint._serve(self, request, url_args,
+                                             timeout, hooks)
+            tag = response.headers.get("ETag")
+            if tag is not None and response.status_code == 200 and (
+                    "HTTP_IF_NONE_MATCH" in environ or
+                    "HTTP_IF_MATCH" in environ):
+                return self._conditional(environ, tag, url_args, response)
+            return response
         ident = url_args["id"]  # no body: nothing to parse
         try:
             rep = self.func(ident)
         except NotFound:
             return error_response("Not Found", 404)
-        return _json_response(self.representation._dump((ident, rep)))
+        # build_response and _json_response, inline.
+        try:
+            datum = self.representation._server_dump((ident, rep))
+        except Exception as err:
+            _mark_return_error(err, self._what)
+            raise
+        response = Response.__new__(Response)
+        response.status_code = 200
+        try:
+            data = response.data = _ENCODE(datum).encode("ascii")
+        except Exception as err:
+            err.__dict__["_cosmic_unwritable"] = True
+            _mark_return_error(err, self._what)
+            raise
+        if not self.etags:
+            response.headers = {"Content-Type": _JSON_TYPE}
+            return response
+        if self._tag is None:
+            tag = _TAGS.get(data)  # _hash_tag, inline
+            if tag is None:
+                tag = _hash_tag(data)
+        else:
+            tag = self._tag(ident, rep)
+        response.headers = {"Content-Type": _JSON_TYPE, "ETag": tag}
+        if "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ:
+            return self._conditional(environ, tag, url_args, response)
+        return response
+
+    def _conditional(self, environ: dict, tag: str, url_args: dict,
+                     response: Response) -> Response:
+        try:
+            _preconditions(environ, tag, self._object(url_args["id"]))
+        except _NotModified:
+            return Response(b"", 304, {"ETag": tag})
+        return response
 
     def build_request(self, id: str) -> _ClientRequest:
         return _ClientRequest("GET", self._href(id), "", {})
 
     def parse_response(self, res):
         _check_status(self, res)
-        return self.representation.from_json(_response_json(res))[1]
+        return _answer(self.representation, _response_json(res))[1]
 
 
 class CreateEndpoint(_ModelEndpoint):
@@ -3426,8 +3829,11 @@ class CreateEndpoint(_ModelEndpoint):
             raise ValidationError("create must return (id, rep)",
                                   func_output) from None
         response = _json_response(
-            self.representation.to_json((ident, rep)), 201)
+            self.representation._server_dump((ident, rep)), 201)
         response.headers["Location"] = self._href(ident)
+        if self.etags:
+            response.headers["ETag"] = self._current_tag(ident, rep,
+                                                         response.data)
         return response
 
     def build_request(self, /, *args: Any, **fields: Any) -> _ClientRequest:
@@ -3441,10 +3847,67 @@ class CreateEndpoint(_ModelEndpoint):
 
     def parse_response(self, res):
         _check_status(self, res)
-        return self.representation.from_json(_response_json(res))
+        return _answer(self.representation, _response_json(res))
 
 
-class UpdateEndpoint(_ModelEndpoint):
+class _WriteEndpoint(_ModelEndpoint):
+    """PUT and DELETE of one object: the conditions of If-Match and
+    If-None-Match, compared with the object as get_by_id returns it.
+
+    The comparison and the model's write hold a lock of this process, so
+    no other PUT or DELETE that this process serves comes in between; a
+    model that keeps its objects elsewhere reads ``if_match()`` to make
+    its own check atomic there.
+    """
+
+    def _call(self, request, url_args, func_input, timeout):
+        if not self.etags:
+            return Endpoint._call(self, request, url_args, func_input,
+                                  timeout)
+        ident = url_args["id"]
+        environ = request.environ
+        with _write_lock((self.api.name, self.model_name, ident)):
+            if "HTTP_IF_MATCH" not in environ and \
+                    "HTTP_IF_NONE_MATCH" not in environ:
+                return Endpoint._call(self, request, url_args, func_input,
+                                      timeout)
+            if self._get is None:
+                raise PreconditionFailed(
+                    "Precondition Failed: %s has no get_by_id to compare "
+                    "the ETag with" % self.model_name)
+            tag = self._current_tag(ident, self._get(ident))
+            matched = _preconditions(environ, tag, self._object(ident))
+            token = _if_match.set(matched)
+            try:
+                return Endpoint._call(self, request, url_args, func_input,
+                                      timeout)
+            finally:
+                _if_match.reset(token)
+
+
+def _if_match_header(headers: dict, tag: str | None) -> dict:
+    """Client side: ``headers`` with If-Match for a tag (unquoted)."""
+    if tag is None:
+        return headers
+    if type(tag) is not str or (
+            tag != "*" and _OPAQUE_TAG.match(tag) is None):
+        raise ValidationError("Invalid If-Match tag", tag)
+    headers["If-Match"] = tag if tag == "*" else '"%s"' % tag
+    return headers
+
+
+def _response_tag(response: Any) -> str | None:
+    """Client side: the ETag of an answer, without quotes (or None)."""
+    value = response.headers.get("etag")
+    if value is None:
+        return None
+    value = value.strip().removeprefix("W/")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return value
+
+
+class UpdateEndpoint(_WriteEndpoint):
     """``PUT /<Model>/<id>``: apply a patch, or 404."""
 
     method = "PUT"
@@ -3471,24 +3934,32 @@ class UpdateEndpoint(_ModelEndpoint):
         return self.func(id, **patch)
 
     def build_response(self, func_input, func_output):
-        return _json_response(
-            self.representation.to_json((func_input["id"], func_output)))
+        ident = func_input["id"]
+        response = _json_response(
+            self.representation._server_dump((ident, func_output)))
+        if self.etags:
+            response.headers["ETag"] = self._current_tag(
+                ident, func_output, response.data)
+        return response
 
-    def build_request(self, id: str, /, *args: Any, **fields: Any):
+    def build_request(self, id: str, /, *args: Any,
+                      _if_match: str | None = None, **fields: Any):
         if len(args) == 1 and not fields and isinstance(args[0], dict):
             fields = args[0]
         elif args:
             raise SpecError("update takes the id, then the fields as "
                             "keywords or one dict")
         href = self._href(id)
-        return _client_request("PUT", href, self._patch_json(id, fields))
+        request = _client_request("PUT", href, self._patch_json(id, fields))
+        _if_match_header(request.headers, _if_match)
+        return request
 
     def parse_response(self, res):
         _check_status(self, res)
-        return self.representation.from_json(_response_json(res))[1]
+        return _answer(self.representation, _response_json(res))[1]
 
 
-class DeleteEndpoint(_ModelEndpoint):
+class DeleteEndpoint(_WriteEndpoint):
     """``DELETE /<Model>/<id>``: 204, or 404."""
 
     method = "DELETE"
@@ -3507,8 +3978,10 @@ class DeleteEndpoint(_ModelEndpoint):
     def build_response(self, func_input, func_output):
         return Response(b"", 204)
 
-    def build_request(self, id: str) -> _ClientRequest:
-        return _ClientRequest("DELETE", self._href(id), "", {})
+    def build_request(self, id: str,
+                      _if_match: str | None = None) -> _ClientRequest:
+        return _ClientRequest("DELETE", self._href(id), "",
+                              _if_match_header({}, _if_match))
 
     def parse_response(self, res):
         _check_status(self, res)
@@ -3526,12 +3999,20 @@ class GetListEndpoint(_ModelEndpoint):
         self.query = URLParams(fields) if fields else None
         meta = self.model_spec["list_metadata"]
         self.metadata = Struct(meta) if meta else None
+        self._meta_check: Any = _MISSING
 
     def parse_request(self, request, **url_args):
         self._body(request)
         if self.query is None:
             return {}
-        return self.query.from_json(request.environ.get("QUERY_STRING", ""))
+        text = request.environ.get("QUERY_STRING", "")
+        try:
+            return self.query._parse(text, request.max_json_depth)
+        except ValidationError as err:
+            err._source = (self.query, text)
+            raise
+        except RecursionError:
+            raise ValidationError("Nesting too deep") from None
 
     def handler(self, /, **query: Any) -> Any:
         return self.func(**query)
@@ -3550,16 +4031,26 @@ class GetListEndpoint(_ModelEndpoint):
             query = self.query.to_json(func_input)
             if query:
                 href += "?" + query
-        dump = self.representation._dump
+        dump = self.representation._server_dump
+        embedded: list = []
         try:
-            embedded = [dump(item) for item in items]
+            for item in items:
+                embedded.append(dump(item))
         except TypeError:
             raise ValidationError("get_list must return (id, rep) pairs",
                                   func_output) from None
+        except ValidationError as err:
+            raise _push(err, len(embedded))  # the index of the bad item
         body = {"_links": {"self": {"href": href}},
                 "_embedded": {self.model_name: embedded}}
         if meta is not None:
-            body.update(self.metadata.to_json(meta))
+            meta_json = self.metadata.to_json(meta)
+            check = self._meta_check
+            if check is _MISSING:
+                check = self._meta_check = _required_check(self.metadata)
+            if check is not None:
+                check(meta_json)
+            body.update(meta_json)
         return _json_response(body)
 
     def build_request(self, /, **query: Any) -> _ClientRequest:
@@ -3588,10 +4079,10 @@ class GetListEndpoint(_ModelEndpoint):
             raise SpecError("Invalid list response") from None
         if not isinstance(items, list):
             raise SpecError("Invalid list response")
-        load = self.representation.from_json
-        pairs = [load(item) for item in items]
+        rep = self.representation
+        pairs = [_answer(rep, item) for item in items]
         if self.metadata is not None:
-            return pairs, self.metadata.from_json(body)
+            return pairs, _answer(self.metadata, body)
         return pairs
 
 
@@ -3615,7 +4106,7 @@ class _Route:
 class _Routes:
     """Every route of one API, built once per change of the API."""
 
-    def __init__(self, api: API) -> None:
+    def __init__(self, api: API, etags: bool = True) -> None:
         self.version = api._version
         self.spec = _Route({"GET": SpecEndpoint(api)})
         self.openapi = _Route({"GET": _OpenAPIEndpoint(api)})
@@ -3624,35 +4115,136 @@ class _Routes:
                         for name in api.spec["actions"]}
         self.items: dict = {}
         self.lists: dict = {}
+        methods = {"GET", "HEAD", "OPTIONS"}
         for name, model in api.spec["models"].items():
             items: dict = {}
             lists: dict = {}
             for cls in _MODEL_ENDPOINTS:
                 if model["methods"][cls.method_name]:
                     table = items if cls.on_item else lists
-                    table[cls.method] = cls(api, name)
+                    endpoint = table[cls.method] = cls(api, name)
+                    endpoint.etags = etags
             self.items[name] = _Route(items)
             self.lists[name] = _Route(lists)
+            methods.update(items, lists)
+        if self.actions:
+            methods.add("POST")
+        self.allow = ", ".join(sorted(methods))  # the server's, for "*"
 
 
 _SANE_ID = _re.compile(r"[A-Za-z0-9._:@/+=-]{1,200}\Z")
+# The key that marks a request scope in which a Server is serving a request
+# (ThreadLocalDict's keys are ints: no clash).
+_SERVING = "cosmic.serving"
 _request_counter = iter(range(1, 1 << 62))
 _ID_PREFIX = "%08x-" % (abs(hash(object())) & 0xFFFFFFFF)
 
 
 _SERVER_OPTIONS = frozenset((
     "max_content_length", "max_json_depth", "max_url_length",
-    "handler_timeout", "cors_origins", "docs"))
+    "handler_timeout", "cors_origins", "docs", "etags"))
 
 
-class Server:
+class _ServerCORS:
+    """Server's cross-origin answers (``cors_origins``): the headers of
+    every answer, and preflight requests."""
+
+    cors_origins: Any
+
+    def _cors_origin(self, environ: dict) -> str | None:
+        origin = environ.get("HTTP_ORIGIN")
+        if origin is None:
+            return None
+        if origin in self.cors_origins or "*" in self.cors_origins:
+            return origin
+        return None
+
+    def _cors(self, environ: dict, headers: dict) -> None:
+        origin = self._cors_origin(environ)
+        if origin is not None:
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Expose-Headers"] = \
+                "Location, X-Request-ID, ETag"
+        headers["Vary"] = "Origin"
+
+    def _preflight(self, environ: dict, route: _Route) -> Response:
+        if self._cors_origin(environ) is None:
+            return error_response("Origin not allowed", 403)
+        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
+        allowed = [h.strip() for h in requested.split(",")
+                   if _re.match(r"[A-Za-z0-9-]{1,64}\Z", h.strip())]
+        headers = {"Allow": route.allow,
+                   "Access-Control-Allow-Methods": route.allow,
+                   "Access-Control-Max-Age": "600"}
+        if allowed:
+            headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
+        return Response(b"", 204, headers)
+
+
+class _ServerRoutes(_ServerCORS):
+    """Server's routing: the routes of its API, made again when the API
+    changes, and the route of a path (see ``dispatch_request``)."""
+
+    api: API
+    docs: bool
+    etags: bool
+    _routes: _Routes | None
+
+    def _get_routes(self) -> _Routes:
+        routes = self._routes
+        if routes is None or routes.version != self.api._version:
+            routes = self._routes = _Routes(self.api, self.etags)
+        return routes
+
+    def _match(self, parts: list) -> tuple:
+        routes = self._routes
+        if routes is None or routes.version != self.api._version:
+            routes = self._get_routes()
+        if parts[0] or len(parts) > 3:
+            return None, None
+        if len(parts) == 2:
+            name = parts[1]
+            route = routes.lists.get(name)
+            if route is not None:
+                return route, {}
+            if name == "spec.json":
+                return routes.spec, {}
+            if name == "openapi.json":
+                return routes.openapi, {}
+            if self.docs and name in ("", "docs"):
+                return routes.docs, {}
+            return None, None
+        head, tail = parts[1], parts[2]
+        if not tail:
+            return None, None
+        if head == "actions":
+            return routes.actions.get(tail), {}
+        route = routes.items.get(head)
+        if tail[0] == "." and tail in _DOT_IDS and route is not None:
+            raise HTTPError(400, "Invalid %s id: %s (a dot segment)"
+                            % (head, tail))
+        return route, {"id": tail}
+
+    def _options(self, environ: dict, route: _Route | None) -> Response:
+        """``OPTIONS``: the methods of a route, or with ``*`` (RFC 9110
+        section 9.3.7) of the whole server; a CORS preflight."""
+        if route is None or _asterisk(environ):
+            return Response(b"", 204, {"Allow": self._get_routes().allow})
+        if self.cors_origins and "HTTP_ORIGIN" in environ:
+            return self._preflight(environ, route)
+        return Response(b"", 204, {"Allow": route.allow})
+
+
+class Server(_ServerRoutes):
     """Serve an API as a WSGI application: ``Server(api).wsgi_app``.
 
-    Subclass it to hook into a request: ``view``, ``parse_request``,
-    ``build_response``, ``unhandled_exception_hook``, ``dispatch_request``.
+    Subclass it to hook into a request; the hooks, in the order a request
+    meets them: ``dispatch_request``, ``view``, ``parse_request``,
+    ``build_response``, ``unhandled_exception_hook``.
     Limits are attributes (or keyword arguments): ``max_content_length``
     (bytes, 1 MiB), ``max_json_depth`` (100), ``max_url_length`` (16 KiB),
-    ``handler_timeout`` (seconds, None for no limit), ``cors_origins``.
+    ``handler_timeout`` (seconds, None for no limit), ``cors_origins``,
+    ``etags`` (False: no ETag, and If-Match and If-None-Match ignored).
     """
 
     max_content_length = 1 << 20
@@ -3661,6 +4253,7 @@ class Server:
     handler_timeout: float | None = None
     cors_origins: Any = ()
     docs = True
+    etags = True
 
     def __init__(self, api: API, debug: bool = False, **options: Any) -> None:
         self.api = api
@@ -3681,17 +4274,18 @@ class Server:
         self._plain_view = (self._plain_parse and self._plain_build
                             and cls.view is Server.view)
 
-    def _get_routes(self) -> _Routes:
-        routes = self._routes
-        if routes is None or routes.version != self.api._version:
-            routes = self._routes = _Routes(self.api)
-        return routes
-
     def wsgi_app(self, environ: dict, start_response: Callable) -> Any:
-        """The WSGI application (PEP 3333)."""
+        """The WSGI application (PEP 3333).
+
+        Each request runs in a request scope: the one that
+        thread_local_middleware (or thread_local) opened around the
+        server, else a fresh one, also when the active scope is that of a
+        request being served (a handler calling an API in-process).
+        """
+        local = _current.get()
         token = None
-        if _current.get() is None:
-            local: dict = {}
+        if local is None or _SERVING in local:
+            local = {_SERVING: True}
             token = _current.set(local)
             ident = _get_ident()
             alone = ident not in _active  # the usual case, done inline
@@ -3700,6 +4294,8 @@ class Server:
                 storage[ident] = local
             else:
                 _enter_local(local)
+        else:
+            local[_SERVING] = True
         try:
             request_id = environ.get("HTTP_X_REQUEST_ID")
             if request_id is None or _SANE_ID.match(request_id) is None:
@@ -3727,14 +4323,20 @@ class Server:
             if "Content-Length" in headers or "content-length" in headers:
                 headers = {k: v for k, v in headers.items()
                            if k.lower() != "content-length"}
-            pairs = [*headers.items(), ("X-Request-ID", request_id),
-                     ("Content-Length", str(len(body)))]
+            if code == 204 or code == 304:  # no body (RFC 9110 8.6)
+                body = b""
+                pairs = [*headers.items(), ("X-Request-ID", request_id)]
+            else:
+                pairs = [*headers.items(), ("X-Request-ID", request_id),
+                         ("Content-Length", str(len(body)))]
             start_response(_STATUS.get(code) or _status_line(code), pairs)
             if environ["REQUEST_METHOD"] == "HEAD":
                 return []
             return [body]
         finally:
-            if token is not None:
+            if token is None:
+                local.pop(_SERVING, None)
+            else:
                 _current.reset(token)
                 if alone and len(_active[ident]) == 1:
                     del _active[ident], storage[ident]
@@ -3752,15 +4354,15 @@ class Server:
                 raise HTTPError(414, _REASONS[414])
             route, url_args = self._match(request._parts or
                                           request.path_segments)
-            if route is None:
-                return error_response("Not Found", 404)
             method = request.method
+            if route is None:
+                if method == "OPTIONS" and _asterisk(environ):
+                    return self._options(environ, route)
+                return error_response("Not Found", 404)
             endpoint = route.methods.get("GET" if method == "HEAD" else method)
             if endpoint is None:
                 if method == "OPTIONS":
-                    if self.cors_origins and "HTTP_ORIGIN" in environ:
-                        return self._preflight(environ, route)
-                    return Response(b"", 204, {"Allow": route.allow})
+                    return self._options(environ, route)
                 response = error_response("Method Not Allowed", 405)
                 response.headers["Allow"] = route.allow
                 return response
@@ -3773,32 +4375,6 @@ class Server:
         except HTTPError as err:
             return error_response(
                 err.message or _REASONS.get(err.code, "Error"), err.code)
-
-    def _match(self, parts: list) -> tuple:
-        routes = self._routes
-        if routes is None or routes.version != self.api._version:
-            routes = self._get_routes()
-        if parts[0] or len(parts) > 3:
-            return None, None
-        if len(parts) == 2:
-            name = parts[1]
-            route = routes.lists.get(name)
-            if route is not None:
-                return route, {}
-            if name == "spec.json":
-                return routes.spec, {}
-            if name == "openapi.json":
-                return routes.openapi, {}
-            if self.docs and name in ("", "docs"):
-                return routes.docs, {}
-            return None, None
-        head, tail = parts[1], parts[2]
-        if not tail:
-            return None, None
-        if head == "actions":
-            return routes.actions.get(tail), {}
-        route = routes.items.get(head)
-        return route, {"id": tail}
 
     def view(self, endpoint: Endpoint, request: Request,
              **url_args: Any) -> Response:
@@ -3832,39 +4408,21 @@ class Server:
                 path = request.path
             except HTTPError:
                 path = request.environ.get("PATH_INFO", "-")
+        # A bad return value: the handler's fault, not the server's.
+        note = getattr(exc, "_cosmic_return", None)
+        note = "Unhandled exception" if note is None else _log_safe(note)
         logging.getLogger("cosmic").error(
-            "Unhandled exception in %s %s (request %s)", _log_safe(method),
+            "%s in %s %s (request %s)", note, _log_safe(method),
             _log_safe(path), request_id,
             exc_info=(type(exc), exc, exc.__traceback__))
         return error_response("Internal Server Error", 500)
 
-    def _cors_origin(self, environ: dict) -> str | None:
-        origin = environ.get("HTTP_ORIGIN")
-        if origin is None:
-            return None
-        if origin in self.cors_origins or "*" in self.cors_origins:
-            return origin
-        return None
 
-    def _cors(self, environ: dict, headers: dict) -> None:
-        origin = self._cors_origin(environ)
-        if origin is not None:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Access-Control-Expose-Headers"] = "Location, X-Request-ID"
-        headers["Vary"] = "Origin"
-
-    def _preflight(self, environ: dict, route: _Route) -> Response:
-        if self._cors_origin(environ) is None:
-            return error_response("Origin not allowed", 403)
-        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
-        allowed = [h.strip() for h in requested.split(",")
-                   if _re.match(r"[A-Za-z0-9-]{1,64}\Z", h.strip())]
-        headers = {"Allow": route.allow,
-                   "Access-Control-Allow-Methods": route.allow,
-                   "Access-Control-Max-Age": "600"}
-        if allowed:
-            headers["Access-Control-Allow-Headers"] = ", ".join(allowed)
-        return Response(b"", 204, headers)
+def _asterisk(environ: dict) -> bool:
+    """Whether a request targets the server itself: ``OPTIONS *``
+    (RFC 9110 section 9.3.7), whatever PATH_INFO a server makes of it."""
+    return "*" in (environ.get("PATH_INFO"), environ.get("REQUEST_URI"),
+                   environ.get("RAW_URI"))
 
 
 def _log_safe(text: str) -> str:
@@ -4005,6 +4563,85 @@ class _ClientResponse:
         return "<Response %d>" % self.status_code
 
 
+def _answer(schema: Any, datum: Any) -> Any:
+    """Load a server's answer, dropping fields the client's spec lacks.
+
+    Clients tolerate what a newer server adds to its answers; servers stay
+    strict about what they receive. The strict load runs first, so a valid
+    answer costs nothing more: only a refused one is cleared of unknown
+    fields (logged at debug) and loaded again, every other check intact
+    (docs/protocol.md#unknown-fields-in-answers).
+    """
+    try:
+        return schema.from_json(datum)
+    except ValidationError:
+        drop = _dropper(schema)
+        dropped: list = []
+        if drop is not None:
+            datum = drop(datum, [], dropped)
+        if not dropped:
+            raise
+    import logging
+    logger = logging.getLogger("cosmic")
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("Answer fields unknown to the client's spec, dropped: "
+                     "%s", ", ".join("".join("[%r]" % key for key in path)
+                                     for path in dropped))
+    return schema.from_json(datum)
+
+
+def _dropper(schema: Any) -> Callable | None:
+    """A function ``(datum, path, dropped) -> datum`` that copies a value
+    of ``schema`` without the Struct fields the schema lacks, noting their
+    paths in ``dropped``; None for a type that holds no Struct. Compiled
+    once per type object."""
+    cached = getattr(schema, "__dict__", {}).get("_drop", _MISSING)
+    if cached is not _MISSING:
+        return cached
+    drop = None
+    if isinstance(schema, _Wrapper):
+        drop = _dropper(schema._inner)
+    elif isinstance(schema, Struct):
+        known = {name: _dropper(f["schema"])
+                 for name, f in schema.param.items()}
+
+        def drop(datum, path, dropped):
+            if type(datum) is not dict:
+                return datum
+            out = {}
+            for key, value in datum.items():
+                child = known.get(key, _MISSING)
+                if child is _MISSING:
+                    dropped.append(path + [key])
+                else:
+                    out[key] = value if child is None else \
+                        child(value, path + [key], dropped)
+            return out
+    elif isinstance(schema, (Array, Map)):
+        item = _dropper(schema.param)
+        if item is not None:
+            drop = _container_dropper(item, schema)
+    if isinstance(schema, _Type):
+        schema.__dict__["_drop"] = drop
+    return drop
+
+
+def _container_dropper(item: Callable, schema: Any) -> Callable:
+    if isinstance(schema, Array):
+        def drop(datum, path, dropped):
+            if type(datum) is not list:
+                return datum
+            return [item(value, path + [i], dropped)
+                    for i, value in enumerate(datum)]
+    else:
+        def drop(datum, path, dropped):
+            if type(datum) is not dict:
+                return datum
+            return {key: item(value, path + [key], dropped)
+                    for key, value in datum.items()}
+    return drop
+
+
 class BaseAPIClient(BaseAPI):
     """A client whose actions and models are built from the API's spec.
 
@@ -4012,13 +4649,16 @@ class BaseAPIClient(BaseAPI):
     ``make_request`` (the transport, in subclasses), then
     ``parse_response``; override any of them (e.g. to add headers).
     Arguments are checked against the spec before anything is sent, and
-    answers are checked on arrival.
+    answers are checked on arrival (fields the spec lacks are dropped).
     """
 
     problem_details = False
     #: Resolves custom type names in the spec: ``type_getter(name)`` gives
     #: the type or raises KeyError (see standard_types).
     type_getter: Any = None
+    #: The spec the caller was written against (see _check_contract).
+    expected_spec: Any = None
+    on_breaking = "raise"
 
     def __init__(self, spec: dict | None = None) -> None:
         token = _TYPES.set((self.type_getter, None))
@@ -4056,6 +4696,8 @@ class BaseAPIClient(BaseAPI):
                     cls(self, name), cls.method_name, None))
             namespace.validate_patch = _no_check
             setattr(self.models, name, namespace)
+        if self.expected_spec is not None:
+            _check_contract(self)
 
     def _function(self, endpoint: Endpoint, name: str,
                   doc: str | None) -> Callable:
@@ -4073,19 +4715,26 @@ class BaseAPIClient(BaseAPI):
         """Build, send and parse one call to ``endpoint``.
 
         Options for this call (never field names: fields cannot start with
-        ``_``): ``_timeout=seconds`` overrides the client's timeout, and
+        ``_``): ``_timeout=seconds`` overrides the client's timeout,
         ``_retry_writes=True`` lets a write be repeated even when its
-        outcome is unknown.
+        outcome is unknown, ``_with_etag=True`` returns ``(result, etag)``,
+        the answer's ETag without quotes (None without one), and
+        ``_if_match=etag`` (update, delete) makes the call conditional: a
+        412 raises PreconditionFailed.
         """
         timeout = kwargs.pop("_timeout", None)
         retry_writes = kwargs.pop("_retry_writes", None)
+        with_etag = kwargs.pop("_with_etag", False)
         request = self.build_request(endpoint, *args, **kwargs)
         if timeout is not None:
             request.timeout = timeout
         if retry_writes is not None:
             request.retry_writes = retry_writes
         response = self.make_request(endpoint, request)
-        return self.parse_response(endpoint, response)
+        result = self.parse_response(endpoint, response)
+        if with_etag:
+            return result, _response_tag(response)
+        return result
 
     def build_request(self, endpoint: Endpoint, /, *args: Any,
                       **kwargs: Any) -> _ClientRequest:
@@ -4133,7 +4782,7 @@ _READS = frozenset(("GET", "HEAD", "OPTIONS"))
 _CLIENT_OPTIONS = frozenset((
     "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
     "max_redirects", "problem_details", "type_getter", "max_response_size",
-    "retry_writes"))
+    "retry_writes", "expected_spec", "on_breaking"))
 _REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
@@ -4160,7 +4809,10 @@ class APIClient(BaseAPIClient):
     writes that provably never reached the server), ``retry_writes``
     (False; True also repeats writes whose outcome is unknown),
     ``max_response_size`` (64 MiB; None for no limit), ``max_redirects``
-    (5, same origin only), ``problem_details`` (ask for RFC 9457 errors).
+    (5, same origin only), ``problem_details`` (ask for RFC 9457 errors),
+    ``expected_spec`` (the spec the caller was written against: the live
+    one is compared with it at connect time, and breaking changes raise
+    ContractError, or warn when ``on_breaking="warn"``).
     """
 
     base_url: str | None = None
@@ -4720,6 +5372,7 @@ def thread_local_middleware(app: Callable) -> Callable:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+    middleware.__wrapped__ = app  # type: ignore[attr-defined]
     return middleware
 
 
@@ -4813,6 +5466,22 @@ class ThreadLocalDict(_Swappable):
 
 
 cosmos = SwappableDict()
+
+_if_match: _contextvars.ContextVar = _contextvars.ContextVar(
+    "cosmic_if_match", default=None)
+
+
+def if_match() -> str | None:
+    """The If-Match tag of the request being served, without its quotes.
+
+    ``"*"`` for ``If-Match: *``, None when the request sent none. Set
+    while a model's ``update`` or ``delete`` runs, after the server found
+    that the tag matches the object as ``get_by_id`` returns it, so that
+    the model can make its check and its write one statement
+    (``UPDATE ... WHERE id = ? AND version = ?``) and raise
+    ``PreconditionFailed`` when no row matched.
+    """
+    return _if_match.get()
 
 
 # -- Testing helpers (cosmic.testing) -----------------------------------------
@@ -6835,6 +7504,8 @@ _OA_ERRORS = {
     "400": "Bad request: Content-Type, charset, UTF-8, JSON, the body's or "
            "the query's schema, or a rule of the API refused it",
     "404": "No object with this id",
+    "412": "Precondition Failed: the object changed since the ETag in "
+           "If-Match (or If-None-Match names its current ETag)",
     "413": "Request body larger than the server accepts",
     "500": "Unexpected error in the server; the body tells nothing more",
     "default": "Another error: raised by the API's code or a server hook "
@@ -6895,6 +7566,25 @@ def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
     return param
 
 
+_OA_ETAG = {"ETag": {
+    "description": "The object's current entity tag (RFC 9110 section "
+                   "8.8.3), for If-Match and If-None-Match",
+    "schema": {"type": "string"}}}
+
+
+def _oa_condition(header: str, description: str) -> dict:
+    return {"name": header, "in": "header", "required": False,
+            "description": description, "schema": {"type": "string"}}
+
+
+_OA_IF_MATCH = _oa_condition(
+    "If-Match", "Act only if the object's ETag is one of these (or * for "
+    "any): else 412, and nothing changes")
+_OA_IF_NONE_MATCH = _oa_condition(
+    "If-None-Match", "Answer 304 (GET) or 412 (PUT, DELETE) if the "
+    "object's ETag is one of these (or * for any)")
+
+
 def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
                     refs: dict, ops: list) -> dict:
     """The path items of one model's enabled methods
@@ -6929,34 +7619,43 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
             "requestBody": _oa_body_param(names[3] if requires else patch,
                                           "The new object's fields"),
             "responses": _oa_responses({"201": _oa_object(
-                rep, "Created", {"Location": {
+                rep, "Created", dict({"Location": {
                     "description": "The new object's path, /%s/<id> with "
                                    "the id percent-encoded" % name,
                     "required": True, "schema": {"type": "string"}}},
+                    **_OA_ETAG),
             )}, ("400", "413", "500"), shared),
         }
     if enabled.get("get_by_id"):
         item["get"] = {
             "summary": "Get %s" % _with_article(name),
+            "parameters": [_OA_IF_NONE_MATCH, _OA_IF_MATCH],
             "responses": _oa_responses(
-                {"200": _oa_object(rep, "The object")},
-                ("400", "404", "413", "500"), shared),
+                {"200": _oa_object(rep, "The object", _OA_ETAG),
+                 "304": {"description": "Not Modified: If-None-Match "
+                                        "names the current ETag; no body",
+                         "headers": _OA_ETAG}},
+                ("400", "404", "412", "413", "500"), shared),
         }
     if enabled.get("update"):
         item["put"] = {
             "summary": "Update %s" % _with_article(name),
             "description": "Only the fields in the patch change; the API's "
                            "own rules may refuse it (400).",
+            "parameters": [_OA_IF_MATCH, _OA_IF_NONE_MATCH],
             "requestBody": _oa_body_param(patch, "The fields to change"),
             "responses": _oa_responses(
-                {"200": _oa_object(rep, "The object after the update")},
-                ("400", "404", "413", "500"), shared),
+                {"200": _oa_object(rep, "The object after the update",
+                                   _OA_ETAG)},
+                ("400", "404", "412", "413", "500"), shared),
         }
     if enabled.get("delete"):
         item["delete"] = {
             "summary": "Delete %s" % _with_article(name),
+            "parameters": [_OA_IF_MATCH, _OA_IF_NONE_MATCH],
             "responses": _oa_responses({"204": {"description": "Deleted"}},
-                                       ("400", "404", "413", "500"), shared),
+                                       ("400", "404", "412", "413", "500"),
+                                       shared),
         }
     paths: dict = {}
     method_names = {"get": "get_list", "post": "create"}
@@ -7133,8 +7832,563 @@ def docs_html(api: BaseAPI) -> str:
 
 
 # -- Contract diff -----------------------------------------------------------
+#
+# diff(old, new) compares two versions of a spec in their JSON form and says,
+# for each change, whether a caller written against OLD can fail against NEW.
+# What breaks depends on who sends the data:
+#   request   the client sends, the server checks: action input, patches
+#             (create, update), query strings
+#   response  the server sends, the client checks: action results,
+#             representations, list metadata
+# A type that accepts more values than before ("wider") is safe where
+# clients send and breaks where clients receive; a narrower one the other
+# way round. Clients of this version drop answer fields they do not know
+# (see _answer), so a field the server adds to its answers is
+# compatible; clients of the original Cosmic refuse it.
 
-# (filled by the contract-diff work)
+_BREAKING, _COMPATIBLE, _INFO = "breaking", "compatible", "info"
+_NA = "-"  # the change cannot occur in this direction
+# Compatible because clients drop answer fields they do not know; clients
+# of the original Cosmic are strict and refuse them.
+_TOLERATED = "tolerated"
+_STRICT_NOTE = "clients of the original Cosmic (strict) refuse it"
+
+# Every kind of change: its verdict when the data is in a request, and when
+# it is in a response, then why it breaks (shown with breaking verdicts).
+_DIFF_RULES = (
+    # kind                        request       response
+    # -- the API
+    ("name-changed",              _INFO,        _INFO,
+     "no call carries the API's name"),
+    ("homepage-changed",          _INFO,        _INFO, ""),
+    ("doc-changed",               _INFO,        _INFO, ""),
+    # -- actions
+    ("action-added",              _COMPATIBLE,  _NA, "a new call"),
+    ("action-removed",            _BREAKING,    _NA, "calls get 404"),
+    ("accepts-added",             _BREAKING,    _NA,
+     "callers send no input; the server now wants some"),
+    ("accepts-removed",           _BREAKING,    _NA,
+     "callers send input; the server now refuses any"),
+    ("returns-added",             _NA,          _COMPATIBLE,
+     "callers ignore the new result"),
+    ("returns-removed",           _NA,          _BREAKING,
+     "callers get None where they expect a value"),
+    # -- models
+    ("model-added",               _COMPATIBLE,  _NA, "new routes"),
+    ("model-removed",             _BREAKING,    _NA, "its routes answer 404"),
+    ("method-enabled",            _COMPATIBLE,  _NA, "a new route"),
+    ("method-disabled",           _BREAKING,    _NA, "calls get 405"),
+    # properties travel in patches (every field optional) and in
+    # representations (required as declared)
+    ("property-added",            _COMPATIBLE,  _TOLERATED, ""),
+    ("property-removed-required", _BREAKING,    _BREAKING,
+     "patches carrying it are refused; answers lack it"),
+    ("property-removed-optional", _BREAKING,    _COMPATIBLE,
+     "patches carrying it are refused"),
+    ("property-made-optional",    _NA,          _BREAKING,
+     "answers may lack it"),
+    ("property-made-required",    _NA,          _COMPATIBLE, ""),
+    ("link-added",                _COMPATIBLE,  _TOLERATED, ""),
+    ("link-removed-required",     _BREAKING,    _BREAKING,
+     "patches carrying it are refused; answers lack it"),
+    ("link-removed-optional",     _BREAKING,    _COMPATIBLE,
+     "patches carrying it are refused"),
+    ("link-made-optional",        _NA,          _BREAKING,
+     "answers may lack it"),
+    ("link-made-required",        _NA,          _COMPATIBLE, ""),
+    ("link-model-changed",        _BREAKING,    _BREAKING,
+     "hrefs name another model"),
+    # fields and links a create must carry (create_requires)
+    ("create-required-added",     _BREAKING,    _NA,
+     "creates that leave it out are refused"),
+    ("create-required-removed",   _COMPATIBLE,  _NA, ""),
+    # query strings: the server ignores parameters it does not declare
+    ("query-field-added-required", _BREAKING,   _NA,
+     "calls without it are refused"),
+    ("query-field-added-optional", _COMPATIBLE, _NA, ""),
+    ("query-field-removed",       _BREAKING,    _NA,
+     "the server ignores it: the filter silently stops applying"),
+    ("query-field-made-required", _BREAKING,    _NA,
+     "calls without it are refused"),
+    ("query-field-made-optional", _COMPATIBLE,  _NA, ""),
+    # list metadata: top-level keys of a get_list answer
+    ("metadata-added",            _NA,          _TOLERATED, ""),
+    ("metadata-removed-required", _NA,          _BREAKING, "answers lack it"),
+    ("metadata-removed-optional", _NA,          _COMPATIBLE, ""),
+    ("metadata-made-optional",    _NA,          _BREAKING,
+     "answers may lack it"),
+    ("metadata-made-required",    _NA,          _COMPATIBLE, ""),
+    # -- types, wherever they are (recursively)
+    ("type-changed",              _BREAKING,    _BREAKING,
+     "values of one are not values of the other"),
+    ("type-widened",              _COMPATIBLE,  _BREAKING,
+     "accepts every old value, and more"),
+    ("type-narrowed",             _BREAKING,    _COMPATIBLE,
+     "accepts only some old values"),
+    ("model-changed",             _BREAKING,    _BREAKING,
+     "a reference to another model"),
+    ("field-added-required",      _BREAKING,    _TOLERATED,
+     "senders leave it out"),
+    ("field-added-optional",      _COMPATIBLE,  _TOLERATED, ""),
+    ("field-removed-required",    _BREAKING,    _BREAKING,
+     "senders send it, receivers need it"),
+    ("field-removed-optional",    _BREAKING,    _COMPATIBLE,
+     "senders may send it"),
+    ("field-made-optional",       _COMPATIBLE,  _BREAKING,
+     "receivers need it"),
+    ("field-made-required",       _BREAKING,    _COMPATIBLE,
+     "senders may leave it out"),
+    # -- constraints and enums (minimum, maxLength, pattern, enum, ...)
+    ("constraint-added",          _BREAKING,    _COMPATIBLE,
+     "fewer values pass"),
+    ("constraint-removed",        _COMPATIBLE,  _BREAKING,
+     "more values pass"),
+    ("constraint-tightened",      _BREAKING,    _COMPATIBLE,
+     "fewer values pass"),
+    ("constraint-loosened",       _COMPATIBLE,  _BREAKING,
+     "more values pass"),
+    ("pattern-changed",           _BREAKING,    _BREAKING,
+     "another set of strings"),
+    ("enum-added",                _BREAKING,    _COMPATIBLE,
+     "only the listed values pass"),
+    ("enum-removed",              _COMPATIBLE,  _BREAKING,
+     "any value of the type passes"),
+    ("enum-value-added",          _COMPATIBLE,  _BREAKING,
+     "receivers do not know it"),
+    ("enum-value-removed",        _BREAKING,    _COMPATIBLE,
+     "senders may still send it"),
+    ("message-changed",           _INFO,        _INFO,
+     "only the error text differs"),
+    ("schema-changed",            _BREAKING,    _BREAKING,
+     "a key or parameter diff does not know changed"),
+)
+_RULES = {kind: (request, response, note)
+          for kind, request, response, note in _DIFF_RULES}
+_REQUEST, _RESPONSE = "request", "response"
+_BOTH = (_REQUEST, _RESPONSE)
+
+# Lower and upper bounds (constraints on a type's JSON object): raising a
+# lower bound or lowering an upper one lets fewer values through.
+_LOWER_BOUNDS = ("minimum", "exclusiveMinimum", "minLength", "minItems")
+_UPPER_BOUNDS = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
+_CONSTRAINT_KEYS = _LOWER_BOUNDS + _UPPER_BOUNDS + (
+    "pattern", "enum", "message")
+# (old, new) type names where NEW accepts every JSON value OLD accepts.
+_WIDER = frozenset([("Integer", "Float"), ("DateTime", "String"),
+                    ("Binary", "String"), ("UUID", "String"),
+                    ("cosmic.Model", "String"), ("cosmic.Link", "String")])
+
+
+class Change(_namedtuple("Change", "path kind verdict message direction")):
+    """One change between two specs: ``path``, ``kind``, ``verdict``
+    (breaking, compatible or info), ``message``, and ``direction``: what
+    it breaks ("request", "response" or "request,response"; empty unless
+    the verdict is breaking)."""
+
+    __slots__ = ()
+
+    def as_json(self) -> dict:
+        """The change as a JSON object."""
+        return dict(zip(self._fields, self))
+
+    def __str__(self) -> str:
+        text = "%-10s %s  %s: %s" % (self.verdict, self.path, self.kind,
+                                     self.message)
+        if self.direction:
+            text += " (breaks %ss)" % self.direction.replace(",", "s and ")
+        return text
+
+
+class ContractError(SpecError):
+    """The live spec breaks the one a client expects; ``changes`` lists
+    the breaking changes."""
+
+    def __init__(self, message: str, changes: list) -> None:
+        super().__init__(message)
+        self.changes = changes
+
+
+class _Changes(list):
+    """Collects changes, looking their verdicts up in _DIFF_RULES."""
+
+    def add(self, kind: str, path: str, flows: tuple, message: str) -> None:
+        request, response, note = _RULES[kind]
+        verdicts = {_REQUEST: request, _RESPONSE: response}
+        found = [(f, verdicts[f]) for f in flows if verdicts[f] != _NA]
+        if not found:
+            return  # no data of this kind travels that way
+        order = (_INFO, _COMPATIBLE, _TOLERATED, _BREAKING)
+        verdict = max((v for _, v in found), key=order.index)
+        direction = ",".join(f for f, v in found if v == _BREAKING)
+        if verdict == _TOLERATED:
+            verdict, note = _COMPATIBLE, _STRICT_NOTE
+        elif verdict != _BREAKING:
+            note = ""
+        if note:
+            message = "%s; %s" % (message, note)
+        self.append(Change(path, kind, verdict, message, direction))
+
+
+def _spec_json(spec: Any) -> dict:
+    """The JSON form of a spec given as JSON, native, or an API or client."""
+    if isinstance(spec, BaseAPI):
+        spec = spec.spec
+    if not isinstance(spec, dict):
+        raise SpecError("Not a spec: %s" % _short_repr(spec))
+    actions = spec.get("actions")
+    if not (isinstance(actions, dict) and "order" in actions):
+        try:
+            spec = APISpec.to_json(spec)
+        except (ValidationError, AttributeError, TypeError):
+            raise SpecError("Not a spec: %s" % _short_repr(spec)) from None
+    # JSON now, read without APISpec, so that keys this version does not
+    # know (a newer schema's, say) are compared rather than refused.
+    for key in ("actions", "models"):
+        if not isinstance(spec.get(key), dict) or \
+                not isinstance(spec[key].get("map"), dict):
+            raise SpecError("Not a spec: %s" % _short_repr(spec))
+    return spec
+
+
+def _ordered(entry: Any) -> dict:
+    """The map of an OrderedMap JSON form, in its order."""
+    if not isinstance(entry, dict):
+        return {}
+    mapping: dict = entry.get("map") or {}
+    order = entry.get("order")
+    return {key: mapping[key] for key in (order or mapping)
+            if key in mapping}
+
+
+def diff(old: Any, new: Any) -> list:
+    """The changes from spec ``old`` to spec ``new``, as Change objects.
+
+    Each side is a spec (JSON form or native), an API or a client. A
+    change is breaking when a caller written against ``old`` can fail
+    against a server of ``new``.
+    """
+    old, new = _spec_json(old), _spec_json(new)
+    out = _Changes()
+    for key in ("name", "homepage"):
+        if old.get(key) != new.get(key):
+            out.add(key + "-changed", key, _BOTH, "%s -> %s" % (
+                _short_repr(old.get(key)), _short_repr(new.get(key))))
+    try:
+        _diff_actions(_ordered(old["actions"]), _ordered(new["actions"]),
+                      out)
+        _diff_models(_ordered(old["models"]), _ordered(new["models"]),
+                     _sent_models(old), out)
+    except (AttributeError, TypeError, KeyError):
+        # A spec read as JSON is checked only where diff looks.
+        raise SpecError("Not a valid spec: an entry has the wrong "
+                        "shape") from None
+    return list(out)
+
+
+def _diff_actions(old: dict, new: dict, out: _Changes) -> None:
+    for name in list(old) + [n for n in new if n not in old]:
+        place = "actions." + name
+        if name not in new:
+            out.add("action-removed", place, _BOTH, "removed")
+            continue
+        if name not in old:
+            out.add("action-added", place, _BOTH, "added")
+            continue
+        before, after = old[name], new[name]
+        for key, flow in (("accepts", _REQUEST), ("returns", _RESPONSE)):
+            path = "%s %s" % (place, key)
+            if key in before and key not in after:
+                out.add(key + "-removed", path, (flow,), "removed")
+            elif key in after and key not in before:
+                out.add(key + "-added", path, (flow,),
+                        "added: " + _schema_text(after[key]))
+            elif key in after:
+                _diff_types(before[key], after[key], path, (flow,), out)
+        if before.get("doc") != after.get("doc"):
+            out.add("doc-changed", place, _BOTH, "doc changed")
+
+
+def _sent_models(spec: dict) -> set:
+    """Models whose representations or patches clients send to actions."""
+    found: set = set()
+
+    def walk(schema):
+        if not isinstance(schema, dict):
+            return
+        param = schema.get("param")
+        if schema.get("type") in ("cosmic.Representation", "cosmic.Patch"):
+            found.add(str(param).partition(".")[2])
+        elif schema.get("type") == "Struct":
+            for field in _ordered(param).values():
+                walk(field.get("schema"))
+        else:
+            walk(param)
+
+    for entry in _ordered(spec["actions"]).values():
+        walk(entry.get("accepts"))
+    return found
+
+
+def _diff_models(old: dict, new: dict, sent: set, out: _Changes) -> None:
+    for name in list(old) + [n for n in new if n not in old]:
+        place = "models." + name
+        if name not in new:
+            out.add("model-removed", place, _BOTH, "removed")
+            continue
+        if name not in old:
+            out.add("model-added", place, _BOTH, "added")
+            continue
+        before, after = old[name], new[name]
+        both = []
+        for method in MODEL_METHODS:
+            was = bool(before.get("methods", {}).get(method))
+            now = bool(after.get("methods", {}).get(method))
+            if was and not now:
+                out.add("method-disabled", "%s %s" % (place, method),
+                        _BOTH, "disabled")
+            elif now and not was:
+                out.add("method-enabled", "%s %s" % (place, method),
+                        _BOTH, "enabled")
+            elif now:
+                both.append(method)
+        writes = _REQUEST if {"create", "update"} & set(both) or \
+            name in sent else None
+        flows = tuple(f for f in (writes, _RESPONSE) if f)
+        _diff_fields(before.get("properties"), after.get("properties"),
+                     place + " properties", flows, out, "property")
+        _diff_links(before.get("links"), after.get("links"),
+                    place + " links", flows, out)
+        if "get_list" in both:
+            _diff_fields(before.get("query_fields"),
+                         after.get("query_fields"),
+                         place + " query_fields", (_REQUEST,), out,
+                         "query-field")
+            _diff_fields(before.get("list_metadata"),
+                         after.get("list_metadata"),
+                         place + " list_metadata", (_RESPONSE,), out,
+                         "metadata")
+        if "create" in both:
+            _diff_create_requires(before, after, place, out)
+        _diff_extra_keys(before, after, place, both, out)
+
+
+def _diff_create_requires(before: dict, after: dict, place: str,
+                          out: _Changes) -> None:
+    was = list(before.get("create_requires") or ())
+    now = list(after.get("create_requires") or ())
+    path = place + " create_requires"
+    for name in now:
+        if name not in was:
+            out.add("create-required-added", "%s [%r]" % (path, name),
+                    (_REQUEST,), "creates must carry it")
+    for name in was:
+        if name not in now:
+            out.add("create-required-removed", "%s [%r]" % (path, name),
+                    (_REQUEST,), "creates may leave it out")
+
+
+# The model keys diff knows; others are compared by _diff_extra_keys.
+_MODEL_KEYS = frozenset(("properties", "links", "query_fields", "methods",
+                         "list_metadata", "create_requires"))
+
+
+def _diff_extra_keys(before: dict, after: dict, place: str, both: list,
+                     out: _Changes) -> None:
+    """Model keys from newer schema features (a create's required fields)."""
+    keys = [k for k in after if k not in _MODEL_KEYS]
+    keys += [k for k in before if k not in _MODEL_KEYS and k not in after]
+    for key in keys:
+        if before.get(key) != after.get(key):
+            out.add("schema-changed", "%s %s" % (place, key), _BOTH,
+                    "%s -> %s" % (_short_repr(before.get(key)),
+                                  _short_repr(after.get(key))))
+
+
+def _diff_fields(old: Any, new: Any, place: str, flows: tuple,
+                 out: _Changes, prefix: str = "field") -> None:
+    """Fields of a Struct, or properties, query fields or list metadata.
+
+    Properties are optional in patches, so there only their presence
+    counts; elsewhere whether each is required counts too.
+    """
+    old, new = _ordered(old), _ordered(new)
+    for name in list(old) + [n for n in new if n not in old]:
+        path = "%s [%r]" % (place, name)
+        was, now = old.get(name), new.get(name)
+        if now is None:
+            required = "required" if was.get("required") else "optional"
+            kind = _field_kind(prefix, "removed", required)
+            out.add(kind, path, flows, "removed (was %s)" % required)
+            continue
+        if was is None:
+            required = "required" if now.get("required") else "optional"
+            kind = _field_kind(prefix, "added", required)
+            out.add(kind, path, flows, "added, %s: %s"
+                    % (required, _schema_text(now.get("schema"))))
+            continue
+        if bool(was.get("required")) != bool(now.get("required")):
+            state = "required" if now.get("required") else "optional"
+            out.add("%s-made-%s" % (prefix, state), path, flows,
+                    "now " + state)
+        if was.get("doc") != now.get("doc"):
+            out.add("doc-changed", path, flows, "doc changed")
+        _diff_types(was.get("schema"), now.get("schema"), path, flows, out)
+
+
+def _field_kind(prefix: str, change: str, required: str) -> str:
+    kind = "%s-%s-%s" % (prefix, change, required)
+    return kind if kind in _RULES else "%s-%s" % (prefix, change)
+
+
+def _diff_links(old: Any, new: Any, place: str, flows: tuple,
+                out: _Changes) -> None:
+    old, new = _ordered(old), _ordered(new)
+    for name in list(old) + [n for n in new if n not in old]:
+        path = "%s [%r]" % (place, name)
+        was, now = old.get(name), new.get(name)
+        if now is None:
+            required = "required" if was.get("required") else "optional"
+            out.add("link-removed-" + required, path, flows,
+                    "removed (was %s)" % required)
+        elif was is None:
+            out.add("link-added", path, flows, "added, %s, to %s" % (
+                "required" if now.get("required") else "optional",
+                now.get("model")))
+        else:
+            if was.get("model") != now.get("model"):
+                out.add("link-model-changed", path, flows, "%s -> %s"
+                        % (was.get("model"), now.get("model")))
+            if bool(was.get("required")) != bool(now.get("required")):
+                state = "required" if now.get("required") else "optional"
+                out.add("link-made-" + state, path, flows, "now " + state)
+            if was.get("doc") != now.get("doc"):
+                out.add("doc-changed", path, flows, "doc changed")
+
+
+def _schema_text(schema: Any) -> str:
+    """A short name for a schema JSON: ``Array(Integer)``, ``Struct``."""
+    if not isinstance(schema, dict):
+        return _short_repr(schema)
+    name = str(schema.get("type"))
+    param = schema.get("param")
+    if isinstance(param, dict) and "type" in param:
+        return "%s(%s)" % (name, _schema_text(param))
+    if isinstance(param, str):
+        return "%s(%s)" % (name, param)
+    return name
+
+
+def _diff_types(old: Any, new: Any, path: str, flows: tuple,
+                out: _Changes) -> None:
+    """Changes between two schema JSON values at one place, recursively."""
+    if old == new:
+        return
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        out.add("type-changed", path, flows, "%s -> %s"
+                % (_schema_text(old), _schema_text(new)))
+        return
+    before, after = old.get("type"), new.get("type")
+    if before != after:
+        bounded_old = any(k in old for k in _CONSTRAINT_KEYS)
+        bounded_new = any(k in new for k in _CONSTRAINT_KEYS)
+        kind = "type-changed"
+        if (after == "JSON" or (before, after) in _WIDER) and not bounded_new:
+            kind = "type-widened"
+        elif (before == "JSON" or (after, before) in _WIDER) and \
+                not bounded_old:
+            kind = "type-narrowed"
+        out.add(kind, path, flows, "%s -> %s"
+                % (_schema_text(old), _schema_text(new)))
+        return
+    _diff_constraints(old, new, path, flows, out)
+    for key in sorted(set(old) | set(new)):
+        if key not in _CONSTRAINT_KEYS and key not in ("type", "param") \
+                and old.get(key) != new.get(key):
+            out.add("schema-changed", path, flows, "%s: %s -> %s" % (
+                key, _short_repr(old.get(key)), _short_repr(new.get(key))))
+    param, new_param = old.get("param"), new.get("param")
+    if param == new_param:
+        return
+    if before == "Struct":
+        _diff_fields(param, new_param, path, flows, out)
+    elif before in ("cosmic.Link", "cosmic.Representation", "cosmic.Patch"):
+        out.add("model-changed", path, flows, "%s -> %s"
+                % (param, new_param))
+    elif before in ("Array", "Map", "OrderedMap"):  # their items
+        _diff_types(param, new_param, path + "[*]", flows, out)
+    else:  # a custom type's parameter: what it means is its own
+        out.add("schema-changed", path, flows, "param %s -> %s"
+                % (_short_repr(param), _short_repr(new_param)))
+
+
+def _diff_constraints(old: dict, new: dict, path: str, flows: tuple,
+                      out: _Changes) -> None:
+    for key in _LOWER_BOUNDS + _UPPER_BOUNDS:
+        was, now = old.get(key), new.get(key)
+        if was == now:
+            continue
+        text = "%s %s -> %s" % (key, _short_repr(was), _short_repr(now))
+        if was is None or now is None:
+            text = "%s %s %s" % (key, _short_repr(now if was is None else was),
+                                 "added" if was is None else "removed")
+        if now is None:
+            out.add("constraint-removed", path, flows, text)
+        elif was is None:
+            out.add("constraint-added", path, flows, text)
+        elif (now > was) == (key in _LOWER_BOUNDS):
+            out.add("constraint-tightened", path, flows, text)
+        else:
+            out.add("constraint-loosened", path, flows, text)
+    was, now = old.get("pattern"), new.get("pattern")
+    if was != now:
+        kind = "constraint-added" if was is None else \
+            "constraint-removed" if now is None else "pattern-changed"
+        out.add(kind, path, flows, "pattern %s -> %s"
+                % (_short_repr(was), _short_repr(now)))
+    was, now = old.get("enum"), new.get("enum")
+    if was != now:
+        if was is None or now is None:
+            out.add("enum-added" if was is None else "enum-removed", path,
+                    flows, "enum %s -> %s" % (_short_repr(was),
+                                              _short_repr(now)))
+        else:
+            # Compared as JSON: 1 and true are different values.
+            keys_was = {_json.dumps(v, sort_keys=True) for v in was}
+            keys_now = {_json.dumps(v, sort_keys=True) for v in now}
+            added = [v for v in now
+                     if _json.dumps(v, sort_keys=True) not in keys_was]
+            removed = [v for v in was
+                       if _json.dumps(v, sort_keys=True) not in keys_now]
+            if added:
+                out.add("enum-value-added", path, flows,
+                        "enum adds %s" % _short_repr(added))
+            if removed:
+                out.add("enum-value-removed", path, flows,
+                        "enum drops %s" % _short_repr(removed))
+    if old.get("message") != new.get("message"):
+        out.add("message-changed", path, flows, "message %s -> %s" % (
+            _short_repr(old.get("message")), _short_repr(new.get("message"))))
+
+
+def _check_contract(client: BaseAPIClient) -> None:
+    """Compare a client's live spec with the one it expects (see
+    ``expected_spec``): raise or warn on breaking changes."""
+    import logging
+    changes = diff(client.expected_spec, client.spec)
+    breaking = [c for c in changes if c.verdict == _BREAKING]
+    logger = logging.getLogger("cosmic")
+    for change in changes:
+        if change.verdict != _BREAKING:
+            logger.debug("API %s changed: %s", client.name, change)
+    if not breaking:
+        return
+    message = "The API %s changed in ways that break this client:\n%s" % (
+        client.name, "\n".join("  " + str(c) for c in breaking))
+    if client.on_breaking == "warn":
+        import warnings
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        return
+    raise ContractError(message, breaking)
 
 
 # -- Compatibility modules ----------------------------------------------------
@@ -7192,7 +8446,13 @@ def _load_module(text: str) -> Any:
             raise _UsageError("No such file: %s" % text)
         name = os.path.splitext(os.path.basename(path))[0]
         folder = os.path.dirname(path)
-        if folder not in _sys.path:
+        if _stdlib_name(name):
+            # json.py, socket.py: load it under another name, its folder
+            # last on the path, so that it replaces no module of Python's.
+            name = "_cosmic_target_" + name
+            if folder not in _sys.path:
+                _sys.path.append(folder)
+        elif folder not in _sys.path:
             _sys.path.insert(0, folder)
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
@@ -7216,6 +8476,22 @@ def _load_module(text: str) -> Any:
         raise _UsageError(_import_failure(text, err)) from None
     except Exception as exc:
         raise _UsageError(_import_failure(text, exc)) from None
+
+
+def _stdlib_name(name: str) -> bool:
+    """Whether ``name`` is a module of Python's standard library."""
+    names = getattr(_sys, "stdlib_module_names", None)  # 3.10+
+    if names is not None:
+        return name in names
+    if name in _sys.builtin_module_names:
+        return True
+    import importlib.machinery
+    import os
+    import sysconfig
+    folders = {sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib")}
+    folders |= {os.path.join(folder, "lib-dynload") for folder in folders}
+    return importlib.machinery.PathFinder.find_spec(
+        name, sorted(folders)) is not None
 
 
 def _import_failure(text: str, exc: Exception) -> str:
@@ -7245,8 +8521,9 @@ def _load_target(target: str) -> Any:
             except AttributeError:
                 raise _UsageError("%s has no attribute %r"
                                   % (module_text, attr)) from None
-        if not (isinstance(obj, (API, Server)) or callable(obj)):
-            raise _UsageError("%s is not an API, a Server or a WSGI app"
+        if not (isinstance(obj, (API, Server)) or _wsgi_callable(obj)):
+            raise _UsageError("%s is not an API, a Server or a WSGI app (a "
+                              "callable taking environ and start_response)"
                               % target)
         return obj
     apis: list = []
@@ -7263,12 +8540,42 @@ def _load_target(target: str) -> Any:
     return apis[0]
 
 
+def _wsgi_callable(obj: Any) -> bool:
+    """Whether obj can be called as a WSGI app, with two arguments."""
+    import inspect
+    if not callable(obj):
+        return False
+    try:
+        inspect.signature(obj).bind(None, None)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some built-ins): trust it
+        return True
+    return True
+
+
+def _wrapped_server(app: Any) -> Server | None:
+    """The Server whose wsgi_app an app is, or wraps (``__wrapped__``, as
+    functools.wraps and thread_local_middleware set it)."""
+    for _ in range(100):
+        owner = getattr(app, "__self__", None)
+        if isinstance(owner, Server):
+            return owner
+        app = getattr(app, "__wrapped__", None)
+        if app is None:
+            break
+    return None
+
+
 def _as_app(obj: Any) -> tuple:
     """``(wsgi_app, name, api_or_None)`` for a loaded target."""
     if isinstance(obj, API):
         return Server(obj).wsgi_app, obj.name, obj
     if isinstance(obj, Server):
         return obj.wsgi_app, obj.api.name, obj.api
+    server = _wrapped_server(obj)
+    if server is not None:
+        return obj, server.api.name, server.api
     return obj, getattr(obj, "__name__", "app"), None
 
 
@@ -7276,10 +8583,11 @@ def _cmd_serve(args: Any) -> int:
     target = _load_target(args.target)
     app, name, _ = _as_app(target)
     limits = {}
-    if isinstance(target, (API, Server)):
+    server = target if isinstance(target, Server) else \
+        Server if isinstance(target, API) else _wrapped_server(target)
+    if server is not None:
         # Chunked bodies are buffered by the server: no more than the app
         # will accept.
-        server = target if isinstance(target, Server) else Server
         limits["max_chunked_body"] = server.max_content_length
 
     def ready(server):
@@ -7450,6 +8758,82 @@ def _call(client: APIClient, args: Any) -> int:
     return 0
 
 
+def _spec_side(side: str, headers: list, alone: bool = True) -> dict:
+    """One side of ``diff``: a spec JSON file, a server's URL, or a
+    serve-style target (imported in a process of its own unless ``alone``:
+    two versions of one module, or of its siblings, would collide)."""
+    import os
+    if not alone and not _is_url(side) and not side.endswith(".json"):
+        return _spec_json(_spec_in_subprocess(side))
+    if _is_url(side):
+        # The raw JSON, not APISpec's reading of it: keys this version does
+        # not know are compared, not refused.
+        empty: dict = {"map": {}, "order": []}
+        client = _client_class(headers)(base_url=side, spec={
+            "name": "diff", "actions": empty, "models": empty})
+        try:
+            endpoint = SpecEndpoint()
+            response = client.make_request(
+                endpoint, client.build_request(endpoint))
+            _check_status(endpoint, response)
+            datum = _response_json(response)
+        finally:
+            client.close()
+    elif side.endswith(".json"):
+        if not os.path.isfile(side):
+            raise _UsageError("No such file: %s" % side)
+        with open(side, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            datum = _loads_strict(text)
+        except ValueError:
+            raise _UsageError("%s is not valid JSON" % side) from None
+    else:
+        return _spec_json_of(side, headers)
+    try:
+        return _spec_json(datum)
+    except SpecError:
+        raise _UsageError("%s does not hold a Cosmic spec" % side) from None
+
+
+def _spec_in_subprocess(target: str) -> Any:
+    """``python -m cosmic spec TARGET`` in a new process: its spec JSON."""
+    import subprocess
+    proc = subprocess.run([_sys.executable, __file__, "spec", target],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        lines = proc.stderr.strip().splitlines() or ["exit status %d"
+                                                     % proc.returncode]
+        raise _UsageError(lines[-1].replace("cosmic: error: ", "", 1))
+    return _loads_strict(proc.stdout)
+
+
+def _cmd_diff(args: Any) -> int:
+    targets = [side for side in (args.old, args.new)
+               if not _is_url(side) and not side.endswith(".json")]
+    alone = len(targets) < 2
+    changes = diff(_spec_side(args.old, args.header, alone),
+                   _spec_side(args.new, args.header, alone))
+    failing = {_BREAKING} if args.fail_on == "breaking" else {
+        _BREAKING, _COMPATIBLE}
+    if args.format == "json":
+        _write_json([c.as_json() for c in changes], None)
+    elif args.format == "markdown" and changes:
+        lines = ["| Verdict | Where | Kind | Change |",
+                 "| --- | --- | --- | --- |"]
+        for c in changes:
+            verdict = "**breaking** (%s)" % c.direction.replace(",", ", ") \
+                if c.verdict == _BREAKING else c.verdict
+            lines.append("| %s | `%s` | %s | %s |" % tuple(
+                text.replace("|", "\\|") for text in
+                (verdict, c.path, c.kind, c.message)))
+        _sys.stdout.write("\n".join(lines) + "\n")
+    elif args.format == "text":
+        for change in changes:
+            print(change)
+    return 1 if any(c.verdict in failing for c in changes) else 0
+
+
 def _parser() -> Any:
     import argparse
     prog = "cosmic" if _sys.argv and _sys.argv[0].endswith(
@@ -7495,11 +8879,28 @@ def _parser() -> Any:
                       help="'Name: value' sent with every request "
                       "(repeatable)")
     call.set_defaults(run=_cmd_call)
+    compare = commands.add_parser(
+        "diff", help="list the changes between two versions of an API",
+        description="Compare two versions of an API's spec and say which "
+        "changes break callers written against OLD. Exit status: 0 when "
+        "nothing breaks, 1 when something does, 2 for usage errors.")
+    for side in ("old", "new"):
+        compare.add_argument(side, metavar=side.upper(), help="a spec JSON "
+                             "file, the URL of a server, or " + target_help)
+    compare.add_argument("--format", choices=("text", "json", "markdown"),
+                         default="text", help="output format (default text)")
+    compare.add_argument("--fail-on", choices=("breaking", "compatible"),
+                         default="breaking", help="exit 1 on breaking "
+                         "changes (default), or on any compatible one too")
+    compare.add_argument("--header", action="append", default=[],
+                         help="'Name: value' sent to a URL (repeatable)")
+    compare.set_defaults(run=_cmd_diff)
     return parser
 
 
 def main(argv: list | None = None) -> int:
-    """The command line: serve, spec, openapi, call. Returns the exit code."""
+    """The command line: serve, spec, openapi, call, diff. Returns the exit
+    code."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -74,6 +74,7 @@ class City(BaseModel):
 
 cosmic_divide_app = Server(mathy).wsgi_app
 cosmic_city_app = Server(places).wsgi_app
+cosmic_city_app_no_etags = Server(places, etags=False).wsgi_app
 
 
 # -- shared checks used by the hand-written apps ------------------------------

@@ -363,9 +363,14 @@ def check_contender(label, app, environ, body, expected, bad_cases):
 
 
 def run_inprocess_case(key, what, cosmic_app, environ, body, bad_cases,
-                       settings, notes):
+                       settings, notes, variants=()):
+    """``variants``: more cosmic apps, ``(label, app, what, target)``,
+    each also compared with the cosmic row (the ratio to it is recorded)."""
     apps = inprocess_apps()
     apps[0] = ("cosmic", cosmic_app)
+    apps[1:1] = [(label, app) for label, app, _, _ in variants]
+    versus_cosmic = {label: (text, target)
+                     for label, _, text, target in variants}
     expected = call_once(cosmic_app, environ, body)[2]
     contenders = {}
     for label, app in apps:
@@ -390,6 +395,13 @@ def run_inprocess_case(key, what, cosmic_app, environ, body, bad_cases,
                           "cosmic %s raw, %s" % (DIV, what), ratio,
                           Target("<=", 1.6), pair=paired(
                               samples[label], samples["raw WSGI (floor)"]))
+        elif label in versus_cosmic:
+            text, target = versus_cosmic[label]
+            cosmic_med = statistics.median(samples["cosmic"])
+            note = record("1%s in-process" % key, text, cosmic_med / med,
+                          target, pair=paired(samples["cosmic"],
+                                              samples[label]))
+            note = "cosmic %s this: %.3fx, %s" % (DIV, cosmic_med / med, note)
         elif label.startswith("raw"):
             note = "baseline"
         else:
@@ -416,8 +428,14 @@ def section_inprocess(settings):
 
     environ = base_environ("GET", bench_apps.CITY_PATH)
     missing = [("unknown id", base_environ("GET", "/City/999"), b"", 404)]
+    # The ETag costs little: cosmic (ETags on) against the same server
+    # with etags=False, in the same rounds.
+    etags_off = ("cosmic, ETags off", bench_apps.cosmic_city_app_no_etags,
+                 "cosmic ETags on %s off, GET /City/1" % DIV,
+                 Target("<=", 1.05))
     run_inprocess_case("b", "GET /City/1", bench_apps.cosmic_city_app,
-                       environ, b"", missing, settings, {})
+                       environ, b"", missing, settings, {},
+                       variants=[etags_off])
 
 
 # -- section 2: validation ----------------------------------------------------
