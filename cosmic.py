@@ -19,10 +19,11 @@ page, a contract diff and a command line::
     # curl -X POST -H 'Content-Type: application/json' -d '"pencil"' \\
     #      http://127.0.0.1:8000/actions/pluralize          -> "pencils"
 
-Sections (search for ``# --``): exceptions; schema types; tools; API, spec
-and models; authentication; WSGI server; client; thread-local globals; testing helpers;
-development server; OpenAPI and docs page; contract diff; compatibility
-modules; command line.
+Sections (search for ``# --``), in dependency order: exceptions;
+request-scoped globals; strict JSON; schema types; tools; API, spec and
+models; authentication; WSGI application; development server; client;
+OpenAPI; docs page; contract diff; testing helpers; compatibility modules;
+command line.
 
 How the server handles one request::
 
@@ -116,6 +117,9 @@ _MISSING = object()
 
 
 # -- Exceptions ---------------------------------------------------------------
+
+# Everything cosmic raises: validation errors with the path to the bad value,
+# spec errors at definition time, and the HTTP errors handlers raise.
 
 _REPR_CAP = 200
 _MAX_ERRORS = 100
@@ -268,6 +272,344 @@ class ThreadLocalMissing(Exception):
             "No thread-local storage here; use thread_local() or wrap the "
             "app in thread_local_middleware()")) -> None:
         super().__init__(message)
+
+
+# -- Request-scoped globals ---------------------------------------------------
+#
+# Built on contextvars, so each thread and each asyncio task sees its own
+# values; ``storage`` mirrors the active locals by thread, for inspection.
+
+from collections.abc import MutableMapping as _MutableMapping  # noqa: E402
+
+_get_ident = _threading.get_ident
+_current: _contextvars.ContextVar = _contextvars.ContextVar(
+    "cosmic_local", default=None)
+storage: dict = {}
+_active: dict = {}  # thread id -> the locals open in it, innermost last
+
+
+def _enter_local(local: dict) -> int:
+    ident = _get_ident()
+    opened = _active.get(ident)
+    if opened is None:
+        _active[ident] = [local]
+    else:
+        opened.append(local)
+    storage[ident] = local
+    return ident
+
+
+def _exit_local(ident: int, local: dict) -> None:
+    # asyncio tasks of one thread may close their locals in any order: drop
+    # this one wherever it is, and show the innermost one still open.
+    opened = _active[ident]
+    if len(opened) == 1:
+        del _active[ident], storage[ident]
+        return
+    for i in range(len(opened) - 1, -1, -1):
+        if opened[i] is local:
+            del opened[i]
+            break
+    storage[ident] = opened[-1]
+
+
+@_contextlib.contextmanager
+def thread_local() -> Iterator[dict]:
+    """A fresh local dict for this thread (or task) while the block runs.
+
+    Nested blocks get their own and restore the outer one; the entry is
+    removed even when the block raises.
+    """
+    local: dict = {}
+    token = _current.set(local)
+    ident = _enter_local(local)
+    try:
+        yield local
+    finally:
+        _current.reset(token)
+        _exit_local(ident, local)
+
+
+@_contextlib.contextmanager
+def ensure_thread_local():
+    """Reuse the active local dict, or create one like thread_local()."""
+    local = _current.get()
+    if local is not None:
+        yield local
+    else:
+        with thread_local() as local:
+            yield local
+
+
+def thread_local_middleware(app: Callable) -> Callable:
+    """Wrap a WSGI app so that every request runs in its own thread_local()."""
+    def middleware(environ, start_response):
+        with thread_local():
+            result = app(environ, start_response)
+            if isinstance(result, list):
+                return result
+            try:
+                return list(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+    middleware.__wrapped__ = app  # type: ignore[attr-defined]
+    return middleware
+
+
+class _Swappable(_MutableMapping):
+    """Shared mapping methods over a ``data`` dict."""
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __setitem__(self, key, value):
+        self.data[key] = value
+
+    def __delitem__(self, key):
+        del self.data[key]
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __contains__(self, key):
+        return key in self.data
+
+    def get(self, key, default=None):
+        return self.data.get(key, default)
+
+
+class SwappableDict(_Swappable):
+    """A dict-like object whose ``data`` can be swapped for a block."""
+
+    def __init__(self, data: dict | None = None) -> None:
+        self.data = data if data is not None else {}
+
+    @_contextlib.contextmanager
+    def swap(self, new: dict):
+        """Show ``new`` (the same object) inside the block, then restore."""
+        previous = self.data
+        self.data = new
+        try:
+            yield new
+        finally:
+            self.data = previous
+
+    def __repr__(self) -> str:
+        return repr(self.data)
+
+
+class ThreadLocalDict(_Swappable):
+    """A dict whose contents belong to the current thread_local() block.
+
+    Outside one, any use raises ThreadLocalMissing.
+    """
+
+    @property
+    def data(self) -> dict:
+        """This dict's contents in the current thread_local() block."""
+        local = _current.get()
+        if local is None:
+            raise ThreadLocalMissing()
+        try:
+            return local[id(self)]
+        except KeyError:
+            return local.setdefault(id(self), {})
+
+    @_contextlib.contextmanager
+    def swap(self, new: dict):
+        """Show ``new`` inside the block, then restore; works with or
+        without an active thread_local()."""
+        if _current.get() is None:
+            with thread_local() as local:
+                local[id(self)] = new
+                yield new
+            return
+        local = _current.get()
+        previous = local.get(id(self), _MISSING)
+        local[id(self)] = new
+        try:
+            yield new
+        finally:
+            if previous is _MISSING:
+                local.pop(id(self), None)
+            else:
+                local[id(self)] = previous
+
+    def __repr__(self) -> str:
+        local = _current.get()
+        if local is None:
+            return "<unbound ThreadLocalDict>"
+        return repr(local.get(id(self), {}))
+
+
+cosmos = SwappableDict()
+
+_if_match: _contextvars.ContextVar = _contextvars.ContextVar(
+    "cosmic_if_match", default=None)
+
+
+def if_match() -> str | None:
+    """The If-Match tag of the request being served, without its quotes.
+
+    ``"*"`` for ``If-Match: *``, None when the request sent none. Set
+    while a model's ``update`` or ``delete`` runs, after the server found
+    that the tag matches the object as ``get_by_id`` returns it, so that
+    the model can make its check and its write one statement
+    (``UPDATE ... WHERE id = ? AND version = ?``) and raise
+    ``PreconditionFailed`` when no row matched.
+    """
+    return _if_match.get()
+
+
+# -- Strict JSON --------------------------------------------------------------
+
+# The one decoder and the one encoder every part uses: no NaN or Infinity,
+# no numbers that overflow, no lone surrogates, bounded nesting.
+
+def _strict_constant(name: str) -> Any:
+    raise ValueError("JSON does not allow " + name)
+
+
+class _JSONLimitError(ValueError):
+    """JSON text that parses but is past one of cosmic's limits."""
+
+
+def _reject_inf(text: str) -> float:
+    value = float(text)
+    if value - value != 0.0:
+        raise ValueError("Number out of range")
+    return value
+
+
+# Integers: the encoder writes up to Python 3.11's default int_max_str_digits
+# (checked here too: older versions have no limit, and it can be switched
+# off); a server reads far fewer, so that sums and products of the values it
+# accepts can still be written.
+_MAX_DIGITS_OUT = 4300
+_MAX_DIGITS_IN = 1000
+_MAX_JSON_DEPTH = 100
+
+
+def _int_parser(limit: int) -> Callable:
+    def parse_int(text):
+        if len(text) > limit and len(text.lstrip("-")) > limit:
+            raise _JSONLimitError("integer with more than %d digits" % limit)
+        return int(text)
+    return parse_int
+
+
+# Two decoders built once: the second, slower one checks floats and runs
+# only when the text holds an exponent or a very long number (1e999 would
+# otherwise become inf), or a surrogate escape (a lone one is not text).
+_SCAN = _json.JSONDecoder(  # type: ignore[attr-defined]
+    parse_constant=_strict_constant).scan_once
+# Never None: "*" matches the empty string too.
+_SKIP_SPACE: Callable[[str, int], Any] = _re.compile(r"[ \t\n\r]*").match
+_SPACE = frozenset(" \t\n\r")
+
+
+def _DECODE(text: str) -> Any:
+    # JSONDecoder.decode without its two Python-level frames: the C scanner
+    # (made once) does the work; only JSON's four whitespace characters may
+    # surround the value.
+    start = _SKIP_SPACE(text, 0).end() if text[:1] in _SPACE else 0
+    try:
+        datum, end = _SCAN(text, start)
+    except StopIteration:
+        raise ValueError("Expecting value") from None
+    if end != len(text) and _SKIP_SPACE(text, end).end() != len(text):
+        raise ValueError("Extra data")
+    return datum
+
+
+_DECODE_CHECKED = _json.JSONDecoder(
+    parse_constant=_strict_constant, parse_float=_reject_inf,
+    parse_int=_int_parser(_MAX_DIGITS_OUT)).decode
+# What servers read (request bodies, query strings).
+_DECODE_REQUEST = _json.JSONDecoder(
+    parse_constant=_strict_constant, parse_float=_reject_inf,
+    parse_int=_int_parser(_MAX_DIGITS_IN)).decode
+# Three simple searches are several times faster than one alternation; the
+# look-behind makes a long run of digits cost one try, not one per digit.
+_EXPONENT = _re.compile(r"[0-9][eE]").search
+_LONG_NUMBER = _re.compile(r"(?<![0-9])[0-9]{300}").search
+
+
+def _loads_strict(text: str, _checked: Callable = _DECODE_CHECKED) -> Any:
+    """json.loads without NaN, Infinity, numbers that overflow to inf,
+    integers over 4300 digits (``_DECODE_REQUEST``: 1000), or lone
+    surrogates."""
+    escapes = "\\u" in text
+    if not escapes and _EXPONENT(text) is None and (
+            len(text) < 300 or _LONG_NUMBER(text) is None):
+        return _DECODE(text)
+    datum = _checked(text)
+    if escapes:
+        try:
+            _json.dumps(datum, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("Lone surrogate in JSON text") from None
+    return datum
+
+
+def _make_encode() -> Callable:
+    """json.dumps with its defaults (docs/protocol.md#json-on-the-wire), but
+    never NaN or Infinity on the wire; the C encoder is made once instead
+    of on every call."""
+    from json import encoder
+    fallback = _json.JSONEncoder(allow_nan=False).encode
+    make_encoder = getattr(encoder, "c_make_encoder", None)
+    if make_encoder is None:
+        return fallback
+
+    def default(obj):
+        raise TypeError("Object of type %s is not JSON serializable"
+                        % type(obj).__name__)
+
+    # markers=None: no cycle check (a cycle ends in RecursionError, a 500).
+    c_encode = make_encoder(
+        None, default, encoder.encode_basestring_ascii, None, ": ", ", ",
+        False, False, False)
+
+    def encode(datum):
+        if type(datum) is int:  # what the C encoder would write, sooner
+            return int.__repr__(datum)
+        return "".join(c_encode(datum, 0))
+
+    return encode
+
+
+_ENCODE = _make_encode()
+
+
+# A string runs to its closing quote or to the end of the text: a match never
+# fails after scanning, so a text of unclosed escaped quotes is one linear
+# pass (a pattern that needs the closing quote retries from every quote).
+_JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', _re.S)
+_NOT_BRACKET = _re.compile(r"[^\[\]{}]+")
+_ONE_BRACKET = str.maketrans("{}", "[]")
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether JSON text nests arrays and objects deeper than ``limit``."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    # In valid JSON, brackets pair up whatever their kind; one kind then
+    # makes each pass peel exactly one level (a "[]" removed may leave a
+    # new "[]" that only the next pass sees), however they alternate.
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(
+        _ONE_BRACKET)
+    for _ in range(limit):
+        inner = brackets.replace("[]", "")
+        if not inner or inner == brackets:
+            return False
+        brackets = inner
+    return True
 
 
 # -- Schema types -------------------------------------------------------------
@@ -2055,92 +2397,6 @@ class URLParams(_Type):
         return self._struct.json_schema()
 
 
-def _strict_constant(name: str) -> Any:
-    raise ValueError("JSON does not allow " + name)
-
-
-class _JSONLimitError(ValueError):
-    """JSON text that parses but is past one of cosmic's limits."""
-
-
-def _reject_inf(text: str) -> float:
-    value = float(text)
-    if value - value != 0.0:
-        raise ValueError("Number out of range")
-    return value
-
-
-# Integers: the encoder writes up to Python 3.11's default int_max_str_digits
-# (checked here too: older versions have no limit, and it can be switched
-# off); a server reads far fewer, so that sums and products of the values it
-# accepts can still be written.
-_MAX_DIGITS_OUT = 4300
-_MAX_DIGITS_IN = 1000
-_MAX_JSON_DEPTH = 100
-
-
-def _int_parser(limit: int) -> Callable:
-    def parse_int(text):
-        if len(text) > limit and len(text.lstrip("-")) > limit:
-            raise _JSONLimitError("integer with more than %d digits" % limit)
-        return int(text)
-    return parse_int
-
-
-# Two decoders built once: the second, slower one checks floats and runs
-# only when the text holds an exponent or a very long number (1e999 would
-# otherwise become inf), or a surrogate escape (a lone one is not text).
-_SCAN = _json.JSONDecoder(  # type: ignore[attr-defined]
-    parse_constant=_strict_constant).scan_once
-# Never None: "*" matches the empty string too.
-_SKIP_SPACE: Callable[[str, int], Any] = _re.compile(r"[ \t\n\r]*").match
-_SPACE = frozenset(" \t\n\r")
-
-
-def _DECODE(text: str) -> Any:
-    # JSONDecoder.decode without its two Python-level frames: the C scanner
-    # (made once) does the work; only JSON's four whitespace characters may
-    # surround the value.
-    start = _SKIP_SPACE(text, 0).end() if text[:1] in _SPACE else 0
-    try:
-        datum, end = _SCAN(text, start)
-    except StopIteration:
-        raise ValueError("Expecting value") from None
-    if end != len(text) and _SKIP_SPACE(text, end).end() != len(text):
-        raise ValueError("Extra data")
-    return datum
-
-
-_DECODE_CHECKED = _json.JSONDecoder(
-    parse_constant=_strict_constant, parse_float=_reject_inf,
-    parse_int=_int_parser(_MAX_DIGITS_OUT)).decode
-# What servers read (request bodies, query strings).
-_DECODE_REQUEST = _json.JSONDecoder(
-    parse_constant=_strict_constant, parse_float=_reject_inf,
-    parse_int=_int_parser(_MAX_DIGITS_IN)).decode
-# Three simple searches are several times faster than one alternation; the
-# look-behind makes a long run of digits cost one try, not one per digit.
-_EXPONENT = _re.compile(r"[0-9][eE]").search
-_LONG_NUMBER = _re.compile(r"(?<![0-9])[0-9]{300}").search
-
-
-def _loads_strict(text: str, _checked: Callable = _DECODE_CHECKED) -> Any:
-    """json.loads without NaN, Infinity, numbers that overflow to inf,
-    integers over 4300 digits (``_DECODE_REQUEST``: 1000), or lone
-    surrogates."""
-    escapes = "\\u" in text
-    if not escapes and _EXPONENT(text) is None and (
-            len(text) < 300 or _LONG_NUMBER(text) is None):
-        return _DECODE(text)
-    datum = _checked(text)
-    if escapes:
-        try:
-            _json.dumps(datum, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("Lone surrogate in JSON text") from None
-    return datum
-
-
 class _APISpecType(_Wrapper):
     """APISpec: the whole API description served at /spec.json
     (docs/protocol.md#the-spec)."""
@@ -2231,6 +2487,9 @@ del _t, _cls, _param
 
 
 # -- Tools (cosmic.tools) -----------------------------------------------------
+
+# Small helpers the original exported from cosmic.tools: argument checks and
+# JSON (de)serialisation against a schema.
 
 _IDENTIFIER = _re.compile(r"[a-zA-Z0-9_]*\Z")
 
@@ -2547,6 +2806,8 @@ def is_string_type(schema: Any) -> bool:
 
 # -- API, spec and models -----------------------------------------------------
 
+# The API object users declare: actions, models, and the spec they make.
+
 class Object:
     """A plain namespace: ``api.actions`` and ``api.models`` are Objects."""
 
@@ -2838,7 +3099,7 @@ class API(BaseAPI):
         serve_wsgi(app, host=host, port=port, **limits)
 
 
-# -- Authentication ----------------------------------------------------------
+# -- Authentication -----------------------------------------------------------
 #
 # A scheme reads one header and asks the user's ``verify`` for an identity.
 # Server builds, once per version of the API, a guard around each endpoint of
@@ -3141,7 +3402,10 @@ def _redact(text: str, secrets: Iterable) -> str:
     return text
 
 
-# -- WSGI server --------------------------------------------------------------
+# -- WSGI application ---------------------------------------------------------
+
+# Routing, requests, responses and endpoints: Server(api).wsgi_app, the part
+# that runs under any WSGI server.
 
 _REASONS = {
     100: "Continue", 200: "OK", 201: "Created", 204: "No Content",
@@ -3219,36 +3483,6 @@ class Response:
 
     def __repr__(self) -> str:
         return "<Response %d>" % self.status_code
-
-
-def _make_encode() -> Callable:
-    """json.dumps with its defaults (docs/protocol.md#json-on-the-wire), but
-    never NaN or Infinity on the wire; the C encoder is made once instead
-    of on every call."""
-    from json import encoder
-    fallback = _json.JSONEncoder(allow_nan=False).encode
-    make_encoder = getattr(encoder, "c_make_encoder", None)
-    if make_encoder is None:
-        return fallback
-
-    def default(obj):
-        raise TypeError("Object of type %s is not JSON serializable"
-                        % type(obj).__name__)
-
-    # markers=None: no cycle check (a cycle ends in RecursionError, a 500).
-    c_encode = make_encoder(
-        None, default, encoder.encode_basestring_ascii, None, ": ", ", ",
-        False, False, False)
-
-    def encode(datum):
-        if type(datum) is int:  # what the C encoder would write, sooner
-            return int.__repr__(datum)
-        return "".join(c_encode(datum, 0))
-
-    return encode
-
-
-_ENCODE = _make_encode()
 
 
 def _json_response(datum: Any, status: int = 200) -> Response:
@@ -3510,31 +3744,6 @@ def _read_body(environ: dict, limit: int) -> bytes:
     return data
 
 
-# A string runs to its closing quote or to the end of the text: a match never
-# fails after scanning, so a text of unclosed escaped quotes is one linear
-# pass (a pattern that needs the closing quote retries from every quote).
-_JSON_STRING = _re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', _re.S)
-_NOT_BRACKET = _re.compile(r"[^\[\]{}]+")
-_ONE_BRACKET = str.maketrans("{}", "[]")
-
-
-def _too_deep(text: str, limit: int) -> bool:
-    """Whether JSON text nests arrays and objects deeper than ``limit``."""
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    # In valid JSON, brackets pair up whatever their kind; one kind then
-    # makes each pass peel exactly one level (a "[]" removed may leave a
-    # new "[]" that only the next pass sees), however they alternate.
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(
-        _ONE_BRACKET)
-    for _ in range(limit):
-        inner = brackets.replace("[]", "")
-        if not inner or inner == brackets:
-            return False
-        brackets = inner
-    return True
-
-
 def _decode_json_body(request: Request) -> Any:
     """The body's JSON value, or _MISSING when the body is empty.
 
@@ -3753,7 +3962,11 @@ class Endpoint:
             response._err = err
             return response
         try:
-            func_output = self._call(request, url_args, func_input, timeout)
+            if self._plain_call and timeout is None:  # the usual case, inline
+                func_output = self.handler(**func_input)
+            else:
+                func_output = self._call(request, url_args, func_input,
+                                         timeout)
         except NotFound:
             if self.not_found_is_404:
                 return error_response("Not Found", 404)
@@ -3765,6 +3978,9 @@ class Endpoint:
         except Exception as err:
             _mark_return_error(err, self._what)
             raise
+
+    # Whether _call is this one (subclasses that wrap the call set False).
+    _plain_call = True
 
     def _call(self, request: Request, url_args: dict, func_input: dict,
               timeout: float | None) -> Any:
@@ -4205,6 +4421,8 @@ class _WriteEndpoint(_ModelEndpoint):
     model that keeps its objects elsewhere reads ``if_match()`` to make
     its own check atomic there.
     """
+
+    _plain_call = False
 
     def _call(self, request, url_args, func_input, timeout):
         if not self.etags:
@@ -4879,1190 +5097,6 @@ class _DocsEndpoint(_OpenAPIEndpoint):
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         })
-
-
-# -- Client -------------------------------------------------------------------
-
-class _ClientRequest:
-    """What a client sends: ``method``, ``url`` (relative), ``data`` (text),
-    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None),
-    ``retry_writes`` (None: the client's setting)."""
-
-    def __init__(self, method: str, url: str, data: str = "",
-                 headers: dict | None = None) -> None:
-        self.method = method
-        self.url = url
-        self.data = data
-        self.headers = headers if headers is not None else {}
-        self.timeout: float | None = None
-        self.retry_writes: bool | None = None
-
-    def __repr__(self) -> str:
-        return "<Request %s %s>" % (self.method, self.url)
-
-
-class _ResponseHeaders(dict):
-    """Response headers; lookups ignore case."""
-
-    def __init__(self, pairs: Iterable) -> None:
-        super().__init__()
-        for name, value in pairs:
-            key = name.lower()
-            if key in self:
-                value = dict.__getitem__(self, key) + ", " + value
-            dict.__setitem__(self, key, value)
-
-    def __getitem__(self, name: str) -> str:
-        return dict.__getitem__(self, name.lower())
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return dict.get(self, name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and dict.__contains__(self, name.lower())
-
-
-class _ClientResponse:
-    """What a client received: ``status_code``, ``headers``, ``content``
-    (bytes) and ``text``."""
-
-    def __init__(self, status_code: int, headers: Iterable,
-                 content: bytes) -> None:
-        self.status_code = status_code
-        self.headers = _ResponseHeaders(headers)
-        self.content = content
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-    def __repr__(self) -> str:
-        return "<Response %d>" % self.status_code
-
-
-def _answer(schema: Any, datum: Any) -> Any:
-    """Load a server's answer, dropping fields the client's spec lacks.
-
-    Clients tolerate what a newer server adds to its answers; servers stay
-    strict about what they receive. The strict load runs first, so a valid
-    answer costs nothing more: only a refused one is cleared of unknown
-    fields (logged at debug) and loaded again, every other check intact
-    (docs/protocol.md#unknown-fields-in-answers).
-    """
-    try:
-        return schema.from_json(datum)
-    except ValidationError:
-        drop = _dropper(schema)
-        dropped: list = []
-        if drop is not None:
-            datum = drop(datum, [], dropped)
-        if not dropped:
-            raise
-    import logging
-    logger = logging.getLogger("cosmic")
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("Answer fields unknown to the client's spec, dropped: "
-                     "%s", ", ".join("".join("[%r]" % key for key in path)
-                                     for path in dropped))
-    return schema.from_json(datum)
-
-
-def _dropper(schema: Any) -> Callable | None:
-    """A function ``(datum, path, dropped) -> datum`` that copies a value
-    of ``schema`` without the Struct fields the schema lacks, noting their
-    paths in ``dropped``; None for a type that holds no Struct. Compiled
-    once per type object."""
-    cached = getattr(schema, "__dict__", {}).get("_drop", _MISSING)
-    if cached is not _MISSING:
-        return cached
-    drop = None
-    if isinstance(schema, _Wrapper):
-        drop = _dropper(schema._inner)
-    elif isinstance(schema, Struct):
-        known = {name: _dropper(f["schema"])
-                 for name, f in schema.param.items()}
-
-        def drop(datum, path, dropped):
-            if type(datum) is not dict:
-                return datum
-            out = {}
-            for key, value in datum.items():
-                child = known.get(key, _MISSING)
-                if child is _MISSING:
-                    dropped.append(path + [key])
-                else:
-                    out[key] = value if child is None else \
-                        child(value, path + [key], dropped)
-            return out
-    elif isinstance(schema, (Array, Map)):
-        item = _dropper(schema.param)
-        if item is not None:
-            drop = _container_dropper(item, schema)
-    if isinstance(schema, _Type):
-        schema.__dict__["_drop"] = drop
-    return drop
-
-
-def _container_dropper(item: Callable, schema: Any) -> Callable:
-    if isinstance(schema, Array):
-        def drop(datum, path, dropped):
-            if type(datum) is not list:
-                return datum
-            return [item(value, path + [i], dropped)
-                    for i, value in enumerate(datum)]
-    else:
-        def drop(datum, path, dropped):
-            if type(datum) is not dict:
-                return datum
-            return {key: item(value, path + [key], dropped)
-                    for key, value in datum.items()}
-    return drop
-
-
-_HEADER_SAFE = _re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
-
-
-class _Credential:
-    """What a client sends for ``auth=``: a token (bearer, or the API's
-    API key when it declares no bearer scheme), an API key or a Basic
-    pair. The API-key header is learnt from a 401's challenge."""
-
-    def __init__(self, auth: Any) -> None:
-        kind, secret, ok = "token", auth, True
-        if isinstance(auth, dict) and len(auth) == 1:
-            kind, secret = next(iter(auth.items()))
-            ok = kind in ("bearer", "api_key", "basic")
-        elif isinstance(auth, tuple):
-            kind = "basic"
-        if kind == "basic":
-            ok = isinstance(secret, tuple) and len(secret) == 2 and \
-                all(isinstance(x, str) for x in secret)
-            if ok:
-                secret = "Basic " + _base64.b64encode(
-                    ("%s:%s" % secret).encode("utf-8")).decode("ascii")
-        elif not isinstance(secret, str):
-            ok = False
-        if not ok:
-            # Never show the value: it may be a secret.
-            raise TypeError(
-                "auth must be a token (str), a (user, password) pair, or "
-                "{'bearer' | 'api_key': str} or {'basic': (user, password)};"
-                " got a %s" % type(auth).__name__)
-        if not _HEADER_SAFE.match(secret):
-            raise ValueError("auth holds characters an HTTP header cannot "
-                             "carry (control characters or non-ASCII)")
-        self.kind = kind
-        self.secret = secret
-        self.header = "X-API-Key"
-        self.as_key = kind == "api_key"
-
-    def learn(self, schemes: Iterable) -> bool:
-        """Follow the declared schemes ``(kind, header)``; True if the
-        credential now goes elsewhere."""
-        schemes = list(schemes)
-        kinds = [kind for kind, _ in schemes]
-        before = (self.as_key, self.header)
-        if self.kind in ("token", "api_key") and "api_key" in kinds:
-            self.header = schemes[kinds.index("api_key")][1]
-            self.as_key = self.kind == "api_key" or "bearer" not in kinds
-        return (self.as_key, self.header) != before
-
-    def apply(self, headers: dict) -> None:
-        if self.as_key:
-            headers[self.header] = self.secret
-        elif self.kind == "basic":
-            headers["Authorization"] = self.secret
-        else:
-            headers["Authorization"] = "Bearer " + self.secret
-
-    def names(self) -> tuple:
-        """The lower-case header names that carry it (to redact)."""
-        return ("authorization", self.header.lower())
-
-
-_CHALLENGE = _re.compile(
-    r'(?:^|,)[ \t]*(Bearer|Basic|APIKey)\b((?:[ \t,]*[A-Za-z0-9_-]+="[^"]*")*)',
-    _re.IGNORECASE)
-
-
-def _challenged(value: str) -> list:
-    """The (kind, header) schemes a WWW-Authenticate value names."""
-    found = []
-    for match in _CHALLENGE.finditer(value or ""):
-        name = match.group(1).lower()
-        header = _re.search(r'header="([A-Za-z0-9-]{1,64})"', match.group(2))
-        kind = {"apikey": "api_key"}.get(name, name)
-        found.append((kind, header.group(1) if header else "X-API-Key"))
-    return found
-
-
-class BaseAPIClient(BaseAPI):
-    """A client whose actions and models are built from the API's spec.
-
-    ``call(endpoint, *args, **kwargs)`` runs ``build_request``, then
-    ``make_request`` (the transport, in subclasses), then
-    ``parse_response``; override any of them (e.g. to add headers).
-    Arguments are checked against the spec before anything is sent, and
-    answers are checked on arrival (fields the spec lacks are dropped).
-
-    ``auth`` sends a credential with every call, the spec fetch included:
-    a token (``Authorization: Bearer``, or the API's API-key header when
-    it declares API keys and no bearer scheme), ``(user, password)`` for
-    Basic, or ``{"bearer": t}``, ``{"api_key": k}``, ``{"basic": pair}``.
-    """
-
-    problem_details = False
-    #: Resolves custom type names in the spec: ``type_getter(name)`` gives
-    #: the type or raises KeyError (see standard_types).
-    type_getter: Any = None
-    #: The spec the caller was written against (see _check_contract).
-    expected_spec: Any = None
-    on_breaking = "raise"
-    auth: Any = None
-
-    def __init__(self, spec: dict | None = None) -> None:
-        auth = self.auth
-        self._credential = auth if isinstance(auth, _Credential) or \
-            auth is None else _Credential(auth)
-        token = _TYPES.set((self.type_getter, None))
-        try:
-            if spec is None:
-                spec = self.call(SpecEndpoint())
-            elif "actions" in spec and isinstance(spec["actions"], dict) \
-                    and "order" in spec["actions"]:
-                spec = APISpec.from_json(spec)
-        finally:
-            _TYPES.reset(token)
-        super().__init__(spec, _ClientNames("action"),
-                         _ClientNames("model"))
-        for model in spec["models"].values():
-            for link in model["links"].values():
-                link["model"]._bind_model(self)
-            for kind in ("properties", "query_fields", "list_metadata"):
-                for field in model[kind].values():
-                    field["schema"]._bind(self)
-        for entry in spec["actions"].values():
-            for key in ("accepts", "returns"):
-                if entry.get(key) is not None:
-                    entry[key]._bind(self)
-        registered = cosmos.get(self.name)
-        if not isinstance(registered, API):
-            cosmos[self.name] = self
-        for name in spec["actions"]:
-            setattr(self.actions, name,
-                    self._function(ActionEndpoint(self, name), name,
-                                   spec["actions"][name].get("doc")))
-        for name in spec["models"]:
-            namespace: Any = Object()
-            for cls in _MODEL_ENDPOINTS:
-                setattr(namespace, cls.method_name, self._function(
-                    cls(self, name), cls.method_name, None))
-            namespace.validate_patch = _no_check
-            setattr(self.models, name, namespace)
-        if self.expected_spec is not None:
-            _check_contract(self)
-
-    def _function(self, endpoint: Endpoint, name: str,
-                  doc: str | None) -> Callable:
-        call = self.call
-
-        def remote(*args: Any, **kwargs: Any) -> Any:
-            return call(endpoint, *args, **kwargs)
-
-        remote.__name__ = remote.__qualname__ = name
-        remote.__doc__ = doc
-        remote.endpoint = endpoint  # type: ignore[attr-defined]
-        return remote
-
-    def call(self, endpoint: Endpoint, /, *args: Any, **kwargs: Any) -> Any:
-        """Build, send and parse one call to ``endpoint``.
-
-        Options for this call (never field names: fields cannot start with
-        ``_``): ``_timeout=seconds`` overrides the client's timeout,
-        ``_retry_writes=True`` lets a write be repeated even when its
-        outcome is unknown, ``_with_etag=True`` returns ``(result, etag)``,
-        the answer's ETag without quotes (None without one), and
-        ``_if_match=etag`` (update, delete) makes the call conditional: a
-        412 raises PreconditionFailed.
-        """
-        timeout = kwargs.pop("_timeout", None)
-        retry_writes = kwargs.pop("_retry_writes", None)
-        with_etag = kwargs.pop("_with_etag", False)
-        request = self.build_request(endpoint, *args, **kwargs)
-        if timeout is not None:
-            request.timeout = timeout
-        if retry_writes is not None:
-            request.retry_writes = retry_writes
-        response = self.make_request(endpoint, request)
-        if response.status_code == 401 and self._credential is not None \
-                and self._credential.learn(_challenged(
-                    response.headers.get("WWW-Authenticate", ""))):
-            # The server named the header its API key goes in: once more.
-            request = self.build_request(endpoint, *args, **kwargs)
-            if timeout is not None:
-                request.timeout = timeout
-            if retry_writes is not None:
-                request.retry_writes = retry_writes
-            response = self.make_request(endpoint, request)
-        result = self.parse_response(endpoint, response)
-        if with_etag:
-            return result, _response_tag(response)
-        return result
-
-    def build_request(self, endpoint: Endpoint, /, *args: Any,
-                      **kwargs: Any) -> _ClientRequest:
-        """The request for a call; validates the arguments first. (An
-        override should keep ``endpoint`` positional-only, ``/``, so that
-        a field may be called ``endpoint`` too.)"""
-        request = endpoint.build_request(*args, **kwargs)
-        if self.problem_details:
-            request.headers["Accept"] = _PROBLEM_TYPE + ", " + _JSON_TYPE
-        if self._credential is not None:
-            self._credential.apply(request.headers)
-        return request
-
-    def make_request(self, endpoint: Endpoint,
-                     request: _ClientRequest) -> _ClientResponse:
-        """Send a request; subclasses provide the transport."""
-        raise NotImplementedError
-
-    def parse_response(self, endpoint: Endpoint,
-                       response: _ClientResponse) -> Any:
-        """Check the status, then decode and validate the answer."""
-        return endpoint.parse_response(response)
-
-
-def _no_check(patch: dict) -> None:
-    """Clients leave patch checks to the server."""
-
-
-class _ClientNames(Object):
-    """``client.actions`` and ``client.models``: a misspelt name raises an
-    AttributeError that lists the names there are."""
-
-    __slots__ = ("_what",)
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        raise AttributeError("No %s %r; %ss: %s" % (
-            self._what, name, self._what,
-            ", ".join(sorted(self.__dict__)) or "none"))
-
-
-_READS = frozenset(("GET", "HEAD", "OPTIONS"))
-_CLIENT_OPTIONS = frozenset((
-    "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
-    "max_redirects", "problem_details", "type_getter", "max_response_size",
-    "retry_writes", "expected_spec", "on_breaking", "auth"))
-_REDIRECTS = frozenset((301, 302, 303, 307, 308))
-
-
-class OutcomeUnknown(ConnectionError):
-    """A write (POST, PUT, DELETE) lost its connection after the request
-    may have reached the server: it may or may not have been applied, so
-    it was not sent again. Check before repeating it, or allow repeats with
-    ``retry_writes=True``."""
-
-
-class ResponseTooLarge(ConnectionError):
-    """An answer longer than the client's ``max_response_size``; the
-    connection was dropped before the body was read."""
-
-
-class APIClient(BaseAPIClient):
-    """An HTTP client for a Cosmic API, built from its ``/spec.json``.
-
-    ``APIClient("http://127.0.0.1:8000")`` (or ``cosmic.connect(url)``),
-    or subclass it and set ``base_url``. Options, as class attributes or
-    keyword arguments: ``timeout`` (30 s for the whole call: connect, send
-    and receive), ``verify`` (TLS certificates, True), ``ssl_context``,
-    ``proxy`` (None: proxies are not used), ``retries`` (2: reads, and
-    writes that provably never reached the server), ``retry_writes``
-    (False; True also repeats writes whose outcome is unknown),
-    ``max_response_size`` (64 MiB; None for no limit), ``max_redirects``
-    (5, same origin only), ``problem_details`` (ask for RFC 9457 errors),
-    ``expected_spec`` (the spec the caller was written against: the live
-    one is compared with it at connect time, and breaking changes raise
-    ContractError, or warn when ``on_breaking="warn"``), ``auth`` (a
-    credential, see ``BaseAPIClient``).
-    """
-
-    base_url: str | None = None
-    timeout: float | None = 30.0
-    verify = True
-    ssl_context: Any = None
-    proxy: str | None = None
-    retries = 2
-    retry_backoff = 0.1
-    retry_writes = False
-    max_response_size: int | None = 64 * 1024 * 1024
-    max_redirects = 5
-
-    def __init__(self, base_url: str | None = None, spec: dict | None = None,
-                 **options: Any) -> None:
-        for key, value in options.items():
-            if key not in _CLIENT_OPTIONS:
-                raise TypeError("Unknown APIClient option %r; options: %s"
-                                % (key, ", ".join(sorted(_CLIENT_OPTIONS))))
-            setattr(self, key, value)
-        if base_url is not None:
-            self.base_url = base_url
-        if not self.base_url:
-            raise SpecError("APIClient needs a base_url such as "
-                            "'http://127.0.0.1:8000'")
-        self.base_url, self._origin, self._prefix = _parse_base_url(
-            self.base_url)
-        self._local = _threading.local()
-        try:
-            super().__init__(spec)
-        except BaseException:
-            self.close()
-            raise
-
-    @classmethod
-    def from_spec(cls, spec: dict, base_url: str, **options: Any) -> APIClient:
-        """A client for a known spec (its JSON form); fetches nothing."""
-        return cls(base_url=base_url, spec=spec, **options)
-
-    def make_request(self, endpoint: Endpoint,
-                     request: _ClientRequest) -> _ClientResponse:
-        """Send over HTTP/1.1 keep-alive within the timeout; retry as the
-        rules allow; follow same-origin redirects only."""
-        method = request.method
-        origin = self._origin
-        target = self._prefix + request.url
-        body = request.data.encode("utf-8") if request.data else None
-        headers = dict(request.headers)
-        timeout = request.timeout if request.timeout is not None \
-            else self.timeout
-        retry_writes = request.retry_writes
-        if retry_writes is None:
-            retry_writes = self.retry_writes
-        deadline = None if timeout is None else _monotonic() + timeout
-        for _ in range(self.max_redirects + 1):
-            status, pairs, content = self._send(
-                origin, method, target, body, headers, deadline, timeout,
-                retry_writes)
-            if status not in _REDIRECTS:
-                break
-            location = _ResponseHeaders(pairs).get("location")
-            if not location:
-                break
-            from urllib.parse import urlsplit, urljoin
-            url = urljoin(_origin_url(origin) + target, location)
-            try:
-                parts = urlsplit(url)
-                other = _origin(parts)
-            except ValueError:
-                break
-            if parts.scheme not in ("http", "https") or other != origin:
-                break  # never carry credentials to another origin
-            target = parts.path or "/"
-            if parts.query:
-                target += "?" + parts.query
-            if status == 303 or status in (301, 302) and method == "POST":
-                method, body = "GET", None
-                headers.pop("Content-Type", None)
-        return _ClientResponse(status, pairs, content)
-
-    def _send(self, origin: tuple, method: str, target: str,
-              body: bytes | None, headers: dict, deadline: float | None,
-              timeout: Any, retry_writes: bool) -> tuple:
-        # One exchange, repeated only when it is safe: a read, a request
-        # that never left (connect failed), or retry_writes.
-        import http.client
-        import socket
-        for attempt in range(1 + max(self.retries, 0)):
-            conn = self._connection(origin)
-            sent = False
-            try:
-                _arm(conn, deadline)
-                if conn.sock is None:
-                    conn.connect()
-                sent = True
-                conn.request(method, target, body, headers)
-                res = conn.getresponse()
-                content = self._read_body(res, method, target)
-            except ResponseTooLarge:
-                self._drop(origin)
-                raise
-            except socket.timeout as exc:
-                self._drop(origin)
-                message = "%s %s: no complete answer within %s s" % (
-                    method, target, timeout)
-                if sent and method not in _READS:
-                    raise _connection_classes()[2](  # socket.timeout too
-                        message + "; the server may have acted on it") \
-                        from exc
-                raise socket.timeout(message) from exc
-            except (ConnectionError, http.client.BadStatusLine,
-                    http.client.IncompleteRead) as exc:
-                self._drop(origin)
-                if sent and method not in _READS and not retry_writes:
-                    raise OutcomeUnknown(
-                        "%s %s: the connection was lost after the request "
-                        "was sent (%s: %s); the server may or may not have "
-                        "acted on it, so it was not sent again"
-                        % (method, target, type(exc).__name__, exc)) from exc
-                pause = self.retry_backoff * (2 ** attempt)
-                if attempt >= self.retries or deadline is not None and \
-                        _monotonic() + pause >= deadline:
-                    raise ConnectionError("%s %s: %s" % (
-                        method, target, exc)) from exc
-                import time
-                time.sleep(pause)
-                continue
-            except BaseException:
-                self._drop(origin)
-                raise
-            if res.will_close:
-                self._drop(origin)
-            return res.status, res.getheaders(), content
-        raise AssertionError("unreachable")
-
-    def _read_body(self, res: Any, method: str, target: str) -> bytes:
-        limit = self.max_response_size
-        if limit is None:
-            return res.read()
-        if res.length is not None:
-            if res.length > limit:
-                raise ResponseTooLarge(
-                    "%s %s: the answer declares %d bytes, more than "
-                    "max_response_size (%d); the connection was dropped"
-                    % (method, target, res.length, limit))
-            return res.read()
-        chunks: list = []
-        total = 0
-        while True:
-            chunk = res.read(65536)
-            if not chunk:
-                return b"".join(chunks)
-            total += len(chunk)
-            if total > limit:
-                raise ResponseTooLarge(
-                    "%s %s: the answer exceeds max_response_size (%d "
-                    "bytes); the connection was dropped"
-                    % (method, target, limit))
-            chunks.append(chunk)
-
-    def _connection(self, origin: tuple) -> Any:
-        local = self._local.__dict__
-        pool = local.get("pool")
-        if pool is None or local["pid"] != _getpid():
-            # New thread, or a forked child: the parent's sockets are
-            # never reused here (this closes only the child's copies).
-            for stale in (pool or {}).values():
-                stale.close()
-            pool = local["pool"] = {}
-            local["pid"] = _getpid()
-        conn = pool.get(origin)
-        if conn is not None:
-            if conn.sock is not None and _dropped(conn.sock):
-                conn.close()  # closed by the server while idle: reconnect
-            return conn
-        scheme, host, port = origin
-        connect_host, connect_port = host, port
-        if self.proxy:
-            from urllib.parse import urlsplit
-            proxy = urlsplit(self.proxy)
-            connect_host, connect_port = proxy.hostname, proxy.port or 80
-        https, plain, _ = _connection_classes()
-        if scheme == "https":
-            conn = https(connect_host, connect_port,
-                         context=self._ssl_context())
-        else:
-            conn = plain(connect_host, connect_port)
-        if self.proxy:
-            conn.set_tunnel(host, port)
-        pool[origin] = conn
-        return conn
-
-    def _drop(self, origin: tuple) -> None:
-        conn = self._local.__dict__.get("pool", {}).pop(origin, None)
-        if conn is not None:
-            conn.close()
-
-    def _ssl_context(self) -> Any:
-        import ssl
-        if self.ssl_context is not None:
-            return self.ssl_context
-        context = ssl.create_default_context()
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-    def close(self) -> None:
-        """Close this thread's keep-alive connections."""
-        for origin in list(self._local.__dict__.get("pool", {})):
-            self._drop(origin)
-
-
-def _parse_base_url(url: str) -> tuple:
-    """``(base_url, origin, path prefix)``, or SpecError for a URL that
-    cannot serve as a base (bad port, query, fragment, spaces...)."""
-    from urllib.parse import urlsplit
-    if type(url) is not str:
-        raise SpecError("base_url must be a string: %s" % _short_repr(url))
-    try:
-        parts = urlsplit(url)
-        origin = _origin(parts)
-    except ValueError as err:
-        raise SpecError("Invalid base_url %s: %s"
-                        % (_short_repr(url), err)) from None
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise SpecError("base_url must be an http:// or https:// URL: %s"
-                        % _short_repr(url))
-    if parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise SpecError("base_url cannot have a query or a fragment: %s"
-                        % _short_repr(url))
-    if _re.search(r"[\x00-\x20\x7f]", url):
-        raise SpecError("base_url cannot contain spaces or control "
-                        "characters: %s" % _short_repr(url))
-    if parts.username is not None or parts.password is not None:
-        raise SpecError("base_url cannot carry credentials (user:password@):"
-                        " send them in a header")
-    return url.rstrip("/"), origin, parts.path.rstrip("/")
-
-
-def _origin(parts: Any) -> tuple:
-    scheme = parts.scheme.lower()
-    return (scheme, parts.hostname,
-            parts.port or (443 if scheme == "https" else 80))
-
-
-def _origin_url(origin: tuple) -> str:
-    scheme, host, port = origin
-    if ":" in host:
-        host = "[%s]" % host  # IPv6
-    if port == (443 if scheme == "https" else 80):
-        return "%s://%s" % (scheme, host)
-    return "%s://%s:%d" % (scheme, host, port)
-
-
-def _arm(conn: Any, deadline: float | None) -> None:
-    """Bound the next exchange on ``conn`` by ``deadline`` (monotonic)."""
-    if deadline is None:
-        conn.timeout = None
-    else:
-        left = deadline - _monotonic()
-        if left <= 0:
-            import socket
-            raise socket.timeout("timed out")
-        conn.timeout = left
-    conn.cosmic_deadline[0] = deadline
-    if conn.sock is not None:
-        conn.sock.settimeout(conn.timeout)
-
-
-_CONNECTION_CLASSES: list = []
-
-
-def _connection_classes() -> tuple:
-    """http.client connections whose answers are read within the call's
-    deadline: each read waits only for the time left, so a server that
-    drips bytes cannot stretch a call past its timeout."""
-    if _CONNECTION_CLASSES:
-        return _CONNECTION_CLASSES[0]
-    import http.client
-    import io
-    import socket
-
-    class DeadlineIO(socket.SocketIO):
-        def __init__(self, sock: Any, deadline: list) -> None:
-            super().__init__(sock, "rb")
-            self._deadline = deadline
-            self._timed = sock
-
-        def readinto(self, b: Any) -> Any:
-            deadline = self._deadline[0]
-            if deadline is not None:
-                left = deadline - _monotonic()
-                if left <= 0:
-                    raise socket.timeout("timed out")
-                self._timed.settimeout(left)
-            return super().readinto(b)
-
-    class Maker:
-        __slots__ = ("deadline", "sock")
-
-        def __init__(self, sock: Any, deadline: list) -> None:
-            self.sock = sock
-            self.deadline = deadline
-
-        def makefile(self, mode: str) -> Any:
-            self.sock._io_refs += 1  # as socket.makefile does
-            return io.BufferedReader(DeadlineIO(self.sock, self.deadline))
-
-    def with_deadline(base: type) -> type:
-        class Connection(base):  # type: ignore[valid-type, misc]
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                deadline = self.cosmic_deadline = [None]
-
-                def response(sock, debuglevel=0, method=None, url=None):
-                    return http.client.HTTPResponse(
-                        Maker(sock, deadline), debuglevel, method, url)
-
-                self.response_class = response
-
-        return Connection
-
-    class TimedOutWrite(OutcomeUnknown, socket.timeout):
-        """A write that timed out after it was sent: both a timeout and
-        an unknown outcome."""
-
-    _CONNECTION_CLASSES.append((with_deadline(http.client.HTTPSConnection),
-                                with_deadline(http.client.HTTPConnection),
-                                TimedOutWrite))
-    return _CONNECTION_CLASSES[0]
-
-
-def _dropped(sock: Any) -> bool:
-    """Whether an idle keep-alive socket was closed by the server."""
-    import select
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return True
-    return bool(readable)
-
-
-def connect(base_url: str, **options: Any) -> APIClient:
-    """A client for the Cosmic API at ``base_url``: ``connect(url).actions``."""
-    return APIClient(base_url=base_url, **options)
-
-
-class WsgiAPIClient(BaseAPIClient):
-    """A client that calls a WSGI app in-process, with real PEP 3333
-    environs and no sockets; the same interface as APIClient.
-
-    Set ``wsgi_app`` (class attribute or argument), or use
-    ``WsgiAPIClient.for_api(api)``. ``server_cosmos``, when set, is swapped
-    into ``cosmos`` while the app runs.
-    """
-
-    wsgi_app: Any = None
-    server_cosmos: dict | None = None
-
-    def __init__(self, wsgi_app: Callable | None = None,
-                 spec: dict | None = None, auth: Any = None) -> None:
-        if auth is not None:
-            self.auth = auth
-        if wsgi_app is None:
-            for klass in type(self).__mro__:
-                if "wsgi_app" in klass.__dict__:
-                    wsgi_app = klass.__dict__["wsgi_app"]
-                    break
-            if isinstance(wsgi_app, staticmethod):
-                wsgi_app = wsgi_app.__func__
-        if wsgi_app is None:
-            raise SpecError("WsgiAPIClient needs a wsgi_app")
-        self._app = wsgi_app
-        super().__init__(spec)
-
-    @classmethod
-    def for_api(cls, api: API, server: type | None = None,
-                auth: Any = None, **options: Any) -> WsgiAPIClient:
-        """An in-process client for an API, served by ``Server`` (or a
-        subclass) with ``options``; ``auth`` as for ``BaseAPIClient``."""
-        app = (server or Server)(api, **options).wsgi_app
-        if auth is None:
-            return cls(app)
-        # The API is at hand: send the credential as it declares, from the
-        # first request on.
-        credential = _Credential(auth)
-        credential.learn([(scheme.kind, scheme.header)
-                          for scheme in getattr(api, "_schemes", ())])
-        return cls(app, auth=credential)
-
-    def make_request(self, endpoint: Endpoint,
-                     request: _ClientRequest) -> _ClientResponse:
-        """Call the app with a PEP 3333 environ built from the request."""
-        environ = _make_environ(request.method, request.url,
-                                request.data.encode("utf-8"), request.headers)
-        if self.server_cosmos is not None:
-            # cosmos is one global: overlapping swaps must not interleave.
-            with _SWAP_LOCK, cosmos.swap(self.server_cosmos):
-                return _call_app(self._app, environ)
-        return _call_app(self._app, environ)
-
-
-_SWAP_LOCK = _threading.RLock()
-
-
-def _make_environ(method: str, url: str, body: bytes = b"",
-                  headers: dict | None = None) -> dict:
-    """A complete PEP 3333 environ for one request."""
-    import io
-    from urllib.parse import unquote_to_bytes
-    path, _, query = url.partition("?")
-    environ = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
-        "REQUEST_URI": url,
-        "QUERY_STRING": query,
-        "SERVER_NAME": "localhost",
-        "SERVER_PORT": "80",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "REMOTE_ADDR": "127.0.0.1",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": _sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-    }
-    if body:
-        environ["CONTENT_LENGTH"] = str(len(body))
-    for name, value in (headers or {}).items():
-        key = name.upper().replace("-", "_")
-        if key == "CONTENT_TYPE":
-            environ["CONTENT_TYPE"] = value
-        elif key == "CONTENT_LENGTH":
-            environ["CONTENT_LENGTH"] = value
-        else:
-            environ["HTTP_" + key] = value
-    return environ
-
-
-def _call_app(app: Callable, environ: dict) -> _ClientResponse:
-    captured: list = []
-
-    def start_response(status, headers, exc_info=None):
-        if exc_info is not None and captured:
-            raise exc_info[1].with_traceback(exc_info[2])
-        captured[:] = [status, headers]
-        return lambda data: chunks.append(data)
-
-    chunks: list = []
-    result = app(environ, start_response)
-    try:
-        for chunk in result:
-            chunks.append(chunk)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    status, headers = captured
-    return _ClientResponse(int(status.split(" ", 1)[0]), headers,
-                           b"".join(chunks))
-
-
-class ClientLoggingMixin:
-    """Put before a client class in the bases: ``self.log`` then lists a
-    ``(request_dict, response_dict)`` pair for every request made."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.log: list = []
-        super().__init__(*args, **kwargs)
-
-    def make_request(self, endpoint: Endpoint,
-                     request: _ClientRequest) -> _ClientResponse:
-        # A mixin: the client class after it in the bases sends.
-        response = super().make_request(  # type: ignore[misc]
-            endpoint, request)
-        credential = getattr(self, "_credential", None)
-        hidden = credential.names() if credential else ("authorization",)
-        headers = [(k, "[redacted]" if k.lower() in hidden else v)
-                   for k, v in request.headers.items()]
-        self.log.append((
-            {"method": request.method, "url": request.url,
-             "data": request.data, "headers": headers},
-            {"status_code": response.status_code, "data": response.text,
-             "headers": sorted((k.title(), v)
-                               for k, v in response.headers.items())},
-        ))
-        return response
-
-
-# -- Thread-local globals -----------------------------------------------------
-#
-# Built on contextvars, so each thread and each asyncio task sees its own
-# values; ``storage`` mirrors the active locals by thread, for inspection.
-
-from collections.abc import MutableMapping as _MutableMapping  # noqa: E402
-
-_get_ident = _threading.get_ident
-_current: _contextvars.ContextVar = _contextvars.ContextVar(
-    "cosmic_local", default=None)
-storage: dict = {}
-_active: dict = {}  # thread id -> the locals open in it, innermost last
-
-
-def _enter_local(local: dict) -> int:
-    ident = _get_ident()
-    opened = _active.get(ident)
-    if opened is None:
-        _active[ident] = [local]
-    else:
-        opened.append(local)
-    storage[ident] = local
-    return ident
-
-
-def _exit_local(ident: int, local: dict) -> None:
-    # asyncio tasks of one thread may close their locals in any order: drop
-    # this one wherever it is, and show the innermost one still open.
-    opened = _active[ident]
-    if len(opened) == 1:
-        del _active[ident], storage[ident]
-        return
-    for i in range(len(opened) - 1, -1, -1):
-        if opened[i] is local:
-            del opened[i]
-            break
-    storage[ident] = opened[-1]
-
-
-@_contextlib.contextmanager
-def thread_local() -> Iterator[dict]:
-    """A fresh local dict for this thread (or task) while the block runs.
-
-    Nested blocks get their own and restore the outer one; the entry is
-    removed even when the block raises.
-    """
-    local: dict = {}
-    token = _current.set(local)
-    ident = _enter_local(local)
-    try:
-        yield local
-    finally:
-        _current.reset(token)
-        _exit_local(ident, local)
-
-
-@_contextlib.contextmanager
-def ensure_thread_local():
-    """Reuse the active local dict, or create one like thread_local()."""
-    local = _current.get()
-    if local is not None:
-        yield local
-    else:
-        with thread_local() as local:
-            yield local
-
-
-def thread_local_middleware(app: Callable) -> Callable:
-    """Wrap a WSGI app so that every request runs in its own thread_local()."""
-    def middleware(environ, start_response):
-        with thread_local():
-            result = app(environ, start_response)
-            if isinstance(result, list):
-                return result
-            try:
-                return list(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-    middleware.__wrapped__ = app  # type: ignore[attr-defined]
-    return middleware
-
-
-class _Swappable(_MutableMapping):
-    """Shared mapping methods over a ``data`` dict."""
-
-    def __getitem__(self, key):
-        return self.data[key]
-
-    def __setitem__(self, key, value):
-        self.data[key] = value
-
-    def __delitem__(self, key):
-        del self.data[key]
-
-    def __iter__(self):
-        return iter(self.data)
-
-    def __len__(self):
-        return len(self.data)
-
-    def __contains__(self, key):
-        return key in self.data
-
-    def get(self, key, default=None):
-        return self.data.get(key, default)
-
-
-class SwappableDict(_Swappable):
-    """A dict-like object whose ``data`` can be swapped for a block."""
-
-    def __init__(self, data: dict | None = None) -> None:
-        self.data = data if data is not None else {}
-
-    @_contextlib.contextmanager
-    def swap(self, new: dict):
-        """Show ``new`` (the same object) inside the block, then restore."""
-        previous = self.data
-        self.data = new
-        try:
-            yield new
-        finally:
-            self.data = previous
-
-    def __repr__(self) -> str:
-        return repr(self.data)
-
-
-class ThreadLocalDict(_Swappable):
-    """A dict whose contents belong to the current thread_local() block.
-
-    Outside one, any use raises ThreadLocalMissing.
-    """
-
-    @property
-    def data(self) -> dict:
-        """This dict's contents in the current thread_local() block."""
-        local = _current.get()
-        if local is None:
-            raise ThreadLocalMissing()
-        try:
-            return local[id(self)]
-        except KeyError:
-            return local.setdefault(id(self), {})
-
-    @_contextlib.contextmanager
-    def swap(self, new: dict):
-        """Show ``new`` inside the block, then restore; works with or
-        without an active thread_local()."""
-        if _current.get() is None:
-            with thread_local() as local:
-                local[id(self)] = new
-                yield new
-            return
-        local = _current.get()
-        previous = local.get(id(self), _MISSING)
-        local[id(self)] = new
-        try:
-            yield new
-        finally:
-            if previous is _MISSING:
-                local.pop(id(self), None)
-            else:
-                local[id(self)] = previous
-
-    def __repr__(self) -> str:
-        local = _current.get()
-        if local is None:
-            return "<unbound ThreadLocalDict>"
-        return repr(local.get(id(self), {}))
-
-
-cosmos = SwappableDict()
-
-_if_match: _contextvars.ContextVar = _contextvars.ContextVar(
-    "cosmic_if_match", default=None)
-
-
-def if_match() -> str | None:
-    """The If-Match tag of the request being served, without its quotes.
-
-    ``"*"`` for ``If-Match: *``, None when the request sent none. Set
-    while a model's ``update`` or ``delete`` runs, after the server found
-    that the tag matches the object as ``get_by_id`` returns it, so that
-    the model can make its check and its write one statement
-    (``UPDATE ... WHERE id = ? AND version = ?``) and raise
-    ``PreconditionFailed`` when no row matched.
-    """
-    return _if_match.get()
-
-
-# -- Testing helpers (cosmic.testing) -----------------------------------------
-
-db = SwappableDict()
-
-
-class DBModel(BaseModel):
-    """A model kept in memory in ``db[cls.table_name]`` (for tests)."""
-
-    table_name: str = ""
-
-    @classmethod
-    def _table(cls) -> dict:
-        return db.data.setdefault(cls.table_name or cls.__name__, {})
-
-    @classmethod
-    def get_by_id(cls, id):
-        try:
-            return cls._table()[id]
-        except KeyError:
-            raise NotFound from None
-
-    @classmethod
-    def get_list(cls, /, **query):
-        return [(i, rep) for i, rep in cls._table().items()
-                if all(rep.get(k) == v for k, v in query.items())]
-
-    @classmethod
-    def create(cls, /, **patch):
-        table = cls._table()
-        new_id = str(max([int(i) for i in table if i.isdigit()] + [-1]) + 1)
-        table[new_id] = dict(patch)
-        return new_id, table[new_id]
-
-    @classmethod
-    def update(cls, id, /, **patch):
-        table = cls._table()
-        if id not in table:
-            raise NotFound
-        table[id].update(patch)
-        return table[id]
-
-    @classmethod
-    def delete(cls, id):
-        if cls._table().pop(id, None) is None:
-            raise NotFound
-
-
-class _Wildcard:
-    """Compares equal to anything (for assertions on generated values)."""
-
-    def __eq__(self, other: Any) -> bool:
-        return True
-
-    def __ne__(self, other: Any) -> bool:
-        return False
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __call__(self) -> _Wildcard:
-        return self
-
-    def __repr__(self) -> str:
-        return "Wildcard"
-
-
-Wildcard = _Wildcard()
-"""Equal to anything: ``assert rep == {"id": Wildcard}``. As in the
-original, the name is an instance; ``Wildcard()`` gives the same one."""
-
-
-@_contextlib.contextmanager
-def served_api(api: API, port: int = 0, **options: Any):
-    """Serve ``api`` on 127.0.0.1 in a background thread for the block;
-    yields the base URL (``port=0`` picks a free port).
-
-    ``options`` are those of ``API.run``: for ``Server``, for
-    ``serve_wsgi``, or the original's werkzeug options (ignored).
-    """
-    server_options, limits = _split_run_options(options)
-    server = _make_server(Server(api, **server_options).wsgi_app,
-                          "127.0.0.1", port, **limits)
-    thread = _threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield "http://127.0.0.1:%d" % server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 # -- Development server -------------------------------------------------------
@@ -7751,238 +6785,1445 @@ def _stop_workers(server: _DevServer, children: dict) -> None:
         time.sleep(0.05)
 
 
-# -- OpenAPI and docs page ----------------------------------------------------
+# -- Client -------------------------------------------------------------------
 
-_DOCS_CSS = """
-:root{color-scheme:light dark;--fg:#1d2125;--mu:#5c6670;--bg:#fff;--pa:#f4f6f8;
---bd:#d8dde2;--ac:#0b5cad}
-@media (prefers-color-scheme:dark){:root{--fg:#e4e7ea;--mu:#9aa4ad;--bg:#15181b;
---pa:#1f2428;--bd:#3a4248;--ac:#6cb0f5}}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);
-font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",sans-serif}
-main{max-width:60rem;margin:0 auto;padding:1rem}
-a{color:var(--ac)}
-h1{margin:.5rem 0;font-size:1.8rem;overflow-wrap:anywhere}
-h2{margin-top:2rem;border-bottom:2px solid var(--bd);padding-bottom:.2rem}
-h3{margin:0 0 .4rem;font-size:1.25rem;overflow-wrap:anywhere}
-h4{margin:1rem 0 .3rem;font-size:1rem}
-code,pre,textarea,input,.ep{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,
-"Liberation Mono",monospace;font-size:.9rem}
-pre{background:var(--pa);border:1px solid var(--bd);border-radius:6px;
-padding:.6rem;margin:.4rem 0;white-space:pre-wrap;overflow-wrap:anywhere;
-max-height:30rem;overflow:auto}
-section.item{border:1px solid var(--bd);border-radius:8px;padding:.8rem 1rem;
-margin:1rem 0}
-.doc{white-space:pre-wrap;overflow-wrap:anywhere}
-.mu,.sub{color:var(--mu)}
-ul{padding-left:1.3rem;margin:.2rem 0}
-li{overflow-wrap:anywhere}
-.ep{font-weight:600;font-size:1rem;overflow-wrap:anywhere}
-.verb{display:inline-block;min-width:4.2em;padding:0 .3em;border-radius:4px;
-color:#fff;background:#56606a;text-align:center;font-size:.85rem}
-.GET{background:#1f7a3d}.POST{background:#0b5cad}.PUT{background:#8a5a00}
-.DELETE{background:#b3261e}
-details{margin:.4rem 0}
-.method{margin-top:1rem}
-summary{cursor:pointer;color:var(--ac)}
-form.try{margin:.4rem 0 0;padding:.6rem;background:var(--pa);border-radius:6px}
-form.try label{display:block;margin:.3rem 0}
-textarea,input{width:100%;padding:.4rem;border:1px solid var(--bd);
-border-radius:4px;background:var(--bg);color:var(--fg)}
-textarea{min-height:6rem;resize:vertical}
-button{margin:.5rem .4rem 0 0;padding:.35rem 1rem;font:inherit;
-border:1px solid var(--ac);border-radius:4px;background:var(--ac);color:#fff;
-cursor:pointer}
-button[type=reset]{background:transparent;color:var(--ac)}
-button:disabled{opacity:.6}
-nav ul{columns:14rem}
-.auth{margin:1rem 0;padding:.6rem 1rem;border:1px solid var(--bd);
-border-radius:8px;background:var(--pa)}
-.auth h2{margin:0 0 .3rem;border:0;font-size:1.1rem}
-.auth label{display:block;margin:.3rem 0}
-.need{display:inline-block;margin:.2rem 0;padding:0 .4em;border-radius:4px;
-font-size:.8rem;border:1px solid var(--bd)}
-.need.lock{border-color:#b3261e;color:#b3261e}
-"""
+# APIClient builds its actions and models from /spec.json at run time;
+# WsgiAPIClient calls a WSGI app in-process with the same interface.
 
-_DOCS_JS = """
-(function () {
-  'use strict';
-  var spec = JSON.parse(document.getElementById('spec').textContent);
-  // "/" and "/docs" both give "/"; "/prefix/docs" gives "/prefix/"
-  var base = location.pathname.replace(/\\/docs\\/?$/, '/')
-    .replace(/[^\\/]*$/, '');
-  var RAW = {'String': 1, 'DateTime': 1, 'cosmic.Model': 1, 'cosmic.Link': 1,
-             'UUID': 1, 'Decimal': 1};
-  var VERBS = {get_by_id: 'GET', create: 'POST', update: 'PUT',
-               'delete': 'DELETE'};
-  var enc = encodeURIComponent;
+class _ClientRequest:
+    """What a client sends: ``method``, ``url`` (relative), ``data`` (text),
+    ``headers`` (a dict hooks may change), ``timeout`` (seconds or None),
+    ``retry_writes`` (None: the client's setting)."""
 
-  function lookup(om, key) {
-    var has = om && om.map && Object.prototype.hasOwnProperty.call(om.map, key);
-    return has ? om.map[key] : null;
-  }
+    def __init__(self, method: str, url: str, data: str = "",
+                 headers: dict | None = None) -> None:
+        self.method = method
+        self.url = url
+        self.data = data
+        self.headers = headers if headers is not None else {}
+        self.timeout: float | None = None
+        self.retry_writes: bool | None = None
 
-  function query(form, name) {
-    var model = lookup(spec.models, name);
-    var params = new URLSearchParams();
-    var inputs = form.querySelectorAll('.f-q');
-    for (var i = 0; i < inputs.length; i++) {
-      var field = inputs[i].getAttribute('data-field');
-      var value = inputs[i].value;
-      if (value === '') { continue; }
-      var entry = model ? lookup(model.query_fields, field) : null;
-      var type = entry && entry.schema ? entry.schema.type : 'String';
-      if (!RAW[type]) {
-        try { value = JSON.stringify(JSON.parse(value)); } catch (e) {
-          throw new Error('Query field ' + field + ' needs a JSON value (' +
-                          type + '): ' + e.message);
+    def __repr__(self) -> str:
+        return "<Request %s %s>" % (self.method, self.url)
+
+
+class _ResponseHeaders(dict):
+    """Response headers; lookups ignore case."""
+
+    def __init__(self, pairs: Iterable) -> None:
+        super().__init__()
+        for name, value in pairs:
+            key = name.lower()
+            if key in self:
+                value = dict.__getitem__(self, key) + ", " + value
+            dict.__setitem__(self, key, value)
+
+    def __getitem__(self, name: str) -> str:
+        return dict.__getitem__(self, name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return dict.get(self, name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and dict.__contains__(self, name.lower())
+
+
+class _ClientResponse:
+    """What a client received: ``status_code``, ``headers``, ``content``
+    (bytes) and ``text``."""
+
+    def __init__(self, status_code: int, headers: Iterable,
+                 content: bytes) -> None:
+        self.status_code = status_code
+        self.headers = _ResponseHeaders(headers)
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return "<Response %d>" % self.status_code
+
+
+def _answer(schema: Any, datum: Any) -> Any:
+    """Load a server's answer, dropping fields the client's spec lacks.
+
+    Clients tolerate what a newer server adds to its answers; servers stay
+    strict about what they receive. The strict load runs first, so a valid
+    answer costs nothing more: only a refused one is cleared of unknown
+    fields (logged at debug) and loaded again, every other check intact
+    (docs/protocol.md#unknown-fields-in-answers).
+    """
+    try:
+        return schema.from_json(datum)
+    except ValidationError:
+        drop = _dropper(schema)
+        dropped: list = []
+        if drop is not None:
+            datum = drop(datum, [], dropped)
+        if not dropped:
+            raise
+    import logging
+    logger = logging.getLogger("cosmic")
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("Answer fields unknown to the client's spec, dropped: "
+                     "%s", ", ".join("".join("[%r]" % key for key in path)
+                                     for path in dropped))
+    return schema.from_json(datum)
+
+
+def _dropper(schema: Any) -> Callable | None:
+    """A function ``(datum, path, dropped) -> datum`` that copies a value
+    of ``schema`` without the Struct fields the schema lacks, noting their
+    paths in ``dropped``; None for a type that holds no Struct. Compiled
+    once per type object."""
+    cached = getattr(schema, "__dict__", {}).get("_drop", _MISSING)
+    if cached is not _MISSING:
+        return cached
+    drop = None
+    if isinstance(schema, _Wrapper):
+        drop = _dropper(schema._inner)
+    elif isinstance(schema, Struct):
+        known = {name: _dropper(f["schema"])
+                 for name, f in schema.param.items()}
+
+        def drop(datum, path, dropped):
+            if type(datum) is not dict:
+                return datum
+            out = {}
+            for key, value in datum.items():
+                child = known.get(key, _MISSING)
+                if child is _MISSING:
+                    dropped.append(path + [key])
+                else:
+                    out[key] = value if child is None else \
+                        child(value, path + [key], dropped)
+            return out
+    elif isinstance(schema, (Array, Map)):
+        item = _dropper(schema.param)
+        if item is not None:
+            drop = _container_dropper(item, schema)
+    if isinstance(schema, _Type):
+        schema.__dict__["_drop"] = drop
+    return drop
+
+
+def _container_dropper(item: Callable, schema: Any) -> Callable:
+    if isinstance(schema, Array):
+        def drop(datum, path, dropped):
+            if type(datum) is not list:
+                return datum
+            return [item(value, path + [i], dropped)
+                    for i, value in enumerate(datum)]
+    else:
+        def drop(datum, path, dropped):
+            if type(datum) is not dict:
+                return datum
+            return {key: item(value, path + [key], dropped)
+                    for key, value in datum.items()}
+    return drop
+
+
+_HEADER_SAFE = _re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
+
+
+class _Credential:
+    """What a client sends for ``auth=``: a token (bearer, or the API's
+    API key when it declares no bearer scheme), an API key or a Basic
+    pair. The API-key header is learnt from a 401's challenge."""
+
+    def __init__(self, auth: Any) -> None:
+        kind, secret, ok = "token", auth, True
+        if isinstance(auth, dict) and len(auth) == 1:
+            kind, secret = next(iter(auth.items()))
+            ok = kind in ("bearer", "api_key", "basic")
+        elif isinstance(auth, tuple):
+            kind = "basic"
+        if kind == "basic":
+            ok = isinstance(secret, tuple) and len(secret) == 2 and \
+                all(isinstance(x, str) for x in secret)
+            if ok:
+                secret = "Basic " + _base64.b64encode(
+                    ("%s:%s" % secret).encode("utf-8")).decode("ascii")
+        elif not isinstance(secret, str):
+            ok = False
+        if not ok:
+            # Never show the value: it may be a secret.
+            raise TypeError(
+                "auth must be a token (str), a (user, password) pair, or "
+                "{'bearer' | 'api_key': str} or {'basic': (user, password)};"
+                " got a %s" % type(auth).__name__)
+        if not _HEADER_SAFE.match(secret):
+            raise ValueError("auth holds characters an HTTP header cannot "
+                             "carry (control characters or non-ASCII)")
+        self.kind = kind
+        self.secret = secret
+        self.header = "X-API-Key"
+        self.as_key = kind == "api_key"
+
+    def learn(self, schemes: Iterable) -> bool:
+        """Follow the declared schemes ``(kind, header)``; True if the
+        credential now goes elsewhere."""
+        schemes = list(schemes)
+        kinds = [kind for kind, _ in schemes]
+        before = (self.as_key, self.header)
+        if self.kind in ("token", "api_key") and "api_key" in kinds:
+            self.header = schemes[kinds.index("api_key")][1]
+            self.as_key = self.kind == "api_key" or "bearer" not in kinds
+        return (self.as_key, self.header) != before
+
+    def apply(self, headers: dict) -> None:
+        if self.as_key:
+            headers[self.header] = self.secret
+        elif self.kind == "basic":
+            headers["Authorization"] = self.secret
+        else:
+            headers["Authorization"] = "Bearer " + self.secret
+
+    def names(self) -> tuple:
+        """The lower-case header names that carry it (to redact)."""
+        return ("authorization", self.header.lower())
+
+
+_CHALLENGE = _re.compile(
+    r'(?:^|,)[ \t]*(Bearer|Basic|APIKey)\b((?:[ \t,]*[A-Za-z0-9_-]+="[^"]*")*)',
+    _re.IGNORECASE)
+
+
+def _challenged(value: str) -> list:
+    """The (kind, header) schemes a WWW-Authenticate value names."""
+    found = []
+    for match in _CHALLENGE.finditer(value or ""):
+        name = match.group(1).lower()
+        header = _re.search(r'header="([A-Za-z0-9-]{1,64})"', match.group(2))
+        kind = {"apikey": "api_key"}.get(name, name)
+        found.append((kind, header.group(1) if header else "X-API-Key"))
+    return found
+
+
+class BaseAPIClient(BaseAPI):
+    """A client whose actions and models are built from the API's spec.
+
+    ``call(endpoint, *args, **kwargs)`` runs ``build_request``, then
+    ``make_request`` (the transport, in subclasses), then
+    ``parse_response``; override any of them (e.g. to add headers).
+    Arguments are checked against the spec before anything is sent, and
+    answers are checked on arrival (fields the spec lacks are dropped).
+
+    ``auth`` sends a credential with every call, the spec fetch included:
+    a token (``Authorization: Bearer``, or the API's API-key header when
+    it declares API keys and no bearer scheme), ``(user, password)`` for
+    Basic, or ``{"bearer": t}``, ``{"api_key": k}``, ``{"basic": pair}``.
+    """
+
+    problem_details = False
+    #: Resolves custom type names in the spec: ``type_getter(name)`` gives
+    #: the type or raises KeyError (see standard_types).
+    type_getter: Any = None
+    #: The spec the caller was written against (see _check_contract).
+    expected_spec: Any = None
+    on_breaking = "raise"
+    auth: Any = None
+
+    def __init__(self, spec: dict | None = None) -> None:
+        auth = self.auth
+        self._credential = auth if isinstance(auth, _Credential) or \
+            auth is None else _Credential(auth)
+        token = _TYPES.set((self.type_getter, None))
+        try:
+            if spec is None:
+                spec = self.call(SpecEndpoint())
+            elif "actions" in spec and isinstance(spec["actions"], dict) \
+                    and "order" in spec["actions"]:
+                spec = APISpec.from_json(spec)
+        finally:
+            _TYPES.reset(token)
+        super().__init__(spec, _ClientNames("action"),
+                         _ClientNames("model"))
+        for model in spec["models"].values():
+            for link in model["links"].values():
+                link["model"]._bind_model(self)
+            for kind in ("properties", "query_fields", "list_metadata"):
+                for field in model[kind].values():
+                    field["schema"]._bind(self)
+        for entry in spec["actions"].values():
+            for key in ("accepts", "returns"):
+                if entry.get(key) is not None:
+                    entry[key]._bind(self)
+        registered = cosmos.get(self.name)
+        if not isinstance(registered, API):
+            cosmos[self.name] = self
+        for name in spec["actions"]:
+            setattr(self.actions, name,
+                    self._function(ActionEndpoint(self, name), name,
+                                   spec["actions"][name].get("doc")))
+        for name in spec["models"]:
+            namespace: Any = Object()
+            for cls in _MODEL_ENDPOINTS:
+                setattr(namespace, cls.method_name, self._function(
+                    cls(self, name), cls.method_name, None))
+            namespace.validate_patch = _no_check
+            setattr(self.models, name, namespace)
+        if self.expected_spec is not None:
+            _check_contract(self)
+
+    def _function(self, endpoint: Endpoint, name: str,
+                  doc: str | None) -> Callable:
+        call = self.call
+
+        def remote(*args: Any, **kwargs: Any) -> Any:
+            return call(endpoint, *args, **kwargs)
+
+        remote.__name__ = remote.__qualname__ = name
+        remote.__doc__ = doc
+        remote.endpoint = endpoint  # type: ignore[attr-defined]
+        return remote
+
+    def call(self, endpoint: Endpoint, /, *args: Any, **kwargs: Any) -> Any:
+        """Build, send and parse one call to ``endpoint``.
+
+        Options for this call (never field names: fields cannot start with
+        ``_``): ``_timeout=seconds`` overrides the client's timeout,
+        ``_retry_writes=True`` lets a write be repeated even when its
+        outcome is unknown, ``_with_etag=True`` returns ``(result, etag)``,
+        the answer's ETag without quotes (None without one), and
+        ``_if_match=etag`` (update, delete) makes the call conditional: a
+        412 raises PreconditionFailed.
+        """
+        timeout = kwargs.pop("_timeout", None)
+        retry_writes = kwargs.pop("_retry_writes", None)
+        with_etag = kwargs.pop("_with_etag", False)
+        request = self.build_request(endpoint, *args, **kwargs)
+        if timeout is not None:
+            request.timeout = timeout
+        if retry_writes is not None:
+            request.retry_writes = retry_writes
+        response = self.make_request(endpoint, request)
+        if response.status_code == 401 and self._credential is not None \
+                and self._credential.learn(_challenged(
+                    response.headers.get("WWW-Authenticate", ""))):
+            # The server named the header its API key goes in: once more.
+            request = self.build_request(endpoint, *args, **kwargs)
+            if timeout is not None:
+                request.timeout = timeout
+            if retry_writes is not None:
+                request.retry_writes = retry_writes
+            response = self.make_request(endpoint, request)
+        result = self.parse_response(endpoint, response)
+        if with_etag:
+            return result, _response_tag(response)
+        return result
+
+    def build_request(self, endpoint: Endpoint, /, *args: Any,
+                      **kwargs: Any) -> _ClientRequest:
+        """The request for a call; validates the arguments first. (An
+        override should keep ``endpoint`` positional-only, ``/``, so that
+        a field may be called ``endpoint`` too.)"""
+        request = endpoint.build_request(*args, **kwargs)
+        if self.problem_details:
+            request.headers["Accept"] = _PROBLEM_TYPE + ", " + _JSON_TYPE
+        if self._credential is not None:
+            self._credential.apply(request.headers)
+        return request
+
+    def make_request(self, endpoint: Endpoint,
+                     request: _ClientRequest) -> _ClientResponse:
+        """Send a request; subclasses provide the transport."""
+        raise NotImplementedError
+
+    def parse_response(self, endpoint: Endpoint,
+                       response: _ClientResponse) -> Any:
+        """Check the status, then decode and validate the answer."""
+        return endpoint.parse_response(response)
+
+
+def _no_check(patch: dict) -> None:
+    """Clients leave patch checks to the server."""
+
+
+class _ClientNames(Object):
+    """``client.actions`` and ``client.models``: a misspelt name raises an
+    AttributeError that lists the names there are."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise AttributeError("No %s %r; %ss: %s" % (
+            self._what, name, self._what,
+            ", ".join(sorted(self.__dict__)) or "none"))
+
+
+_READS = frozenset(("GET", "HEAD", "OPTIONS"))
+_CLIENT_OPTIONS = frozenset((
+    "timeout", "verify", "ssl_context", "proxy", "retries", "retry_backoff",
+    "max_redirects", "problem_details", "type_getter", "max_response_size",
+    "retry_writes", "expected_spec", "on_breaking", "auth"))
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+class OutcomeUnknown(ConnectionError):
+    """A write (POST, PUT, DELETE) lost its connection after the request
+    may have reached the server: it may or may not have been applied, so
+    it was not sent again. Check before repeating it, or allow repeats with
+    ``retry_writes=True``."""
+
+
+class ResponseTooLarge(ConnectionError):
+    """An answer longer than the client's ``max_response_size``; the
+    connection was dropped before the body was read."""
+
+
+class _ConnectionPool:
+    """APIClient's keep-alive connections: one pool per thread and per
+    process, keyed by origin (scheme, host, port)."""
+
+    _local: Any
+    proxy: str | None
+    ssl_context: Any
+    verify: bool
+
+    def _connection(self, origin: tuple) -> Any:
+        local = self._local.__dict__
+        pool = local.get("pool")
+        if pool is None or local["pid"] != _getpid():
+            # New thread, or a forked child: the parent's sockets are
+            # never reused here (this closes only the child's copies).
+            for stale in (pool or {}).values():
+                stale.close()
+            pool = local["pool"] = {}
+            local["pid"] = _getpid()
+        conn = pool.get(origin)
+        if conn is not None:
+            if conn.sock is not None and _dropped(conn.sock):
+                conn.close()  # closed by the server while idle: reconnect
+            return conn
+        scheme, host, port = origin
+        connect_host, connect_port = host, port
+        if self.proxy:
+            from urllib.parse import urlsplit
+            proxy = urlsplit(self.proxy)
+            connect_host, connect_port = proxy.hostname, proxy.port or 80
+        https, plain, _ = _connection_classes()
+        if scheme == "https":
+            conn = https(connect_host, connect_port,
+                         context=self._ssl_context())
+        else:
+            conn = plain(connect_host, connect_port)
+        if self.proxy:
+            conn.set_tunnel(host, port)
+        pool[origin] = conn
+        return conn
+
+    def _drop(self, origin: tuple) -> None:
+        conn = self._local.__dict__.get("pool", {}).pop(origin, None)
+        if conn is not None:
+            conn.close()
+
+    def _ssl_context(self) -> Any:
+        import ssl
+        if self.ssl_context is not None:
+            return self.ssl_context
+        context = ssl.create_default_context()
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def close(self) -> None:
+        """Close this thread's keep-alive connections."""
+        for origin in list(self._local.__dict__.get("pool", {})):
+            self._drop(origin)
+
+
+
+class APIClient(_ConnectionPool, BaseAPIClient):
+    """An HTTP client for a Cosmic API, built from its ``/spec.json``.
+
+    ``APIClient("http://127.0.0.1:8000")`` (or ``cosmic.connect(url)``),
+    or subclass it and set ``base_url``. Options, as class attributes or
+    keyword arguments: ``timeout`` (30 s for the whole call: connect, send
+    and receive), ``verify`` (TLS certificates, True), ``ssl_context``,
+    ``proxy`` (None: proxies are not used), ``retries`` (2: reads, and
+    writes that provably never reached the server), ``retry_writes``
+    (False; True also repeats writes whose outcome is unknown),
+    ``max_response_size`` (64 MiB; None for no limit), ``max_redirects``
+    (5, same origin only), ``problem_details`` (ask for RFC 9457 errors),
+    ``expected_spec`` (the spec the caller was written against: the live
+    one is compared with it at connect time, and breaking changes raise
+    ContractError, or warn when ``on_breaking="warn"``), ``auth`` (a
+    credential, see ``BaseAPIClient``).
+    """
+
+    base_url: str | None = None
+    timeout: float | None = 30.0
+    verify = True
+    ssl_context: Any = None
+    proxy: str | None = None
+    retries = 2
+    retry_backoff = 0.1
+    retry_writes = False
+    max_response_size: int | None = 64 * 1024 * 1024
+    max_redirects = 5
+
+    def __init__(self, base_url: str | None = None, spec: dict | None = None,
+                 **options: Any) -> None:
+        for key, value in options.items():
+            if key not in _CLIENT_OPTIONS:
+                raise TypeError("Unknown APIClient option %r; options: %s"
+                                % (key, ", ".join(sorted(_CLIENT_OPTIONS))))
+            setattr(self, key, value)
+        if base_url is not None:
+            self.base_url = base_url
+        if not self.base_url:
+            raise SpecError("APIClient needs a base_url such as "
+                            "'http://127.0.0.1:8000'")
+        self.base_url, self._origin, self._prefix = _parse_base_url(
+            self.base_url)
+        self._local = _threading.local()
+        try:
+            super().__init__(spec)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def from_spec(cls, spec: dict, base_url: str, **options: Any) -> APIClient:
+        """A client for a known spec (its JSON form); fetches nothing."""
+        return cls(base_url=base_url, spec=spec, **options)
+
+    def make_request(self, endpoint: Endpoint,
+                     request: _ClientRequest) -> _ClientResponse:
+        """Send over HTTP/1.1 keep-alive within the timeout; retry as the
+        rules allow; follow same-origin redirects only."""
+        method = request.method
+        origin = self._origin
+        target = self._prefix + request.url
+        body = request.data.encode("utf-8") if request.data else None
+        headers = dict(request.headers)
+        timeout = request.timeout if request.timeout is not None \
+            else self.timeout
+        retry_writes = request.retry_writes
+        if retry_writes is None:
+            retry_writes = self.retry_writes
+        deadline = None if timeout is None else _monotonic() + timeout
+        for _ in range(self.max_redirects + 1):
+            status, pairs, content = self._send(
+                origin, method, target, body, headers, deadline, timeout,
+                retry_writes)
+            if status not in _REDIRECTS:
+                break
+            location = _ResponseHeaders(pairs).get("location")
+            if not location:
+                break
+            from urllib.parse import urlsplit, urljoin
+            url = urljoin(_origin_url(origin) + target, location)
+            try:
+                parts = urlsplit(url)
+                other = _origin(parts)
+            except ValueError:
+                break
+            if parts.scheme not in ("http", "https") or other != origin:
+                break  # never carry credentials to another origin
+            target = parts.path or "/"
+            if parts.query:
+                target += "?" + parts.query
+            if status == 303 or status in (301, 302) and method == "POST":
+                method, body = "GET", None
+                headers.pop("Content-Type", None)
+        return _ClientResponse(status, pairs, content)
+
+    def _send(self, origin: tuple, method: str, target: str,
+              body: bytes | None, headers: dict, deadline: float | None,
+              timeout: Any, retry_writes: bool) -> tuple:
+        # One exchange, repeated only when it is safe: a read, a request
+        # that never left (connect failed), or retry_writes.
+        import http.client
+        import socket
+        for attempt in range(1 + max(self.retries, 0)):
+            conn = self._connection(origin)
+            sent = False
+            try:
+                _arm(conn, deadline)
+                if conn.sock is None:
+                    conn.connect()
+                sent = True
+                conn.request(method, target, body, headers)
+                res = conn.getresponse()
+                content = self._read_body(res, method, target)
+            except ResponseTooLarge:
+                self._drop(origin)
+                raise
+            except socket.timeout as exc:
+                self._drop(origin)
+                message = "%s %s: no complete answer within %s s" % (
+                    method, target, timeout)
+                if sent and method not in _READS:
+                    raise _connection_classes()[2](  # socket.timeout too
+                        message + "; the server may have acted on it") \
+                        from exc
+                raise socket.timeout(message) from exc
+            except (ConnectionError, http.client.BadStatusLine,
+                    http.client.IncompleteRead) as exc:
+                self._drop(origin)
+                if sent and method not in _READS and not retry_writes:
+                    raise OutcomeUnknown(
+                        "%s %s: the connection was lost after the request "
+                        "was sent (%s: %s); the server may or may not have "
+                        "acted on it, so it was not sent again"
+                        % (method, target, type(exc).__name__, exc)) from exc
+                pause = self.retry_backoff * (2 ** attempt)
+                if attempt >= self.retries or deadline is not None and \
+                        _monotonic() + pause >= deadline:
+                    raise ConnectionError("%s %s: %s" % (
+                        method, target, exc)) from exc
+                import time
+                time.sleep(pause)
+                continue
+            except BaseException:
+                self._drop(origin)
+                raise
+            if res.will_close:
+                self._drop(origin)
+            return res.status, res.getheaders(), content
+        raise AssertionError("unreachable")
+
+    def _read_body(self, res: Any, method: str, target: str) -> bytes:
+        limit = self.max_response_size
+        if limit is None:
+            return res.read()
+        if res.length is not None:
+            if res.length > limit:
+                raise ResponseTooLarge(
+                    "%s %s: the answer declares %d bytes, more than "
+                    "max_response_size (%d); the connection was dropped"
+                    % (method, target, res.length, limit))
+            return res.read()
+        chunks: list = []
+        total = 0
+        while True:
+            chunk = res.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            total += len(chunk)
+            if total > limit:
+                raise ResponseTooLarge(
+                    "%s %s: the answer exceeds max_response_size (%d "
+                    "bytes); the connection was dropped"
+                    % (method, target, limit))
+            chunks.append(chunk)
+
+
+def _parse_base_url(url: str) -> tuple:
+    """``(base_url, origin, path prefix)``, or SpecError for a URL that
+    cannot serve as a base (bad port, query, fragment, spaces...)."""
+    from urllib.parse import urlsplit
+    if type(url) is not str:
+        raise SpecError("base_url must be a string: %s" % _short_repr(url))
+    try:
+        parts = urlsplit(url)
+        origin = _origin(parts)
+    except ValueError as err:
+        raise SpecError("Invalid base_url %s: %s"
+                        % (_short_repr(url), err)) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise SpecError("base_url must be an http:// or https:// URL: %s"
+                        % _short_repr(url))
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise SpecError("base_url cannot have a query or a fragment: %s"
+                        % _short_repr(url))
+    if _re.search(r"[\x00-\x20\x7f]", url):
+        raise SpecError("base_url cannot contain spaces or control "
+                        "characters: %s" % _short_repr(url))
+    if parts.username is not None or parts.password is not None:
+        raise SpecError("base_url cannot carry credentials (user:password@):"
+                        " send them in a header")
+    return url.rstrip("/"), origin, parts.path.rstrip("/")
+
+
+def _origin(parts: Any) -> tuple:
+    scheme = parts.scheme.lower()
+    return (scheme, parts.hostname,
+            parts.port or (443 if scheme == "https" else 80))
+
+
+def _origin_url(origin: tuple) -> str:
+    scheme, host, port = origin
+    if ":" in host:
+        host = "[%s]" % host  # IPv6
+    if port == (443 if scheme == "https" else 80):
+        return "%s://%s" % (scheme, host)
+    return "%s://%s:%d" % (scheme, host, port)
+
+
+def _arm(conn: Any, deadline: float | None) -> None:
+    """Bound the next exchange on ``conn`` by ``deadline`` (monotonic)."""
+    if deadline is None:
+        conn.timeout = None
+    else:
+        left = deadline - _monotonic()
+        if left <= 0:
+            import socket
+            raise socket.timeout("timed out")
+        conn.timeout = left
+    conn.cosmic_deadline[0] = deadline
+    if conn.sock is not None:
+        conn.sock.settimeout(conn.timeout)
+
+
+_CONNECTION_CLASSES: list = []
+
+
+def _connection_classes() -> tuple:
+    """http.client connections whose answers are read within the call's
+    deadline: each read waits only for the time left, so a server that
+    drips bytes cannot stretch a call past its timeout."""
+    if _CONNECTION_CLASSES:
+        return _CONNECTION_CLASSES[0]
+    import http.client
+    import io
+    import socket
+
+    class DeadlineIO(socket.SocketIO):
+        def __init__(self, sock: Any, deadline: list) -> None:
+            super().__init__(sock, "rb")
+            self._deadline = deadline
+            self._timed = sock
+
+        def readinto(self, b: Any) -> Any:
+            deadline = self._deadline[0]
+            if deadline is not None:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                self._timed.settimeout(left)
+            return super().readinto(b)
+
+    class Maker:
+        __slots__ = ("deadline", "sock")
+
+        def __init__(self, sock: Any, deadline: list) -> None:
+            self.sock = sock
+            self.deadline = deadline
+
+        def makefile(self, mode: str) -> Any:
+            self.sock._io_refs += 1  # as socket.makefile does
+            return io.BufferedReader(DeadlineIO(self.sock, self.deadline))
+
+    def with_deadline(base: type) -> type:
+        class Connection(base):  # type: ignore[valid-type, misc]
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                deadline = self.cosmic_deadline = [None]
+
+                def response(sock, debuglevel=0, method=None, url=None):
+                    return http.client.HTTPResponse(
+                        Maker(sock, deadline), debuglevel, method, url)
+
+                self.response_class = response
+
+        return Connection
+
+    class TimedOutWrite(OutcomeUnknown, socket.timeout):
+        """A write that timed out after it was sent: both a timeout and
+        an unknown outcome."""
+
+    _CONNECTION_CLASSES.append((with_deadline(http.client.HTTPSConnection),
+                                with_deadline(http.client.HTTPConnection),
+                                TimedOutWrite))
+    return _CONNECTION_CLASSES[0]
+
+
+def _dropped(sock: Any) -> bool:
+    """Whether an idle keep-alive socket was closed by the server."""
+    import select
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+def connect(base_url: str, **options: Any) -> APIClient:
+    """A client for the Cosmic API at ``base_url``: ``connect(url).actions``."""
+    return APIClient(base_url=base_url, **options)
+
+
+class WsgiAPIClient(BaseAPIClient):
+    """A client that calls a WSGI app in-process, with real PEP 3333
+    environs and no sockets; the same interface as APIClient.
+
+    Set ``wsgi_app`` (class attribute or argument), or use
+    ``WsgiAPIClient.for_api(api)``. ``server_cosmos``, when set, is swapped
+    into ``cosmos`` while the app runs.
+    """
+
+    wsgi_app: Any = None
+    server_cosmos: dict | None = None
+
+    def __init__(self, wsgi_app: Callable | None = None,
+                 spec: dict | None = None, auth: Any = None) -> None:
+        if auth is not None:
+            self.auth = auth
+        if wsgi_app is None:
+            for klass in type(self).__mro__:
+                if "wsgi_app" in klass.__dict__:
+                    wsgi_app = klass.__dict__["wsgi_app"]
+                    break
+            if isinstance(wsgi_app, staticmethod):
+                wsgi_app = wsgi_app.__func__
+        if wsgi_app is None:
+            raise SpecError("WsgiAPIClient needs a wsgi_app")
+        self._app = wsgi_app
+        super().__init__(spec)
+
+    @classmethod
+    def for_api(cls, api: API, server: type | None = None,
+                auth: Any = None, **options: Any) -> WsgiAPIClient:
+        """An in-process client for an API, served by ``Server`` (or a
+        subclass) with ``options``; ``auth`` as for ``BaseAPIClient``."""
+        app = (server or Server)(api, **options).wsgi_app
+        if auth is None:
+            return cls(app)
+        # The API is at hand: send the credential as it declares, from the
+        # first request on.
+        credential = _Credential(auth)
+        credential.learn([(scheme.kind, scheme.header)
+                          for scheme in getattr(api, "_schemes", ())])
+        return cls(app, auth=credential)
+
+    def make_request(self, endpoint: Endpoint,
+                     request: _ClientRequest) -> _ClientResponse:
+        """Call the app with a PEP 3333 environ built from the request."""
+        environ = _make_environ(request.method, request.url,
+                                request.data.encode("utf-8"), request.headers)
+        if self.server_cosmos is not None:
+            # cosmos is one global: overlapping swaps must not interleave.
+            with _SWAP_LOCK, cosmos.swap(self.server_cosmos):
+                return _call_app(self._app, environ)
+        return _call_app(self._app, environ)
+
+
+_SWAP_LOCK = _threading.RLock()
+
+
+def _make_environ(method: str, url: str, body: bytes = b"",
+                  headers: dict | None = None) -> dict:
+    """A complete PEP 3333 environ for one request."""
+    import io
+    from urllib.parse import unquote_to_bytes
+    path, _, query = url.partition("?")
+    environ = {
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(path).decode("latin-1"),
+        "REQUEST_URI": url,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": _sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key == "CONTENT_LENGTH":
+            environ["CONTENT_LENGTH"] = value
+        else:
+            environ["HTTP_" + key] = value
+    return environ
+
+
+def _call_app(app: Callable, environ: dict) -> _ClientResponse:
+    captured: list = []
+
+    def start_response(status, headers, exc_info=None):
+        if exc_info is not None and captured:
+            raise exc_info[1].with_traceback(exc_info[2])
+        captured[:] = [status, headers]
+        return lambda data: chunks.append(data)
+
+    chunks: list = []
+    result = app(environ, start_response)
+    try:
+        for chunk in result:
+            chunks.append(chunk)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    status, headers = captured
+    return _ClientResponse(int(status.split(" ", 1)[0]), headers,
+                           b"".join(chunks))
+
+
+class ClientLoggingMixin:
+    """Put before a client class in the bases: ``self.log`` then lists a
+    ``(request_dict, response_dict)`` pair for every request made."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.log: list = []
+        super().__init__(*args, **kwargs)
+
+    def make_request(self, endpoint: Endpoint,
+                     request: _ClientRequest) -> _ClientResponse:
+        # A mixin: the client class after it in the bases sends.
+        response = super().make_request(  # type: ignore[misc]
+            endpoint, request)
+        credential = getattr(self, "_credential", None)
+        hidden = credential.names() if credential else ("authorization",)
+        headers = [(k, "[redacted]" if k.lower() in hidden else v)
+                   for k, v in request.headers.items()]
+        self.log.append((
+            {"method": request.method, "url": request.url,
+             "data": request.data, "headers": headers},
+            {"status_code": response.status_code, "data": response.text,
+             "headers": sorted((k.title(), v)
+                               for k, v in response.headers.items())},
+        ))
+        return response
+
+
+# -- OpenAPI ------------------------------------------------------------------
+
+# openapi(api): an OpenAPI 3.1 document made from the spec.
+
+_OA_REF = "#/components/schemas/"
+
+
+class _OAFixed(_Type):
+    """A stand-in type whose JSON Schema is already known.
+
+    openapi() rebuilds containers (Struct, Array, Map, OrderedMap) around
+    stand-ins, so that each container's own json_schema() lays it out while
+    this API's models inside become ``$ref`` s to components.
+    """
+
+    def __init__(self, schema: dict) -> None:
+        self._schema = schema
+
+    @staticmethod
+    def _load(datum):
+        return datum
+
+    _dump = _load
+
+    def json_schema(self):
+        return self._schema
+
+
+def _oa_schema(schema: Any, refs: dict) -> dict:
+    """JSON Schema 2020-12 of a type; this API's models as ``$ref`` s.
+
+    ``refs`` maps a model's full name to its (Representation, Patch)
+    component names.
+    """
+    if isinstance(schema, _ModelBody):
+        names = refs.get(schema.param.full_name)
+        if names is not None:
+            return {"$ref": _OA_REF + names[isinstance(schema, Patch)]}
+        try:
+            return schema.json_schema()
+        except (RuntimeError, SpecError, RecursionError):
+            # A model of another API that this process does not know.
+            return {"type": "object"}
+    if isinstance(schema, OrderedMap):
+        inner = _OAFixed(_oa_schema(schema.param, refs))
+        return OrderedMap(inner).json_schema()
+    if isinstance(schema, (Array, Map)):
+        rules = {_RULE_JSON[k]: v for k, v in schema._rules.items()}
+        return type(schema)(_OAFixed(_oa_schema(schema.param, refs)),
+                            **rules).json_schema()
+    if isinstance(schema, Struct):
+        return Struct(_oa_fields(schema.param, refs)).json_schema()
+    return schema.json_schema()
+
+
+def _oa_fields(fields: dict, refs: dict, all_optional: bool = False) -> list:
+    """Field pairs whose schemas are stand-ins for their JSON Schemas."""
+    return [(name, _field(_OAFixed(_oa_schema(f["schema"], refs)),
+                          bool(f["required"]) and not all_optional,
+                          f.get("doc")))
+            for name, f in fields.items()]
+
+
+def _oa_href(schema: Any) -> Struct:
+    return Struct([required("href", schema)])
+
+
+def _oa_body(full_name: str, model: dict, refs: dict, patch: bool,
+             requires: Any = ()) -> dict:
+    """A model's Representation (or Patch) as JSON Schema
+    (docs/protocol.md#representation,
+    docs/protocol.md#patch).
+
+    ``_links`` stays optional even when a link is required: Cosmic accepts
+    a representation without ``_links`` (docs/protocol.md#representation).
+    A create body (a patch) marks the fields and links of ``requires``
+    required.
+    """
+    links = [optional("self", _oa_href(Link(Model(full_name))),
+                      "This object's URL")]
+    for name, link in model["links"].items():
+        links.append((name, _field(
+            _oa_href(Link(_as_model(link["model"]))),
+            (bool(link["required"]) and not patch) or name in requires,
+            link.get("doc"))))
+    fields = [(_field_pair("_links", Struct(links),
+                           any(n in model["links"] for n in requires),
+                           'HAL links, each {"href": "/<Model>/<id>"}'))]
+    fields += [(n, dict(f, required=f["required"] or n in requires))
+               for n, f in _oa_fields(model["properties"], refs,
+                                      all_optional=patch)]
+    return Struct(fields).json_schema()
+
+
+def _field_pair(name: str, schema: Any, is_required: bool, doc: str) -> tuple:
+    return (name, _field(schema, is_required, doc))
+
+
+def _oa_list(name: str, model: dict, refs: dict) -> dict:
+    """The get_list response (docs/protocol.md#list-body) as JSON Schema."""
+    href = {"type": "string",
+            "pattern": "^/%s(\\?[\\s\\S]*)?$" % _re.escape(name)}
+    items = {"type": "array", "items": {"$ref": _OA_REF + name}}
+    fields = [
+        required("_links", Struct([required("self", _oa_href(
+            _OAFixed(href)))])),
+        required("_embedded", Struct([required(name, _OAFixed(items))])),
+    ]
+    fields += _oa_fields(model["list_metadata"], refs)
+    return Struct(fields).json_schema()
+
+
+def _oa_error_schema() -> dict:
+    return {"type": "object", "properties": {"error": {"type": "string"}},
+            "required": ["error"]}
+
+
+def _oa_problem_schema() -> dict:
+    """RFC 9457 problem details, as the server sends them on request."""
+    return {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "format": "uri-reference"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 100, "maximum": 599},
+            "detail": {"type": "string"},
+            "instance": {"type": "string", "format": "uri-reference"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "detail": {"type": "string"},
+                        "pointer": {"type": "string",
+                                    "description": "RFC 6901 JSON Pointer"},
+                    },
+                    "required": ["detail", "pointer"],
+                },
+            },
+        },
+        "required": ["type", "title", "status", "detail"],
+    }
+
+
+_OA_ERRORS = {
+    "400": "Bad request: Content-Type, charset, UTF-8, JSON, the body's or "
+           "the query's schema, or a rule of the API refused it",
+    "404": "No object with this id",
+    "412": "Precondition Failed: the object changed since the ETag in "
+           "If-Match (or If-None-Match names its current ETag)",
+    "413": "Request body larger than the server accepts",
+    "500": "Unexpected error in the server; the body tells nothing more",
+    "default": "Another error: raised by the API's code or a server hook "
+               "(HTTPError), or a limit of the server (414, 411, 501)",
+}
+
+
+_OA_TAGS = {"actions": "Actions: POST /actions/<name> calls a function"}
+
+_OA_AUTH_ERRORS = {
+    "401": "No credential, or one the API refused; WWW-Authenticate names "
+           "the schemes",
+    "403": "The credential is valid but lacks a scope this call needs",
+}
+_OA_SCHEME_NAMES = {"bearer": "bearerAuth", "api_key": "apiKeyAuth",
+                    "basic": "basicAuth"}
+
+
+def _oa_scheme(scheme: Any) -> dict:
+    if scheme.kind == "api_key":
+        return {"type": "apiKey", "in": "header", "name": scheme.header}
+    return {"type": "http", "scheme": scheme.kind}
+
+
+def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
+    """securitySchemes, the default requirement and each operation's own,
+    with its 401 and 403 answers (an API with schemes only)."""
+    schemes = getattr(api, "_schemes", ())
+    if not schemes:
+        return
+    names = [_OA_SCHEME_NAMES[scheme.kind] for scheme in schemes]
+
+    def requirement(need):
+        if need is None:
+            return []
+        return [{name: list(need)} for name in names]
+
+    needs = _needs(api)
+    for op, _, fallback, _ in ops:
+        head, _, tail = fallback.partition(".")
+        key = tail if head in ("actions", "cosmic") else (head, tail)
+        need = needs[key]
+        op["security"] = requirement(need)
+        if need is None:
+            continue
+        codes = ("401", "403") if need else ("401",)
+        responses = {}
+        for code, response in op["responses"].items():
+            if code == "default":
+                for extra in codes:
+                    responses[extra] = {
+                        "description": _OA_AUTH_ERRORS[extra],
+                        "content": response["content"]}
+            responses[code] = response
+        op["responses"] = responses
+    doc["security"] = requirement(api._requires_default)
+    doc["components"]["securitySchemes"] = {
+        name: _oa_scheme(scheme) for name, scheme in zip(names, schemes)}
+
+
+def _oa_responses(ok: dict, errors: tuple, shared: dict) -> dict:
+    """``ok`` plus the error responses, in JSON or problem+json."""
+    responses = dict(ok)
+    for code in errors + ("default",):
+        responses[code] = {"description": _OA_ERRORS[code], "content": {
+            _JSON_TYPE: {"schema": {"$ref": _OA_REF + shared["Error"]}},
+            _PROBLEM_TYPE: {"schema": {"$ref": _OA_REF + shared["Problem"]}},
+        }}
+    return responses
+
+
+def _oa_json(schema: dict) -> dict:
+    return {_JSON_TYPE: {"schema": schema}}
+
+
+def _oa_object(ref: str, description: str,
+               headers: dict | None = None) -> dict:
+    """A response holding one object's representation."""
+    response: dict = {"description": description}
+    if headers:
+        response["headers"] = headers
+    response["content"] = _oa_json({"$ref": _OA_REF + ref})
+    return response
+
+
+def _oa_body_param(ref: str, description: str) -> dict:
+    return {"description": description, "required": True,
+            "content": _oa_json({"$ref": _OA_REF + ref})}
+
+
+_OA_PLAIN_QUERY = frozenset(("Integer", "Float", "Boolean"))
+
+
+def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
+    """A query field: string-based types as raw text, numbers and booleans
+    as plain form values (their JSON text), other types as JSON."""
+    param = {"name": name, "in": "query", "required": bool(field["required"])}
+    if field.get("doc"):
+        param["description"] = field["doc"]
+    schema = _oa_schema(field["schema"], refs)
+    if is_string_type(field["schema"]) or \
+            field["schema"].type_name in _OA_PLAIN_QUERY:
+        param["schema"] = schema
+    else:
+        # Every other type travels JSON-encoded
+        # (docs/protocol.md#query-strings).
+        param["content"] = _oa_json(schema)
+    return param
+
+
+_OA_ETAG = {"ETag": {
+    "description": "The object's current entity tag (RFC 9110 section "
+                   "8.8.3), for If-Match and If-None-Match",
+    "schema": {"type": "string"}}}
+
+
+def _oa_condition(header: str, description: str) -> dict:
+    return {"name": header, "in": "header", "required": False,
+            "description": description, "schema": {"type": "string"}}
+
+
+_OA_IF_MATCH = _oa_condition(
+    "If-Match", "Act only if the object's ETag is one of these (or * for "
+    "any): else 412, and nothing changes")
+_OA_IF_NONE_MATCH = _oa_condition(
+    "If-None-Match", "Answer 304 (GET) or 412 (PUT, DELETE) if the "
+    "object's ETag is one of these (or * for any)")
+
+
+def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
+                    refs: dict, ops: list) -> dict:
+    """The path items of one model's enabled methods
+    (docs/protocol.md#endpoints).
+
+    ``names``: the model's (Representation, Patch, List) components.
+    """
+    rep, patch, listing = names[:3]
+    enabled = model["methods"]
+    collection, item = {}, {}
+    if enabled.get("get_list"):
+        collection["get"] = {
+            "summary": "List %s objects" % name,
+            "parameters": [_oa_query_param(n, f, refs)
+                           for n, f in model["query_fields"].items()],
+            "responses": _oa_responses({"200": {
+                "description": "The objects, in HAL form",
+                "content": _oa_json({"$ref": _OA_REF + listing}),
+            }}, ("400", "413", "500"), shared),
         }
-      }
-      params.append(field, value);
-    }
-    var qs = params.toString();
-    return qs ? '?' + qs : '';
-  }
+        if not collection["get"]["parameters"]:
+            del collection["get"]["parameters"]
+    if enabled.get("create"):
+        requires = model.get("create_requires")
+        collection["post"] = {
+            "summary": "Create %s" % _with_article(name),
+            "description": (
+                "The fields and links marked required must be given; the "
+                "API's own rules may refuse the object (400)." if requires
+                else "Every field of the patch is optional here; the "
+                     "API's own rules may refuse it (400)."),
+            "requestBody": _oa_body_param(names[3] if requires else patch,
+                                          "The new object's fields"),
+            "responses": _oa_responses({"201": _oa_object(
+                rep, "Created", dict({"Location": {
+                    "description": "The new object's path, /%s/<id> with "
+                                   "the id percent-encoded" % name,
+                    "required": True, "schema": {"type": "string"}}},
+                    **_OA_ETAG),
+            )}, ("400", "413", "500"), shared),
+        }
+    if enabled.get("get_by_id"):
+        item["get"] = {
+            "summary": "Get %s" % _with_article(name),
+            "parameters": [_OA_IF_NONE_MATCH, _OA_IF_MATCH],
+            "responses": _oa_responses(
+                {"200": _oa_object(rep, "The object", _OA_ETAG),
+                 "304": {"description": "Not Modified: If-None-Match "
+                                        "names the current ETag; no body",
+                         "headers": _OA_ETAG}},
+                ("400", "404", "412", "413", "500"), shared),
+        }
+    if enabled.get("update"):
+        item["put"] = {
+            "summary": "Update %s" % _with_article(name),
+            "description": "Only the fields in the patch change; the API's "
+                           "own rules may refuse it (400).",
+            "parameters": [_OA_IF_MATCH, _OA_IF_NONE_MATCH],
+            "requestBody": _oa_body_param(patch, "The fields to change"),
+            "responses": _oa_responses(
+                {"200": _oa_object(rep, "The object after the update",
+                                   _OA_ETAG)},
+                ("400", "404", "412", "413", "500"), shared),
+        }
+    if enabled.get("delete"):
+        item["delete"] = {
+            "summary": "Delete %s" % _with_article(name),
+            "parameters": [_OA_IF_MATCH, _OA_IF_NONE_MATCH],
+            "responses": _oa_responses({"204": {"description": "Deleted"}},
+                                       ("400", "404", "412", "413", "500"),
+                                       shared),
+        }
+    paths: dict = {}
+    method_names = {"get": "get_list", "post": "create"}
+    if collection:
+        for verb, op in collection.items():
+            ops.append((op, "%s_%s" % (name, method_names[verb]),
+                        "%s.%s" % (name, method_names[verb]), name))
+        paths["/" + name] = collection
+    method_names = {"get": "get_by_id", "put": "update", "delete": "delete"}
+    if item:
+        for verb, op in item.items():
+            ops.append((op, "%s_%s" % (name, method_names[verb]),
+                        "%s.%s" % (name, method_names[verb]), name))
+        paths["/%s/{id}" % name] = dict({"parameters": [{
+            "name": "id", "in": "path", "required": True,
+            "description": "The object's id",
+            # A segment of the decoded path: %2F would add a segment.
+            "schema": {"type": "string", "minLength": 1,
+                       "pattern": "^[^/]+$"},
+        }]}, **item)
+    return paths
 
-  function build(form) {
-    var kind = form.getAttribute('data-kind');
-    var name = form.getAttribute('data-name');
-    var idEl = form.querySelector('.f-id');
-    var bodyEl = form.querySelector('.f-body');
-    var req = {method: 'GET', url: base + enc(name), body: null};
-    if (bodyEl && bodyEl.value.trim() !== '') {
-      try { JSON.parse(bodyEl.value); } catch (e) {
-        throw new Error('The request body is not valid JSON: ' + e.message);
-      }
-      req.body = bodyEl.value;
-    }
-    if (idEl) {
-      if (idEl.value === '') { throw new Error('Enter an id.'); }
-      req.url += '/' + enc(idEl.value);
-    }
-    if (kind === 'action') {
-      req.method = 'POST';
-      req.url = base + 'actions/' + enc(name);
-    } else if (kind === 'get_list') {
-      req.url += query(form, name);
-    } else {
-      req.method = VERBS[kind];
-    }
-    return req;
-  }
 
-  function pretty(text) {
-    if (text === '') { return '(empty body)'; }
-    try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) {
-      return text;
-    }
-  }
+def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
+    """The OpenAPI 3.1.0 document of an API, as a JSON-ready dict.
 
-  function send(form) {
-    var out = form.querySelector('.out');
-    var button = form.querySelector('button[type=submit]');
-    var req;
-    out.hidden = false;
-    try { req = build(form); } catch (e) {
-      out.textContent = e.message;
-      return;
-    }
-    var line = req.method + ' ' + req.url + '\\n\\n';
-    var init = {method: req.method, headers: {}, credentials: 'same-origin',
-                cache: 'no-store'};
-    if (req.body !== null) {
-      init.body = req.body;
-      init.headers['Content-Type'] = 'application/json';
-    }
-    for (var name in creds) {
-      if (Object.prototype.hasOwnProperty.call(creds, name)) {
-        init.headers[name] = creds[name];
-      }
-    }
-    out.textContent = line + 'Sending\\u2026';
-    button.disabled = true;
-    fetch(req.url, init).then(function (res) {
-      return res.text().then(function (text) {
-        var head = 'HTTP ' + res.status;
-        if (res.statusText) { head += ' ' + res.statusText; }
-        var location = res.headers.get('Location');
-        if (location !== null) { head += '\\nLocation: ' + location; }
-        out.textContent = line + head + '\\n\\n' + pretty(text);
-      });
-    }).catch(function (e) {
-      out.textContent = line + 'Request failed: ' + e.message;
-    }).then(function () {
-      button.disabled = false;
-    });
-  }
+    Works from ``api.spec`` alone, so a client's rebuilt spec will do.
+    ``servers`` is a list of base URLs. Schemas are JSON Schema 2020-12,
+    from the types' ``json_schema()``; each model has the components
+    ``<Model>`` (representation), ``<Model>Patch`` and, with get_list,
+    ``<Model>List``; errors are ``Error`` or, when the request accepts
+    ``application/problem+json``, ``Problem`` (RFC 9457). A component
+    name taken by a model becomes ``<Model>.Patch``, ``<Model>.List``,
+    ``cosmic.Error``, ``cosmic.Problem``. Operation ids are action names,
+    ``<Model>_<method>``, ``spec`` and ``openapi``; ids used twice fall
+    back to ``actions.<name>``, ``<Model>.<method>``, ``cosmic.<id>``.
 
-  // Credentials live in this variable only: never in storage or the URL.
-  var creds = {};
+    Cosmic rules that OpenAPI and JSON Schema cannot state exactly (the
+    schema given is the closest one):
 
-  function b64(text) {
-    var bytes = new TextEncoder().encode(text), bin = '';
-    for (var i = 0; i < bytes.length; i++) {
-      bin += String.fromCharCode(bytes[i]);
-    }
-    return btoa(bin);
-  }
+    * OrderedMap: ``order`` must list exactly the keys of ``map``; the
+      schema asks only for unique strings.
+    * DateTime: the pattern does not check the calendar (``2014-02-30``
+      passes). There is no ``format: date-time``: RFC 3339 refuses the
+      naive times, missing seconds and ``+05`` offsets Cosmic allows.
+    * Link: the href pattern ``/<Model>/[^/]+$`` checks the last two
+      segments as Cosmic does, but a JSON Schema ``$`` also matches
+      before a final newline in some validators; hrefs are relative to
+      the server's root.
+    * Representation: ``_links`` is optional even when a link is required
+      (docs/protocol.md#representation), so the document says so too.
+    * Constraints (``minimum``, ``pattern``, ``enum``, ...) are in the
+      schemas; a ``message=`` is not. Rules in model code
+      (``validate_patch``) and handler errors (``HTTPError`` with any
+      status) are not in the spec: they appear only as 400 and
+      ``default`` responses.
+    * A create is a patch: only the fields and links named by the model's
+      ``create_requires`` are required in its body (``<Model>Create``).
+    * Query fields: a repeated parameter is refused (400); a request body
+      on get_by_id, delete, get_list or an action without ``accepts`` is
+      refused (400). OpenAPI cannot forbid either.
+    * A Representation or Patch of a model of another API that this
+      process does not know is described as ``{"type": "object"}``.
+    """
+    spec = api.spec
+    api_name = spec["name"]
+    models = spec["models"]
+    actions = spec["actions"]
+    if isinstance(servers, str):
+        servers = [servers]
 
-  function authorize(form) {
-    creds = {};
-    var field = function (kind) {
-      var el = form.querySelector('[data-kind="' + kind + '"]');
-      return el ? el.value.trim() : '';
-    };
-    var token = field('bearer'), key = field('api_key');
-    var user = field('basic-user'), password = field('basic-password');
-    if (token) { creds['Authorization'] = 'Bearer ' + token; }
-    if (key) {
-      var header = form.querySelector('[data-kind="api_key"]');
-      creds[header.getAttribute('data-header')] = key;
-    }
-    if (user || password) {
-      creds['Authorization'] = 'Basic ' + b64(user + ':' + password);
-    }
-    var names = Object.keys(creds);
-    form.querySelector('.a-state').textContent = names.length ?
-      'Authorized: try-it calls send ' + names.join(', ') + '.' :
-      'Not authorized: try-it calls send no credential.';
-  }
+    def component(preferred: str, fallback: str) -> str:
+        return fallback if preferred in models else preferred
 
-  var box = document.querySelector('form.authorize');
-  if (box) {
-    box.addEventListener('submit', function (ev) {
-      ev.preventDefault();
-      authorize(box);
-    });
-    box.addEventListener('reset', function () {
-      setTimeout(function () { authorize(box); }, 0);
-    });
-  }
+    shared = {"Error": component("Error", "cosmic.Error"),
+              "Problem": component("Problem", "cosmic.Problem")}
+    names = {}
+    refs = {}
+    for name in models:
+        names[name] = (name, component(name + "Patch", name + ".Patch"),
+                       component(name + "List", name + ".List"),
+                       component(name + "Create", name + ".Create"))
+        refs["%s.%s" % (api_name, name)] = names[name][:2]
 
-  var forms = document.querySelectorAll('form.try');
-  for (var i = 0; i < forms.length; i++) {
-    (function (form) {
-      form.addEventListener('submit', function (ev) {
-        ev.preventDefault();
-        send(form);
-      });
-      var ta = form.querySelector('textarea');
-      if (ta) {
-        ta.addEventListener('keydown', function (ev) {
-          if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
-            ev.preventDefault();
-            send(form);
-          }
-        });
-      }
-    })(forms[i]);
-  }
-})();
-"""
+    schemas = {}
+    for name, model in models.items():
+        full_name = "%s.%s" % (api_name, name)
+        schemas[name] = _oa_body(full_name, model, refs, patch=False)
+        schemas[names[name][1]] = _oa_body(full_name, model, refs, patch=True)
+        if model["methods"].get("get_list"):
+            schemas[names[name][2]] = _oa_list(name, model, refs)
+        if model["methods"].get("create") and model.get("create_requires"):
+            schemas[names[name][3]] = _oa_body(
+                full_name, model, refs, patch=True,
+                requires=model["create_requires"])
+    schemas[shared["Error"]] = _oa_error_schema()
+    schemas[shared["Problem"]] = _oa_problem_schema()
 
+    # (operation, preferred id, fallback id, tag)
+    ops: list = []
+    paths: dict = {}
+    for name, action in actions.items():
+        op: dict = {}
+        doc = action.get("doc")
+        if doc and doc.strip():
+            op["summary"] = doc.strip().splitlines()[0]
+            op["description"] = doc
+        accepts, returns = action.get("accepts"), action.get("returns")
+        if accepts is not None:
+            op["requestBody"] = {"required": True, "content": _oa_json(
+                _oa_schema(accepts, refs))}
+        if returns is not None:
+            ok = {"200": {"description": "The action's result",
+                          "content": _oa_json(_oa_schema(returns, refs))}}
+        else:
+            ok = {"204": {"description": "Done; the action returns nothing"}}
+        op["responses"] = _oa_responses(ok, ("400", "413", "500"), shared)
+        ops.append((op, name, "actions." + name, "actions"))
+        paths["/actions/" + name] = {"post": op}
+    for name, model in models.items():
+        paths.update(_oa_model_paths(name, model, names[name], shared, refs,
+                                     ops))
+    for route, op_id, summary, schema in (
+            ("/spec.json", "spec", "The API's native Cosmic spec",
+             APISpec.json_schema()),
+            ("/openapi.json", "openapi", "This OpenAPI document",
+             {"type": "object"})):
+        op = {"summary": summary, "responses": _oa_responses({"200": {
+            "description": summary, "content": _oa_json(schema)}},
+            ("500",), shared)}
+        ops.append((op, op_id, "cosmic." + op_id, None))
+        paths[route] = {"get": op}
+
+    counts: dict = {}
+    for _op, preferred, _fallback, _tag in ops:
+        counts[preferred] = counts.get(preferred, 0) + 1
+    tags: list = []
+    for op, preferred, fallback, tag in ops:
+        op_id = preferred if counts[preferred] == 1 else fallback
+        # operationId and tags first, for readers of the JSON.
+        head = {"operationId": op_id}
+        if tag is not None:
+            head["tags"] = [tag]
+            if tag not in tags:
+                tags.append(tag)
+        rest = dict(op)
+        op.clear()
+        op.update(head)
+        op.update(rest)
+
+    description = ("The %s API, served by cosmic.py. Its native description "
+                   "is at /spec.json." % api_name)
+    homepage = spec.get("homepage")
+    if homepage:
+        description += "\n\nHomepage: %s" % homepage
+    doc = {"openapi": "3.1.0",
+           "info": {"title": api_name, "version": __version__,
+                    "description": description}}
+    if servers is not None:
+        doc["servers"] = [{"url": url} for url in servers]
+    if tags:
+        doc["tags"] = [{"name": tag, "description": _OA_TAGS.get(
+            tag, "The %s model: /%s and /%s/{id}" % (tag, tag, tag))}
+            for tag in tags]
+    doc["paths"] = paths
+    doc["components"] = {"schemas": schemas}
+    _oa_security(api, ops, shared, doc)
+    return doc
+
+
+# -- Docs page ----------------------------------------------------------------
+
+# docs_html(api): one self-contained HTML page, renderers first, then its CSS
+# and JavaScript (served under a strict Content-Security-Policy).
 
 def _docs_hash(text: str) -> str:
     import hashlib
@@ -8519,522 +8760,6 @@ def _docs_html(spec_json: dict, auth: dict | None = None) -> str:
     return "".join(out)
 
 
-_OA_REF = "#/components/schemas/"
-
-
-class _OAFixed(_Type):
-    """A stand-in type whose JSON Schema is already known.
-
-    openapi() rebuilds containers (Struct, Array, Map, OrderedMap) around
-    stand-ins, so that each container's own json_schema() lays it out while
-    this API's models inside become ``$ref`` s to components.
-    """
-
-    def __init__(self, schema: dict) -> None:
-        self._schema = schema
-
-    @staticmethod
-    def _load(datum):
-        return datum
-
-    _dump = _load
-
-    def json_schema(self):
-        return self._schema
-
-
-def _oa_schema(schema: Any, refs: dict) -> dict:
-    """JSON Schema 2020-12 of a type; this API's models as ``$ref`` s.
-
-    ``refs`` maps a model's full name to its (Representation, Patch)
-    component names.
-    """
-    if isinstance(schema, _ModelBody):
-        names = refs.get(schema.param.full_name)
-        if names is not None:
-            return {"$ref": _OA_REF + names[isinstance(schema, Patch)]}
-        try:
-            return schema.json_schema()
-        except (RuntimeError, SpecError, RecursionError):
-            # A model of another API that this process does not know.
-            return {"type": "object"}
-    if isinstance(schema, OrderedMap):
-        inner = _OAFixed(_oa_schema(schema.param, refs))
-        return OrderedMap(inner).json_schema()
-    if isinstance(schema, (Array, Map)):
-        rules = {_RULE_JSON[k]: v for k, v in schema._rules.items()}
-        return type(schema)(_OAFixed(_oa_schema(schema.param, refs)),
-                            **rules).json_schema()
-    if isinstance(schema, Struct):
-        return Struct(_oa_fields(schema.param, refs)).json_schema()
-    return schema.json_schema()
-
-
-def _oa_fields(fields: dict, refs: dict, all_optional: bool = False) -> list:
-    """Field pairs whose schemas are stand-ins for their JSON Schemas."""
-    return [(name, _field(_OAFixed(_oa_schema(f["schema"], refs)),
-                          bool(f["required"]) and not all_optional,
-                          f.get("doc")))
-            for name, f in fields.items()]
-
-
-def _oa_href(schema: Any) -> Struct:
-    return Struct([required("href", schema)])
-
-
-def _oa_body(full_name: str, model: dict, refs: dict, patch: bool,
-             requires: Any = ()) -> dict:
-    """A model's Representation (or Patch) as JSON Schema
-    (docs/protocol.md#representation,
-    docs/protocol.md#patch).
-
-    ``_links`` stays optional even when a link is required: Cosmic accepts
-    a representation without ``_links`` (docs/protocol.md#representation).
-    A create body (a patch) marks the fields and links of ``requires``
-    required.
-    """
-    links = [optional("self", _oa_href(Link(Model(full_name))),
-                      "This object's URL")]
-    for name, link in model["links"].items():
-        links.append((name, _field(
-            _oa_href(Link(_as_model(link["model"]))),
-            (bool(link["required"]) and not patch) or name in requires,
-            link.get("doc"))))
-    fields = [(_field_pair("_links", Struct(links),
-                           any(n in model["links"] for n in requires),
-                           'HAL links, each {"href": "/<Model>/<id>"}'))]
-    fields += [(n, dict(f, required=f["required"] or n in requires))
-               for n, f in _oa_fields(model["properties"], refs,
-                                      all_optional=patch)]
-    return Struct(fields).json_schema()
-
-
-def _field_pair(name: str, schema: Any, is_required: bool, doc: str) -> tuple:
-    return (name, _field(schema, is_required, doc))
-
-
-def _oa_list(name: str, model: dict, refs: dict) -> dict:
-    """The get_list response (docs/protocol.md#list-body) as JSON Schema."""
-    href = {"type": "string",
-            "pattern": "^/%s(\\?[\\s\\S]*)?$" % _re.escape(name)}
-    items = {"type": "array", "items": {"$ref": _OA_REF + name}}
-    fields = [
-        required("_links", Struct([required("self", _oa_href(
-            _OAFixed(href)))])),
-        required("_embedded", Struct([required(name, _OAFixed(items))])),
-    ]
-    fields += _oa_fields(model["list_metadata"], refs)
-    return Struct(fields).json_schema()
-
-
-def _oa_error_schema() -> dict:
-    return {"type": "object", "properties": {"error": {"type": "string"}},
-            "required": ["error"]}
-
-
-def _oa_problem_schema() -> dict:
-    """RFC 9457 problem details, as the server sends them on request."""
-    return {
-        "type": "object",
-        "properties": {
-            "type": {"type": "string", "format": "uri-reference"},
-            "title": {"type": "string"},
-            "status": {"type": "integer", "minimum": 100, "maximum": 599},
-            "detail": {"type": "string"},
-            "instance": {"type": "string", "format": "uri-reference"},
-            "errors": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "detail": {"type": "string"},
-                        "pointer": {"type": "string",
-                                    "description": "RFC 6901 JSON Pointer"},
-                    },
-                    "required": ["detail", "pointer"],
-                },
-            },
-        },
-        "required": ["type", "title", "status", "detail"],
-    }
-
-
-_OA_ERRORS = {
-    "400": "Bad request: Content-Type, charset, UTF-8, JSON, the body's or "
-           "the query's schema, or a rule of the API refused it",
-    "404": "No object with this id",
-    "412": "Precondition Failed: the object changed since the ETag in "
-           "If-Match (or If-None-Match names its current ETag)",
-    "413": "Request body larger than the server accepts",
-    "500": "Unexpected error in the server; the body tells nothing more",
-    "default": "Another error: raised by the API's code or a server hook "
-               "(HTTPError), or a limit of the server (414, 411, 501)",
-}
-
-
-_OA_TAGS = {"actions": "Actions: POST /actions/<name> calls a function"}
-
-_OA_AUTH_ERRORS = {
-    "401": "No credential, or one the API refused; WWW-Authenticate names "
-           "the schemes",
-    "403": "The credential is valid but lacks a scope this call needs",
-}
-_OA_SCHEME_NAMES = {"bearer": "bearerAuth", "api_key": "apiKeyAuth",
-                    "basic": "basicAuth"}
-
-
-def _oa_scheme(scheme: Any) -> dict:
-    if scheme.kind == "api_key":
-        return {"type": "apiKey", "in": "header", "name": scheme.header}
-    return {"type": "http", "scheme": scheme.kind}
-
-
-def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
-    """securitySchemes, the default requirement and each operation's own,
-    with its 401 and 403 answers (an API with schemes only)."""
-    schemes = getattr(api, "_schemes", ())
-    if not schemes:
-        return
-    names = [_OA_SCHEME_NAMES[scheme.kind] for scheme in schemes]
-
-    def requirement(need):
-        if need is None:
-            return []
-        return [{name: list(need)} for name in names]
-
-    needs = _needs(api)
-    for op, _, fallback, _ in ops:
-        head, _, tail = fallback.partition(".")
-        key = tail if head in ("actions", "cosmic") else (head, tail)
-        need = needs[key]
-        op["security"] = requirement(need)
-        if need is None:
-            continue
-        codes = ("401", "403") if need else ("401",)
-        responses = {}
-        for code, response in op["responses"].items():
-            if code == "default":
-                for extra in codes:
-                    responses[extra] = {
-                        "description": _OA_AUTH_ERRORS[extra],
-                        "content": response["content"]}
-            responses[code] = response
-        op["responses"] = responses
-    doc["security"] = requirement(api._requires_default)
-    doc["components"]["securitySchemes"] = {
-        name: _oa_scheme(scheme) for name, scheme in zip(names, schemes)}
-
-
-def _oa_responses(ok: dict, errors: tuple, shared: dict) -> dict:
-    """``ok`` plus the error responses, in JSON or problem+json."""
-    responses = dict(ok)
-    for code in errors + ("default",):
-        responses[code] = {"description": _OA_ERRORS[code], "content": {
-            _JSON_TYPE: {"schema": {"$ref": _OA_REF + shared["Error"]}},
-            _PROBLEM_TYPE: {"schema": {"$ref": _OA_REF + shared["Problem"]}},
-        }}
-    return responses
-
-
-def _oa_json(schema: dict) -> dict:
-    return {_JSON_TYPE: {"schema": schema}}
-
-
-def _oa_object(ref: str, description: str,
-               headers: dict | None = None) -> dict:
-    """A response holding one object's representation."""
-    response: dict = {"description": description}
-    if headers:
-        response["headers"] = headers
-    response["content"] = _oa_json({"$ref": _OA_REF + ref})
-    return response
-
-
-def _oa_body_param(ref: str, description: str) -> dict:
-    return {"description": description, "required": True,
-            "content": _oa_json({"$ref": _OA_REF + ref})}
-
-
-_OA_PLAIN_QUERY = frozenset(("Integer", "Float", "Boolean"))
-
-
-def _oa_query_param(name: str, field: dict, refs: dict) -> dict:
-    """A query field: string-based types as raw text, numbers and booleans
-    as plain form values (their JSON text), other types as JSON."""
-    param = {"name": name, "in": "query", "required": bool(field["required"])}
-    if field.get("doc"):
-        param["description"] = field["doc"]
-    schema = _oa_schema(field["schema"], refs)
-    if is_string_type(field["schema"]) or \
-            field["schema"].type_name in _OA_PLAIN_QUERY:
-        param["schema"] = schema
-    else:
-        # Every other type travels JSON-encoded
-        # (docs/protocol.md#query-strings).
-        param["content"] = _oa_json(schema)
-    return param
-
-
-_OA_ETAG = {"ETag": {
-    "description": "The object's current entity tag (RFC 9110 section "
-                   "8.8.3), for If-Match and If-None-Match",
-    "schema": {"type": "string"}}}
-
-
-def _oa_condition(header: str, description: str) -> dict:
-    return {"name": header, "in": "header", "required": False,
-            "description": description, "schema": {"type": "string"}}
-
-
-_OA_IF_MATCH = _oa_condition(
-    "If-Match", "Act only if the object's ETag is one of these (or * for "
-    "any): else 412, and nothing changes")
-_OA_IF_NONE_MATCH = _oa_condition(
-    "If-None-Match", "Answer 304 (GET) or 412 (PUT, DELETE) if the "
-    "object's ETag is one of these (or * for any)")
-
-
-def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
-                    refs: dict, ops: list) -> dict:
-    """The path items of one model's enabled methods
-    (docs/protocol.md#endpoints).
-
-    ``names``: the model's (Representation, Patch, List) components.
-    """
-    rep, patch, listing = names[:3]
-    enabled = model["methods"]
-    collection, item = {}, {}
-    if enabled.get("get_list"):
-        collection["get"] = {
-            "summary": "List %s objects" % name,
-            "parameters": [_oa_query_param(n, f, refs)
-                           for n, f in model["query_fields"].items()],
-            "responses": _oa_responses({"200": {
-                "description": "The objects, in HAL form",
-                "content": _oa_json({"$ref": _OA_REF + listing}),
-            }}, ("400", "413", "500"), shared),
-        }
-        if not collection["get"]["parameters"]:
-            del collection["get"]["parameters"]
-    if enabled.get("create"):
-        requires = model.get("create_requires")
-        collection["post"] = {
-            "summary": "Create %s" % _with_article(name),
-            "description": (
-                "The fields and links marked required must be given; the "
-                "API's own rules may refuse the object (400)." if requires
-                else "Every field of the patch is optional here; the "
-                     "API's own rules may refuse it (400)."),
-            "requestBody": _oa_body_param(names[3] if requires else patch,
-                                          "The new object's fields"),
-            "responses": _oa_responses({"201": _oa_object(
-                rep, "Created", dict({"Location": {
-                    "description": "The new object's path, /%s/<id> with "
-                                   "the id percent-encoded" % name,
-                    "required": True, "schema": {"type": "string"}}},
-                    **_OA_ETAG),
-            )}, ("400", "413", "500"), shared),
-        }
-    if enabled.get("get_by_id"):
-        item["get"] = {
-            "summary": "Get %s" % _with_article(name),
-            "parameters": [_OA_IF_NONE_MATCH, _OA_IF_MATCH],
-            "responses": _oa_responses(
-                {"200": _oa_object(rep, "The object", _OA_ETAG),
-                 "304": {"description": "Not Modified: If-None-Match "
-                                        "names the current ETag; no body",
-                         "headers": _OA_ETAG}},
-                ("400", "404", "412", "413", "500"), shared),
-        }
-    if enabled.get("update"):
-        item["put"] = {
-            "summary": "Update %s" % _with_article(name),
-            "description": "Only the fields in the patch change; the API's "
-                           "own rules may refuse it (400).",
-            "parameters": [_OA_IF_MATCH, _OA_IF_NONE_MATCH],
-            "requestBody": _oa_body_param(patch, "The fields to change"),
-            "responses": _oa_responses(
-                {"200": _oa_object(rep, "The object after the update",
-                                   _OA_ETAG)},
-                ("400", "404", "412", "413", "500"), shared),
-        }
-    if enabled.get("delete"):
-        item["delete"] = {
-            "summary": "Delete %s" % _with_article(name),
-            "parameters": [_OA_IF_MATCH, _OA_IF_NONE_MATCH],
-            "responses": _oa_responses({"204": {"description": "Deleted"}},
-                                       ("400", "404", "412", "413", "500"),
-                                       shared),
-        }
-    paths: dict = {}
-    method_names = {"get": "get_list", "post": "create"}
-    if collection:
-        for verb, op in collection.items():
-            ops.append((op, "%s_%s" % (name, method_names[verb]),
-                        "%s.%s" % (name, method_names[verb]), name))
-        paths["/" + name] = collection
-    method_names = {"get": "get_by_id", "put": "update", "delete": "delete"}
-    if item:
-        for verb, op in item.items():
-            ops.append((op, "%s_%s" % (name, method_names[verb]),
-                        "%s.%s" % (name, method_names[verb]), name))
-        paths["/%s/{id}" % name] = dict({"parameters": [{
-            "name": "id", "in": "path", "required": True,
-            "description": "The object's id",
-            # A segment of the decoded path: %2F would add a segment.
-            "schema": {"type": "string", "minLength": 1,
-                       "pattern": "^[^/]+$"},
-        }]}, **item)
-    return paths
-
-
-def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
-    """The OpenAPI 3.1.0 document of an API, as a JSON-ready dict.
-
-    Works from ``api.spec`` alone, so a client's rebuilt spec will do.
-    ``servers`` is a list of base URLs. Schemas are JSON Schema 2020-12,
-    from the types' ``json_schema()``; each model has the components
-    ``<Model>`` (representation), ``<Model>Patch`` and, with get_list,
-    ``<Model>List``; errors are ``Error`` or, when the request accepts
-    ``application/problem+json``, ``Problem`` (RFC 9457). A component
-    name taken by a model becomes ``<Model>.Patch``, ``<Model>.List``,
-    ``cosmic.Error``, ``cosmic.Problem``. Operation ids are action names,
-    ``<Model>_<method>``, ``spec`` and ``openapi``; ids used twice fall
-    back to ``actions.<name>``, ``<Model>.<method>``, ``cosmic.<id>``.
-
-    Cosmic rules that OpenAPI and JSON Schema cannot state exactly (the
-    schema given is the closest one):
-
-    * OrderedMap: ``order`` must list exactly the keys of ``map``; the
-      schema asks only for unique strings.
-    * DateTime: the pattern does not check the calendar (``2014-02-30``
-      passes). There is no ``format: date-time``: RFC 3339 refuses the
-      naive times, missing seconds and ``+05`` offsets Cosmic allows.
-    * Link: the href pattern ``/<Model>/[^/]+$`` checks the last two
-      segments as Cosmic does, but a JSON Schema ``$`` also matches
-      before a final newline in some validators; hrefs are relative to
-      the server's root.
-    * Representation: ``_links`` is optional even when a link is required
-      (docs/protocol.md#representation), so the document says so too.
-    * Constraints (``minimum``, ``pattern``, ``enum``, ...) are in the
-      schemas; a ``message=`` is not. Rules in model code
-      (``validate_patch``) and handler errors (``HTTPError`` with any
-      status) are not in the spec: they appear only as 400 and
-      ``default`` responses.
-    * A create is a patch: only the fields and links named by the model's
-      ``create_requires`` are required in its body (``<Model>Create``).
-    * Query fields: a repeated parameter is refused (400); a request body
-      on get_by_id, delete, get_list or an action without ``accepts`` is
-      refused (400). OpenAPI cannot forbid either.
-    * A Representation or Patch of a model of another API that this
-      process does not know is described as ``{"type": "object"}``.
-    """
-    spec = api.spec
-    api_name = spec["name"]
-    models = spec["models"]
-    actions = spec["actions"]
-    if isinstance(servers, str):
-        servers = [servers]
-
-    def component(preferred: str, fallback: str) -> str:
-        return fallback if preferred in models else preferred
-
-    shared = {"Error": component("Error", "cosmic.Error"),
-              "Problem": component("Problem", "cosmic.Problem")}
-    names = {}
-    refs = {}
-    for name in models:
-        names[name] = (name, component(name + "Patch", name + ".Patch"),
-                       component(name + "List", name + ".List"),
-                       component(name + "Create", name + ".Create"))
-        refs["%s.%s" % (api_name, name)] = names[name][:2]
-
-    schemas = {}
-    for name, model in models.items():
-        full_name = "%s.%s" % (api_name, name)
-        schemas[name] = _oa_body(full_name, model, refs, patch=False)
-        schemas[names[name][1]] = _oa_body(full_name, model, refs, patch=True)
-        if model["methods"].get("get_list"):
-            schemas[names[name][2]] = _oa_list(name, model, refs)
-        if model["methods"].get("create") and model.get("create_requires"):
-            schemas[names[name][3]] = _oa_body(
-                full_name, model, refs, patch=True,
-                requires=model["create_requires"])
-    schemas[shared["Error"]] = _oa_error_schema()
-    schemas[shared["Problem"]] = _oa_problem_schema()
-
-    # (operation, preferred id, fallback id, tag)
-    ops: list = []
-    paths: dict = {}
-    for name, action in actions.items():
-        op: dict = {}
-        doc = action.get("doc")
-        if doc and doc.strip():
-            op["summary"] = doc.strip().splitlines()[0]
-            op["description"] = doc
-        accepts, returns = action.get("accepts"), action.get("returns")
-        if accepts is not None:
-            op["requestBody"] = {"required": True, "content": _oa_json(
-                _oa_schema(accepts, refs))}
-        if returns is not None:
-            ok = {"200": {"description": "The action's result",
-                          "content": _oa_json(_oa_schema(returns, refs))}}
-        else:
-            ok = {"204": {"description": "Done; the action returns nothing"}}
-        op["responses"] = _oa_responses(ok, ("400", "413", "500"), shared)
-        ops.append((op, name, "actions." + name, "actions"))
-        paths["/actions/" + name] = {"post": op}
-    for name, model in models.items():
-        paths.update(_oa_model_paths(name, model, names[name], shared, refs,
-                                     ops))
-    for route, op_id, summary, schema in (
-            ("/spec.json", "spec", "The API's native Cosmic spec",
-             APISpec.json_schema()),
-            ("/openapi.json", "openapi", "This OpenAPI document",
-             {"type": "object"})):
-        op = {"summary": summary, "responses": _oa_responses({"200": {
-            "description": summary, "content": _oa_json(schema)}},
-            ("500",), shared)}
-        ops.append((op, op_id, "cosmic." + op_id, None))
-        paths[route] = {"get": op}
-
-    counts: dict = {}
-    for _op, preferred, _fallback, _tag in ops:
-        counts[preferred] = counts.get(preferred, 0) + 1
-    tags: list = []
-    for op, preferred, fallback, tag in ops:
-        op_id = preferred if counts[preferred] == 1 else fallback
-        # operationId and tags first, for readers of the JSON.
-        head = {"operationId": op_id}
-        if tag is not None:
-            head["tags"] = [tag]
-            if tag not in tags:
-                tags.append(tag)
-        rest = dict(op)
-        op.clear()
-        op.update(head)
-        op.update(rest)
-
-    description = ("The %s API, served by cosmic.py. Its native description "
-                   "is at /spec.json." % api_name)
-    homepage = spec.get("homepage")
-    if homepage:
-        description += "\n\nHomepage: %s" % homepage
-    doc = {"openapi": "3.1.0",
-           "info": {"title": api_name, "version": __version__,
-                    "description": description}}
-    if servers is not None:
-        doc["servers"] = [{"url": url} for url in servers]
-    if tags:
-        doc["tags"] = [{"name": tag, "description": _OA_TAGS.get(
-            tag, "The %s model: /%s and /%s/{id}" % (tag, tag, tag))}
-            for tag in tags]
-    doc["paths"] = paths
-    doc["components"] = {"schemas": schemas}
-    _oa_security(api, ops, shared, doc)
-    return doc
-
-
 def docs_html(api: BaseAPI) -> str:
     """The documentation page of an API: one self-contained HTML page with
     a try-it form for every action and model method."""
@@ -9046,7 +8771,238 @@ def docs_html(api: BaseAPI) -> str:
     return _docs_html(APISpec.to_json(api.spec), auth)
 
 
-# -- Contract diff -----------------------------------------------------------
+_DOCS_CSS = r"""
+:root{color-scheme:light dark;--fg:#1d2125;--mu:#5c6670;--bg:#fff;--pa:#f4f6f8;
+--bd:#d8dde2;--ac:#0b5cad}
+@media (prefers-color-scheme:dark){:root{--fg:#e4e7ea;--mu:#9aa4ad;--bg:#15181b;
+--pa:#1f2428;--bd:#3a4248;--ac:#6cb0f5}}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);
+font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",sans-serif}
+main{max-width:60rem;margin:0 auto;padding:1rem}
+a{color:var(--ac)}
+h1{margin:.5rem 0;font-size:1.8rem;overflow-wrap:anywhere}
+h2{margin-top:2rem;border-bottom:2px solid var(--bd);padding-bottom:.2rem}
+h3{margin:0 0 .4rem;font-size:1.25rem;overflow-wrap:anywhere}
+h4{margin:1rem 0 .3rem;font-size:1rem}
+code,pre,textarea,input,.ep{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,
+"Liberation Mono",monospace;font-size:.9rem}
+pre{background:var(--pa);border:1px solid var(--bd);border-radius:6px;
+padding:.6rem;margin:.4rem 0;white-space:pre-wrap;overflow-wrap:anywhere;
+max-height:30rem;overflow:auto}
+section.item{border:1px solid var(--bd);border-radius:8px;padding:.8rem 1rem;
+margin:1rem 0}
+.doc{white-space:pre-wrap;overflow-wrap:anywhere}
+.mu,.sub{color:var(--mu)}
+ul{padding-left:1.3rem;margin:.2rem 0}
+li{overflow-wrap:anywhere}
+.ep{font-weight:600;font-size:1rem;overflow-wrap:anywhere}
+.verb{display:inline-block;min-width:4.2em;padding:0 .3em;border-radius:4px;
+color:#fff;background:#56606a;text-align:center;font-size:.85rem}
+.GET{background:#1f7a3d}.POST{background:#0b5cad}.PUT{background:#8a5a00}
+.DELETE{background:#b3261e}
+details{margin:.4rem 0}
+.method{margin-top:1rem}
+summary{cursor:pointer;color:var(--ac)}
+form.try{margin:.4rem 0 0;padding:.6rem;background:var(--pa);border-radius:6px}
+form.try label{display:block;margin:.3rem 0}
+textarea,input{width:100%;padding:.4rem;border:1px solid var(--bd);
+border-radius:4px;background:var(--bg);color:var(--fg)}
+textarea{min-height:6rem;resize:vertical}
+button{margin:.5rem .4rem 0 0;padding:.35rem 1rem;font:inherit;
+border:1px solid var(--ac);border-radius:4px;background:var(--ac);color:#fff;
+cursor:pointer}
+button[type=reset]{background:transparent;color:var(--ac)}
+button:disabled{opacity:.6}
+nav ul{columns:14rem}
+.auth{margin:1rem 0;padding:.6rem 1rem;border:1px solid var(--bd);
+border-radius:8px;background:var(--pa)}
+.auth h2{margin:0 0 .3rem;border:0;font-size:1.1rem}
+.auth label{display:block;margin:.3rem 0}
+.need{display:inline-block;margin:.2rem 0;padding:0 .4em;border-radius:4px;
+font-size:.8rem;border:1px solid var(--bd)}
+.need.lock{border-color:#b3261e;color:#b3261e}
+"""
+
+_DOCS_JS = r"""
+(function () {
+  'use strict';
+  var spec = JSON.parse(document.getElementById('spec').textContent);
+  // "/" and "/docs" both give "/"; "/prefix/docs" gives "/prefix/"
+  var base = location.pathname.replace(/\/docs\/?$/, '/')
+    .replace(/[^\/]*$/, '');
+  var RAW = {'String': 1, 'DateTime': 1, 'cosmic.Model': 1, 'cosmic.Link': 1,
+             'UUID': 1, 'Decimal': 1};
+  var VERBS = {get_by_id: 'GET', create: 'POST', update: 'PUT',
+               'delete': 'DELETE'};
+  var enc = encodeURIComponent;
+
+  function lookup(om, key) {
+    var has = om && om.map && Object.prototype.hasOwnProperty.call(om.map, key);
+    return has ? om.map[key] : null;
+  }
+
+  function query(form, name) {
+    var model = lookup(spec.models, name);
+    var params = new URLSearchParams();
+    var inputs = form.querySelectorAll('.f-q');
+    for (var i = 0; i < inputs.length; i++) {
+      var field = inputs[i].getAttribute('data-field');
+      var value = inputs[i].value;
+      if (value === '') { continue; }
+      var entry = model ? lookup(model.query_fields, field) : null;
+      var type = entry && entry.schema ? entry.schema.type : 'String';
+      if (!RAW[type]) {
+        try { value = JSON.stringify(JSON.parse(value)); } catch (e) {
+          throw new Error('Query field ' + field + ' needs a JSON value (' +
+                          type + '): ' + e.message);
+        }
+      }
+      params.append(field, value);
+    }
+    var qs = params.toString();
+    return qs ? '?' + qs : '';
+  }
+
+  function build(form) {
+    var kind = form.getAttribute('data-kind');
+    var name = form.getAttribute('data-name');
+    var idEl = form.querySelector('.f-id');
+    var bodyEl = form.querySelector('.f-body');
+    var req = {method: 'GET', url: base + enc(name), body: null};
+    if (bodyEl && bodyEl.value.trim() !== '') {
+      try { JSON.parse(bodyEl.value); } catch (e) {
+        throw new Error('The request body is not valid JSON: ' + e.message);
+      }
+      req.body = bodyEl.value;
+    }
+    if (idEl) {
+      if (idEl.value === '') { throw new Error('Enter an id.'); }
+      req.url += '/' + enc(idEl.value);
+    }
+    if (kind === 'action') {
+      req.method = 'POST';
+      req.url = base + 'actions/' + enc(name);
+    } else if (kind === 'get_list') {
+      req.url += query(form, name);
+    } else {
+      req.method = VERBS[kind];
+    }
+    return req;
+  }
+
+  function pretty(text) {
+    if (text === '') { return '(empty body)'; }
+    try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) {
+      return text;
+    }
+  }
+
+  function send(form) {
+    var out = form.querySelector('.out');
+    var button = form.querySelector('button[type=submit]');
+    var req;
+    out.hidden = false;
+    try { req = build(form); } catch (e) {
+      out.textContent = e.message;
+      return;
+    }
+    var line = req.method + ' ' + req.url + '\n\n';
+    var init = {method: req.method, headers: {}, credentials: 'same-origin',
+                cache: 'no-store'};
+    if (req.body !== null) {
+      init.body = req.body;
+      init.headers['Content-Type'] = 'application/json';
+    }
+    for (var name in creds) {
+      if (Object.prototype.hasOwnProperty.call(creds, name)) {
+        init.headers[name] = creds[name];
+      }
+    }
+    out.textContent = line + 'Sending\u2026';
+    button.disabled = true;
+    fetch(req.url, init).then(function (res) {
+      return res.text().then(function (text) {
+        var head = 'HTTP ' + res.status;
+        if (res.statusText) { head += ' ' + res.statusText; }
+        var location = res.headers.get('Location');
+        if (location !== null) { head += '\nLocation: ' + location; }
+        out.textContent = line + head + '\n\n' + pretty(text);
+      });
+    }).catch(function (e) {
+      out.textContent = line + 'Request failed: ' + e.message;
+    }).then(function () {
+      button.disabled = false;
+    });
+  }
+
+  // Credentials live in this variable only: never in storage or the URL.
+  var creds = {};
+
+  function b64(text) {
+    var bytes = new TextEncoder().encode(text), bin = '';
+    for (var i = 0; i < bytes.length; i++) {
+      bin += String.fromCharCode(bytes[i]);
+    }
+    return btoa(bin);
+  }
+
+  function authorize(form) {
+    creds = {};
+    var field = function (kind) {
+      var el = form.querySelector('[data-kind="' + kind + '"]');
+      return el ? el.value.trim() : '';
+    };
+    var token = field('bearer'), key = field('api_key');
+    var user = field('basic-user'), password = field('basic-password');
+    if (token) { creds['Authorization'] = 'Bearer ' + token; }
+    if (key) {
+      var header = form.querySelector('[data-kind="api_key"]');
+      creds[header.getAttribute('data-header')] = key;
+    }
+    if (user || password) {
+      creds['Authorization'] = 'Basic ' + b64(user + ':' + password);
+    }
+    var names = Object.keys(creds);
+    form.querySelector('.a-state').textContent = names.length ?
+      'Authorized: try-it calls send ' + names.join(', ') + '.' :
+      'Not authorized: try-it calls send no credential.';
+  }
+
+  var box = document.querySelector('form.authorize');
+  if (box) {
+    box.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      authorize(box);
+    });
+    box.addEventListener('reset', function () {
+      setTimeout(function () { authorize(box); }, 0);
+    });
+  }
+
+  var forms = document.querySelectorAll('form.try');
+  for (var i = 0; i < forms.length; i++) {
+    (function (form) {
+      form.addEventListener('submit', function (ev) {
+        ev.preventDefault();
+        send(form);
+      });
+      var ta = form.querySelector('textarea');
+      if (ta) {
+        ta.addEventListener('keydown', function (ev) {
+          if (ev.key === 'Enter' && (ev.ctrlKey || ev.metaKey)) {
+            ev.preventDefault();
+            send(form);
+          }
+        });
+      }
+    })(forms[i]);
+  }
+})();
+"""
+
+
+# -- Contract diff ------------------------------------------------------------
 #
 # diff(old, new) compares two versions of a spec in their JSON form and says,
 # for each change, whether a caller written against OLD can fail against NEW.
@@ -9606,6 +9562,100 @@ def _check_contract(client: BaseAPIClient) -> None:
     raise ContractError(message, breaking)
 
 
+# -- Testing helpers (cosmic.testing) -----------------------------------------
+
+# What tests of a cosmic API use: an in-memory DB model, Wildcard, and a
+# server on a free port.
+
+db = SwappableDict()
+
+
+class DBModel(BaseModel):
+    """A model kept in memory in ``db[cls.table_name]`` (for tests)."""
+
+    table_name: str = ""
+
+    @classmethod
+    def _table(cls) -> dict:
+        return db.data.setdefault(cls.table_name or cls.__name__, {})
+
+    @classmethod
+    def get_by_id(cls, id):
+        try:
+            return cls._table()[id]
+        except KeyError:
+            raise NotFound from None
+
+    @classmethod
+    def get_list(cls, /, **query):
+        return [(i, rep) for i, rep in cls._table().items()
+                if all(rep.get(k) == v for k, v in query.items())]
+
+    @classmethod
+    def create(cls, /, **patch):
+        table = cls._table()
+        new_id = str(max([int(i) for i in table if i.isdigit()] + [-1]) + 1)
+        table[new_id] = dict(patch)
+        return new_id, table[new_id]
+
+    @classmethod
+    def update(cls, id, /, **patch):
+        table = cls._table()
+        if id not in table:
+            raise NotFound
+        table[id].update(patch)
+        return table[id]
+
+    @classmethod
+    def delete(cls, id):
+        if cls._table().pop(id, None) is None:
+            raise NotFound
+
+
+class _Wildcard:
+    """Compares equal to anything (for assertions on generated values)."""
+
+    def __eq__(self, other: Any) -> bool:
+        return True
+
+    def __ne__(self, other: Any) -> bool:
+        return False
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __call__(self) -> _Wildcard:
+        return self
+
+    def __repr__(self) -> str:
+        return "Wildcard"
+
+
+Wildcard = _Wildcard()
+"""Equal to anything: ``assert rep == {"id": Wildcard}``. As in the
+original, the name is an instance; ``Wildcard()`` gives the same one."""
+
+
+@_contextlib.contextmanager
+def served_api(api: API, port: int = 0, **options: Any):
+    """Serve ``api`` on 127.0.0.1 in a background thread for the block;
+    yields the base URL (``port=0`` picks a free port).
+
+    ``options`` are those of ``API.run``: for ``Server``, for
+    ``serve_wsgi``, or the original's werkzeug options (ignored).
+    """
+    server_options, limits = _split_run_options(options)
+    server = _make_server(Server(api, **server_options).wsgi_app,
+                          "127.0.0.1", port, **limits)
+    thread = _threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "http://127.0.0.1:%d" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
 # -- Compatibility modules ----------------------------------------------------
 #
 # cosmic.api, cosmic.types, ... are module objects made from the table of
@@ -9646,6 +9696,8 @@ if __name__ != "__main__":
 
 
 # -- Command line -------------------------------------------------------------
+
+# python -m cosmic serve|call|spec|openapi|diff: main(argv) -> exit status.
 
 class _UsageError(Exception):
     """A mistake on the command line: one line on stderr, exit status 2."""

@@ -20283,6 +20283,53 @@ class TestHardeningZReport(unittest.TestCase):
 # The protocol document and the type checker's findings.
 
 
+def _st_library():
+    """The library API of docs/protocol.md#spec-example, with handlers."""
+    lib = API("library", homepage="https://library.example.org")
+
+    @lib.model
+    class Author(BaseModel):
+        methods = ["get_by_id"]
+        properties = [required("name", String)]
+
+    @lib.model
+    class Book(BaseModel):
+        methods = ["get_by_id", "get_list", "create"]
+        properties = [required("title", String),
+                      optional("year", Integer, "Year of first print"),
+                      optional("rating", Float)]
+        links = [required_link("author", Model("library.Author"))]
+        query_fields = [optional("author", String),
+                        optional("min_rating", Float)]
+        list_metadata = [required("total", Integer)]
+
+        @classmethod
+        def get_by_id(cls, id):
+            return {"title": "Emma", "year": 1815, "rating": 4.5,
+                    "author": "2"}
+
+        @classmethod
+        def get_list(cls, **query):
+            return [("7", cls.get_by_id("7"))], {"total": 1}
+
+        @classmethod
+        def create(cls, patch):
+            return "8", patch
+
+    @lib.action(accepts=Struct([required("book_id", String),
+                                optional("days", Integer)]),
+                returns=DateTime)
+    def lend(book_id, days=14):
+        """When the book is due back."""
+        return datetime.datetime(2026, 12, 19, 10)
+
+    @lib.action()
+    def ping():
+        pass
+
+    return lib
+
+
 class TestProtocolDocument(unittest.TestCase):
     """docs/protocol.md exists, and every pointer into it leads somewhere."""
 
@@ -20320,6 +20367,35 @@ class TestProtocolDocument(unittest.TestCase):
                        "authentication", "http-framing",
                        "unknown-fields-in-answers", "client-behaviour"):
             self.assertIn(anchor, self.anchors)
+
+    def _example(self, heading, after=None):
+        """The first JSON value in a fenced block of a section, parsed."""
+        section = self.doc.split("\n" + heading + "\n", 1)[1]
+        section = section.split("\n## ", 1)[0].split("\n### ", 1)[0]
+        block = section.split("```", 2)[1]
+        block = block.split("\n", 1)[1]  # past the info string
+        if after is not None:
+            block = block.split(after, 1)[1]
+        start = min(i for i in (block.find("{"), block.find('"')) if i >= 0)
+        return json.JSONDecoder().raw_decode(block[start:])[0]
+
+    def test_examples_are_what_the_server_sends(self):
+        with cosmos.swap({}):
+            app = Server(_st_library()).wsgi_app
+            spec = _sv_call(app, "GET", "/spec.json")
+            listing = _sv_call(app, "GET", "/Book",
+                               query="min_rating=4&author=2&sort=year")
+            book = _sv_call(app, "GET", "/Book/7")
+            lent = _sv_call(app, "POST", "/actions/lend", b'{"book_id": "7"}',
+                            {"Content-Type": "application/json"})
+        self.assertEqual(json.loads(spec[2]),
+                         self._example("### Spec example"))
+        self.assertEqual(json.loads(listing[2]),
+                         self._example("### List body"))
+        self.assertEqual(json.loads(book[2]),
+                         self._example("### Representation"))
+        self.assertEqual(json.loads(lent[2]),
+                         self._example("### Action endpoint", "-> 200"))
 
     def test_no_reference_outside_the_repository(self):
         # The name is built so that this file does not contain it.
