@@ -6480,6 +6480,53 @@ def _st_anchors(markdown):
     return anchors
 
 
+def _st_library():
+    """The library API of docs/protocol.md#spec-example, with handlers."""
+    lib = API("library", homepage="https://library.example.org")
+
+    @lib.model
+    class Author(BaseModel):
+        methods = ["get_by_id"]
+        properties = [required("name", String)]
+
+    @lib.model
+    class Book(BaseModel):
+        methods = ["get_by_id", "get_list", "create"]
+        properties = [required("title", String),
+                      optional("year", Integer, "Year of first print"),
+                      optional("rating", Float)]
+        links = [required_link("author", Model("library.Author"))]
+        query_fields = [optional("author", String),
+                        optional("min_rating", Float)]
+        list_metadata = [required("total", Integer)]
+
+        @classmethod
+        def get_by_id(cls, id):
+            return {"title": "Emma", "year": 1815, "rating": 4.5,
+                    "author": "2"}
+
+        @classmethod
+        def get_list(cls, **query):
+            return [("7", cls.get_by_id("7"))], {"total": 1}
+
+        @classmethod
+        def create(cls, patch):
+            return "8", patch
+
+    @lib.action(accepts=Struct([required("book_id", String),
+                                optional("days", Integer)]),
+                returns=DateTime)
+    def lend(book_id, days=14):
+        """When the book is due back."""
+        return datetime.datetime(2026, 12, 19, 10)
+
+    @lib.action()
+    def ping():
+        pass
+
+    return lib
+
+
 # -- Exceptions ---------------------------------------------------------------
 # ValidationError and the other exceptions.
 
@@ -20283,53 +20330,6 @@ class TestHardeningZReport(unittest.TestCase):
 # The protocol document and the type checker's findings.
 
 
-def _st_library():
-    """The library API of docs/protocol.md#spec-example, with handlers."""
-    lib = API("library", homepage="https://library.example.org")
-
-    @lib.model
-    class Author(BaseModel):
-        methods = ["get_by_id"]
-        properties = [required("name", String)]
-
-    @lib.model
-    class Book(BaseModel):
-        methods = ["get_by_id", "get_list", "create"]
-        properties = [required("title", String),
-                      optional("year", Integer, "Year of first print"),
-                      optional("rating", Float)]
-        links = [required_link("author", Model("library.Author"))]
-        query_fields = [optional("author", String),
-                        optional("min_rating", Float)]
-        list_metadata = [required("total", Integer)]
-
-        @classmethod
-        def get_by_id(cls, id):
-            return {"title": "Emma", "year": 1815, "rating": 4.5,
-                    "author": "2"}
-
-        @classmethod
-        def get_list(cls, **query):
-            return [("7", cls.get_by_id("7"))], {"total": 1}
-
-        @classmethod
-        def create(cls, patch):
-            return "8", patch
-
-    @lib.action(accepts=Struct([required("book_id", String),
-                                optional("days", Integer)]),
-                returns=DateTime)
-    def lend(book_id, days=14):
-        """When the book is due back."""
-        return datetime.datetime(2026, 12, 19, 10)
-
-    @lib.action()
-    def ping():
-        pass
-
-    return lib
-
-
 class TestProtocolDocument(unittest.TestCase):
     """docs/protocol.md exists, and every pointer into it leads somewhere."""
 
@@ -20382,12 +20382,12 @@ class TestProtocolDocument(unittest.TestCase):
     def test_examples_are_what_the_server_sends(self):
         with cosmos.swap({}):
             app = Server(_st_library()).wsgi_app
-            spec = _sv_call(app, "GET", "/spec.json")
-            listing = _sv_call(app, "GET", "/Book",
-                               query="min_rating=4&author=2&sort=year")
-            book = _sv_call(app, "GET", "/Book/7")
-            lent = _sv_call(app, "POST", "/actions/lend", b'{"book_id": "7"}',
-                            {"Content-Type": "application/json"})
+            spec = _wsgi(app, "GET", "/spec.json")
+            listing = _wsgi(app, "GET", "/Book",
+                            query="min_rating=4&author=2&sort=year")
+            book = _wsgi(app, "GET", "/Book/7")
+            lent = _wsgi(app, "POST", "/actions/lend", b'{"book_id": "7"}',
+                         [_JSON])
         self.assertEqual(json.loads(spec[2]),
                          self._example("### Spec example"))
         self.assertEqual(json.loads(listing[2]),
