@@ -152,6 +152,40 @@ def _need_missing(name):
                             "a failure")
 
 
+# -- Waiting and subprocesses -------------------------------------------------
+
+def _wait(predicate, timeout, what=None, step=0.02):
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its
+    last value. With ``what``, a timeout fails the test instead."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            if what is not None:
+                raise AssertionError("timed out after %s s waiting for %s"
+                                     % (timeout, what))
+            return value
+        pause.wait(step)
+
+
+def _python(args, cwd=None, pythonpath=True, timeout=60):
+    """Run the current Python in a fresh process (PYTHONPATH: the
+    repository, or unset with ``pythonpath=False``); the CompletedProcess
+    with text output."""
+    env = dict(os.environ)
+    env.pop("PYTHONSTARTUP", None)
+    if pythonpath:
+        env["PYTHONPATH"] = _ROOT
+    else:
+        env.pop("PYTHONPATH", None)
+    return subprocess.run([sys.executable] + list(args), cwd=cwd or _ROOT,
+                          env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
 # -- Servers in a thread ------------------------------------------------------
 
 class _WsgirefHandler(WSGIRequestHandler):
@@ -650,19 +684,6 @@ def _ty_message(func, *args):
 
 def _ty_tz(hours, minutes=0):
     return datetime.timezone(datetime.timedelta(hours=hours, minutes=minutes))
-
-
-def _ty_run(args, cwd=None, pythonpath=True):
-    """Run the current Python in a fresh process; the CompletedProcess."""
-    env = dict(os.environ)
-    env.pop("PYTHONSTARTUP", None)
-    if pythonpath:
-        env["PYTHONPATH"] = _ROOT
-    else:
-        env.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable] + list(args), cwd=cwd or _ROOT,
-                          env=env, capture_output=True, text=True,
-                          timeout=60)
 
 
 _TY_TYPES_ALL = (
@@ -1432,10 +1453,7 @@ _SV_SERVING = re.compile(
 
 def _sv_cli(*args):
     """``python -m cosmic ARGS`` from the repository root: (code, err)."""
-    env = dict(os.environ, PYTHONPATH=_ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cosmic"] + list(args),
-                          cwd=_ROOT, env=env, capture_output=True,
-                          text=True, timeout=30)
+    proc = _python(["-m", "cosmic"] + list(args), timeout=30)
     return proc.returncode, proc.stderr
 
 
@@ -3229,17 +3247,6 @@ def _hd_note(case, where, status, body, elapsed):
     if status is not None and status >= 500 and \
             status not in _HD_PROTOCOL_5XX:
         _HD_5XX.append(row)
-
-
-def _hd_wait(predicate, timeout, step=0.02):
-    """Poll ``predicate`` until it is true or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        pause.wait(step)
 
 
 def _hd_environ(method, target, headers=(), body=b"", extra=None):
@@ -5510,10 +5517,7 @@ def _df_old_spec(api):
 
 def _df_cli(*args, cwd=_ROOT):
     """``python -m cosmic diff ARGS``: (exit code, stdout, stderr)."""
-    env = dict(os.environ, PYTHONPATH=_ROOT)
-    proc = subprocess.run([sys.executable, "-m", "cosmic", "diff"] +
-                          list(args), cwd=cwd, env=env, timeout=60,
-                          capture_output=True, text=True)
+    proc = _python(["-m", "cosmic", "diff"] + list(args), cwd=cwd)
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -5672,16 +5676,6 @@ _SC_NGINX = shutil.which("nginx") or (
     "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
-def _sc_wait(predicate, timeout, what):
-    """Poll until predicate() is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %s s waiting for %s"
-                                 % (timeout, what))
-        time.sleep(0.05)
-
-
 def _sc_alive(pid):
     try:
         os.kill(pid, 0)
@@ -5769,7 +5763,7 @@ class _sc_Postgres:
         if self.pid is not None and _sc_alive(self.pid):
             os.kill(self.pid, signal.SIGINT)
             try:
-                _sc_wait(lambda: not _sc_alive(self.pid), 30, "postgres")
+                _wait(lambda: not _sc_alive(self.pid), 30, "postgres")
             except AssertionError:
                 os.kill(self.pid, signal.SIGKILL)
         self.pid = None
@@ -6115,7 +6109,7 @@ class _sc_Gunicorn:
             stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         try:
-            _sc_wait(lambda: self.proc.poll() is not None or
+            _wait(lambda: self.proc.poll() is not None or
                      _hd_answers(port), 60, "gunicorn on %d" % port)
         except AssertionError:
             self.stop()
@@ -6166,7 +6160,7 @@ class _sc_Nginx:
             stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         try:
-            _sc_wait(lambda: self.proc.poll() is not None or
+            _wait(lambda: self.proc.poll() is not None or
                      _hd_answers(port), 30, "nginx")
             if self.proc.poll() is not None:
                 raise AssertionError("nginx did not start: %s"
@@ -6195,7 +6189,7 @@ class _sc_Nginx:
         """The access log line of one request (nginx writes it just after
         the answer)."""
         found = {}
-        _sc_wait(lambda: found.update(self.access()) or rid in found, 10,
+        _wait(lambda: found.update(self.access()) or rid in found, 10,
                  "nginx's log line for %s" % rid)
         return found[rid]
 
@@ -12978,7 +12972,7 @@ class TestS2ConnectionCap(unittest.TestCase):
         callers = [threading.Thread(target=call) for _ in range(5)]
         for thread in callers:
             thread.start()
-        self.assertTrue(_hd_wait(lambda: len(running) == 2, 10))
+        self.assertTrue(_wait(lambda: len(running) == 2, 10))
         threading.Event().wait(0.3)  # a third would have started by now
         self.assertEqual(len(running), 2)
         release.set()
@@ -13218,7 +13212,7 @@ class TestS2GracefulShutdown(unittest.TestCase):
                   timeout=30, close=False)))
         thread.start()
         marks = os.path.join(folder, "marks")
-        self.assertTrue(_hd_wait(lambda: os.listdir(marks), 20))
+        self.assertTrue(_wait(lambda: os.listdir(marks), 20))
         server.proc.send_signal(signum)
         idle.settimeout(5)
         self.assertEqual(idle.recv(100), b"")  # idle: closed at once
@@ -13245,7 +13239,7 @@ class TestS2GracefulShutdown(unittest.TestCase):
         thread = threading.Thread(target=cut_off, daemon=True)
         thread.start()
         marks = os.path.join(folder, "marks")
-        self.assertTrue(_hd_wait(lambda: os.listdir(marks), 20))
+        self.assertTrue(_wait(lambda: os.listdir(marks), 20))
         started = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         self.assertEqual(server.proc.wait(timeout=20), 0)
@@ -13277,7 +13271,7 @@ class TestS2Workers(unittest.TestCase):
 
     def test_two_workers_serve_with_their_own_ids(self):
         server = _hs_serve(self, self.folder, "s2app:api", "--workers", "2")
-        self.assertTrue(_hd_wait(
+        self.assertTrue(_wait(
             lambda: len(_hs_children(server.proc.pid)) == 2, 20))
         seen_prefixes, seen_pids, seen_ids = set(), set(), set()
         for _ in range(20):
@@ -13294,12 +13288,12 @@ class TestS2Workers(unittest.TestCase):
 
     def test_a_killed_worker_is_replaced(self):
         server = _hs_serve(self, self.folder, "s2app:api", "--workers", "2")
-        self.assertTrue(_hd_wait(
+        self.assertTrue(_wait(
             lambda: len(_hs_children(server.proc.pid)) == 2, 20))
         before = _hs_children(server.proc.pid)
         victim = min(before)
         os.kill(victim, signal.SIGKILL)
-        self.assertTrue(_hd_wait(
+        self.assertTrue(_wait(
             lambda: len(_hs_children(server.proc.pid) - {victim}) == 2, 20))
         for _ in range(10):
             status, _, body = _http(server.address, "POST", "/actions/pid",
@@ -13313,7 +13307,7 @@ class TestS2Workers(unittest.TestCase):
     def test_sigterm_drains_every_worker(self):
         server = _hs_serve(self, self.folder, "s2app:api", "--workers", "2",
                            "--threads", "2")
-        self.assertTrue(_hd_wait(
+        self.assertTrue(_wait(
             lambda: len(_hs_children(server.proc.pid)) == 2, 20))
         # Both workers accept (each has answered), not merely started.
         answered = set()
@@ -13322,7 +13316,7 @@ class TestS2Workers(unittest.TestCase):
             answered.add(int(_http(server.address, "POST", "/actions/pid",
                                    timeout=30, close=False).body))
             return len(answered) == 2
-        self.assertTrue(_hd_wait(both_answered, 30))
+        self.assertTrue(_wait(both_answered, 30))
         marks = os.path.join(self.folder, "marks")
         results = []
         threads = []
@@ -13339,7 +13333,7 @@ class TestS2Workers(unittest.TestCase):
             threads.append(thread)
             # Each request leaves a mark when it starts: wait for it (not
             # for a fixed time), then see whether both workers are busy.
-            _hd_wait(lambda: len(os.listdir(marks)) >= len(threads), 10)
+            _wait(lambda: len(os.listdir(marks)) >= len(threads), 10)
             if len(busy_pids()) == 2:
                 break
         self.assertEqual(len(busy_pids()), 2)
@@ -13384,7 +13378,7 @@ class TestS2RequestIdsAcrossProcesses(unittest.TestCase):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
         self.addCleanup(stop)
-        self.assertTrue(_hd_wait(lambda: _hd_answers(port), 30, 0.05))
+        self.assertTrue(_wait(lambda: _hd_answers(port), 30, 0.05))
         answers = []
 
         def client():
@@ -14877,7 +14871,7 @@ class TestClient2BoundedAnswers(_cl_Case):
         for kind in ("declared_stream", "chunked", "close"):
             with self.subTest(kind=kind):
                 server = self.raw(_cl_hostile(kind, 10 ** 9))
-                proc = _ty_run(["-c", script, server.url,
+                proc = _python(["-c", script, server.url,
                                 json.dumps(self.spec)])
                 self.assertEqual(proc.returncode, 0, proc.stderr)
                 outcome, before, after = json.loads(proc.stdout)
@@ -15196,7 +15190,7 @@ class TestClient2Surface(unittest.TestCase):
 
     def test_version(self):
         for argv in (["-m", "cosmic", "--version"],):
-            proc = _ty_run(argv)
+            proc = _python(argv)
             self.assertEqual(proc.returncode, 0, proc.stderr)
             self.assertEqual(proc.stdout, "cosmic %s\n" % cosmic.__version__)
         out = io.StringIO()
@@ -17660,7 +17654,7 @@ class TestDiffCommand(unittest.TestCase):
 
 class TestImportPaths(unittest.TestCase):
     def _ty_python(self, code, *args, **kwargs):
-        proc = _ty_run(["-c", textwrap.dedent(code)] + list(args), **kwargs)
+        proc = _python(["-c", textwrap.dedent(code)] + list(args), **kwargs)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         return proc.stdout
 
@@ -17768,7 +17762,7 @@ class TestImportPaths(unittest.TestCase):
         folder = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, folder)
         shutil.copy(os.path.join(_ROOT, "cosmic.py"), folder)
-        proc = _ty_run(["-I", "-S", "-c", textwrap.dedent("""
+        proc = _python(["-I", "-S", "-c", textwrap.dedent("""
             import os, sys
             sys.path.insert(0, sys.argv[1])
             import cosmic, cosmic.types
@@ -17784,7 +17778,7 @@ class TestImportPaths(unittest.TestCase):
 
     def test_heavy_modules_are_imported_lazily(self):
         # -S: no site-packages, whose .pth files could import these first.
-        proc = _ty_run(["-S", "-c", textwrap.dedent("""
+        proc = _python(["-S", "-c", textwrap.dedent("""
             import json, sys
             import cosmic
             print(json.dumps(sorted(set(sys.modules) & set(%r))))
@@ -17793,7 +17787,7 @@ class TestImportPaths(unittest.TestCase):
         self.assertEqual(json.loads(proc.stdout), [])
 
     def test_python_m_cosmic_help(self):
-        proc = _ty_run(["-m", "cosmic", "--help"])
+        proc = _python(["-m", "cosmic", "--help"])
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertTrue(proc.stdout.startswith("usage: python -m cosmic"),
                         proc.stdout)
@@ -17816,7 +17810,7 @@ class TestImportPaths(unittest.TestCase):
                     """Twice n."""
                     return n * 2
                 '''))
-        proc = _ty_run(["-m", "cosmic", "spec", target], cwd=folder)
+        proc = _python(["-m", "cosmic", "spec", target], cwd=folder)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(json.loads(proc.stdout), {
             "name": "ty_target",
@@ -18955,7 +18949,7 @@ class TestHardeningHostileInput(unittest.TestCase):
                 server.port, b"GET /City/\x1b[2J\x7f\"x\\ HTTP/1.1\r\n"
                              b"Host: h\r\nConnection: close\r\n\r\n")
             self.assertEqual(answer.status, 404)
-            _hd_wait(lambda: cm.records, 5)
+            _wait(lambda: cm.records, 5)
         self.assertEqual(len(cm.records), 1)
         line = cm.records[0].getMessage()
         self.assertTrue(line.isprintable(), repr(line))
@@ -19462,7 +19456,7 @@ class TestHardeningSlowClients(unittest.TestCase):
         # and cuts the slow sender off.
         for conn in idle:  # 0.5 s timeout, not the default 5 s
             self.assertTrue(conn.closed_within(4.5))
-        _hd_wait(lambda: slow_result, 5)
+        _wait(lambda: slow_result, 5)
         self.assertIn("cut off", slow_result)
         stop.set()
         slow.join(timeout=5)
@@ -19509,7 +19503,7 @@ class TestHardeningProductionServers(unittest.TestCase):
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=10)
         self.addCleanup(stop)
-        up = _hd_wait(lambda: proc.poll() is not None or _hd_answers(port),
+        up = _wait(lambda: proc.poll() is not None or _hd_answers(port),
                       30, 0.05)
         if proc.poll() is not None or not up:
             log.seek(0)
@@ -20226,7 +20220,7 @@ class TestScaleDeployment(unittest.TestCase):
             # Gone when its port refuses connections (the workers, which
             # hold the listening socket too, have exited): a request sent
             # to it before then may have been in flight.
-            _sc_wait(lambda: not _sc_listening(killed.port), 30,
+            _wait(lambda: not _sc_listening(killed.port), 30,
                      "the killed instance's port to close")
             kill_time = time.perf_counter()
             load.wait_for(900)
@@ -20257,7 +20251,7 @@ class TestScaleDeployment(unittest.TestCase):
             after.append(self.call_nginx("/City?limit=1"))
             return self.nginx.line(after[-1][1])[1] == target
 
-        _sc_wait(served_by_restarted, 30, "nginx to use the restarted "
+        _wait(served_by_restarted, 30, "nginx to use the restarted "
                  "instance")
         self.assertEqual({status for status, _ in after}, {200})
         access = self.nginx.access()
