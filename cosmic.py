@@ -255,6 +255,19 @@ class RemoteHTTPError(HTTPError):
         self.errors = errors or []
 
 
+class _RefusedArguments(ValidationError, HTTPError):
+    """Arguments a client refused before sending: a ValidationError, and
+    also the HTTPError 400 the server answers them with (code written for
+    the original Cosmic, whose clients sent them, catches that)."""
+
+    message: str
+
+    def __init__(self, message: str, *obj: Any) -> None:
+        super().__init__(message, *obj)
+        self.code = 400
+        self.args = (message,) + obj
+
+
 class _RemotePreconditionFailed(PreconditionFailed, RemoteHTTPError):
     """A client's 412: both a PreconditionFailed and a RemoteHTTPError."""
 
@@ -4950,7 +4963,7 @@ class Server(_ServerRoutes):
                 return endpoint._serve(request, url_args,
                                        self.handler_timeout)
             return self.view(endpoint, request, **url_args)
-        except RemoteHTTPError:
+        except (RemoteHTTPError, _RefusedArguments):
             raise  # another API's answer to our code: a fault here, a 500
         except HTTPError as err:
             return error_response(
@@ -6790,6 +6803,17 @@ def _stop_workers(server: _DevServer, children: dict) -> None:
 # APIClient builds its actions and models from /spec.json at run time;
 # WsgiAPIClient calls a WSGI app in-process with the same interface.
 
+def _refused(err: ValidationError) -> ValidationError:
+    """``err``, raised by a client before sending, as _RefusedArguments."""
+    if type(err) is not ValidationError:
+        return err
+    refused = _RefusedArguments(err.message)
+    refused.__dict__.update(err.__dict__)
+    refused.args = err.args
+    refused.code = 400
+    return refused.with_traceback(err.__traceback__)
+
+
 class _ClientRequest:
     """What a client sends: ``method``, ``url`` (relative), ``data`` (text),
     ``headers`` (a dict hooks may change), ``timeout`` (seconds or None),
@@ -7095,7 +7119,10 @@ class BaseAPIClient(BaseAPI):
         timeout = kwargs.pop("_timeout", None)
         retry_writes = kwargs.pop("_retry_writes", None)
         with_etag = kwargs.pop("_with_etag", False)
-        request = self.build_request(endpoint, *args, **kwargs)
+        try:
+            request = self.build_request(endpoint, *args, **kwargs)
+        except ValidationError as err:
+            raise _refused(err) from None
         if timeout is not None:
             request.timeout = timeout
         if retry_writes is not None:
