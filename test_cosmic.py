@@ -6520,6 +6520,92 @@ def _st_library():
 
     return lib
 
+# -- Old names ----------------------------------------------------------------
+# The names the blocks being written now (between the markers near the end
+# of the file) may still use; to go once those blocks are merged.
+
+def _ty_need(module, name):
+    return _need(name, module)
+
+
+def _hs_read_response(raw, head_only=False):
+    return raw.response(head_only)
+
+
+def _cl_ThreadServer(app):
+    return _ThreadServer(app, wsgiref=True)
+
+
+def _app_get(app, path, headers=None, method="GET"):
+    return _wsgi(app, method, path, headers=headers or ())
+
+
+_sv_call = _wsgi
+_sv_json = _wsgi_json
+_hd_http = _http
+_hd_exchange = _exchange
+_hd_request_bytes = _request_bytes
+_hd_Conn = _Raw
+_hs_Raw = _Raw
+_HD_JSON = _JSON
+_oa_need = _need
+_hd_need = _need
+_hd_ThreadServer = _ThreadServer
+_make_server_thread = _ThreadServer
+_hd_wait = _wait
+_sc_wait = _wait
+_ty_run = _python
+_hd_load_places = _load_places
+_sc_load_places = _load_places
+_hd_close_places = _close_places
+_sc_close = _close_places
+_ty_jsonschema = _jsonschema
+_ty_hypothesis = _hypothesis
+_ty_st = _hypothesis_st
+_sc_psycopg = _psycopg
+_CLIENT2_PY39 = _CL_PY39
+_S2_APP = _HS_APP
+_S2_HEAD = _HS_HEAD
+_S2_NEXT = _HS_NEXT
+_S2_VECTORS = _HS_VECTORS
+_app_ClientETags = _sv_ClientETags
+_app_g = _sv_g
+_app_ids = _sv_ids
+_app_limits = _sv_limits
+_app_nest = _sv_nest
+_app_returns = _sv_returns
+_app_scoped_apis = _sv_scoped_apis
+_app_towns = _sv_towns
+_au_TOKEN = _AU_TOKEN
+_au_USERS = _AU_USERS
+_client2_Case = _cl_Case
+_client2_Raw6 = _cl_Raw6
+_client2_act_then_drop = _cl_act_then_drop
+_client2_drip = _cl_drip
+_client2_flood = _cl_flood
+_client2_head = _cl_head
+_client2_hostile = _cl_hostile
+_client2_names_api = _cl_names_api
+_oa_EXAMPLES = _OA_EXAMPLES
+_s2_FailingAccept = _hs_FailingAccept
+_s2_app_dir = _hs_app_dir
+_s2_children = _hs_children
+_s2_exchange = _hs_exchange
+_s2_framing_table = _hs_framing_table
+_s2_fresh_request = _hs_fresh_request
+_s2_h11_requests = _hs_h11_requests
+_s2_proc_stat = _hs_proc_stat
+_s2_recording_app = _hs_recording_app
+_s2_serve = _hs_serve
+_s2_tricklers = _hs_tricklers
+_sc_COUNTER = _SC_COUNTER
+_sv_JSON = _SV_JSON
+_sv_SANE_ID = _SV_SANE_ID
+_sv_SERVING = _SV_SERVING
+_sv_SHOP_SPEC = _SV_SHOP_SPEC
+_ty_UTC = _TY_UTC
+_validated = _hs_validated
+
 
 # -- Exceptions ---------------------------------------------------------------
 # ValidationError and the other exceptions.
