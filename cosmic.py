@@ -4735,7 +4735,7 @@ class _ServerCORS:
         if origin is not None:
             headers["Access-Control-Allow-Origin"] = origin
             headers["Access-Control-Expose-Headers"] = \
-                "Location, X-Request-ID, ETag"
+                "Location, X-Request-ID, ETag, WWW-Authenticate"
         headers["Vary"] = "Origin"
 
     def _preflight(self, environ: dict, route: _Route) -> Response:

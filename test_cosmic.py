@@ -20851,6 +20851,83 @@ class TestTypeCheckFindings(unittest.TestCase):
 # defects found from outside: strict parsers, hostile peers, generated clients
 
 
+def _rv_call(app, method, path, body=b"", headers=None, query=""):
+    """Call a WSGI app in-process: (status, lower-case headers, body)."""
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path,
+           "QUERY_STRING": query, "SCRIPT_NAME": "",
+           "wsgi.input": io.BytesIO(body)}
+    if body:
+        env["CONTENT_LENGTH"] = str(len(body))
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        env[key] = value
+    setup_testing_defaults(env)
+    seen = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        seen["status"] = status
+        seen["headers"] = response_headers
+        return lambda data: None
+
+    data = b"".join(app(env, start_response))
+    return (int(seen["status"].split(" ", 1)[0]),
+            {name.lower(): value for name, value in seen["headers"]}, data)
+
+
+def _rv_api(**api_options):
+    """A protected API: bearer token "tok", a Town model with ETags whose
+    writes need the token, and an action ``bump``."""
+    api = API("rvapi", auth=cosmic.BearerAuth(
+        lambda token: "me" if token == "tok" else None), **api_options)
+    towns = {"1": {"name": "One"}}
+
+    @api.action(accepts=Integer, returns=Integer, requires=True)
+    def bump(n):
+        return n + 1
+
+    @api.model
+    class Town(BaseModel):
+        properties = [required("name", String)]
+        methods = ["get_by_id", "update", "delete"]
+        requires = {"update": True, "delete": True}
+
+        @classmethod
+        def get_by_id(cls, id):
+            return towns.get(id)
+
+        @classmethod
+        def update(cls, id, **patch):
+            towns[id] = dict(towns[id], **patch)
+            return towns[id]
+
+        @classmethod
+        def delete(cls, id):
+            del towns[id]
+
+    return api, towns
+
+
+class TestReviewAuthSeams(unittest.TestCase):
+    """Authentication meeting CORS, ETags and the other parallel work."""
+
+    def test_cors_exposes_the_401_challenge(self):
+        # A page on another origin must be able to read WWW-Authenticate
+        # (Fetch hides every header not listed in Expose-Headers).
+        api, _ = _rv_api()
+        app = Server(api, cors_origins=["https://a.example"]).wsgi_app
+        status, headers, _ = _rv_call(
+            app, "POST", "/actions/bump", b"1",
+            {"Content-Type": "application/json",
+             "Origin": "https://a.example"})
+        self.assertEqual(status, 401)
+        self.assertIn("www-authenticate", headers)
+        exposed = [name.strip().lower() for name in
+                   headers["access-control-expose-headers"].split(",")]
+        self.assertIn("www-authenticate", exposed)
+
+
 # (end of review)
 
 
