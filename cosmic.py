@@ -4854,8 +4854,11 @@ class Server(_ServerRoutes):
         request being served (a handler calling an API in-process).
         """
         local = _current.get()
-        token = None
+        token = outer = None
         if local is None or _SERVING in local:
+            if local is not None:  # nested: the outer request's tag and
+                outer = (_if_match.set(None),  # identity are not this one's
+                         _identity.set(None))
             local = {_SERVING: True}
             token = _current.set(local)
             ident = _get_ident()
@@ -4913,6 +4916,9 @@ class Server(_ServerRoutes):
                     del _active[ident], storage[ident]
                 else:
                     _exit_local(ident, local)
+                if outer is not None:
+                    _if_match.reset(outer[0])
+                    _identity.reset(outer[1])
 
     def dispatch_request(self, request: Request) -> Response:
         """Route a request (docs/protocol.md#routes) and run ``view``;

@@ -20927,6 +20927,53 @@ class TestReviewAuthSeams(unittest.TestCase):
                    headers["access-control-expose-headers"].split(",")]
         self.assertIn("www-authenticate", exposed)
 
+    def test_nested_call_sees_its_own_if_match_and_identity(self):
+        # A protected PUT with If-Match whose model updates an object of
+        # another API in-process: the inner request sent no If-Match and
+        # no credential, so if_match() and current_identity() are None
+        # there (else a model doing UPDATE ... WHERE version = ? would
+        # compare the inner object with the outer object's tag).
+        inner = API("rvinner")
+        seen = {}
+
+        @inner.model
+        class Note(BaseModel):
+            properties = [required("text", String)]
+            methods = ["get_by_id", "update"]
+
+            @classmethod
+            def get_by_id(cls, id):
+                return {"text": "old"}
+
+            @classmethod
+            def update(cls, id, **patch):
+                seen["if_match"] = cosmic.if_match()
+                seen["identity"] = cosmic.current_identity()
+                return patch
+
+        inner_client = WsgiAPIClient(Server(inner).wsgi_app)
+        api, towns = _rv_api()
+        outer_update = api.models.Town.update
+
+        def update(id, **patch):
+            inner_client.models.Note.update("9", text="new")
+            seen["outer"] = (cosmic.if_match(), cosmic.current_identity())
+            return outer_update(id, **patch)
+
+        api.models.Town.update = update
+        app = Server(api).wsgi_app
+        status, headers, _ = _rv_call(app, "GET", "/Town/1")
+        tag = headers["etag"]
+        status, _, body = _rv_call(
+            app, "PUT", "/Town/1", b'{"name": "Two"}',
+            {"Content-Type": "application/json", "If-Match": tag,
+             "Authorization": "Bearer tok"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(seen["if_match"], None)
+        self.assertEqual(seen["identity"], None)
+        self.assertEqual(seen["outer"], (tag.strip('"'), "me"))
+        self.assertEqual(towns["1"], {"name": "Two"})
+
 
 # (end of review)
 
