@@ -2020,12 +2020,15 @@ def _href_id(ident: str) -> str:
     read it, except that ``%``, ``/``, ``?`` and ``#`` are escaped, so
     that any id survives the round trip and names its own object. The
     ids ``.`` and ``..`` are refused: an href would resolve upward
-    whatever the encoding (RFC 3986 section 6.2.2; docs/protocol.md#link).
+    whatever the encoding (RFC 3986 section 6.2.2; docs/protocol.md#link);
+    so is ``""``, whose href would name the list.
     """
     if ident.isalnum():
         return ident
     if ident in _DOT_IDS:
         raise ValidationError("Invalid id (a dot segment)", ident)
+    if not ident:
+        raise ValidationError("Invalid id (empty)", ident)
     if "%" in ident or "/" in ident or "?" in ident or "#" in ident:
         return ident.replace("%", "%25").replace("/", "%2F").replace(
             "?", "%3F").replace("#", "%23")

@@ -20975,6 +20975,45 @@ class TestReviewAuthSeams(unittest.TestCase):
         self.assertEqual(towns["1"], {"name": "Two"})
 
 
+class TestReviewServerAnswers(unittest.TestCase):
+    """What the server sends must be what its own client accepts."""
+
+    def test_an_empty_id_is_never_sent(self):
+        # An href "/Thing/" names the list, not an object: the client
+        # refuses it, so a model that returns the id "" gets a logged 500
+        # (like the ids "." and ".."), not a 201 its client cannot read.
+        api = API("rvempty")
+        ids = iter(["", "ok"])
+
+        @api.model
+        class Thing(BaseModel):
+            properties = [required("name", String)]
+            methods = ["create", "get_list"]
+
+            @classmethod
+            def create(cls, **patch):
+                return next(ids), patch
+
+            @classmethod
+            def get_list(cls, **query):
+                return [("", {"name": "n"})]
+
+        app = Server(api).wsgi_app
+        with self.assertLogs("cosmic", "ERROR") as logs:
+            status, headers, body = _rv_call(
+                app, "POST", "/Thing", b'{"name": "x"}',
+                {"Content-Type": "application/json"})
+            self.assertEqual(status, 500, body)
+            self.assertNotIn("location", headers)
+            status, _, body = _rv_call(app, "GET", "/Thing")
+            self.assertEqual(status, 500, body)
+        self.assertIn("Thing.create", "\n".join(logs.output))
+        self.assertIn("Invalid id", "\n".join(logs.output))
+        client = WsgiAPIClient(app)
+        self.assertEqual(client.models.Thing.create(name="x"),
+                         ("ok", {"name": "x"}))
+
+
 # (end of review)
 
 
