@@ -21013,6 +21013,21 @@ class TestReviewServerAnswers(unittest.TestCase):
         self.assertEqual(client.models.Thing.create(name="x"),
                          ("ok", {"name": "x"}))
 
+    def test_a_bad_database_url_never_shows_its_password(self):
+        # The one-line start-up error names the URL without its secret,
+        # also when the scheme is wrong.
+        env = dict(os.environ, PYTHONPATH=_ROOT,
+                   PLACES_DATABASE_URL="mysql://b:s3kr1t@db/x")
+        env.pop("PLACES_TOKEN", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "cosmic", "spec", "examples/places.py"],
+            cwd=_ROOT, env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertIn("PLACES_DATABASE_URL must start with postgresql://",
+                      done.stderr)
+        self.assertNotIn("s3kr1t", done.stderr + done.stdout)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1)
+
 
 # (end of review)
 

@@ -248,7 +248,8 @@ class _PostgreSQL:
         """Import the driver, connect, and create the tables if missing."""
         if not self.url.startswith(("postgresql://", "postgres://")):
             raise RuntimeError("PLACES_DATABASE_URL must start with "
-                               "postgresql://, got %r" % self.url[:20])
+                               "postgresql://, got %s://..." % (  # no secret
+                                   self.url.partition(":")[0][:20]))
         try:
             import psycopg
             import psycopg.rows
