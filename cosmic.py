@@ -4422,13 +4422,21 @@ class _WriteEndpoint(_ModelEndpoint):
         if not self.etags:
             return Endpoint._call(self, request, url_args, func_input,
                                   timeout)
+        if timeout is not None:
+            # The lock belongs to the thread that runs the handler, so that
+            # a write the handler makes in-process re-enters it.
+            return _call_with_timeout(
+                lambda **kwargs: self._locked_call(request, url_args, kwargs),
+                func_input, timeout)
+        return self._locked_call(request, url_args, func_input)
+
+    def _locked_call(self, request, url_args, func_input):
         ident = url_args["id"]
         environ = request.environ
         with _write_lock((self.api.name, self.model_name, ident)):
             if "HTTP_IF_MATCH" not in environ and \
                     "HTTP_IF_NONE_MATCH" not in environ:
-                return Endpoint._call(self, request, url_args, func_input,
-                                      timeout)
+                return self.handler(**func_input)
             if self._get is None:
                 raise PreconditionFailed(
                     "Precondition Failed: %s has no get_by_id to compare "
@@ -4437,8 +4445,7 @@ class _WriteEndpoint(_ModelEndpoint):
             matched = _preconditions(environ, tag, self._object(ident))
             token = _if_match.set(matched)
             try:
-                return Endpoint._call(self, request, url_args, func_input,
-                                      timeout)
+                return self.handler(**func_input)
             finally:
                 _if_match.reset(token)
 

@@ -20974,6 +20974,58 @@ class TestReviewAuthSeams(unittest.TestCase):
         self.assertEqual(seen["outer"], (tag.strip('"'), "me"))
         self.assertEqual(towns["1"], {"name": "Two"})
 
+    def test_nested_write_under_handler_timeout_does_not_deadlock(self):
+        # With handler_timeout the handler runs in a helper thread. The
+        # lock that makes a conditional write atomic must belong to that
+        # thread: held by the request's thread instead, a write the
+        # handler makes in-process to an object whose lock is the same
+        # (one of a fixed set) waited for the timeout and gave a 500.
+        inner = API("rvinner2")
+        notes = {}
+
+        @inner.model
+        class Note(BaseModel):
+            properties = [required("text", String)]
+            methods = ["get_by_id", "update"]
+
+            @classmethod
+            def get_by_id(cls, id):
+                return notes.get(id, {"text": "old"})
+
+            @classmethod
+            def update(cls, id, **patch):
+                notes[id] = patch
+                return patch
+
+        outer_lock = cosmic._write_lock(("rvapi", "Town", "1"))
+        same = next(str(i) for i in itertools.count()
+                    if cosmic._write_lock(("rvinner2", "Note", str(i)))
+                    is outer_lock)
+        inner_client = WsgiAPIClient(Server(inner).wsgi_app)
+        api, towns = _rv_api()
+        outer_update = api.models.Town.update
+
+        def update(id, **patch):
+            inner_client.models.Note.update(same, text="new")
+            return outer_update(id, **patch)
+
+        api.models.Town.update = update
+        app = Server(api, handler_timeout=10).wsgi_app
+        _, headers, _ = _rv_call(app, "GET", "/Town/1")
+        status, _, body = _rv_call(
+            app, "PUT", "/Town/1", b'{"name": "Two"}',
+            {"Content-Type": "application/json", "If-Match": headers["etag"],
+             "Authorization": "Bearer tok"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(notes[same], {"text": "new"})
+        # The tag is still checked, in the handler's thread.
+        status, _, body = _rv_call(
+            app, "PUT", "/Town/1", b'{"name": "Three"}',
+            {"Content-Type": "application/json", "If-Match": headers["etag"],
+             "Authorization": "Bearer tok"})
+        self.assertEqual(status, 412, body)
+        self.assertEqual(towns["1"], {"name": "Two"})
+
 
 class TestReviewServerAnswers(unittest.TestCase):
     """What the server sends must be what its own client accepts."""
