@@ -4864,11 +4864,10 @@ class Server(_ServerRoutes):
         request being served (a handler calling an API in-process).
         """
         local = _current.get()
-        token = outer = None
-        if local is None or _SERVING in local:
-            if local is not None:  # nested: the outer request's tag and
-                outer = (_if_match.set(None),  # identity are not this one's
-                         _identity.set(None))
+        token = None
+        if local is not None and _SERVING in local:
+            return _serve_nested(self.wsgi_app, environ, start_response)
+        if local is None:
             local = {_SERVING: True}
             token = _current.set(local)
             ident = _get_ident()
@@ -4926,9 +4925,6 @@ class Server(_ServerRoutes):
                     del _active[ident], storage[ident]
                 else:
                     _exit_local(ident, local)
-                if outer is not None:
-                    _if_match.reset(outer[0])
-                    _identity.reset(outer[1])
 
     def dispatch_request(self, request: Request) -> Response:
         """Route a request (docs/protocol.md#routes) and run ``view``;
@@ -5018,6 +5014,20 @@ class Server(_ServerRoutes):
                 secrets)
             logger.handle(record)
         return error_response("Internal Server Error", 500)
+
+
+def _serve_nested(app: Callable, environ: dict,
+                  start_response: Callable) -> Any:
+    """Serve a request that arrives while another is being served on this
+    thread (a handler calling an API in-process): in a scope of its own,
+    with neither the outer request's If-Match tag nor its identity."""
+    tokens = (_current.set(None), _if_match.set(None), _identity.set(None))
+    try:
+        return app(environ, start_response)
+    finally:
+        _identity.reset(tokens[2])
+        _if_match.reset(tokens[1])
+        _current.reset(tokens[0])
 
 
 def _asterisk(environ: dict) -> bool:
