@@ -3213,6 +3213,14 @@ class BasicAuth(_Scheme):
         return 'Basic realm="%s", charset="UTF-8"' % realm
 
 
+# Headers an API key never goes in, on either side: they carry framing,
+# routing or other credentials (a client ignores a 401 that names one).
+_NOT_KEY_HEADERS = frozenset((
+    "authorization", "content-type", "content-length", "host", "connection",
+    "transfer-encoding", "te", "trailer", "upgrade", "expect", "keep-alive",
+    "cookie", "proxy-authorization", "proxy-connection"))
+
+
 class APIKeyAuth(_Scheme):
     """An API key in a header of its own (``X-API-Key`` by default);
     ``verify(key)`` returns the identity, or None to refuse the key."""
@@ -3223,8 +3231,7 @@ class APIKeyAuth(_Scheme):
         super().__init__(verify)
         if not isinstance(header, str) or \
                 not _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) or \
-                header.lower() in ("authorization", "content-type",
-                                   "content-length"):
+                header.lower() in _NOT_KEY_HEADERS:
             raise SpecError("APIKeyAuth header must be a header name such as"
                             " 'X-API-Key', got %s" % _short_repr(header))
         self.header = header
@@ -7016,6 +7023,8 @@ def _challenged(value: str) -> list:
         name = match.group(1).lower()
         header = _re.search(r'header="([A-Za-z0-9-]{1,64})"', match.group(2))
         kind = {"apikey": "api_key"}.get(name, name)
+        if header and header.group(1).lower() in _NOT_KEY_HEADERS:
+            continue  # not where a key goes: a broken or hostile server
         found.append((kind, header.group(1) if header else "X-API-Key"))
     return found
 

@@ -21081,6 +21081,40 @@ class TestReviewServerAnswers(unittest.TestCase):
         self.assertEqual(len(done.stderr.strip().splitlines()), 1)
 
 
+class TestReviewClientAgainstHostileServer(unittest.TestCase):
+    """The client's credential, facing a server that names odd headers."""
+
+    def test_a_challenge_cannot_move_the_key_into_a_framing_header(self):
+        # A 401 may name the header an API key goes in; a hostile server
+        # must not make the client put its secret in Host, Content-Length,
+        # Transfer-Encoding, Cookie... (the server side refuses those
+        # names for APIKeyAuth too).
+        for name in ("Host", "Content-Length", "Transfer-Encoding",
+                     "Connection", "Cookie", "Authorization"):
+            seen = []
+
+            def app(environ, start_response, name=name):
+                seen.append(dict(environ))
+                start_response("401 Unauthorized", [
+                    ("Content-Type", "application/json"),
+                    ("WWW-Authenticate",
+                     'APIKey realm="x", header="%s"' % name)])
+                return [b'{"error": "Invalid credentials"}']
+
+            spec = {"name": "rvhostile",
+                    "actions": {"map": {"ping": {}}, "order": ["ping"]},
+                    "models": {"map": {}, "order": []}}
+            client = WsgiAPIClient(app, spec=spec,
+                                   auth={"api_key": "k3y-s3cret"})
+            with self.subTest(header=name):
+                with self.assertRaises(RemoteHTTPError):
+                    client.actions.ping()
+                self.assertEqual(len(seen), 1)  # not sent again elsewhere
+                self.assertEqual(seen[0].get("HTTP_X_API_KEY"), "k3y-s3cret")
+        with self.assertRaises(SpecError):
+            cosmic.APIKeyAuth(lambda key: key, header="Cookie")
+
+
 # (end of review)
 
 
