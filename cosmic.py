@@ -7918,6 +7918,10 @@ def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
                     responses[extra] = {
                         "description": _OA_AUTH_ERRORS[extra],
                         "content": response["content"]}
+                responses["401"]["headers"] = {"WWW-Authenticate": {
+                    "description": "The declared schemes' challenges "
+                                   "(RFC 9110 section 11.6.1)",
+                    "required": True, "schema": {"type": "string"}}}
             responses[code] = response
         op["responses"] = responses
     doc["security"] = requirement(api._requires_default)

@@ -20909,6 +20909,17 @@ def _rv_api(**api_options):
     return api, towns
 
 
+def _rv_openapi_validator():
+    """openapi-spec-validator's validate, or None without it (a failure
+    with COSMIC_REQUIRE_EXTRAS=1)."""
+    try:
+        from openapi_spec_validator import validate
+    except ImportError:  # pragma: no cover - depends on the environment
+        if os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1":
+            raise
+        return None
+    return validate
+
 class TestReviewAuthSeams(unittest.TestCase):
     """Authentication meeting CORS, ETags and the other parallel work."""
 
@@ -21025,6 +21036,26 @@ class TestReviewAuthSeams(unittest.TestCase):
              "Authorization": "Bearer tok"})
         self.assertEqual(status, 412, body)
         self.assertEqual(towns["1"], {"name": "Two"})
+
+    def test_openapi_documents_the_401_challenge_header(self):
+        # A 401 always carries WWW-Authenticate (RFC 9110 11.6.1): the
+        # document says so, so that generated clients and schemathesis's
+        # header checks know it.
+        api, _ = _rv_api()
+        doc = openapi(api)
+        for path, method in (("/Town/{id}", "put"),
+                             ("/actions/bump", "post")):
+            response = doc["paths"][path][method]["responses"]["401"]
+            self.assertEqual(
+                response["headers"]["WWW-Authenticate"]["schema"],
+                {"type": "string"})
+            self.assertTrue(response["headers"]["WWW-Authenticate"][
+                "required"])
+        self.assertNotIn("401", doc["paths"]["/Town/{id}"]["get"][
+            "responses"])
+        validator = _rv_openapi_validator()
+        if validator is not None:
+            validator(doc)
 
 
 class TestReviewServerAnswers(unittest.TestCase):
