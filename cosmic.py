@@ -7206,7 +7206,70 @@ class ResponseTooLarge(ConnectionError):
     connection was dropped before the body was read."""
 
 
-class APIClient(BaseAPIClient):
+class _ConnectionPool:
+    """APIClient's keep-alive connections: one pool per thread and per
+    process, keyed by origin (scheme, host, port)."""
+
+    _local: Any
+    proxy: str | None
+    ssl_context: Any
+    verify: bool
+
+    def _connection(self, origin: tuple) -> Any:
+        local = self._local.__dict__
+        pool = local.get("pool")
+        if pool is None or local["pid"] != _getpid():
+            # New thread, or a forked child: the parent's sockets are
+            # never reused here (this closes only the child's copies).
+            for stale in (pool or {}).values():
+                stale.close()
+            pool = local["pool"] = {}
+            local["pid"] = _getpid()
+        conn = pool.get(origin)
+        if conn is not None:
+            if conn.sock is not None and _dropped(conn.sock):
+                conn.close()  # closed by the server while idle: reconnect
+            return conn
+        scheme, host, port = origin
+        connect_host, connect_port = host, port
+        if self.proxy:
+            from urllib.parse import urlsplit
+            proxy = urlsplit(self.proxy)
+            connect_host, connect_port = proxy.hostname, proxy.port or 80
+        https, plain, _ = _connection_classes()
+        if scheme == "https":
+            conn = https(connect_host, connect_port,
+                         context=self._ssl_context())
+        else:
+            conn = plain(connect_host, connect_port)
+        if self.proxy:
+            conn.set_tunnel(host, port)
+        pool[origin] = conn
+        return conn
+
+    def _drop(self, origin: tuple) -> None:
+        conn = self._local.__dict__.get("pool", {}).pop(origin, None)
+        if conn is not None:
+            conn.close()
+
+    def _ssl_context(self) -> Any:
+        import ssl
+        if self.ssl_context is not None:
+            return self.ssl_context
+        context = ssl.create_default_context()
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def close(self) -> None:
+        """Close this thread's keep-alive connections."""
+        for origin in list(self._local.__dict__.get("pool", {})):
+            self._drop(origin)
+
+
+
+class APIClient(_ConnectionPool, BaseAPIClient):
     """An HTTP client for a Cosmic API, built from its ``/spec.json``.
 
     ``APIClient("http://127.0.0.1:8000")`` (or ``cosmic.connect(url)``),
@@ -7381,58 +7444,6 @@ class APIClient(BaseAPIClient):
                     "bytes); the connection was dropped"
                     % (method, target, limit))
             chunks.append(chunk)
-
-    def _connection(self, origin: tuple) -> Any:
-        local = self._local.__dict__
-        pool = local.get("pool")
-        if pool is None or local["pid"] != _getpid():
-            # New thread, or a forked child: the parent's sockets are
-            # never reused here (this closes only the child's copies).
-            for stale in (pool or {}).values():
-                stale.close()
-            pool = local["pool"] = {}
-            local["pid"] = _getpid()
-        conn = pool.get(origin)
-        if conn is not None:
-            if conn.sock is not None and _dropped(conn.sock):
-                conn.close()  # closed by the server while idle: reconnect
-            return conn
-        scheme, host, port = origin
-        connect_host, connect_port = host, port
-        if self.proxy:
-            from urllib.parse import urlsplit
-            proxy = urlsplit(self.proxy)
-            connect_host, connect_port = proxy.hostname, proxy.port or 80
-        https, plain, _ = _connection_classes()
-        if scheme == "https":
-            conn = https(connect_host, connect_port,
-                         context=self._ssl_context())
-        else:
-            conn = plain(connect_host, connect_port)
-        if self.proxy:
-            conn.set_tunnel(host, port)
-        pool[origin] = conn
-        return conn
-
-    def _drop(self, origin: tuple) -> None:
-        conn = self._local.__dict__.get("pool", {}).pop(origin, None)
-        if conn is not None:
-            conn.close()
-
-    def _ssl_context(self) -> Any:
-        import ssl
-        if self.ssl_context is not None:
-            return self.ssl_context
-        context = ssl.create_default_context()
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
-    def close(self) -> None:
-        """Close this thread's keep-alive connections."""
-        for origin in list(self._local.__dict__.get("pool", {})):
-            self._drop(origin)
 
 
 def _parse_base_url(url: str) -> tuple:
