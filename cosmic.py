@@ -3972,7 +3972,11 @@ class Endpoint:
             response._err = err
             return response
         try:
-            func_output = self._call(request, url_args, func_input, timeout)
+            if self._plain_call and timeout is None:  # the usual case, inline
+                func_output = self.handler(**func_input)
+            else:
+                func_output = self._call(request, url_args, func_input,
+                                         timeout)
         except NotFound:
             if self.not_found_is_404:
                 return error_response("Not Found", 404)
@@ -3984,6 +3988,9 @@ class Endpoint:
         except Exception as err:
             _mark_return_error(err, self._what)
             raise
+
+    # Whether _call is this one (subclasses that wrap the call set False).
+    _plain_call = True
 
     def _call(self, request: Request, url_args: dict, func_input: dict,
               timeout: float | None) -> Any:
@@ -4424,6 +4431,8 @@ class _WriteEndpoint(_ModelEndpoint):
     model that keeps its objects elsewhere reads ``if_match()`` to make
     its own check atomic there.
     """
+
+    _plain_call = False
 
     def _call(self, request, url_args, func_input, timeout):
         if not self.etags:
