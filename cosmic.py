@@ -2033,12 +2033,15 @@ def _href_id(ident: str) -> str:
     read it, except that ``%``, ``/``, ``?`` and ``#`` are escaped, so
     that any id survives the round trip and names its own object. The
     ids ``.`` and ``..`` are refused: an href would resolve upward
-    whatever the encoding (RFC 3986 section 6.2.2; docs/protocol.md#link).
+    whatever the encoding (RFC 3986 section 6.2.2; docs/protocol.md#link);
+    so is ``""``, whose href would name the list.
     """
     if ident.isalnum():
         return ident
     if ident in _DOT_IDS:
         raise ValidationError("Invalid id (a dot segment)", ident)
+    if not ident:
+        raise ValidationError("Invalid id (empty)", ident)
     if "%" in ident or "/" in ident or "?" in ident or "#" in ident:
         return ident.replace("%", "%25").replace("/", "%2F").replace(
             "?", "%3F").replace("#", "%23")
@@ -3223,6 +3226,14 @@ class BasicAuth(_Scheme):
         return 'Basic realm="%s", charset="UTF-8"' % realm
 
 
+# Headers an API key never goes in, on either side: they carry framing,
+# routing or other credentials (a client ignores a 401 that names one).
+_NOT_KEY_HEADERS = frozenset((
+    "authorization", "content-type", "content-length", "host", "connection",
+    "transfer-encoding", "te", "trailer", "upgrade", "expect", "keep-alive",
+    "cookie", "proxy-authorization", "proxy-connection"))
+
+
 class APIKeyAuth(_Scheme):
     """An API key in a header of its own (``X-API-Key`` by default);
     ``verify(key)`` returns the identity, or None to refuse the key."""
@@ -3233,8 +3244,7 @@ class APIKeyAuth(_Scheme):
         super().__init__(verify)
         if not isinstance(header, str) or \
                 not _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) or \
-                header.lower() in ("authorization", "content-type",
-                                   "content-length"):
+                header.lower() in _NOT_KEY_HEADERS:
             raise SpecError("APIKeyAuth header must be a header name such as"
                             " 'X-API-Key', got %s" % _short_repr(header))
         self.header = header
@@ -4441,13 +4451,21 @@ class _WriteEndpoint(_ModelEndpoint):
         if not self.etags:
             return Endpoint._call(self, request, url_args, func_input,
                                   timeout)
+        if timeout is not None:
+            # The lock belongs to the thread that runs the handler, so that
+            # a write the handler makes in-process re-enters it.
+            return _call_with_timeout(
+                lambda **kwargs: self._locked_call(request, url_args, kwargs),
+                func_input, timeout)
+        return self._locked_call(request, url_args, func_input)
+
+    def _locked_call(self, request, url_args, func_input):
         ident = url_args["id"]
         environ = request.environ
         with _write_lock((self.api.name, self.model_name, ident)):
             if "HTTP_IF_MATCH" not in environ and \
                     "HTTP_IF_NONE_MATCH" not in environ:
-                return Endpoint._call(self, request, url_args, func_input,
-                                      timeout)
+                return self.handler(**func_input)
             if self._get is None:
                 raise PreconditionFailed(
                     "Precondition Failed: %s has no get_by_id to compare "
@@ -4456,8 +4474,7 @@ class _WriteEndpoint(_ModelEndpoint):
             matched = _preconditions(environ, tag, self._object(ident))
             token = _if_match.set(matched)
             try:
-                return Endpoint._call(self, request, url_args, func_input,
-                                      timeout)
+                return self.handler(**func_input)
             finally:
                 _if_match.reset(token)
 
@@ -4757,7 +4774,7 @@ class _ServerCORS:
         if origin is not None:
             headers["Access-Control-Allow-Origin"] = origin
             headers["Access-Control-Expose-Headers"] = \
-                "Location, X-Request-ID, ETag"
+                "Location, X-Request-ID, ETag, WWW-Authenticate"
         headers["Vary"] = "Origin"
 
     def _preflight(self, environ: dict, route: _Route) -> Response:
@@ -4877,7 +4894,9 @@ class Server(_ServerRoutes):
         """
         local = _current.get()
         token = None
-        if local is None or _SERVING in local:
+        if local is not None and _SERVING in local:
+            return _serve_nested(self.wsgi_app, environ, start_response)
+        if local is None:
             local = {_SERVING: True}
             token = _current.set(local)
             ident = _get_ident()
@@ -5024,6 +5043,20 @@ class Server(_ServerRoutes):
                 secrets)
             logger.handle(record)
         return error_response("Internal Server Error", 500)
+
+
+def _serve_nested(app: Callable, environ: dict,
+                  start_response: Callable) -> Any:
+    """Serve a request that arrives while another is being served on this
+    thread (a handler calling an API in-process): in a scope of its own,
+    with neither the outer request's If-Match tag nor its identity."""
+    tokens = (_current.set(None), _if_match.set(None), _identity.set(None))
+    try:
+        return app(environ, start_response)
+    finally:
+        _identity.reset(tokens[2])
+        _if_match.reset(tokens[1])
+        _current.reset(tokens[0])
 
 
 def _asterisk(environ: dict) -> bool:
@@ -7023,6 +7056,8 @@ def _challenged(value: str) -> list:
         name = match.group(1).lower()
         header = _re.search(r'header="([A-Za-z0-9-]{1,64})"', match.group(2))
         kind = {"apikey": "api_key"}.get(name, name)
+        if header and header.group(1).lower() in _NOT_KEY_HEADERS:
+            continue  # not where a key goes: a broken or hostile server
         found.append((kind, header.group(1) if header else "X-API-Key"))
     return found
 
@@ -7930,6 +7965,10 @@ def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
                     responses[extra] = {
                         "description": _OA_AUTH_ERRORS[extra],
                         "content": response["content"]}
+                responses["401"]["headers"] = {"WWW-Authenticate": {
+                    "description": "The declared schemes' challenges "
+                                   "(RFC 9110 section 11.6.1)",
+                    "required": True, "schema": {"type": "string"}}}
             responses[code] = response
         op["responses"] = responses
     doc["security"] = requirement(api._requires_default)

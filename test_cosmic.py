@@ -21750,6 +21750,301 @@ class TestOriginalTeleportLanguage(unittest.TestCase):
 # defects found from outside: strict parsers, hostile peers, generated clients
 
 
+def _rv_call(app, method, path, body=b"", headers=None, query=""):
+    """Call a WSGI app in-process: (status, lower-case headers, body)."""
+    env = {"REQUEST_METHOD": method, "PATH_INFO": path,
+           "QUERY_STRING": query, "SCRIPT_NAME": "",
+           "wsgi.input": io.BytesIO(body)}
+    if body:
+        env["CONTENT_LENGTH"] = str(len(body))
+    for name, value in (headers or {}).items():
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+        env[key] = value
+    setup_testing_defaults(env)
+    seen = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        seen["status"] = status
+        seen["headers"] = response_headers
+        return lambda data: None
+
+    data = b"".join(app(env, start_response))
+    return (int(seen["status"].split(" ", 1)[0]),
+            {name.lower(): value for name, value in seen["headers"]}, data)
+
+
+def _rv_api(**api_options):
+    """A protected API: bearer token "tok", a Town model with ETags whose
+    writes need the token, and an action ``bump``."""
+    api = API("rvapi", auth=cosmic.BearerAuth(
+        lambda token: "me" if token == "tok" else None), **api_options)
+    towns = {"1": {"name": "One"}}
+
+    @api.action(accepts=Integer, returns=Integer, requires=True)
+    def bump(n):
+        return n + 1
+
+    @api.model
+    class Town(BaseModel):
+        properties = [required("name", String)]
+        methods = ["get_by_id", "update", "delete"]
+        requires = {"update": True, "delete": True}
+
+        @classmethod
+        def get_by_id(cls, id):
+            return towns.get(id)
+
+        @classmethod
+        def update(cls, id, **patch):
+            towns[id] = dict(towns[id], **patch)
+            return towns[id]
+
+        @classmethod
+        def delete(cls, id):
+            del towns[id]
+
+    return api, towns
+
+
+def _rv_openapi_validator():
+    """openapi-spec-validator's validate, or None without it (a failure
+    with COSMIC_REQUIRE_EXTRAS=1)."""
+    try:
+        from openapi_spec_validator import validate
+    except ImportError:  # pragma: no cover - depends on the environment
+        if os.environ.get("COSMIC_REQUIRE_EXTRAS") == "1":
+            raise
+        return None
+    return validate
+
+class TestReviewAuthSeams(unittest.TestCase):
+    """Authentication meeting CORS, ETags and the other parallel work."""
+
+    def test_cors_exposes_the_401_challenge(self):
+        # A page on another origin must be able to read WWW-Authenticate
+        # (Fetch hides every header not listed in Expose-Headers).
+        api, _ = _rv_api()
+        app = Server(api, cors_origins=["https://a.example"]).wsgi_app
+        status, headers, _ = _rv_call(
+            app, "POST", "/actions/bump", b"1",
+            {"Content-Type": "application/json",
+             "Origin": "https://a.example"})
+        self.assertEqual(status, 401)
+        self.assertIn("www-authenticate", headers)
+        exposed = [name.strip().lower() for name in
+                   headers["access-control-expose-headers"].split(",")]
+        self.assertIn("www-authenticate", exposed)
+
+    def test_nested_call_sees_its_own_if_match_and_identity(self):
+        # A protected PUT with If-Match whose model updates an object of
+        # another API in-process: the inner request sent no If-Match and
+        # no credential, so if_match() and current_identity() are None
+        # there (else a model doing UPDATE ... WHERE version = ? would
+        # compare the inner object with the outer object's tag).
+        inner = API("rvinner")
+        seen = {}
+
+        @inner.model
+        class Note(BaseModel):
+            properties = [required("text", String)]
+            methods = ["get_by_id", "update"]
+
+            @classmethod
+            def get_by_id(cls, id):
+                return {"text": "old"}
+
+            @classmethod
+            def update(cls, id, **patch):
+                seen["if_match"] = cosmic.if_match()
+                seen["identity"] = cosmic.current_identity()
+                return patch
+
+        inner_client = WsgiAPIClient(Server(inner).wsgi_app)
+        api, towns = _rv_api()
+        outer_update = api.models.Town.update
+
+        def update(id, **patch):
+            inner_client.models.Note.update("9", text="new")
+            seen["outer"] = (cosmic.if_match(), cosmic.current_identity())
+            return outer_update(id, **patch)
+
+        api.models.Town.update = update
+        app = Server(api).wsgi_app
+        status, headers, _ = _rv_call(app, "GET", "/Town/1")
+        tag = headers["etag"]
+        status, _, body = _rv_call(
+            app, "PUT", "/Town/1", b'{"name": "Two"}',
+            {"Content-Type": "application/json", "If-Match": tag,
+             "Authorization": "Bearer tok"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(seen["if_match"], None)
+        self.assertEqual(seen["identity"], None)
+        self.assertEqual(seen["outer"], (tag.strip('"'), "me"))
+        self.assertEqual(towns["1"], {"name": "Two"})
+
+    def test_nested_write_under_handler_timeout_does_not_deadlock(self):
+        # With handler_timeout the handler runs in a helper thread. The
+        # lock that makes a conditional write atomic must belong to that
+        # thread: held by the request's thread instead, a write the
+        # handler makes in-process to an object whose lock is the same
+        # (one of a fixed set) waited for the timeout and gave a 500.
+        inner = API("rvinner2")
+        notes = {}
+
+        @inner.model
+        class Note(BaseModel):
+            properties = [required("text", String)]
+            methods = ["get_by_id", "update"]
+
+            @classmethod
+            def get_by_id(cls, id):
+                return notes.get(id, {"text": "old"})
+
+            @classmethod
+            def update(cls, id, **patch):
+                notes[id] = patch
+                return patch
+
+        outer_lock = cosmic._write_lock(("rvapi", "Town", "1"))
+        same = next(str(i) for i in itertools.count()
+                    if cosmic._write_lock(("rvinner2", "Note", str(i)))
+                    is outer_lock)
+        inner_client = WsgiAPIClient(Server(inner).wsgi_app)
+        api, towns = _rv_api()
+        outer_update = api.models.Town.update
+
+        def update(id, **patch):
+            inner_client.models.Note.update(same, text="new")
+            return outer_update(id, **patch)
+
+        api.models.Town.update = update
+        app = Server(api, handler_timeout=10).wsgi_app
+        _, headers, _ = _rv_call(app, "GET", "/Town/1")
+        status, _, body = _rv_call(
+            app, "PUT", "/Town/1", b'{"name": "Two"}',
+            {"Content-Type": "application/json", "If-Match": headers["etag"],
+             "Authorization": "Bearer tok"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(notes[same], {"text": "new"})
+        # The tag is still checked, in the handler's thread.
+        status, _, body = _rv_call(
+            app, "PUT", "/Town/1", b'{"name": "Three"}',
+            {"Content-Type": "application/json", "If-Match": headers["etag"],
+             "Authorization": "Bearer tok"})
+        self.assertEqual(status, 412, body)
+        self.assertEqual(towns["1"], {"name": "Two"})
+
+    def test_openapi_documents_the_401_challenge_header(self):
+        # A 401 always carries WWW-Authenticate (RFC 9110 11.6.1): the
+        # document says so, so that generated clients and schemathesis's
+        # header checks know it.
+        api, _ = _rv_api()
+        doc = openapi(api)
+        for path, method in (("/Town/{id}", "put"),
+                             ("/actions/bump", "post")):
+            response = doc["paths"][path][method]["responses"]["401"]
+            self.assertEqual(
+                response["headers"]["WWW-Authenticate"]["schema"],
+                {"type": "string"})
+            self.assertTrue(response["headers"]["WWW-Authenticate"][
+                "required"])
+        self.assertNotIn("401", doc["paths"]["/Town/{id}"]["get"][
+            "responses"])
+        validator = _rv_openapi_validator()
+        if validator is not None:
+            validator(doc)
+
+
+class TestReviewServerAnswers(unittest.TestCase):
+    """What the server sends must be what its own client accepts."""
+
+    def test_an_empty_id_is_never_sent(self):
+        # An href "/Thing/" names the list, not an object: the client
+        # refuses it, so a model that returns the id "" gets a logged 500
+        # (like the ids "." and ".."), not a 201 its client cannot read.
+        api = API("rvempty")
+        ids = iter(["", "ok"])
+
+        @api.model
+        class Thing(BaseModel):
+            properties = [required("name", String)]
+            methods = ["create", "get_list"]
+
+            @classmethod
+            def create(cls, **patch):
+                return next(ids), patch
+
+            @classmethod
+            def get_list(cls, **query):
+                return [("", {"name": "n"})]
+
+        app = Server(api).wsgi_app
+        with self.assertLogs("cosmic", "ERROR") as logs:
+            status, headers, body = _rv_call(
+                app, "POST", "/Thing", b'{"name": "x"}',
+                {"Content-Type": "application/json"})
+            self.assertEqual(status, 500, body)
+            self.assertNotIn("location", headers)
+            status, _, body = _rv_call(app, "GET", "/Thing")
+            self.assertEqual(status, 500, body)
+        self.assertIn("Thing.create", "\n".join(logs.output))
+        self.assertIn("Invalid id", "\n".join(logs.output))
+        client = WsgiAPIClient(app)
+        self.assertEqual(client.models.Thing.create(name="x"),
+                         ("ok", {"name": "x"}))
+
+    def test_a_bad_database_url_never_shows_its_password(self):
+        # The one-line start-up error names the URL without its secret,
+        # also when the scheme is wrong.
+        env = dict(os.environ, PYTHONPATH=_ROOT,
+                   PLACES_DATABASE_URL="mysql://b:s3kr1t@db/x")
+        env.pop("PLACES_TOKEN", None)
+        done = subprocess.run(
+            [sys.executable, "-m", "cosmic", "spec", "examples/places.py"],
+            cwd=_ROOT, env=env, capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 2, done.stderr)
+        self.assertIn("PLACES_DATABASE_URL must start with postgresql://",
+                      done.stderr)
+        self.assertNotIn("s3kr1t", done.stderr + done.stdout)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1)
+
+
+class TestReviewClientAgainstHostileServer(unittest.TestCase):
+    """The client's credential, facing a server that names odd headers."""
+
+    def test_a_challenge_cannot_move_the_key_into_a_framing_header(self):
+        # A 401 may name the header an API key goes in; a hostile server
+        # must not make the client put its secret in Host, Content-Length,
+        # Transfer-Encoding, Cookie... (the server side refuses those
+        # names for APIKeyAuth too).
+        for name in ("Host", "Content-Length", "Transfer-Encoding",
+                     "Connection", "Cookie", "Authorization"):
+            seen = []
+
+            def app(environ, start_response, name=name):
+                seen.append(dict(environ))
+                start_response("401 Unauthorized", [
+                    ("Content-Type", "application/json"),
+                    ("WWW-Authenticate",
+                     'APIKey realm="x", header="%s"' % name)])
+                return [b'{"error": "Invalid credentials"}']
+
+            spec = {"name": "rvhostile",
+                    "actions": {"map": {"ping": {}}, "order": ["ping"]},
+                    "models": {"map": {}, "order": []}}
+            client = WsgiAPIClient(app, spec=spec,
+                                   auth={"api_key": "k3y-s3cret"})
+            with self.subTest(header=name):
+                with self.assertRaises(RemoteHTTPError):
+                    client.actions.ping()
+                self.assertEqual(len(seen), 1)  # not sent again elsewhere
+                self.assertEqual(seen[0].get("HTTP_X_API_KEY"), "k3y-s3cret")
+        with self.assertRaises(SpecError):
+            cosmic.APIKeyAuth(lambda key: key, header="Cookie")
+
+
 # (end of review)
 
 

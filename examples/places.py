@@ -247,8 +247,9 @@ class _PostgreSQL:
     def check(self):
         """Import the driver, connect, and create the tables if missing."""
         if not self.url.startswith(("postgresql://", "postgres://")):
+            shown = re.sub(r"//[^/]*@", "//", self.url)  # no user:password
             raise RuntimeError("PLACES_DATABASE_URL must start with "
-                               "postgresql://, got %r" % self.url[:20])
+                               "postgresql://, got %r" % shown[:20])
         try:
             import psycopg
             import psycopg.rows
