@@ -524,7 +524,8 @@ class _Serve:
     PYTHONPATH starts with the repository, then ``path``. stderr goes to a
     file (``stderr_text()``). ``nofile`` lowers the open-files limit;
     ``session=True`` runs it in a session of its own, all of whose
-    processes ``stop()`` kills. With ``test``, ``close()`` runs at its
+    processes ``stop()`` kills, with Ctrl-C (SIGINT) handled as in a
+    terminal. With ``test``, ``close()`` runs at its
     cleanup.
     """
 
@@ -532,13 +533,20 @@ class _Serve:
                  test=None, timeout=30, nofile=None, session=False,
                  check=True):
         argv = ["serve", target, "--port", "0"] + list(args)
-        if nofile:
-            command = [sys.executable, "-c", (
-                "import resource, runpy, sys\n"
-                "resource.setrlimit(resource.RLIMIT_NOFILE, (%d, %d))\n"
-                "sys.argv = %r\n"
-                "runpy.run_module('cosmic', run_name='__main__', "
-                "alter_sys=True)\n" % (nofile, nofile, ["cosmic"] + argv))]
+        if nofile or session:
+            # Ctrl-C reaches it as it reaches a server in a terminal, even
+            # when this process ignores SIGINT (a background job's does).
+            code = ("import runpy, signal, sys\n"
+                    "signal.signal(signal.SIGINT, "
+                    "signal.default_int_handler)\n")
+            if nofile:
+                code += ("import resource\nresource.setrlimit("
+                         "resource.RLIMIT_NOFILE, (%d, %d))\n"
+                         % (nofile, nofile))
+            code += ("sys.argv = %r\nrunpy.run_module('cosmic', "
+                     "run_name='__main__', alter_sys=True)\n"
+                     % (["cosmic"] + argv))
+            command = [sys.executable, "-c", code]
         else:
             command = [sys.executable, "-m", "cosmic"] + argv
         full_env = dict(os.environ, **(env or {}))
