@@ -3111,8 +3111,10 @@ class API(BaseAPI):
         ignored, ``ssl_context`` is refused.  A port in use raises OSError.
         """
         server_options, limits = _split_run_options(options)
-        app = Server(self, debug=debug, **server_options).wsgi_app
-        serve_wsgi(app, host=host, port=port, **limits)
+        server = Server(self, debug=debug, **server_options)
+        # The server buffers bodies: no more than the app will accept.
+        limits.setdefault("max_chunked_body", server.max_content_length)
+        serve_wsgi(server.wsgi_app, host=host, port=port, **limits)
 
 
 # -- Authentication -----------------------------------------------------------
@@ -5147,8 +5149,9 @@ class _DocsEndpoint(_OpenAPIEndpoint):
 
 # -- Development server -------------------------------------------------------
 # An HTTP/1.1 server for WSGI apps, standard library only.  One thread runs a
-# selector loop that owns every connection waiting for a request head; complete
-# heads go to a bounded pool of worker threads.  socket, selectors and queue
+# selector loop that owns every connection waiting for a request head, then
+# for its body (up to a bound, as waitress does); complete requests go to a
+# bounded pool of worker threads.  socket, selectors and queue
 # are imported on first use, so `import cosmic` does not pay for them.
 
 # What the server does with a response header the app sets, by name.
@@ -6385,7 +6388,8 @@ def _fd_room(wanted: int) -> int:
 
 class _AcceptLoop:
     """The selector loop of the development server: accepts connections and
-    owns each one while it waits for a request head (see _DevServer)."""
+    owns each one while it waits for a request head or body (see
+    _DevServer)."""
 
     waiting: dict
     _returned: list
@@ -6588,10 +6592,12 @@ class _DevServer(_AcceptLoop):
     """A threaded HTTP/1.1 WSGI server.
 
     ``serve_forever`` runs a selector loop that accepts connections and owns
-    each one while it waits for a request head; a complete head goes to a
-    pool of at most ``threads`` workers, so idle and slow clients cost no
-    thread.  At ``max_connections`` the oldest waiting connection is closed
-    to admit a new one.
+    each one while it waits for a request head and then for its body (up to
+    ``body_buffer`` bytes; a larger Content-Length body is read by the app in
+    the worker); a complete request goes to a pool of at most ``threads``
+    workers, so idle and slow clients cost no thread.  At
+    ``max_connections`` the oldest waiting connection is closed to admit a
+    new one.
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000,
@@ -6793,7 +6799,10 @@ def serve_wsgi(app: Any, host: str = "127.0.0.1", port: int = 8000, *,
     a whole request head, each body read; a whole body gets 12 times that, at
     least 30 s); ``max_connections`` (512, fewer if the open-files limit is
     lower: at the cap the oldest idle connection is closed to admit a new one);
-    ``threads`` (32) serve requests, idle connections cost none;
+    ``threads`` (32) serve requests, idle connections and bodies still
+    arriving cost none (a body up to 1 MiB, or ``max_chunked_body`` if
+    smaller, is read whole before a thread takes the request; a larger
+    Content-Length body is read by the app on its thread);
     ``max_chunked_body`` (1 MiB) bounds a chunked body, which is buffered
     (else 413); ``max_request_line``, ``max_headers``, ``max_header_bytes``,
     ``backlog``; ``name`` sets SERVER_NAME.  On SIGTERM or Ctrl-C the server
@@ -9858,8 +9867,9 @@ def served_api(api: API, port: int = 0, **options: Any):
     ``serve_wsgi``, or the original's werkzeug options (ignored).
     """
     server_options, limits = _split_run_options(options)
-    server = _make_server(Server(api, **server_options).wsgi_app,
-                          "127.0.0.1", port, **limits)
+    app = Server(api, **server_options)
+    limits.setdefault("max_chunked_body", app.max_content_length)
+    server = _make_server(app.wsgi_app, "127.0.0.1", port, **limits)
     thread = _threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
