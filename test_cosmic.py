@@ -22576,6 +22576,32 @@ class TestReviewSlowBodies(unittest.TestCase):
         self.assertEqual(json.loads(answer)["headers"]["HTTP_X_NOTE"],
                          "a\tb\xe9")
 
+    def test_body_over_the_app_limit_is_refused_unread(self):
+        api = API("rv_small_bodies")
+
+        @api.action(accepts=String, returns=String)
+        def echo(text):
+            return text
+
+        with served_api(api, max_content_length=100) as url:
+            port = int(url.rsplit(":", 1)[1])
+            raw = _hs_Raw(("127.0.0.1", port))
+            self.addCleanup(raw.close)
+            raw.sendall(b"POST /actions/echo HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\n"
+                        b"Expect: 100-continue\r\nContent-Length: 500\r\n\r\n")
+            status, headers, answer = _hs_read_response(raw)
+            self.assertEqual(status, 413)  # no 100 Continue before it
+            self.assertEqual(headers["connection"], "close")
+            body = b'"' + b"x" * 50 + b'"'
+            raw = _hs_Raw(("127.0.0.1", port))
+            self.addCleanup(raw.close)
+            raw.sendall(b"POST /actions/echo HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+            status, _, answer = _hs_read_response(raw)
+            self.assertEqual((status, answer), (200, body))
+
 
 # (end of review)
 
