@@ -7696,15 +7696,11 @@ def _arm(conn: Any, deadline: float | None) -> None:
         conn.sock.settimeout(conn.timeout)
 
 
-_CONNECTION_CLASSES: list = []
-
-
+@_functools.cache
 def _connection_classes() -> tuple:
     """http.client connections whose answers are read within the call's
     deadline: each read waits only for the time left, so a server that
     drips bytes cannot stretch a call past its timeout."""
-    if _CONNECTION_CLASSES:
-        return _CONNECTION_CLASSES[0]
     import http.client
     import io
     import socket
@@ -7753,10 +7749,8 @@ def _connection_classes() -> tuple:
         """A write that timed out after it was sent: both a timeout and
         an unknown outcome."""
 
-    _CONNECTION_CLASSES.append((with_deadline(http.client.HTTPSConnection),
-                                with_deadline(http.client.HTTPConnection),
-                                TimedOutWrite))
-    return _CONNECTION_CLASSES[0]
+    return (with_deadline(http.client.HTTPSConnection),
+            with_deadline(http.client.HTTPConnection), TimedOutWrite)
 
 
 def _dropped(sock: Any) -> bool:
