@@ -13871,8 +13871,10 @@ class TestS2Workers(unittest.TestCase):
         def busy_pids():
             return {int(name.split("-")[0]) for name in os.listdir(marks)}
 
-        # Slow requests until both workers have one in flight.
-        for _ in range(8):
+        # Slow requests until both workers have one in flight: the kernel
+        # gives each new connection to either worker, so a few tries may all
+        # land on one; 30 make that a one-in-a-billion chance.
+        for _ in range(30):
             thread = threading.Thread(target=lambda: results.append(
                 _s2_call(server.address, "POST", "/actions/slow", b"2")))
             thread.start()
