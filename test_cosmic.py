@@ -6540,6 +6540,36 @@ def _hs_read_response(raw, head_only=False):
     return raw.response(head_only)
 
 
+class _hs_Raw(_Raw):
+    """_Raw with the ``file`` the old helper had (``read``, ``readline``)."""
+
+    @property
+    def file(self):
+        return self
+
+    def _more(self):
+        self.sock.settimeout(self.timeout)
+        data = self.sock.recv(65536)
+        self.buf += data
+        return data
+
+    def read(self, size=-1):
+        """``size`` bytes (fewer at EOF); all until EOF without it."""
+        while (size is None or size < 0 or len(self.buf) < size) and \
+                self._more():
+            pass
+        if size is None or size < 0:
+            size = len(self.buf)
+        data, self.buf = self.buf[:size], self.buf[size:]
+        return data
+
+    def readline(self):
+        while b"\n" not in self.buf and self._more():
+            pass
+        line, sep, self.buf = self.buf.partition(b"\n")
+        return line + sep
+
+
 def _cl_ThreadServer(app):
     return _ThreadServer(app, wsgiref=True)
 
@@ -6554,7 +6584,6 @@ _hd_http = _http
 _hd_exchange = _exchange
 _hd_request_bytes = _request_bytes
 _hd_Conn = _Raw
-_hs_Raw = _Raw
 _HD_JSON = _JSON
 _oa_need = _need
 _hd_need = _need
