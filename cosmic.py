@@ -2413,6 +2413,31 @@ class URLParams(_Type):
         return self._struct.json_schema()
 
 
+class _RequirementType(_Type):
+    """What a call needs, in a spec (docs/protocol.md#authentication):
+    false (open), true (a valid identity) or the scopes it must hold."""
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is bool:
+            return datum
+        if type(datum) is list and datum and \
+                all(type(scope) is str and scope for scope in datum):
+            return list(datum)
+        raise ValidationError("Invalid requirement: expected true, false "
+                              "or a non-empty list of scopes", datum)
+
+    _dump = _load
+
+    def json_schema(self):
+        return {"anyOf": [{"type": "boolean"}, {
+            "type": "array", "minItems": 1,
+            "items": {"type": "string", "minLength": 1}}]}
+
+
+_REQUIREMENT = _RequirementType()
+
+
 class _APISpecType(_Wrapper):
     """APISpec: the whole API description served at /spec.json
     (docs/protocol.md#the-spec)."""
@@ -2431,13 +2456,23 @@ class _APISpecType(_Wrapper):
             required("methods", methods),
             required("list_metadata", _FIELDS_JSON),
             optional("create_requires", Array(String)),
+            optional("requires", Struct([optional(m, _REQUIREMENT)
+                                         for m in MODEL_METHODS])),
         ])
         action_entry = Struct([optional("accepts", Schema),
                                optional("returns", Schema),
-                               optional("doc", String)])
+                               optional("doc", String),
+                               optional("requires", _REQUIREMENT)])
+        auth_entry = Struct([
+            required("schemes", Array(Struct([required("type", String),
+                                               optional("header", String)]))),
+            required("requires", _REQUIREMENT),
+            required("protect_spec", Boolean),
+        ])
         self._inner = Struct([
             required("name", String),
             optional("homepage", String),
+            optional("auth", auth_entry),
             required("actions", OrderedMap(action_entry)),
             required("models", OrderedMap(model_entry)),
         ])
@@ -2451,6 +2486,7 @@ class _APISpecType(_Wrapper):
                 validate_underscore_identifier(name)
             for name, model in datum["models"].items():
                 _check_model_spec(name, model)
+            _check_spec_auth(datum)
         except SpecError as err:
             raise ValidationError(str(err)) from None
         return datum
@@ -2486,6 +2522,46 @@ def _check_model_spec(name: str, model: dict) -> None:
         # _links.self is the object's own href
         # (docs/protocol.md#representation).
         raise ValidationError("'self' is a reserved link name.")
+
+
+def _check_spec_auth(spec: dict) -> None:
+    """The auth entry names known schemes, once each, an API key's header
+    where a key may go; requirements appear only beside an auth entry,
+    and a model's only for the methods it serves."""
+    auth = spec.get("auth")
+    if auth is not None:
+        if not auth["schemes"]:
+            raise ValidationError("auth declares no scheme")
+        kinds = []
+        for scheme in auth["schemes"]:
+            kind, header = scheme["type"], scheme.get("header")
+            if kind not in ("bearer", "api_key", "basic") or kind in kinds:
+                raise ValidationError(
+                    "auth schemes must be bearer, api_key and basic, each at"
+                    " most once; got %s" % _short_repr(kind))
+            kinds.append(kind)
+            if (kind == "api_key") != (header is not None) or \
+                    header is not None and (
+                        not _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) or
+                        header.lower() in _NOT_KEY_HEADERS):
+                raise ValidationError(
+                    "auth: an api_key scheme names its header (such as "
+                    "'X-API-Key'), and only it; got %s"
+                    % _short_repr(scheme))
+    for kind in ("actions", "models"):
+        for name, entry in spec[kind].items():
+            requires = entry.get("requires")
+            if requires is None:
+                continue
+            if auth is None:
+                raise ValidationError("%s %s has requires, but the spec "
+                                      "declares no auth" % (kind, name))
+            if kind == "models":
+                idle = [m for m in requires if not entry["methods"][m]]
+                if idle:
+                    raise ValidationError(
+                        "models %s requires methods it does not serve: %s"
+                        % (name, ", ".join(idle)))
 
 
 APISpec = _APISpecType()
@@ -2963,6 +3039,11 @@ class API(BaseAPI):
             raise SpecError("protect_spec needs a scheme: pass auth=")
         spec: dict = {"name": name, "homepage": homepage,
                       "actions": _OrderedDict(), "models": _OrderedDict()}
+        if self._schemes:  # else the spec is as it was before auth
+            spec["auth"] = {
+                "schemes": [scheme._spec_json() for scheme in self._schemes],
+                "requires": _requirement_json(self._requires_default),
+                "protect_spec": self.protect_spec}
         super().__init__(spec)
         self._model_classes: dict = {}
         self._version = 0
@@ -3022,14 +3103,17 @@ class API(BaseAPI):
                             % name)
         if accepts is not None:
             assert_is_compatible(accepts, required_args, optional_args)
+        entry = {"accepts": accepts, "returns": returns,
+                 "doc": inspect.getdoc(func)}
         if requires is not _MISSING:
-            self._requires[name] = self._need(requires, "This action")
+            need = self._need(requires, "This action")
+            self._requires[name] = need
+            if need != self._requires_default:
+                entry["requires"] = _requirement_json(need)
         for schema in (accepts, returns):
             if schema is not None:
                 schema._bind(self)
-        self.spec["actions"][name] = {
-            "accepts": accepts, "returns": returns,
-            "doc": inspect.getdoc(func)}
+        self.spec["actions"][name] = entry
         setattr(self.actions, name, func)
         self._version += 1
         return func
@@ -3082,9 +3166,15 @@ class API(BaseAPI):
                 not set(needs) <= set(MODEL_METHODS):
             raise SpecError("requires must map model methods (%s) to "
                             "requirements" % ", ".join(MODEL_METHODS))
+        own = {}
         for method, value in needs.items():
-            self._requires[name, method] = self._need(
-                value, "Method %s" % method)
+            need = self._need(value, "Method %s" % method)
+            self._requires[name, method] = need
+            if method in methods and need != self._requires_default:
+                own[method] = _requirement_json(need)
+        if own:
+            model_spec["requires"] = {m: own[m] for m in MODEL_METHODS
+                                      if m in own}
         for kind in ("properties", "query_fields", "list_metadata"):
             for field in model_spec[kind].values():
                 field["schema"]._bind(self)
@@ -3184,6 +3274,12 @@ class _Scheme:
     def _challenge(self, realm: str, refused: bool) -> str:
         return '%s realm="%s"' % (self._prefix.strip(), realm)
 
+    def _spec_json(self) -> dict:
+        """The scheme as the spec declares it (no verify, no secret)."""
+        if self.kind == "api_key":
+            return {"type": self.kind, "header": self.header}
+        return {"type": self.kind}
+
     def __repr__(self) -> str:
         return "<%s>" % type(self).__name__
 
@@ -3273,6 +3369,52 @@ def _requirement(value: Any, where: str) -> Any:
                     "scopes, got %s" % (where, _short_repr(value)))
 
 
+def _requirement_json(need: Any) -> Any:
+    """A requirement as the spec carries it: false, true or the scopes."""
+    return False if need is None else list(need) or True
+
+
+def _requirement_of(value: Any) -> Any:
+    """The server's form (see _requirement) of a spec's requirement."""
+    return None if value is False else () if value is True else tuple(value)
+
+
+def _spec_schemes(spec: dict) -> list:
+    """The ``(kind, header)`` of each scheme a spec declares (none in the
+    spec of an API without schemes, or of a server older than them)."""
+    auth = spec.get("auth")
+    if not auth:
+        return []
+    return [(s["type"], s.get("header", "Authorization"))
+            for s in auth["schemes"]]
+
+
+def _spec_needs(spec: dict) -> dict:
+    """The requirement of every call a spec declares (native or JSON
+    form), as _requirement gives them: keys are action names,
+    ``(Model, method)`` pairs, "spec" and "openapi"; empty without auth."""
+    auth = spec.get("auth")
+    if not auth:
+        return {}
+    default = _requirement_of(auth["requires"])
+    actions, models = spec["actions"], spec["models"]
+    if "order" in actions and "map" in actions:  # the JSON form
+        actions, models = _ordered(actions), _ordered(models)
+    needs: dict = {}
+    needs["spec"] = needs["openapi"] = () if auth.get("protect_spec") \
+        else None
+    for name, entry in actions.items():
+        needs[name] = _requirement_of(entry["requires"]) \
+            if "requires" in entry else default
+    for name, model in models.items():
+        own = model.get("requires") or {}
+        for method in MODEL_METHODS:
+            if model["methods"][method]:
+                needs[name, method] = _requirement_of(own[method]) \
+                    if method in own else default
+    return needs
+
+
 def _schemes_of(auth: Any) -> tuple:
     if auth is None:
         return ()
@@ -3354,20 +3496,9 @@ def _guard(serve: Callable, authenticate: Callable, schemes: tuple,
 
 
 def _needs(api: Any) -> dict:
-    """The requirement of every call of an API with schemes: keys are
-    action names, ``(Model, method)`` pairs, "spec" and "openapi"."""
-    default = api._requires_default
-    needs: dict = {}
-    spec_need = () if api.protect_spec else None
-    needs["spec"] = needs["openapi"] = spec_need
-    for name in api.spec["actions"]:
-        needs[name] = api._requires.get(name, default)
-    for name, model in api.spec["models"].items():
-        for method in MODEL_METHODS:
-            if model["methods"][method]:
-                needs[name, method] = api._requires.get((name, method),
-                                                        default)
-    return needs
+    """The requirement of every call of an API with schemes, as its spec
+    declares it (the server enforces what the spec tells its callers)."""
+    return _spec_needs(api.spec)
 
 
 def _protect_routes(routes: Any, api: Any) -> None:
