@@ -3398,7 +3398,7 @@ def _spec_needs(spec: dict) -> dict:
         return {}
     default = _requirement_of(auth["requires"])
     actions, models = spec["actions"], spec["models"]
-    if "order" in actions and "map" in actions:  # the JSON form
+    if isinstance(actions.get("order"), list):  # the JSON form
         actions, models = _ordered(actions), _ordered(models)
     needs: dict = {}
     needs["spec"] = needs["openapi"] = () if auth.get("protect_spec") \
@@ -7120,7 +7120,9 @@ _HEADER_SAFE = _re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
 class _Credential:
     """What a client sends for ``auth=``: a token (bearer, or the API's
     API key when it declares no bearer scheme), an API key or a Basic
-    pair. The API-key header is learnt from a 401's challenge."""
+    pair. The API-key header is what the spec declares; from a server
+    whose spec declares nothing (older versions), it is learnt from a
+    401's challenge."""
 
     def __init__(self, auth: Any) -> None:
         kind, secret, ok = "token", auth, True
@@ -7221,6 +7223,7 @@ class BaseAPIClient(BaseAPI):
         auth = self.auth
         self._credential = auth if isinstance(auth, _Credential) or \
             auth is None else _Credential(auth)
+        self._auth_declared = False  # until a spec declares its schemes
         token = _TYPES.set((self.type_getter, None))
         try:
             if spec is None:
@@ -7232,6 +7235,11 @@ class BaseAPIClient(BaseAPI):
             _TYPES.reset(token)
         super().__init__(spec, _ClientNames("action"),
                          _ClientNames("model"))
+        if "auth" in spec:
+            # The credential goes where the spec says, from the first call.
+            self._auth_declared = True
+            if self._credential is not None:
+                self._credential.learn(_spec_schemes(spec))
         for model in spec["models"].values():
             for link in model["links"].values():
                 link["model"]._bind_model(self)
@@ -7295,9 +7303,11 @@ class BaseAPIClient(BaseAPI):
             request.retry_writes = retry_writes
         response = self.make_request(endpoint, request)
         if response.status_code == 401 and self._credential is not None \
-                and self._credential.learn(_challenged(
-                    response.headers.get("WWW-Authenticate", ""))):
-            # The server named the header its API key goes in: once more.
+                and not self._auth_declared and self._credential.learn(
+                    _challenged(response.headers.get("WWW-Authenticate",
+                                                     ""))):
+            # A server whose spec declares no scheme (an older version, or
+            # the spec fetch itself) named the header its API key goes in.
             request = self.build_request(endpoint, *args, **kwargs)
             if timeout is not None:
                 request.timeout = timeout
@@ -8055,26 +8065,27 @@ _OA_SCHEME_NAMES = {"bearer": "bearerAuth", "api_key": "apiKeyAuth",
                     "basic": "basicAuth"}
 
 
-def _oa_scheme(scheme: Any) -> dict:
-    if scheme.kind == "api_key":
-        return {"type": "apiKey", "in": "header", "name": scheme.header}
-    return {"type": "http", "scheme": scheme.kind}
+def _oa_scheme(kind: str, header: str) -> dict:
+    if kind == "api_key":
+        return {"type": "apiKey", "in": "header", "name": header}
+    return {"type": "http", "scheme": kind}
 
 
 def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
     """securitySchemes, the default requirement and each operation's own,
-    with its 401 and 403 answers (an API with schemes only)."""
-    schemes = getattr(api, "_schemes", ())
+    with its 401 and 403 answers (a spec that declares schemes only: the
+    same from an API and from its fetched spec)."""
+    schemes = _spec_schemes(api.spec)
     if not schemes:
         return
-    names = [_OA_SCHEME_NAMES[scheme.kind] for scheme in schemes]
+    names = [_OA_SCHEME_NAMES[kind] for kind, _ in schemes]
 
     def requirement(need):
         if need is None:
             return []
         return [{name: list(need)} for name in names]
 
-    needs = _needs(api)
+    needs = _spec_needs(api.spec)
     for op, _, fallback, _ in ops:
         head, _, tail = fallback.partition(".")
         key = tail if head in ("actions", "cosmic") else (head, tail)
@@ -8096,9 +8107,10 @@ def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
                     "required": True, "schema": {"type": "string"}}}
             responses[code] = response
         op["responses"] = responses
-    doc["security"] = requirement(api._requires_default)
+    doc["security"] = requirement(_requirement_of(
+        api.spec["auth"]["requires"]))
     doc["components"]["securitySchemes"] = {
-        name: _oa_scheme(scheme) for name, scheme in zip(names, schemes)}
+        name: _oa_scheme(*scheme) for name, scheme in zip(names, schemes)}
 
 
 def _oa_responses(ok: dict, errors: tuple, shared: dict) -> dict:
@@ -8909,6 +8921,8 @@ def _docs_html(spec_json: dict, auth: dict | None = None) -> str:
     """
     if not isinstance(spec_json, dict):
         spec_json = {}
+    if auth is None:
+        auth = _docs_auth(spec_json)
     name = spec_json.get("name")
     name = name if isinstance(name, str) else "API"
     homepage = spec_json.get("homepage")
@@ -8951,15 +8965,23 @@ def _docs_html(spec_json: dict, auth: dict | None = None) -> str:
     return "".join(out)
 
 
+def _docs_auth(spec_json: dict) -> dict | None:
+    """The page's ``auth`` from the spec's declaration (None without one,
+    or when the page is given a spec that APISpec would refuse)."""
+    if "auth" not in spec_json:
+        return None
+    try:
+        return {"schemes": _spec_schemes(spec_json),
+                "needs": _spec_needs(spec_json)}
+    except (AttributeError, TypeError, KeyError):
+        return None
+
+
 def docs_html(api: BaseAPI) -> str:
-    """The documentation page of an API: one self-contained HTML page with
-    a try-it form for every action and model method."""
-    auth = None
-    schemes = getattr(api, "_schemes", ())
-    if schemes:
-        auth = {"schemes": [(s.kind, s.header) for s in schemes],
-                "needs": _needs(api)}
-    return _docs_html(APISpec.to_json(api.spec), auth)
+    """The documentation page of an API (or of a client's fetched spec):
+    one self-contained HTML page with a try-it form for every action and
+    model method, and an Authorize box when the spec declares schemes."""
+    return _docs_html(APISpec.to_json(api.spec))
 
 
 _DOCS_CSS = r"""
@@ -9264,6 +9286,21 @@ _DIFF_RULES = (
     ("create-required-added",     _BREAKING,    _NA,
      "creates that leave it out are refused"),
     ("create-required-removed",   _COMPATIBLE,  _NA, ""),
+    # -- authentication: credentials travel in requests (a call is open
+    # when the spec declares no auth)
+    ("scheme-added",              _COMPATIBLE,  _NA, ""),
+    ("scheme-removed",            _BREAKING,    _NA,
+     "callers sending its credential get 401"),
+    ("scheme-changed",            _BREAKING,    _NA,
+     "the API key goes in another header: callers get 401"),
+    ("requires-added",            _BREAKING,    _NA,
+     "callers without a credential get 401"),
+    ("requires-removed",          _COMPATIBLE,  _NA, ""),
+    ("requires-tightened",        _BREAKING,    _NA,
+     "callers without the new scopes get 403"),
+    ("requires-loosened",         _COMPATIBLE,  _NA, ""),
+    ("requires-changed",          _BREAKING,    _NA,
+     "other scopes: callers may lack them (403)"),
     # query strings: the server ignores parameters it does not declare
     ("query-field-added-required", _BREAKING,   _NA,
      "calls without it are refused"),
@@ -9440,6 +9477,7 @@ def diff(old: Any, new: Any) -> list:
                       out)
         _diff_models(_ordered(old["models"]), _ordered(new["models"]),
                      _sent_models(old), out)
+        _diff_auth(old, new, out)
     except (AttributeError, TypeError, KeyError):
         # A spec read as JSON is checked only where diff looks.
         raise SpecError("Not a valid spec: an entry has the wrong "
@@ -9534,6 +9572,69 @@ def _diff_models(old: dict, new: dict, sent: set, out: _Changes) -> None:
         _diff_extra_keys(before, after, place, both, out)
 
 
+def _diff_auth(old: dict, new: dict, out: _Changes) -> None:
+    """Schemes, and the requirement of each call both specs have (a spec
+    without auth: every call open, no scheme)."""
+    was = dict(_spec_schemes(old))
+    now = dict(_spec_schemes(new))
+    for kind in list(was) + [k for k in now if k not in was]:
+        path = "auth schemes [%r]" % kind
+        if kind not in now:
+            out.add("scheme-removed", path, _BOTH, "removed")
+        elif kind not in was:
+            out.add("scheme-added", path, _BOTH, "added")
+        elif was[kind] != now[kind]:
+            out.add("scheme-changed", path, _BOTH, "header %s -> %s"
+                    % (was[kind], now[kind]))
+    before, after = _spec_needs(old), _spec_needs(new)
+    calls = _diff_calls(new)
+    for key in _diff_calls(old):
+        if key in calls:
+            _diff_need(key, before.get(key), after.get(key), out)
+
+
+def _diff_calls(spec: dict) -> list:
+    """Every call of a spec (JSON form), as _spec_needs names them."""
+    calls: list = ["spec", "openapi"]
+    calls += list(_ordered(spec["actions"]))
+    for name, model in _ordered(spec["models"]).items():
+        calls += [(name, method) for method in MODEL_METHODS
+                  if model.get("methods", {}).get(method)]
+    return calls
+
+
+def _need_text(need: Any) -> str:
+    if need is None:
+        return "open"
+    return "a credential" + (" with %s" % ", ".join(need) if need else "")
+
+
+def _diff_need(key: Any, was: Any, now: Any, out: _Changes) -> None:
+    """One call's requirement: None (open), () or scopes (_requirement)."""
+    if was == now:
+        return
+    if isinstance(key, tuple):
+        path = "models.%s %s requires" % key
+    elif key in ("spec", "openapi"):
+        path = "%s.json requires" % key
+    else:
+        path = "actions.%s requires" % key
+    message = "%s -> %s" % (_need_text(was), _need_text(now))
+    if was is None:
+        kind = "requires-added"
+    elif now is None:
+        kind = "requires-removed"
+    elif set(was) < set(now):
+        kind = "requires-tightened"
+    elif set(now) < set(was):
+        kind = "requires-loosened"
+    elif set(now) == set(was):
+        return  # the same scopes in another order
+    else:
+        kind = "requires-changed"
+    out.add(kind, path, (_REQUEST,), message)
+
+
 def _diff_create_requires(before: dict, after: dict, place: str,
                           out: _Changes) -> None:
     was = list(before.get("create_requires") or ())
@@ -9551,7 +9652,7 @@ def _diff_create_requires(before: dict, after: dict, place: str,
 
 # The model keys diff knows; others are compared by _diff_extra_keys.
 _MODEL_KEYS = frozenset(("properties", "links", "query_fields", "methods",
-                         "list_metadata", "create_requires"))
+                         "list_metadata", "create_requires", "requires"))
 
 
 def _diff_extra_keys(before: dict, after: dict, place: str, both: list,
