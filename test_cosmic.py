@@ -22175,8 +22175,9 @@ class TestReviewAuthSpecShape(unittest.TestCase):
         again = APISpec.to_json(APISpec.from_json(copy.deepcopy(spec)))
         self.assertEqual(again, spec)
         self.assertEqual(APISpec.to_json(_au_api(
-            requires="admin", protect_spec=True))["auth"]["protect_spec"],
-            True)
+            requires="admin", protect_spec=True).spec)["auth"],
+            {"schemes": spec["auth"]["schemes"], "requires": ["admin"],
+             "protect_spec": True})
 
     def test_omitted_where_it_is_the_default_or_no_call(self):
         with cosmos.swap({}):
