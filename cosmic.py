@@ -3032,7 +3032,6 @@ class API(BaseAPI):
             raise SpecError("API name must be a non-empty string without "
                             "dots: %s" % _short_repr(name))
         self._schemes = _schemes_of(auth)
-        self._requires: dict = {}
         self._requires_default = self._need(requires, "API %s" % name)
         self.protect_spec = bool(protect_spec)
         if self.protect_spec and not self._schemes:
@@ -3107,7 +3106,6 @@ class API(BaseAPI):
                  "doc": inspect.getdoc(func)}
         if requires is not _MISSING:
             need = self._need(requires, "This action")
-            self._requires[name] = need
             if need != self._requires_default:
                 entry["requires"] = _requirement_json(need)
         for schema in (accepts, returns):
@@ -3169,7 +3167,6 @@ class API(BaseAPI):
         own = {}
         for method, value in needs.items():
             need = self._need(value, "Method %s" % method)
-            self._requires[name, method] = need
             if method in methods and need != self._requires_default:
                 own[method] = _requirement_json(need)
         if own:
@@ -8917,7 +8914,8 @@ def _docs_html(spec_json: dict, auth: dict | None = None) -> str:
     `spec_json` is the decoded JSON of GET /spec.json. Serve the result as
     `text/html; charset=utf-8` with `Content-Security-Policy: <_docs_csp()>`.
     `auth` (an API with schemes): {"schemes": [(kind, header)], "needs":
-    the requirement of each call, as _needs() gives}.
+    the requirement of each call, as _spec_needs() gives}; by default read
+    from the spec's auth entry.
     """
     if not isinstance(spec_json, dict):
         spec_json = {}
