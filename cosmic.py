@@ -3198,8 +3198,10 @@ class API(BaseAPI):
         ignored, ``ssl_context`` is refused.  A port in use raises OSError.
         """
         server_options, limits = _split_run_options(options)
-        app = Server(self, debug=debug, **server_options).wsgi_app
-        serve_wsgi(app, host=host, port=port, **limits)
+        server = Server(self, debug=debug, **server_options)
+        # The server buffers bodies: no more than the app will accept.
+        limits.setdefault("max_chunked_body", server.max_content_length)
+        serve_wsgi(server.wsgi_app, host=host, port=port, **limits)
 
 
 # -- Authentication -----------------------------------------------------------
@@ -5275,8 +5277,9 @@ class _DocsEndpoint(_OpenAPIEndpoint):
 
 # -- Development server -------------------------------------------------------
 # An HTTP/1.1 server for WSGI apps, standard library only.  One thread runs a
-# selector loop that owns every connection waiting for a request head; complete
-# heads go to a bounded pool of worker threads.  socket, selectors and queue
+# selector loop that owns every connection waiting for a request head, then
+# for its body (up to a bound, as waitress does); complete requests go to a
+# bounded pool of worker threads.  socket, selectors and queue
 # are imported on first use, so `import cosmic` does not pay for them.
 
 # What the server does with a response header the app sets, by name.
@@ -5302,6 +5305,7 @@ _BODY_UNTIL_CLOSE = 3
 _DRAIN_MAX = 65536  # unread body up to this size is read and dropped
 _LINGER_SECONDS = 2.0  # how long unread input is drained before closing
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BODY_BUFFER = 1 << 20  # bodies up to this size are read before a worker
 _NEXT_REQUEST_WAIT = 0.005  # a worker waits this long for a keep-alive request
 _METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
                       "OPTIONS"))
@@ -5322,11 +5326,13 @@ _http_version: Any = None
 _chunk_size_line: Any = None
 _trailer_line: Any = None
 _head_end: Any = None
+_bad_char: Any = None
 
 
 def _compile_patterns() -> None:
     """Compile the server's patterns, once (not at import: that stays fast)."""
     global _token, _http_version, _chunk_size_line, _trailer_line, _head_end
+    global _bad_char
     if _head_end is not None:
         return
     _token = _re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
@@ -5341,6 +5347,9 @@ def _compile_patterns() -> None:
         rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r\n").fullmatch
     # The end of a request head: a line feed, then an empty line.
     _head_end = _re.compile(rb"\n\r?\n").search
+    # RFC 9110 §5.5: no control character but HTAB in a field value (CR
+    # and LF only as line ends, checked separately).
+    _bad_char = _re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]").search
 
 
 def _http_dates() -> tuple:
@@ -5563,7 +5572,7 @@ class _ResponseWriter:
                  "request_id")
 
     def __init__(self, conn: _Connection, head_only: bool, http11: bool,
-                 keep: bool, inp: _BodyInput | None) -> None:
+                 keep: bool, inp: Any) -> None:
         self.conn = conn
         self.head_only = head_only
         self.http11 = http11
@@ -5901,12 +5910,14 @@ class _ConnectionIO:
 class _Connection(_ConnectionIO):
     """One client connection.
 
-    While it waits for a request head the selector loop owns it (``feed``,
-    ``take_head``); a worker thread then serves the request (``serve``) and
-    hands it back to the loop to wait for the next one.
+    While it waits for a request head, and then for a body the server
+    buffers, the selector loop owns it (``feed``, ``take_head``,
+    ``prepare``, ``body_step``); a worker thread then serves the request
+    (``serve``) and hands it back to the loop to wait for the next one.
     """
 
-    __slots__ = ("scan", "base", "deadline", "started", "head", "refused")
+    __slots__ = ("scan", "base", "deadline", "started", "head", "refused",
+                 "req", "body")
 
     def __init__(self, srv: _DevServer, sock: Any, addr: Any) -> None:
         self.srv = srv
@@ -5920,6 +5931,9 @@ class _Connection(_ConnectionIO):
         self.started = False  # bytes of the next head have arrived
         self.deadline = 0.0  # when the loop gives up waiting
         self.refused: _Refused | None = None  # found while waiting
+        self.req: Any = None  # (environ, HTTP/1.1, keep alive, length to
+        # stream, 100 Continue owed) of the request prepared
+        self.body: Any = None  # its body being buffered, if it has one
         host = addr[0] if isinstance(addr, tuple) else ""
         self.host = host or "-"
         base = srv.base_env.copy()
@@ -5940,7 +5954,7 @@ class _Connection(_ConnectionIO):
             return False
         if not data:
             return False
-        if not self.started:
+        if not self.started and self.body is None:
             # The whole head, blank lines before it included, must arrive
             # within one socket timeout of its first byte.
             self.started = True
@@ -5986,26 +6000,87 @@ class _Connection(_ConnectionIO):
         self.started = False
         return True
 
+    def prepare(self) -> bool:
+        """Parse ``self.head`` into ``self.req``; start buffering its body.
+
+        True when a worker can take the request now (no body, the body
+        already complete, or one too large to buffer, which the app reads as
+        it comes); False while the body is still to come.  A body up to
+        ``srv.body_buffer`` bytes is read by the selector loop, so a slow
+        sender costs no thread.  Raises _Refused for a bad request.
+        """
+        head, self.head = self.head or b"", None
+        self.rline = "-"
+        srv = self.srv
+        env, http11 = _parse_head(self, head)
+        chunked, length = _body_framing(env, http11)
+        keep, expect = _keep_and_expect(env, http11, chunked or length > 0)
+        deadline = srv.clock() + srv.body_timeout
+        if chunked:
+            body: Any = _ChunkedBody(srv, deadline)
+        elif length and length <= srv.body_buffer:
+            body = _LengthBody(length, deadline)
+        else:
+            # No body, or one larger than the buffer: the app reads it in
+            # the worker, and the 100 Continue goes when it starts to.
+            self.req = (env, http11, keep, length, expect)
+            return True
+        self.req = (env, http11, keep, 0, False)
+        self.body = body
+        if expect:
+            # RFC 9110 §10.1.1: the body will be read, so ask for it now.
+            try:
+                sent = self.sock.send(_CONTINUE)
+            except OSError:
+                sent = 0
+            if sent < len(_CONTINUE):
+                body.expect = _CONTINUE[sent:]
+                return True  # a worker sends the rest, then reads the body
+        return self.body_step()
+
+    def body_step(self) -> bool:
+        """Take what has arrived into the body; True when a worker can
+        serve the request (the body is complete, or a chunked one passed
+        the buffer bound).  Raises _Refused for bad chunked framing or a
+        body over the limit."""
+        body = self.body
+        if body.advance(self):
+            return True
+        if len(body.data) > self.srv.body_buffer:
+            return True  # the worker reads the rest
+        self.deadline = min(body.deadline,
+                            self.srv.clock() + self.srv.socket_timeout)
+        return False
+
+    def cut_short(self) -> bool:
+        """The body stopped coming (EOF or a deadline): True when the app
+        should still answer (a Content-Length body: 400 Incomplete body)."""
+        if type(self.body) is _LengthBody:
+            self.body.broken = True
+            return True
+        return False
+
     # -- serving requests (worker thread) --
 
     def serve(self) -> bool:
-        """Serve the buffered head and any pipelined after it.
+        """Serve the prepared request and any pipelined after it.
 
-        Returns True when the connection should wait for another request.
+        Returns True when the connection should go back to the selector
+        loop: to wait for another request, or for the rest of a body.
         """
         srv = self.srv
         try:
             self.sock.settimeout(srv.socket_timeout)
-            if self.refused is not None:
-                raise self.refused
-            while self.head is not None:
-                head, self.head = self.head, None
-                self.rline = "-"
-                if not self.request(head) or srv.closing:
+            while True:
+                if self.refused is not None:
+                    raise self.refused
+                if not self.request() or srv.closing:
                     self.close()
                     return False
                 if not self.take_head() and not self.next_soon():
                     break
+                if not self.prepare():
+                    break  # its body is still to come: the loop reads it
             self.sock.setblocking(False)
             return True
         except _Refused as exc:
@@ -6034,27 +6109,29 @@ class _Connection(_ConnectionIO):
         self.pos = self.scan = 0
         return self.take_head()
 
-    def request(self, head: bytes) -> bool:
-        """Serve one request: parse, check framing, read the body, run the
-        app, log.  Returns True to keep the connection alive."""
-        env, http11 = _parse_head(self, head)
-        chunked, length = _body_framing(env, http11)
-        keep, expect = _keep_and_expect(env, http11, chunked or length > 0)
-        inp = None
-        if chunked:
-            if expect and not self.send(_CONTINUE):
-                return False
-            body = _read_chunked(self)
-            if body is None:
+    def request(self) -> bool:
+        """Serve the prepared request: finish its body if a worker must,
+        run the app, log.  Returns True to keep the connection alive."""
+        env, http11, keep, length, expect = self.req
+        body = self.body
+        inp: Any = None
+        if body is not None:
+            if not (body.broken or body.advance(self)) and \
+                    not self.finish_body(body):
                 return False
             import io
-            env["CONTENT_LENGTH"] = str(len(body))
-            env["wsgi.input"] = io.BytesIO(body)
+            env["wsgi.input"] = io.BytesIO(body.data)
+            if type(body) is _ChunkedBody:
+                env["CONTENT_LENGTH"] = str(len(body.data))
+            else:
+                inp = body
+            self.body = None
         elif length:
             inp = _BodyInput(self, length, expect)
             env["wsgi.input"] = inp
         else:
             env["wsgi.input"] = _EMPTY_INPUT
+        self.req = None
         ex = _Exchange(self, env["REQUEST_METHOD"] == "HEAD", http11, keep, inp)
         srv = self.srv
         ex.run(srv.app, env, self.rline)
@@ -6063,7 +6140,26 @@ class _Connection(_ConnectionIO):
                         ex.request_id)
         return self.after(ex, inp)
 
-    def after(self, ex: _Exchange, inp: _BodyInput | None) -> bool:
+    def finish_body(self, body: Any) -> bool:
+        """Read the rest of a body in the worker (a chunked body past the
+        buffer bound, or a 100 Continue the loop could not send); False
+        when the connection is lost."""
+        if body.expect:
+            owed, body.expect = body.expect, b""
+            if not self.send(owed):
+                return False
+        while not body.advance(self):
+            data = self.recv_by(body.deadline)
+            if data is None:
+                if type(body) is _ChunkedBody:
+                    return False
+                body.broken = True  # the app sees a short body (400)
+                return True
+            self.buf = self.buf[self.pos:] + data
+            self.pos = 0
+        return True
+
+    def after(self, ex: _Exchange, inp: Any) -> bool:
         """Whether the connection can take another request."""
         if not ex.keep:
             if ex.linger or (inp is not None and inp.remaining
@@ -6103,7 +6199,7 @@ def _parse_head(conn: _Connection, head: bytes) -> tuple:
     if len(lines) - 1 > srv.max_headers or \
             len(text) - len(line) > srv.max_header_bytes:
         raise _Refused(431)
-    if "\0" in text:
+    if "\0" in text or _bad_char(text, len(line)) is not None:
         raise _Refused(400, "Invalid character in request")
     method, target, version, http11 = _request_line(line)
     path, query, host = _request_target(target)
@@ -6257,97 +6353,131 @@ def _keep_and_expect(env: dict, http11: bool, has_body: bool) -> tuple:
     return keep, has_body
 
 
-def _read_chunked(conn: _Connection) -> bytearray | None:
-    """Decode a chunked request body; None if the client went away.
+class _LengthBody:
+    """A request body with a Content-Length, buffered as it arrives (by
+    the selector loop, or a worker).  As ``inp`` of a response it says
+    what is still on the wire: nothing once complete."""
+
+    __slots__ = ("data", "remaining", "deadline", "expect", "broken")
+
+    def __init__(self, length: int, deadline: float) -> None:
+        self.data = bytearray()
+        self.remaining = length  # bytes still to come
+        self.deadline = deadline  # the whole body must be there by then
+        self.expect = b""  # the part of a 100 Continue still owed
+        self.broken = False  # EOF or deadline before the end
+
+    def advance(self, conn: _Connection) -> bool:
+        """Take the buffered input that belongs to the body; True when it is
+        complete (what follows is the next request's)."""
+        need = self.remaining
+        if need:
+            buf = conn.buf
+            pos = conn.pos
+            take = min(len(buf) - pos, need)
+            if take:
+                self.data += memoryview(buf)[pos:pos + take]
+                self.remaining = need = need - take
+                if pos + take < len(buf):
+                    conn.pos = pos + take
+                else:
+                    conn.buf = b""
+                    conn.pos = 0
+        return not need
+
+
+class _ChunkedBody:
+    """A chunked request body, decoded as it arrives.
 
     RFC 9112 §7.1 exactly: every line ends in CRLF, no whitespace before a
     chunk size, trailer fields are ``name: value``.  The whole body shares
-    one deadline, like a body with a Content-Length.
+    one deadline, like a body with a Content-Length, and costs no more
+    memory than the bytes it carries.
     """
-    srv = conn.srv
-    deadline = srv.clock() + srv.body_timeout
-    limit = srv.max_chunked_body
-    body = bytearray()
-    while True:
-        line = _chunk_line(conn, deadline, 4096, 400)
-        if line is None:
-            return None
-        m = _chunk_size_line(line)  # §7.1
-        if m is None:
-            raise _Refused(400, "Invalid chunk size")
-        size = int(m.group(1), 16)
-        if size == 0:
-            break
-        if len(body) + size > limit:
-            raise _Refused(413)
-        if not _chunk_data(conn, deadline, body, size):
-            return None
-        end = _chunk_line(conn, deadline, 2, 400)
-        if end is None:
-            return None
-        if end != b"\r\n":  # §7.1: chunk-data CRLF
-            raise _Refused(400, "Invalid chunk terminator")
-    count = total = 0
-    while True:  # §7.1.2: trailer fields, read and dropped
-        line = _chunk_line(conn, deadline, srv.max_header_bytes, 431)
-        if line is None:
-            return None
-        if line == b"\r\n":
-            return body
-        if _trailer_line(line) is None:
-            raise _Refused(400, "Invalid trailer field")
-        count += 1
-        total += len(line)
-        if count > srv.max_headers or total > srv.max_header_bytes:
-            raise _Refused(431)
 
+    __slots__ = ("data", "deadline", "expect", "broken", "state", "left",
+                 "count", "total", "limit", "max_headers", "max_trailer")
 
-def _chunk_line(conn: _Connection, deadline: float, limit: int,
-                code: int) -> bytes | None:
-    """The next line with its line feed; None on EOF or past the deadline."""
-    buf = conn.buf
-    pos = start = conn.pos
-    while True:
-        i = buf.find(b"\n", start)
-        if i >= 0:
-            if i - pos > limit:
-                raise _Refused(code)
-            conn.buf = buf
-            conn.pos = i + 1
-            return buf[pos:i + 1]
-        if len(buf) - pos > limit:
-            raise _Refused(code)
-        data = conn.recv_by(deadline)
-        if data is None:
-            return None
-        buf = buf[pos:] + data
-        start = len(buf) - len(data)
-        pos = 0
-        conn.buf = buf
-        conn.pos = 0
+    def __init__(self, srv: _DevServer, deadline: float) -> None:
+        self.data = bytearray()
+        self.deadline = deadline
+        self.expect = b""
+        self.broken = False
+        self.state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailer,
+        # 4 done
+        self.left = 0  # chunk data still to come
+        self.count = self.total = 0  # trailer fields and their bytes
+        self.limit = srv.max_chunked_body
+        self.max_headers = srv.max_headers
+        self.max_trailer = srv.max_header_bytes
 
-
-def _chunk_data(conn: _Connection, deadline: float, body: bytearray,
-                size: int) -> bool:
-    """Append ``size`` bytes of chunk data to ``body``; False on EOF."""
-    buf = conn.buf
-    pos = conn.pos
-    avail = len(buf) - pos
-    if avail >= size:
-        body += memoryview(buf)[pos:pos + size]
-        conn.pos = pos + size
-        return True
-    body += memoryview(buf)[pos:]
-    conn.buf = b""
-    conn.pos = 0
-    got = avail
-    while got < size:
-        data = conn.recv_by(deadline, min(size - got, 262144))
-        if data is None:
-            return False
-        body += data
-        got += len(data)
-    return True
+    def advance(self, conn: _Connection) -> bool:
+        """Decode the buffered input as far as it goes; True when the body
+        is complete.  Raises _Refused for bad framing or a body over the
+        limit (413)."""
+        buf = conn.buf
+        pos = conn.pos
+        try:
+            while True:
+                state = self.state
+                if state == 1:  # chunk-data
+                    take = min(len(buf) - pos, self.left)
+                    if not take:
+                        return False
+                    self.data += memoryview(buf)[pos:pos + take]
+                    pos += take
+                    self.left -= take
+                    if not self.left:
+                        self.state = 2
+                    continue
+                if state == 4:
+                    return True
+                if state == 0:
+                    limit, code = 4096, 400
+                elif state == 2:
+                    limit, code = 2, 400
+                else:
+                    limit, code = self.max_trailer, 431
+                i = buf.find(b"\n", pos)
+                if (i if i >= 0 else len(buf)) - pos > limit:
+                    raise _Refused(code)
+                if i < 0:
+                    return False
+                line = buf[pos:i + 1]
+                pos = i + 1
+                if state == 0:
+                    m = _chunk_size_line(line)  # §7.1
+                    if m is None:
+                        raise _Refused(400, "Invalid chunk size")
+                    size = int(m.group(1), 16)
+                    if not size:
+                        self.state = 3
+                    elif len(self.data) + size > self.limit:
+                        raise _Refused(413)
+                    else:
+                        self.left = size
+                        self.state = 1
+                elif state == 2:
+                    if line != b"\r\n":  # §7.1: chunk-data CRLF
+                        raise _Refused(400, "Invalid chunk terminator")
+                    self.state = 0
+                elif line == b"\r\n":
+                    self.state = 4
+                else:  # §7.1.2: trailer fields, checked and dropped
+                    if _trailer_line(line) is None:
+                        raise _Refused(400, "Invalid trailer field")
+                    self.count += 1
+                    self.total += len(line)
+                    if self.count > self.max_headers or \
+                            self.total > self.max_trailer:
+                        raise _Refused(431)
+        finally:
+            if pos < len(buf):
+                conn.buf = buf
+                conn.pos = pos
+            else:
+                conn.buf = b""
+                conn.pos = 0
 
 
 def _listen(host: str, port: Any, backlog: int) -> Any:
@@ -6386,7 +6516,8 @@ def _fd_room(wanted: int) -> int:
 
 class _AcceptLoop:
     """The selector loop of the development server: accepts connections and
-    owns each one while it waits for a request head (see _DevServer)."""
+    owns each one while it waits for a request head or body (see
+    _DevServer)."""
 
     waiting: dict
     _returned: list
@@ -6523,22 +6654,36 @@ class _AcceptLoop:
         if conn not in self.waiting:
             return  # closed earlier in this round of events
         if not conn.feed(now):
-            self._drop(conn)
+            if conn.body is not None and conn.cut_short():
+                self._hand_over(conn)  # the app answers the short body
+            else:
+                self._drop(conn)
             return
         try:
-            if not conn.take_head():
+            if conn.body is not None:
+                if not conn.body_step():
+                    return
+            elif not conn.take_head() or not conn.prepare():
                 return
         except _Refused as exc:
             conn.refused = exc
+        self._hand_over(conn)
+
+    def _hand_over(self, conn: _Connection) -> None:
+        """Give a request that is ready to a worker."""
         del self.waiting[conn]
         self._sel.unregister(conn.sock)
         self._dispatch(conn)
 
     def _expire(self, now: float) -> None:
-        """Close connections whose head (or next request) is overdue."""
+        """Close connections whose head, body or next request is overdue
+        (a short Content-Length body still goes to the app: 400)."""
         late = [conn for conn in self.waiting if conn.deadline <= now]
         for conn in late:
-            self._drop(conn)
+            if conn.body is not None and conn.cut_short():
+                self._hand_over(conn)
+            else:
+                self._drop(conn)
 
     def _take_returned(self, now: float) -> None:
         import selectors
@@ -6548,8 +6693,12 @@ class _AcceptLoop:
             back, self._returned = self._returned, []
             self._held -= len(back)
         for conn in back:
-            conn.started = conn.pos < len(conn.buf)
-            conn.deadline = now + self.socket_timeout
+            if conn.body is not None:  # waiting for the rest of a body
+                conn.deadline = min(conn.body.deadline,
+                                    now + self.socket_timeout)
+            else:
+                conn.started = conn.pos < len(conn.buf)
+                conn.deadline = now + self.socket_timeout
             self.waiting[conn] = None
             self._sel.register(conn.sock, selectors.EVENT_READ, conn)
 
@@ -6571,10 +6720,12 @@ class _DevServer(_AcceptLoop):
     """A threaded HTTP/1.1 WSGI server.
 
     ``serve_forever`` runs a selector loop that accepts connections and owns
-    each one while it waits for a request head; a complete head goes to a
-    pool of at most ``threads`` workers, so idle and slow clients cost no
-    thread.  At ``max_connections`` the oldest waiting connection is closed
-    to admit a new one.
+    each one while it waits for a request head and then for its body (up to
+    ``body_buffer`` bytes; a larger Content-Length body is read by the app in
+    the worker); a complete request goes to a pool of at most ``threads``
+    workers, so idle and slow clients cost no thread.  At
+    ``max_connections`` the oldest waiting connection is closed to admit a
+    new one.
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8000,
@@ -6601,6 +6752,9 @@ class _DevServer(_AcceptLoop):
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
         self.max_chunked_body = max_chunked_body
+        # Bodies up to this size are buffered by the selector loop, so that a
+        # slow sender costs no thread; a larger one is read by the app.
+        self.body_buffer = min(_BODY_BUFFER, max_chunked_body)
         self.max_connections = _fd_room(max_connections)
         self.threads = threads
         self.graceful_timeout = graceful_timeout
@@ -6773,7 +6927,10 @@ def serve_wsgi(app: Any, host: str = "127.0.0.1", port: int = 8000, *,
     a whole request head, each body read; a whole body gets 12 times that, at
     least 30 s); ``max_connections`` (512, fewer if the open-files limit is
     lower: at the cap the oldest idle connection is closed to admit a new one);
-    ``threads`` (32) serve requests, idle connections cost none;
+    ``threads`` (32) serve requests, idle connections and bodies still
+    arriving cost none (a body up to 1 MiB, or ``max_chunked_body`` if
+    smaller, is read whole before a thread takes the request; a larger
+    Content-Length body is read by the app on its thread);
     ``max_chunked_body`` (1 MiB) bounds a chunked body, which is buffered
     (else 413); ``max_request_line``, ``max_headers``, ``max_header_bytes``,
     ``backlog``; ``name`` sets SERVER_NAME.  On SIGTERM or Ctrl-C the server
@@ -9934,8 +10091,9 @@ def served_api(api: API, port: int = 0, **options: Any):
     ``serve_wsgi``, or the original's werkzeug options (ignored).
     """
     server_options, limits = _split_run_options(options)
-    server = _make_server(Server(api, **server_options).wsgi_app,
-                          "127.0.0.1", port, **limits)
+    app = Server(api, **server_options)
+    limits.setdefault("max_chunked_body", app.max_content_length)
+    server = _make_server(app.wsgi_app, "127.0.0.1", port, **limits)
     thread = _threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -13871,8 +13871,10 @@ class TestS2Workers(unittest.TestCase):
         def busy_pids():
             return {int(name.split("-")[0]) for name in os.listdir(marks)}
 
-        # Slow requests until both workers have one in flight.
-        for _ in range(8):
+        # Slow requests until both workers have one in flight: the kernel
+        # gives each new connection to either worker, so a few tries may all
+        # land on one; 30 make that a one-in-a-billion chance.
+        for _ in range(30):
             thread = threading.Thread(target=lambda: results.append(
                 _s2_call(server.address, "POST", "/actions/slow", b"2")))
             thread.start()
@@ -22819,6 +22821,229 @@ class TestReviewClientAgainstHostileServer(unittest.TestCase):
                 self.assertEqual(seen[0].get("HTTP_X_API_KEY"), "k3y-s3cret")
         with self.assertRaises(SpecError):
             cosmic.APIKeyAuth(lambda key: key, header="Cookie")
+
+
+class _rv_Trickle:
+    """Connections that each send a request head, then one body byte every
+    ``interval`` seconds from a thread, until stopped."""
+
+    def __init__(self, test, address, count, head, interval=0.5,
+                 piece=b"x"):
+        self.socks = []
+        for _ in range(count):
+            sock = socket.create_connection(address, timeout=10)
+            sock.sendall(head + piece)
+            self.socks.append(sock)
+        self.piece = piece
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, args=(interval,),
+                                       daemon=True)
+        self.thread.start()
+        test.addCleanup(self.close)
+
+    def run(self, interval):
+        while not self.stop.wait(interval):
+            for sock in self.socks:
+                try:
+                    sock.sendall(self.piece)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        for sock in self.socks:
+            sock.close()
+
+
+def _rv_fresh(address):
+    """(status, seconds) of a fresh client's GET, waiting at most 20 s."""
+    started = time.monotonic()
+    raw = _hs_Raw(address, timeout=20)
+    try:
+        raw.sendall(b"GET /fresh HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            status = _hs_read_response(raw)[0]
+        except OSError:
+            status = None
+    finally:
+        raw.close()
+    return status, time.monotonic() - started
+
+
+class TestReviewSlowBodies(unittest.TestCase):
+    """The selector loop reads request bodies (Content-Length up to the
+    buffer bound, and chunked) before a worker is used: slow senders cost
+    no thread, and what they send arrives intact."""
+
+    def start(self, **limits):
+        server = _hs_start(_hs_app, threads=4, **limits)
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        return server
+
+    def test_a_slow_content_length_bodies_hold_no_worker(self):
+        server = self.start()
+        _rv_Trickle(self, server.server_address, 12,
+                    b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 1000\r\n\r\n")
+        threading.Event().wait(0.5)  # the bodies have started to come
+        status, elapsed = _rv_fresh(server.server_address)
+        self.assertEqual(status, 200)
+        self.assertLess(elapsed, 2.0)  # before: no answer for 60 s
+
+    def test_b_slow_chunked_bodies_hold_no_worker(self):
+        server = self.start()
+        _rv_Trickle(self, server.server_address, 12,
+                    b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n",
+                    piece=b"1\r\nx\r\n")
+        threading.Event().wait(0.5)
+        status, elapsed = _rv_fresh(server.server_address)
+        self.assertEqual(status, 200)
+        self.assertLess(elapsed, 2.0)
+
+    def test_b_slow_bodies_against_serve(self):
+        folder = _s2_app_dir(self)
+        server = _s2_Serve(self, folder, "s2app:api", "--threads", "4")
+        _rv_Trickle(self, server.address, 6,
+                    b"POST /actions/pid HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 1000\r\n\r\n")
+        _rv_Trickle(self, server.address, 6,
+                    b"POST /actions/pid HTTP/1.1\r\nHost: x\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n",
+                    piece=b"1\r\nx\r\n")
+        threading.Event().wait(0.5)
+        status, elapsed = _s2_fresh_request(server.address)
+        self.assertEqual(status, 200)
+        self.assertLess(elapsed, 2.0)
+        self.assertEqual(server.stop(), 0)
+
+    def send_slowly(self, raw, data, step):
+        for i in range(0, len(data), step):
+            raw.sendall(data[i:i + step])
+            threading.Event().wait(0.01)
+
+    def test_c_slow_body_arrives_intact_then_the_next_request(self):
+        server = self.start()
+        _rv_Trickle(self, server.server_address, 8,
+                    b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Length: 1000\r\n\r\n")
+        raw = _hs_Raw(server.server_address)
+        self.addCleanup(raw.close)
+        body = bytes(range(32, 127)) * 3
+        raw.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d"
+                    b"\r\n\r\n" % len(body))
+        self.send_slowly(raw, body[:-5], 7)
+        # The last bytes and a pipelined request in one packet.
+        raw.sendall(body[-5:] + b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, answer = _hs_read_response(raw)
+        self.assertEqual(status, 200)
+        info = json.loads(answer)
+        self.assertEqual(info["body"], body.decode("latin-1"))
+        self.assertEqual(info["content_length"], str(len(body)))
+        self.assertNotIn("connection", headers)
+        status, _, answer = _hs_read_response(raw)
+        self.assertEqual((status, json.loads(answer)["path"]), (200, "/after"))
+
+    def test_c_slow_chunked_body_arrives_intact(self):
+        server = self.start()
+        raw = _hs_Raw(server.server_address)
+        self.addCleanup(raw.close)
+        chunks = (b"5\r\nhello\r\n3;ext=1\r\n, w\r\n4\r\norld\r\n0\r\n"
+                  b"X-Trailer: yes\r\n\r\n")
+        raw.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n")
+        self.send_slowly(raw, chunks, 1)  # every line split across reads
+        raw.sendall(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, answer = _hs_read_response(raw)
+        info = json.loads(answer)
+        self.assertEqual((status, info["body"], info["content_length"]),
+                         (200, "hello, world", "12"))
+        status, _, answer = _hs_read_response(raw)
+        self.assertEqual((status, json.loads(answer)["path"]), (200, "/after"))
+
+    def test_c_bad_chunked_framing_found_by_the_loop_is_refused(self):
+        server = self.start()
+        raw = _hs_Raw(server.server_address)
+        self.addCleanup(raw.close)
+        raw.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n")
+        self.send_slowly(raw, b"5\r\nhello\n", 1)  # bare LF after the data
+        status, _, answer = _hs_read_response(raw)
+        self.assertEqual(status, 400)
+        self.assertEqual(raw.file.read(), b"")  # and the connection closed
+
+    def test_c_expect_100_continue_before_the_loop_waits(self):
+        server = self.start()
+        raw = _hs_Raw(server.server_address)
+        self.addCleanup(raw.close)
+        raw.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4"
+                    b"\r\nExpect: 100-continue\r\n\r\n")
+        self.assertEqual(_hs_read_response(raw)[0], 100)
+        raw.sendall(b"ab")
+        threading.Event().wait(0.2)
+        raw.sendall(b"cd")
+        status, _, answer = _hs_read_response(raw)
+        self.assertEqual((status, json.loads(answer)["body"]), (200, "abcd"))
+
+    def test_c_chunked_body_past_the_buffer_is_read_by_the_worker(self):
+        server = self.start(max_chunked_body=3 << 20)
+        raw = _hs_Raw(server.server_address, timeout=30)
+        self.addCleanup(raw.close)
+        piece = b"y" * 65536
+        raw.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n"
+                    + b"10000\r\n%b\r\n" % piece * 40 + b"0\r\n\r\n")
+        status, _, answer = _hs_read_response(raw)
+        self.assertEqual(status, 200)
+        self.assertEqual(len(json.loads(answer)["body"]), 40 * 65536)
+
+    def test_d_control_characters_in_a_header_value(self):
+        server = self.start()
+        for char in (0x01, 0x08, 0x0b, 0x0c, 0x1b, 0x1f, 0x7f):
+            raw = _hs_Raw(server.server_address)
+            self.addCleanup(raw.close)
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Note: a%cb\r\n\r\n"
+                        % char)
+            status, _, answer = _hs_read_response(raw)
+            with self.subTest(char=hex(char)):
+                self.assertEqual(status, 400)
+                self.assertEqual(json.loads(answer),
+                                 {"error": "Invalid character in request"})
+        raw = _hs_Raw(server.server_address)
+        self.addCleanup(raw.close)
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Note: a\tb\xe9\r\n\r\n")
+        status, _, answer = _hs_read_response(raw)
+        self.assertEqual(status, 200)  # HTAB and obs-text are allowed
+        self.assertEqual(json.loads(answer)["headers"]["HTTP_X_NOTE"],
+                         "a\tb\xe9")
+
+    def test_body_over_the_app_limit_is_refused_unread(self):
+        api = API("rv_small_bodies")
+
+        @api.action(accepts=String, returns=String)
+        def echo(text):
+            return text
+
+        with served_api(api, max_content_length=100) as url:
+            port = int(url.rsplit(":", 1)[1])
+            raw = _hs_Raw(("127.0.0.1", port))
+            self.addCleanup(raw.close)
+            raw.sendall(b"POST /actions/echo HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\n"
+                        b"Expect: 100-continue\r\nContent-Length: 500\r\n\r\n")
+            status, headers, answer = _hs_read_response(raw)
+            self.assertEqual(status, 413)  # no 100 Continue before it
+            self.assertEqual(headers["connection"], "close")
+            body = b'"' + b"x" * 50 + b'"'
+            raw = _hs_Raw(("127.0.0.1", port))
+            self.addCleanup(raw.close)
+            raw.sendall(b"POST /actions/echo HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+            status, _, answer = _hs_read_response(raw)
+            self.assertEqual((status, answer), (200, body))
 
 
 # (end of review)
