@@ -22473,7 +22473,7 @@ class TestReviewAuthSpecDiff(unittest.TestCase):
         # A client built from OLD's spec, with the credential OLD's caller
         # holds, calls a server of OLD (it works) and one of NEW: it fails
         # (401 or 403) exactly when the verdict is breaking.
-        for label, old, new, auth, kind, verdict in _AS_DIFF_CASES:
+        for label, old, new, auth, _kind, verdict in _AS_DIFF_CASES:
             with self.subTest(label), cosmos.swap({}):
                 old_api, new_api = _as_build(old), _as_build(new)
                 spec = APISpec.to_json(old_api.spec)
