@@ -2413,6 +2413,31 @@ class URLParams(_Type):
         return self._struct.json_schema()
 
 
+class _RequirementType(_Type):
+    """What a call needs, in a spec (docs/protocol.md#authentication):
+    false (open), true (a valid identity) or the scopes it must hold."""
+
+    @staticmethod
+    def _load(datum):
+        if type(datum) is bool:
+            return datum
+        if type(datum) is list and datum and \
+                all(type(scope) is str and scope for scope in datum):
+            return list(datum)
+        raise ValidationError("Invalid requirement: expected true, false "
+                              "or a non-empty list of scopes", datum)
+
+    _dump = _load
+
+    def json_schema(self):
+        return {"anyOf": [{"type": "boolean"}, {
+            "type": "array", "minItems": 1,
+            "items": {"type": "string", "minLength": 1}}]}
+
+
+_REQUIREMENT = _RequirementType()
+
+
 class _APISpecType(_Wrapper):
     """APISpec: the whole API description served at /spec.json
     (docs/protocol.md#the-spec)."""
@@ -2431,13 +2456,23 @@ class _APISpecType(_Wrapper):
             required("methods", methods),
             required("list_metadata", _FIELDS_JSON),
             optional("create_requires", Array(String)),
+            optional("requires", Struct([optional(m, _REQUIREMENT)
+                                         for m in MODEL_METHODS])),
         ])
         action_entry = Struct([optional("accepts", Schema),
                                optional("returns", Schema),
-                               optional("doc", String)])
+                               optional("doc", String),
+                               optional("requires", _REQUIREMENT)])
+        auth_entry = Struct([
+            required("schemes", Array(Struct([required("type", String),
+                                               optional("header", String)]))),
+            required("requires", _REQUIREMENT),
+            required("protect_spec", Boolean),
+        ])
         self._inner = Struct([
             required("name", String),
             optional("homepage", String),
+            optional("auth", auth_entry),
             required("actions", OrderedMap(action_entry)),
             required("models", OrderedMap(model_entry)),
         ])
@@ -2451,6 +2486,7 @@ class _APISpecType(_Wrapper):
                 validate_underscore_identifier(name)
             for name, model in datum["models"].items():
                 _check_model_spec(name, model)
+            _check_spec_auth(datum)
         except SpecError as err:
             raise ValidationError(str(err)) from None
         return datum
@@ -2486,6 +2522,46 @@ def _check_model_spec(name: str, model: dict) -> None:
         # _links.self is the object's own href
         # (docs/protocol.md#representation).
         raise ValidationError("'self' is a reserved link name.")
+
+
+def _check_spec_auth(spec: dict) -> None:
+    """The auth entry names known schemes, once each, an API key's header
+    where a key may go; requirements appear only beside an auth entry,
+    and a model's only for the methods it serves."""
+    auth = spec.get("auth")
+    if auth is not None:
+        if not auth["schemes"]:
+            raise ValidationError("auth declares no scheme")
+        kinds = []
+        for scheme in auth["schemes"]:
+            kind, header = scheme["type"], scheme.get("header")
+            if kind not in ("bearer", "api_key", "basic") or kind in kinds:
+                raise ValidationError(
+                    "auth schemes must be bearer, api_key and basic, each at"
+                    " most once; got %s" % _short_repr(kind))
+            kinds.append(kind)
+            if (kind == "api_key") != (header is not None) or \
+                    header is not None and (
+                        not _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) or
+                        header.lower() in _NOT_KEY_HEADERS):
+                raise ValidationError(
+                    "auth: an api_key scheme names its header (such as "
+                    "'X-API-Key'), and only it; got %s"
+                    % _short_repr(scheme))
+    for kind in ("actions", "models"):
+        for name, entry in spec[kind].items():
+            requires = entry.get("requires")
+            if requires is None:
+                continue
+            if auth is None:
+                raise ValidationError("%s %s has requires, but the spec "
+                                      "declares no auth" % (kind, name))
+            if kind == "models":
+                idle = [m for m in requires if not entry["methods"][m]]
+                if idle:
+                    raise ValidationError(
+                        "models %s requires methods it does not serve: %s"
+                        % (name, ", ".join(idle)))
 
 
 APISpec = _APISpecType()
@@ -2956,13 +3032,17 @@ class API(BaseAPI):
             raise SpecError("API name must be a non-empty string without "
                             "dots: %s" % _short_repr(name))
         self._schemes = _schemes_of(auth)
-        self._requires: dict = {}
         self._requires_default = self._need(requires, "API %s" % name)
         self.protect_spec = bool(protect_spec)
         if self.protect_spec and not self._schemes:
             raise SpecError("protect_spec needs a scheme: pass auth=")
         spec: dict = {"name": name, "homepage": homepage,
                       "actions": _OrderedDict(), "models": _OrderedDict()}
+        if self._schemes:  # else the spec is as it was before auth
+            spec["auth"] = {
+                "schemes": [scheme._spec_json() for scheme in self._schemes],
+                "requires": _requirement_json(self._requires_default),
+                "protect_spec": self.protect_spec}
         super().__init__(spec)
         self._model_classes: dict = {}
         self._version = 0
@@ -3022,14 +3102,16 @@ class API(BaseAPI):
                             % name)
         if accepts is not None:
             assert_is_compatible(accepts, required_args, optional_args)
+        entry = {"accepts": accepts, "returns": returns,
+                 "doc": inspect.getdoc(func)}
         if requires is not _MISSING:
-            self._requires[name] = self._need(requires, "This action")
+            need = self._need(requires, "This action")
+            if need != self._requires_default:
+                entry["requires"] = _requirement_json(need)
         for schema in (accepts, returns):
             if schema is not None:
                 schema._bind(self)
-        self.spec["actions"][name] = {
-            "accepts": accepts, "returns": returns,
-            "doc": inspect.getdoc(func)}
+        self.spec["actions"][name] = entry
         setattr(self.actions, name, func)
         self._version += 1
         return func
@@ -3082,9 +3164,14 @@ class API(BaseAPI):
                 not set(needs) <= set(MODEL_METHODS):
             raise SpecError("requires must map model methods (%s) to "
                             "requirements" % ", ".join(MODEL_METHODS))
+        own = {}
         for method, value in needs.items():
-            self._requires[name, method] = self._need(
-                value, "Method %s" % method)
+            need = self._need(value, "Method %s" % method)
+            if method in methods and need != self._requires_default:
+                own[method] = _requirement_json(need)
+        if own:
+            model_spec["requires"] = {m: own[m] for m in MODEL_METHODS
+                                      if m in own}
         for kind in ("properties", "query_fields", "list_metadata"):
             for field in model_spec[kind].values():
                 field["schema"]._bind(self)
@@ -3186,6 +3273,12 @@ class _Scheme:
     def _challenge(self, realm: str, refused: bool) -> str:
         return '%s realm="%s"' % (self._prefix.strip(), realm)
 
+    def _spec_json(self) -> dict:
+        """The scheme as the spec declares it (no verify, no secret)."""
+        if self.kind == "api_key":
+            return {"type": self.kind, "header": self.header}
+        return {"type": self.kind}
+
     def __repr__(self) -> str:
         return "<%s>" % type(self).__name__
 
@@ -3275,6 +3368,52 @@ def _requirement(value: Any, where: str) -> Any:
                     "scopes, got %s" % (where, _short_repr(value)))
 
 
+def _requirement_json(need: Any) -> Any:
+    """A requirement as the spec carries it: false, true or the scopes."""
+    return False if need is None else list(need) or True
+
+
+def _requirement_of(value: Any) -> Any:
+    """The server's form (see _requirement) of a spec's requirement."""
+    return None if value is False else () if value is True else tuple(value)
+
+
+def _spec_schemes(spec: dict) -> list:
+    """The ``(kind, header)`` of each scheme a spec declares (none in the
+    spec of an API without schemes, or of a server older than them)."""
+    auth = spec.get("auth")
+    if not auth:
+        return []
+    return [(s["type"], s.get("header", "Authorization"))
+            for s in auth["schemes"]]
+
+
+def _spec_needs(spec: dict) -> dict:
+    """The requirement of every call a spec declares (native or JSON
+    form), as _requirement gives them: keys are action names,
+    ``(Model, method)`` pairs, "spec" and "openapi"; empty without auth."""
+    auth = spec.get("auth")
+    if not auth:
+        return {}
+    default = _requirement_of(auth["requires"])
+    actions, models = spec["actions"], spec["models"]
+    if isinstance(actions.get("order"), list):  # the JSON form
+        actions, models = _ordered(actions), _ordered(models)
+    needs: dict = {}
+    needs["spec"] = needs["openapi"] = () if auth.get("protect_spec") \
+        else None
+    for name, entry in actions.items():
+        needs[name] = _requirement_of(entry["requires"]) \
+            if "requires" in entry else default
+    for name, model in models.items():
+        own = model.get("requires") or {}
+        for method in MODEL_METHODS:
+            if model["methods"][method]:
+                needs[name, method] = _requirement_of(own[method]) \
+                    if method in own else default
+    return needs
+
+
 def _schemes_of(auth: Any) -> tuple:
     if auth is None:
         return ()
@@ -3356,20 +3495,9 @@ def _guard(serve: Callable, authenticate: Callable, schemes: tuple,
 
 
 def _needs(api: Any) -> dict:
-    """The requirement of every call of an API with schemes: keys are
-    action names, ``(Model, method)`` pairs, "spec" and "openapi"."""
-    default = api._requires_default
-    needs: dict = {}
-    spec_need = () if api.protect_spec else None
-    needs["spec"] = needs["openapi"] = spec_need
-    for name in api.spec["actions"]:
-        needs[name] = api._requires.get(name, default)
-    for name, model in api.spec["models"].items():
-        for method in MODEL_METHODS:
-            if model["methods"][method]:
-                needs[name, method] = api._requires.get((name, method),
-                                                        default)
-    return needs
+    """The requirement of every call of an API with schemes, as its spec
+    declares it (the server enforces what the spec tells its callers)."""
+    return _spec_needs(api.spec)
 
 
 def _protect_routes(routes: Any, api: Any) -> None:
@@ -7146,7 +7274,9 @@ _HEADER_SAFE = _re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*\Z")
 class _Credential:
     """What a client sends for ``auth=``: a token (bearer, or the API's
     API key when it declares no bearer scheme), an API key or a Basic
-    pair. The API-key header is learnt from a 401's challenge."""
+    pair. The API-key header is what the spec declares; from a server
+    whose spec declares nothing (older versions), it is learnt from a
+    401's challenge."""
 
     def __init__(self, auth: Any) -> None:
         kind, secret, ok = "token", auth, True
@@ -7247,6 +7377,7 @@ class BaseAPIClient(BaseAPI):
         auth = self.auth
         self._credential = auth if isinstance(auth, _Credential) or \
             auth is None else _Credential(auth)
+        self._auth_declared = False  # until a spec declares its schemes
         token = _TYPES.set((self.type_getter, None))
         try:
             if spec is None:
@@ -7258,6 +7389,11 @@ class BaseAPIClient(BaseAPI):
             _TYPES.reset(token)
         super().__init__(spec, _ClientNames("action"),
                          _ClientNames("model"))
+        if "auth" in spec:
+            # The credential goes where the spec says, from the first call.
+            self._auth_declared = True
+            if self._credential is not None:
+                self._credential.learn(_spec_schemes(spec))
         for model in spec["models"].values():
             for link in model["links"].values():
                 link["model"]._bind_model(self)
@@ -7321,9 +7457,11 @@ class BaseAPIClient(BaseAPI):
             request.retry_writes = retry_writes
         response = self.make_request(endpoint, request)
         if response.status_code == 401 and self._credential is not None \
-                and self._credential.learn(_challenged(
-                    response.headers.get("WWW-Authenticate", ""))):
-            # The server named the header its API key goes in: once more.
+                and not self._auth_declared and self._credential.learn(
+                    _challenged(response.headers.get("WWW-Authenticate",
+                                                     ""))):
+            # A server whose spec declares no scheme (an older version, or
+            # the spec fetch itself) named the header its API key goes in.
             request = self.build_request(endpoint, *args, **kwargs)
             if timeout is not None:
                 request.timeout = timeout
@@ -8081,26 +8219,27 @@ _OA_SCHEME_NAMES = {"bearer": "bearerAuth", "api_key": "apiKeyAuth",
                     "basic": "basicAuth"}
 
 
-def _oa_scheme(scheme: Any) -> dict:
-    if scheme.kind == "api_key":
-        return {"type": "apiKey", "in": "header", "name": scheme.header}
-    return {"type": "http", "scheme": scheme.kind}
+def _oa_scheme(kind: str, header: str) -> dict:
+    if kind == "api_key":
+        return {"type": "apiKey", "in": "header", "name": header}
+    return {"type": "http", "scheme": kind}
 
 
 def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
     """securitySchemes, the default requirement and each operation's own,
-    with its 401 and 403 answers (an API with schemes only)."""
-    schemes = getattr(api, "_schemes", ())
+    with its 401 and 403 answers (a spec that declares schemes only: the
+    same from an API and from its fetched spec)."""
+    schemes = _spec_schemes(api.spec)
     if not schemes:
         return
-    names = [_OA_SCHEME_NAMES[scheme.kind] for scheme in schemes]
+    names = [_OA_SCHEME_NAMES[kind] for kind, _ in schemes]
 
     def requirement(need):
         if need is None:
             return []
         return [{name: list(need)} for name in names]
 
-    needs = _needs(api)
+    needs = _spec_needs(api.spec)
     for op, _, fallback, _ in ops:
         head, _, tail = fallback.partition(".")
         key = tail if head in ("actions", "cosmic") else (head, tail)
@@ -8122,9 +8261,10 @@ def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
                     "required": True, "schema": {"type": "string"}}}
             responses[code] = response
         op["responses"] = responses
-    doc["security"] = requirement(api._requires_default)
+    doc["security"] = requirement(_requirement_of(
+        api.spec["auth"]["requires"]))
     doc["components"]["securitySchemes"] = {
-        name: _oa_scheme(scheme) for name, scheme in zip(names, schemes)}
+        name: _oa_scheme(*scheme) for name, scheme in zip(names, schemes)}
 
 
 def _oa_responses(ok: dict, errors: tuple, shared: dict) -> dict:
@@ -8931,10 +9071,13 @@ def _docs_html(spec_json: dict, auth: dict | None = None) -> str:
     `spec_json` is the decoded JSON of GET /spec.json. Serve the result as
     `text/html; charset=utf-8` with `Content-Security-Policy: <_docs_csp()>`.
     `auth` (an API with schemes): {"schemes": [(kind, header)], "needs":
-    the requirement of each call, as _needs() gives}.
+    the requirement of each call, as _spec_needs() gives}; by default read
+    from the spec's auth entry.
     """
     if not isinstance(spec_json, dict):
         spec_json = {}
+    if auth is None:
+        auth = _docs_auth(spec_json)
     name = spec_json.get("name")
     name = name if isinstance(name, str) else "API"
     homepage = spec_json.get("homepage")
@@ -8977,15 +9120,23 @@ def _docs_html(spec_json: dict, auth: dict | None = None) -> str:
     return "".join(out)
 
 
+def _docs_auth(spec_json: dict) -> dict | None:
+    """The page's ``auth`` from the spec's declaration (None without one,
+    or when the page is given a spec that APISpec would refuse)."""
+    if "auth" not in spec_json:
+        return None
+    try:
+        return {"schemes": _spec_schemes(spec_json),
+                "needs": _spec_needs(spec_json)}
+    except (AttributeError, TypeError, KeyError):
+        return None
+
+
 def docs_html(api: BaseAPI) -> str:
-    """The documentation page of an API: one self-contained HTML page with
-    a try-it form for every action and model method."""
-    auth = None
-    schemes = getattr(api, "_schemes", ())
-    if schemes:
-        auth = {"schemes": [(s.kind, s.header) for s in schemes],
-                "needs": _needs(api)}
-    return _docs_html(APISpec.to_json(api.spec), auth)
+    """The documentation page of an API (or of a client's fetched spec):
+    one self-contained HTML page with a try-it form for every action and
+    model method, and an Authorize box when the spec declares schemes."""
+    return _docs_html(APISpec.to_json(api.spec))
 
 
 _DOCS_CSS = r"""
@@ -9290,6 +9441,21 @@ _DIFF_RULES = (
     ("create-required-added",     _BREAKING,    _NA,
      "creates that leave it out are refused"),
     ("create-required-removed",   _COMPATIBLE,  _NA, ""),
+    # -- authentication: credentials travel in requests (a call is open
+    # when the spec declares no auth)
+    ("scheme-added",              _COMPATIBLE,  _NA, ""),
+    ("scheme-removed",            _BREAKING,    _NA,
+     "callers sending its credential get 401"),
+    ("scheme-changed",            _BREAKING,    _NA,
+     "the API key goes in another header: callers get 401"),
+    ("requires-added",            _BREAKING,    _NA,
+     "callers without a credential get 401"),
+    ("requires-removed",          _COMPATIBLE,  _NA, ""),
+    ("requires-tightened",        _BREAKING,    _NA,
+     "callers without the new scopes get 403"),
+    ("requires-loosened",         _COMPATIBLE,  _NA, ""),
+    ("requires-changed",          _BREAKING,    _NA,
+     "other scopes: callers may lack them (403)"),
     # query strings: the server ignores parameters it does not declare
     ("query-field-added-required", _BREAKING,   _NA,
      "calls without it are refused"),
@@ -9466,6 +9632,7 @@ def diff(old: Any, new: Any) -> list:
                       out)
         _diff_models(_ordered(old["models"]), _ordered(new["models"]),
                      _sent_models(old), out)
+        _diff_auth(old, new, out)
     except (AttributeError, TypeError, KeyError):
         # A spec read as JSON is checked only where diff looks.
         raise SpecError("Not a valid spec: an entry has the wrong "
@@ -9560,6 +9727,69 @@ def _diff_models(old: dict, new: dict, sent: set, out: _Changes) -> None:
         _diff_extra_keys(before, after, place, both, out)
 
 
+def _diff_auth(old: dict, new: dict, out: _Changes) -> None:
+    """Schemes, and the requirement of each call both specs have (a spec
+    without auth: every call open, no scheme)."""
+    was = dict(_spec_schemes(old))
+    now = dict(_spec_schemes(new))
+    for kind in list(was) + [k for k in now if k not in was]:
+        path = "auth schemes [%r]" % kind
+        if kind not in now:
+            out.add("scheme-removed", path, _BOTH, "removed")
+        elif kind not in was:
+            out.add("scheme-added", path, _BOTH, "added")
+        elif was[kind] != now[kind]:
+            out.add("scheme-changed", path, _BOTH, "header %s -> %s"
+                    % (was[kind], now[kind]))
+    before, after = _spec_needs(old), _spec_needs(new)
+    calls = _diff_calls(new)
+    for key in _diff_calls(old):
+        if key in calls:
+            _diff_need(key, before.get(key), after.get(key), out)
+
+
+def _diff_calls(spec: dict) -> list:
+    """Every call of a spec (JSON form), as _spec_needs names them."""
+    calls: list = ["spec", "openapi"]
+    calls += list(_ordered(spec["actions"]))
+    for name, model in _ordered(spec["models"]).items():
+        calls += [(name, method) for method in MODEL_METHODS
+                  if model.get("methods", {}).get(method)]
+    return calls
+
+
+def _need_text(need: Any) -> str:
+    if need is None:
+        return "open"
+    return "a credential" + (" with %s" % ", ".join(need) if need else "")
+
+
+def _diff_need(key: Any, was: Any, now: Any, out: _Changes) -> None:
+    """One call's requirement: None (open), () or scopes (_requirement)."""
+    if was == now:
+        return
+    if isinstance(key, tuple):
+        path = "models.%s %s requires" % key
+    elif key in ("spec", "openapi"):
+        path = "%s.json requires" % key
+    else:
+        path = "actions.%s requires" % key
+    message = "%s -> %s" % (_need_text(was), _need_text(now))
+    if was is None:
+        kind = "requires-added"
+    elif now is None:
+        kind = "requires-removed"
+    elif set(was) < set(now):
+        kind = "requires-tightened"
+    elif set(now) < set(was):
+        kind = "requires-loosened"
+    elif set(now) == set(was):
+        return  # the same scopes in another order
+    else:
+        kind = "requires-changed"
+    out.add(kind, path, (_REQUEST,), message)
+
+
 def _diff_create_requires(before: dict, after: dict, place: str,
                           out: _Changes) -> None:
     was = list(before.get("create_requires") or ())
@@ -9577,7 +9807,7 @@ def _diff_create_requires(before: dict, after: dict, place: str,
 
 # The model keys diff knows; others are compared by _diff_extra_keys.
 _MODEL_KEYS = frozenset(("properties", "links", "query_fields", "methods",
-                         "list_metadata", "create_requires"))
+                         "list_metadata", "create_requires", "requires"))
 
 
 def _diff_extra_keys(before: dict, after: dict, place: str, both: list,

@@ -14215,7 +14215,7 @@ class TestAuthClients(unittest.TestCase):
                 self.assertEqual(cm.exception.code, 307)
                 sent = front.seen[-1][1]
                 self.assertTrue(set(sent) & {"HTTP_AUTHORIZATION",
-                                             "HTTP_X_API_KEY"}, sent)
+                                             "HTTP_X_KEY"}, sent)
         self.assertEqual(other.seen, [])
 
     def test_same_origin_redirect_keeps_the_credential(self):
@@ -17446,9 +17446,12 @@ class TestDiffVerdicts(unittest.TestCase):
     def test_every_rule_is_covered(self):
         tested = {case[3] for case in _DF_ALL_CASES}
         rules = {row[0] for row in cosmic._DIFF_RULES}
-        # Both have tests of their own (a homepage, unknown schema keys).
+        # These have tests of their own (a homepage, unknown schema keys;
+        # authentication: TestReviewAuthSpecDiff).
         self.assertEqual(rules - tested, {"homepage-changed",
-                                          "schema-changed"})
+                                          "schema-changed"} | {
+            row[0] for row in cosmic._DIFF_RULES
+            if row[0].startswith(("scheme-", "requires-"))})
         self.assertGreaterEqual(len(_DF_ALL_CASES), 100)
 
     def test_identical_specs_have_no_changes(self):
@@ -21790,6 +21793,444 @@ class TestOriginalTeleportLanguage(unittest.TestCase):
 
 # == review ==================================================================
 # defects found from outside: strict parsers, hostile peers, generated clients
+
+
+# -- the spec declares authentication (authspec)
+
+_as_USERS = {"t-plain-0001": {"name": "plain", "scopes": []},
+             "t-admin-0002": {"name": "admin", "scopes": ["admin"]}}
+
+
+def _as_schemes(*kinds, header="X-Key"):
+    made = {"bearer": lambda: cosmic.BearerAuth(_as_USERS.get),
+            "api_key": lambda: cosmic.APIKeyAuth(_as_USERS.get,
+                                                 header=header),
+            "basic": lambda: cosmic.BasicAuth(
+                lambda user, password: _as_USERS.get(password))}
+    return [made[kind]() for kind in kinds]
+
+
+def _as_api(schemes=None, requires=False, ping=cosmic._MISSING,
+            box=None, protect_spec=False):
+    """API "asz": an action ping and a model Box (get_by_id, create);
+    ``ping`` and ``box`` are their own requirements, if any."""
+    api = API("asz", auth=schemes, requires=requires,
+              protect_spec=protect_spec)
+    options = {} if ping is cosmic._MISSING else {"requires": ping}
+
+    @api.action(returns=String, **options)
+    def ping():
+        return "pong"
+
+    class Box(BaseModel):
+        methods = ["get_by_id", "create"]
+        properties = [required("n", Integer)]
+
+        @classmethod
+        def get_by_id(cls, id):
+            return {"n": 1}
+
+        @classmethod
+        def create(cls, patch):
+            return "1", {"n": patch["n"]}
+
+    if box:
+        Box.requires = box
+    api.model(Box)
+    return api
+
+
+def _as_spec(**kwargs):
+    with cosmos.swap({}):
+        return APISpec.to_json(_as_api(**kwargs).spec)
+
+
+class _as_Recorder:
+    """A WSGI app in front of another that records what each request
+    sent: (path, the auth headers)."""
+
+    def __init__(self, app):
+        self.app = app
+        self.seen = []
+
+    def __call__(self, environ, start_response):
+        self.seen.append((environ["PATH_INFO"], {
+            k: v for k, v in environ.items()
+            if k in ("HTTP_AUTHORIZATION", "HTTP_X_KEY", "HTTP_X_API_KEY",
+                     "HTTP_X_OTHER")}))
+        return self.app(environ, start_response)
+
+
+class TestReviewAuthSpecShape(unittest.TestCase):
+    """/spec.json declares the schemes, the default requirement and each
+    call's own; APISpec reads it back and refuses it malformed."""
+
+    def test_the_declaration(self):
+        spec = APISpec.to_json(_au_api().spec)
+        self.assertEqual(spec["auth"], {
+            "schemes": [{"type": "bearer"},
+                        {"type": "api_key", "header": "X-Key"},
+                        {"type": "basic"}],
+            "requires": True, "protect_spec": False})
+        self.assertEqual(list(spec), ["name", "auth", "actions", "models"])
+        actions = spec["actions"]["map"]
+        self.assertEqual(actions["hello"]["requires"], False)
+        self.assertNotIn("requires", actions["whoami"])  # the default
+        self.assertEqual(actions["admin"]["requires"], ["admin"])
+        self.assertEqual(spec["models"]["map"]["Note"]["requires"],
+                         {"get_by_id": False, "get_list": False})
+        again = APISpec.to_json(APISpec.from_json(copy.deepcopy(spec)))
+        self.assertEqual(again, spec)
+        self.assertEqual(APISpec.to_json(_au_api(
+            requires="admin", protect_spec=True).spec)["auth"],
+            {"schemes": spec["auth"]["schemes"], "requires": ["admin"],
+             "protect_spec": True})
+
+    def test_omitted_where_it_is_the_default_or_no_call(self):
+        with cosmos.swap({}):
+            api = _as_api(_as_schemes("bearer"), requires=True, ping=True,
+                          box={"create": True, "delete": False})
+        spec = APISpec.to_json(api.spec)
+        self.assertNotIn("requires", spec["actions"]["map"]["ping"])
+        # Box serves no delete: no call to declare.
+        self.assertNotIn("requires", spec["models"]["map"]["Box"])
+
+    def test_an_api_without_schemes_has_no_declaration(self):
+        spec = _as_spec()
+        self.assertNotIn("auth", spec)
+        self.assertNotIn("requires", json.dumps(spec))
+
+    def test_the_server_enforces_what_its_spec_says(self):
+        with cosmos.swap({}):
+            api = _as_api(_as_schemes("bearer"), ping=True,
+                          box={"create": "admin"})
+            client = WsgiAPIClient(Server(api).wsgi_app)
+            with self.assertRaises(RemoteHTTPError) as cm:
+                client.actions.ping()
+            self.assertEqual(cm.exception.code, 401)
+            self.assertEqual(client.models.Box.get_by_id("1"), {"n": 1})
+        self.assertEqual(cosmic._needs(api)[("Box", "create")], ("admin",))
+
+    def test_malformed_declarations_are_refused(self):
+        good = APISpec.to_json(_au_api().spec)
+
+        def spoil(change):
+            spec = copy.deepcopy(good)
+            change(spec)
+            return spec
+
+        actions = lambda s: s["actions"]["map"]  # noqa: E731
+        note = lambda s: s["models"]["map"]["Note"]  # noqa: E731
+        cases = [
+            (lambda s: s["auth"]["schemes"].append({"type": "digest"}),
+             "auth schemes must be bearer, api_key and basic"),
+            (lambda s: s["auth"]["schemes"].append({"type": "bearer"}),
+             "each at most once; got 'bearer'"),
+            (lambda s: s["auth"].update(schemes=[]),
+             "auth declares no scheme"),
+            (lambda s: s["auth"]["schemes"][1].pop("header"),
+             "an api_key scheme names its header"),
+            (lambda s: s["auth"]["schemes"][1].update(
+                header="Authorization"), "names its header"),
+            (lambda s: s["auth"]["schemes"][1].update(header="X Key"),
+             "names its header"),
+            (lambda s: s["auth"]["schemes"][0].update(header="X-Key"),
+             "and only it"),
+            (lambda s: s["auth"]["schemes"][0].update(scopes=[]),
+             "Unexpected fields"),
+            (lambda s: s["auth"].pop("protect_spec"), "Missing fields"),
+            (lambda s: s["auth"].update(requires="yes"),
+             "Invalid requirement: expected true, false or a non-empty "
+             "list of scopes"),
+            (lambda s: actions(s)["whoami"].update(requires=[]),
+             "Invalid requirement"),
+            (lambda s: actions(s)["whoami"].update(requires=["a", ""]),
+             "Invalid requirement"),
+            (lambda s: note(s)["requires"].update(update=True),
+             "models Note requires methods it does not serve: update"),
+            (lambda s: note(s)["requires"].update(patch=True),
+             "Unexpected fields"),
+            (lambda s: s.pop("auth"),
+             "has requires, but the spec declares no auth"),
+        ]
+        for change, message in cases:
+            with self.subTest(message):
+                with self.assertRaises(ValidationError) as cm:
+                    APISpec.from_json(spoil(change))
+                self.assertIn(message, str(cm.exception))
+        # A client refuses such a spec before any call.
+        with self.assertRaises(ValidationError):
+            WsgiAPIClient(Server(_au_api()).wsgi_app, spec=spoil(
+                lambda s: s["auth"]["schemes"][1].update(header="Cookie")))
+
+
+class TestReviewAuthSpecClient(unittest.TestCase):
+    """A client sends the credential as the spec declares, from the first
+    call: no 401 round trip, no challenge to trust."""
+
+    def calls(self, api, auth, method="ping"):
+        """What the client sent to the action, in order."""
+        recorder = _as_Recorder(Server(api).wsgi_app)
+        with cosmos.swap({}):
+            client = WsgiAPIClient(recorder, auth=auth)
+            self.assertEqual(getattr(client.actions, method)(), "pong")
+        return [sent for path, sent in recorder.seen
+                if path.startswith("/actions/")]
+
+    def test_a_token_goes_in_the_declared_api_key_header(self):
+        with cosmos.swap({}):
+            api = _as_api(_as_schemes("api_key"), requires=True)
+        self.assertEqual(self.calls(api, "t-plain-0001"),
+                         [{"HTTP_X_KEY": "t-plain-0001"}])
+
+    def test_a_token_is_bearer_where_bearer_is_declared(self):
+        with cosmos.swap({}):
+            api = _as_api(_as_schemes("api_key", "bearer"), requires=True)
+        self.assertEqual(self.calls(api, "t-plain-0001"),
+                         [{"HTTP_AUTHORIZATION": "Bearer t-plain-0001"}])
+        self.assertEqual(self.calls(api, {"api_key": "t-plain-0001"}),
+                         [{"HTTP_X_KEY": "t-plain-0001"}])
+
+    def test_a_pair_is_basic(self):
+        with cosmos.swap({}):
+            api = _as_api(_as_schemes("basic"), requires=True)
+        self.assertEqual(self.calls(api, ("u", "t-plain-0001")), [
+            {"HTTP_AUTHORIZATION": _au_basic("u", "t-plain-0001")}])
+
+    def test_a_declared_spec_ignores_challenges(self):
+        # The spec says bearer; a 401 naming another header is not
+        # followed (the credential stays where the spec put it).
+        with cosmos.swap({}):
+            api = _as_api(_as_schemes("bearer"), requires=True)
+        app = Server(api).wsgi_app
+
+        def hostile(environ, start_response):
+            if environ["PATH_INFO"].startswith("/actions/"):
+                start_response("401 Unauthorized", [
+                    ("Content-Type", "application/json"),
+                    ("WWW-Authenticate",
+                     'APIKey realm="x", header="X-Other"')])
+                return [b'{"error": "no"}']
+            return app(environ, start_response)
+
+        recorder = _as_Recorder(hostile)
+        with cosmos.swap({}):
+            client = WsgiAPIClient(recorder, auth="t-plain-0001")
+            with self.assertRaises(RemoteHTTPError) as cm:
+                client.actions.ping()
+        self.assertEqual(cm.exception.code, 401)
+        self.assertEqual(recorder.seen[1:], [("/actions/ping", {
+            "HTTP_AUTHORIZATION": "Bearer t-plain-0001"})])
+
+    def test_an_older_server_still_teaches_by_challenge(self):
+        # A spec without the declaration (a server of an older version):
+        # the key header is learnt from the 401, as before.
+        with cosmos.swap({}):
+            api = _as_api(_as_schemes("api_key"), requires=True)
+        spec = APISpec.to_json(api.spec)
+        del spec["auth"]
+        recorder = _as_Recorder(Server(api).wsgi_app)
+        with cosmos.swap({}):
+            client = WsgiAPIClient(recorder, spec=spec, auth="t-plain-0001")
+            self.assertEqual(client.actions.ping(), "pong")
+        self.assertEqual([sent for _, sent in recorder.seen], [
+            {"HTTP_AUTHORIZATION": "Bearer t-plain-0001"},
+            {"HTTP_X_KEY": "t-plain-0001"}])
+
+    def test_over_http(self):
+        with cosmos.swap({}):
+            api = _as_api(_as_schemes("api_key", header="X-Other"),
+                          requires=True)
+        with served_api(api) as url:
+            client = APIClient(url, auth="t-plain-0001")
+            try:
+                self.assertEqual(client.actions.ping(), "pong")
+            finally:
+                client.close()
+
+
+class TestReviewAuthSpecTools(unittest.TestCase):
+    """The spec tools see the declaration in a fetched spec: OpenAPI and
+    the docs page are the same from it as from the API object."""
+
+    def apis(self):
+        yield _au_api()
+        yield _au_api(requires=False, protect_spec=True)
+        yield _au_api(requires="admin",
+                      schemes=[cosmic.APIKeyAuth(_au_USERS.get)])
+
+    def test_openapi_from_the_spec_equals_openapi_from_the_api(self):
+        for api in self.apis():
+            with self.subTest(api=api.spec["auth"]):
+                fetched = cosmic._SpecAPI(
+                    json.loads(json.dumps(APISpec.to_json(api.spec))))
+                from_spec = openapi(fetched)
+                self.assertIn("securitySchemes", from_spec["components"])
+                self.assertEqual(from_spec, openapi(api))
+
+    def test_cosmic_openapi_url(self):
+        api = _au_api()
+        with served_api(api) as url:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                self.assertEqual(cosmic.main(["openapi", url]), 0)
+        doc = json.loads(out.getvalue())
+        self.assertEqual(doc["components"]["securitySchemes"],
+                         openapi(api)["components"]["securitySchemes"])
+        self.assertEqual(doc["paths"]["/actions/admin"]["post"]["security"],
+                         [{"bearerAuth": ["admin"]}, {"apiKeyAuth": ["admin"]},
+                          {"basicAuth": ["admin"]}])
+
+    def test_docs_page_from_a_fetched_spec(self):
+        api = _au_api()
+        with cosmos.swap({}):
+            client = WsgiAPIClient(Server(api).wsgi_app)
+            page = cosmic.docs_html(client)
+        self.assertEqual(page, cosmic.docs_html(api))
+        self.assertIn('id="authorize"', page)
+        self.assertIn('data-header="X-Key"', page)
+        self.assertIn("needs a credential with admin", page)
+        self.assertIn('<span class="need">open</span>', page)
+        # The page drawn straight from the JSON, as served.
+        self.assertEqual(cosmic._docs_html(APISpec.to_json(api.spec)), page)
+
+    def test_docs_page_survives_a_broken_declaration(self):
+        spec = APISpec.to_json(_au_api().spec)
+        spec["auth"] = {"schemes": "nonsense"}
+        page = cosmic._docs_html(spec)
+        self.assertNotIn('id="authorize"', page)
+
+
+# (old spec kwargs, new spec kwargs, the old caller's credential, kind,
+# verdict): every authentication row of _DIFF_RULES.
+_AS_DIFF_CASES = [
+    ("an open action now needs a credential",
+     {}, {"schemes": ["bearer"], "ping": True}, None,
+     "requires-added", "breaking"),
+    ("a protected action now open",
+     {"schemes": ["bearer"], "ping": True}, {"schemes": ["bearer"]},
+     "t-plain-0001", "requires-removed", "compatible"),
+    ("a credential now needs a scope",
+     {"schemes": ["bearer"], "ping": True},
+     {"schemes": ["bearer"], "ping": "admin"}, "t-plain-0001",
+     "requires-tightened", "breaking"),
+    ("a scope no longer needed",
+     {"schemes": ["bearer"], "ping": "admin"},
+     {"schemes": ["bearer"], "ping": True}, "t-admin-0002",
+     "requires-loosened", "compatible"),
+    ("another scope",
+     {"schemes": ["bearer"], "ping": "admin"},
+     {"schemes": ["bearer"], "ping": "ops"}, "t-admin-0002",
+     "requires-changed", "breaking"),
+    ("a model method now needs a credential",
+     {"schemes": ["bearer"]}, {"schemes": ["bearer"],
+                              "box": {"get_by_id": True}}, None,
+     "requires-added", "breaking"),
+    ("the API default now needs a credential",
+     {"schemes": ["bearer"]}, {"schemes": ["bearer"], "requires": True},
+     None, "requires-added", "breaking"),
+    ("basic no longer accepted",
+     {"schemes": ["bearer", "basic"], "requires": True},
+     {"schemes": ["bearer"], "requires": True}, ("u", "t-plain-0001"),
+     "scheme-removed", "breaking"),
+    ("the key moved to another header",
+     {"schemes": ["api_key"], "requires": True},
+     {"schemes": ["api_key"], "header": "X-Other", "requires": True},
+     "t-plain-0001", "scheme-changed", "breaking"),
+    ("basic accepted too",
+     {"schemes": ["bearer"], "requires": True},
+     {"schemes": ["bearer", "basic"], "requires": True}, "t-plain-0001",
+     "scheme-added", "compatible"),
+]
+
+
+def _as_build(options):
+    options = dict(options)
+    header = options.pop("header", "X-Key")
+    kinds = options.pop("schemes", ())
+    return _as_api(_as_schemes(*kinds, header=header) if kinds else None,
+                   **options)
+
+
+class TestReviewAuthSpecDiff(unittest.TestCase):
+    """diff() reads the declaration: a call that became protected breaks
+    callers without credentials; one that became open does not."""
+
+    def test_each_kind_of_change(self):
+        for label, old, new, _, kind, verdict in _AS_DIFF_CASES:
+            with self.subTest(label):
+                with cosmos.swap({}):
+                    changes = cosmic.diff(_as_build(old), _as_build(new))
+                self.assertIn(kind, [c.kind for c in changes], changes)
+                worst = max((c.verdict for c in changes), key=[
+                    "info", "compatible", "breaking"].index)
+                self.assertEqual(worst, verdict, changes)
+                for change in changes:
+                    self.assertIn(change.direction,
+                                  ("request", ""), change)
+
+    def test_every_auth_rule_is_covered(self):
+        rules = {row[0] for row in cosmic._DIFF_RULES
+                 if row[0].startswith(("scheme-", "requires-"))}
+        self.assertEqual(rules, {case[4] for case in _AS_DIFF_CASES})
+
+    def test_in_practice(self):
+        # A client built from OLD's spec, with the credential OLD's caller
+        # holds, calls a server of OLD (it works) and one of NEW: it fails
+        # (401 or 403) exactly when the verdict is breaking.
+        for label, old, new, auth, _kind, verdict in _AS_DIFF_CASES:
+            with self.subTest(label), cosmos.swap({}):
+                old_api, new_api = _as_build(old), _as_build(new)
+                spec = APISpec.to_json(old_api.spec)
+                call = (lambda client: client.models.Box.get_by_id("1")) \
+                    if "box" in new else (lambda client: client.actions.ping())
+                for api in (old_api, new_api):
+                    client = WsgiAPIClient(Server(api).wsgi_app,
+                                           spec=copy.deepcopy(spec),
+                                           auth=auth)
+                    try:
+                        call(client)
+                        failed = None
+                    except RemoteHTTPError as err:
+                        failed = err.code
+                    if api is old_api:
+                        self.assertIsNone(failed)
+                    elif verdict == "breaking":
+                        self.assertIn(failed, (401, 403))
+                    else:
+                        self.assertIsNone(failed)
+
+    def test_paths_and_messages(self):
+        changes = cosmic.diff(_as_spec(), _as_spec(
+            schemes=_as_schemes("bearer"), ping=["admin"],
+            box={"create": True}, protect_spec=True))
+        self.assertEqual([str(c) for c in changes], [
+            "compatible auth schemes ['bearer']  scheme-added: added",
+            "breaking   spec.json requires  requires-added: open -> a "
+            "credential; callers without a credential get 401 (breaks "
+            "requests)",
+            "breaking   openapi.json requires  requires-added: open -> a "
+            "credential; callers without a credential get 401 (breaks "
+            "requests)",
+            "breaking   actions.ping requires  requires-added: open -> a "
+            "credential with admin; callers without a credential get 401 "
+            "(breaks requests)",
+            "breaking   models.Box create requires  requires-added: open -> "
+            "a credential; callers without a credential get 401 (breaks "
+            "requests)"])
+
+    def test_the_same_requirement_said_otherwise_is_no_change(self):
+        with cosmos.swap({}):
+            old = APISpec.to_json(_as_api(_as_schemes("bearer"),
+                                          ping=["a", "b"]).spec)
+        new = copy.deepcopy(old)
+        new["actions"]["map"]["ping"]["requires"] = ["b", "a"]
+        self.assertEqual(cosmic.diff(old, new), [])
+        # Written out where it equals the default: still no change.
+        new = copy.deepcopy(old)
+        new["models"]["map"]["Box"]["requires"] = {"create": False}
+        self.assertEqual(cosmic.diff(old, new), [])
+        self.assertEqual(cosmic.diff(_au_api(), _au_api()), [])
 
 
 def _rv_call(app, method, path, body=b"", headers=None, query=""):
