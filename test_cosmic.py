@@ -6528,13 +6528,9 @@ def _st_library():
 
     return lib
 
-# -- Old names ----------------------------------------------------------------
-# The names the blocks being written now (between the markers near the end
-# of the file) may still use; to go once those blocks are merged.
-
-def _ty_need(module, name):
-    return _need(name, module)
-
+# -- A raw client that reads like a file ------------------------------------
+# _Raw with ``read``/``readline`` on a ``file`` attribute, for tests that read
+# an answer piece by piece.
 
 def _hs_read_response(raw, head_only=False):
     return raw.response(head_only)
@@ -6568,81 +6564,6 @@ class _hs_Raw(_Raw):
             pass
         line, sep, self.buf = self.buf.partition(b"\n")
         return line + sep
-
-
-def _cl_ThreadServer(app):
-    return _ThreadServer(app, wsgiref=True)
-
-
-def _app_get(app, path, headers=None, method="GET"):
-    return _wsgi(app, method, path, headers=headers or ())
-
-
-_sv_call = _wsgi
-_sv_json = _wsgi_json
-_hd_http = _http
-_hd_exchange = _exchange
-_hd_request_bytes = _request_bytes
-_hd_Conn = _Raw
-_HD_JSON = _JSON
-_oa_need = _need
-_hd_need = _need
-_hd_ThreadServer = _ThreadServer
-_make_server_thread = _ThreadServer
-_hd_wait = _wait
-_sc_wait = _wait
-_ty_run = _python
-_hd_load_places = _load_places
-_sc_load_places = _load_places
-_hd_close_places = _close_places
-_sc_close = _close_places
-_ty_jsonschema = _jsonschema
-_ty_hypothesis = _hypothesis
-_ty_st = _hypothesis_st
-_sc_psycopg = _psycopg
-_CLIENT2_PY39 = _CL_PY39
-_S2_APP = _HS_APP
-_S2_HEAD = _HS_HEAD
-_S2_NEXT = _HS_NEXT
-_S2_VECTORS = _HS_VECTORS
-_app_ClientETags = _sv_ClientETags
-_app_g = _sv_g
-_app_ids = _sv_ids
-_app_limits = _sv_limits
-_app_nest = _sv_nest
-_app_returns = _sv_returns
-_app_scoped_apis = _sv_scoped_apis
-_app_towns = _sv_towns
-_au_TOKEN = _AU_TOKEN
-_au_USERS = _AU_USERS
-_client2_Case = _cl_Case
-_client2_Raw6 = _cl_Raw6
-_client2_act_then_drop = _cl_act_then_drop
-_client2_drip = _cl_drip
-_client2_flood = _cl_flood
-_client2_head = _cl_head
-_client2_hostile = _cl_hostile
-_client2_names_api = _cl_names_api
-_oa_EXAMPLES = _OA_EXAMPLES
-_s2_FailingAccept = _hs_FailingAccept
-_s2_app_dir = _hs_app_dir
-_s2_Serve = _hs_serve
-_s2_children = _hs_children
-_s2_exchange = _hs_exchange
-_s2_framing_table = _hs_framing_table
-_s2_fresh_request = _hs_fresh_request
-_s2_h11_requests = _hs_h11_requests
-_s2_proc_stat = _hs_proc_stat
-_s2_recording_app = _hs_recording_app
-_s2_serve = _hs_serve
-_s2_tricklers = _hs_tricklers
-_sc_COUNTER = _SC_COUNTER
-_sv_JSON = _SV_JSON
-_sv_SANE_ID = _SV_SANE_ID
-_sv_SERVING = _SV_SERVING
-_sv_SHOP_SPEC = _SV_SHOP_SPEC
-_ty_UTC = _TY_UTC
-_validated = _hs_validated
 
 
 # -- Exceptions ---------------------------------------------------------------
@@ -20647,7 +20568,7 @@ class TestOriginalCookbook(unittest.TestCase):
         self.recipe = Representation(Model("cookbook.Recipe"))
 
     def test_get_list_without_its_required_query_field_is_400(self):
-        status, _, body = _sv_call(self.app, "GET", "/Author")
+        status, _, body = _wsgi(self.app, "GET", "/Author")
         self.assertEqual(status, 400)
         self.assertIn("is_gordon_ramsay", json.loads(body)["error"])
 
@@ -20684,7 +20605,7 @@ class TestOriginalCookbook(unittest.TestCase):
     def test_spec_json_is_the_originals(self):
         self.assertEqual(APISpec.to_json(self.cookbook.spec),
                          _OR_COOKBOOK_SPEC)
-        status, _, body = _sv_call(self.app, "GET", "/spec.json")
+        status, _, body = _wsgi(self.app, "GET", "/spec.json")
         self.assertEqual((status, json.loads(body)), (200, _OR_COOKBOOK_SPEC))
 
     def test_spec_survives_a_round_trip(self):
@@ -20705,25 +20626,25 @@ class TestOriginalCookbook(unittest.TestCase):
         for method, path, allow in (("GET", "/actions/noop", "POST"),
                                     ("POST", "/spec.json", "GET")):
             with self.subTest(path=path):
-                status, headers, body = _sv_call(self.app, method, path)
+                status, headers, body = _wsgi(self.app, method, path)
                 self.assertEqual((status, body),
                                  (405, _sv_err("Method Not Allowed")))
                 self.assertIn(allow, _sv_allow(headers))
 
     def test_wrong_content_type_is_400_naming_the_header(self):
-        status, _, body = _sv_call(self.app, "POST", "/actions/cabbage", b"1",
+        status, _, body = _wsgi(self.app, "POST", "/actions/cabbage", b"1",
                                    {"Content-Type": "application/xml"})
         self.assertEqual(status, 400)
         self.assertIn("Content-Type", json.loads(body)["error"])
 
     def test_action_answers_its_json(self):
-        status, headers, body = _sv_json(self.app, "POST", "/actions/cabbage",
+        status, headers, body = _wsgi_json(self.app, "POST", "/actions/cabbage",
                                          {"spicy": True})
         self.assertEqual((status, body), (200, b'"kimchi"'))
         self.assertEqual(headers["content-type"], "application/json")
 
     def test_action_without_input_or_output_answers_204_empty(self):
-        status, _, body = _sv_call(self.app, "POST", "/actions/noop")
+        status, _, body = _wsgi(self.app, "POST", "/actions/noop")
         self.assertEqual((status, body), (204, b""))
 
 
@@ -21134,7 +21055,7 @@ class TestOriginalGuide(unittest.TestCase):
         self.assertEqual(str(err), "Item at [2] Invalid Integer: True")
         self.assertEqual((err.code, err.path), (400, [2]))
         self.assertEqual(sent, ["/spec.json"])
-        status, _, body = _sv_json(app, "POST", "/actions/add", [1, 2, True])
+        status, _, body = _wsgi_json(app, "POST", "/actions/add", [1, 2, True])
         self.assertEqual((status, body),
                          (400, _sv_err("Item at [2] Invalid Integer: True")))
         copied = pickle.loads(pickle.dumps(err))
@@ -21154,7 +21075,7 @@ class TestOriginalGuide(unittest.TestCase):
                 return inner.actions.add([1, "two"])
 
         with self.assertLogs("cosmic", "ERROR"):
-            status, _, body = _sv_call(Server(outer).wsgi_app, "POST",
+            status, _, body = _wsgi(Server(outer).wsgi_app, "POST",
                                        "/actions/total")
         self.assertEqual((status, body),
                          (500, _sv_err("Internal Server Error")))
@@ -21422,9 +21343,9 @@ class TestOriginalPlanetarium(unittest.TestCase):
                                  "Hello, Pluto")
 
     def test_spec_endpoint(self):
-        status, _, body = _sv_call(self.server.wsgi_app, "GET", "/spec.json")
+        status, _, body = _wsgi(self.server.wsgi_app, "GET", "/spec.json")
         self.assertEqual(status, 401)
-        status, _, body = _sv_call(self.server.wsgi_app, "GET", "/spec.json",
+        status, _, body = _wsgi(self.server.wsgi_app, "GET", "/spec.json",
                                    headers={"X-Danish": "poppyseed"})
         field = _or_field
         self.assertEqual((status, json.loads(body)), (200, {
@@ -21490,7 +21411,7 @@ class TestOriginalWords(unittest.TestCase):
         self.addCleanup(self.release.set)
 
     def test_pluralize_in_process(self):
-        status, _, body = _sv_call(Server(self.words).wsgi_app, "POST",
+        status, _, body = _wsgi(Server(self.words).wsgi_app, "POST",
                                    "/actions/pluralize", b'"pony"',
                                    {"Content-Type": "application/json"})
         self.assertEqual((status, body), (200, b'"ponies"'))
@@ -22057,7 +21978,7 @@ class TestReviewAuthSpecTools(unittest.TestCase):
         yield _au_api()
         yield _au_api(requires=False, protect_spec=True)
         yield _au_api(requires="admin",
-                      schemes=[cosmic.APIKeyAuth(_au_USERS.get)])
+                      schemes=[cosmic.APIKeyAuth(_AU_USERS.get)])
 
     def test_openapi_from_the_spec_equals_openapi_from_the_api(self):
         for api in self.apis():
@@ -22609,8 +22530,8 @@ class TestReviewSlowBodies(unittest.TestCase):
         self.assertLess(elapsed, 2.0)
 
     def test_b_slow_bodies_against_serve(self):
-        folder = _s2_app_dir(self)
-        server = _s2_Serve(self, folder, "s2app:api", "--threads", "4")
+        folder = _hs_app_dir(self)
+        server = _hs_serve(self, folder, "s2app:api", "--threads", "4")
         _rv_Trickle(self, server.address, 6,
                     b"POST /actions/pid HTTP/1.1\r\nHost: x\r\n"
                     b"Content-Length: 1000\r\n\r\n")
@@ -22619,7 +22540,7 @@ class TestReviewSlowBodies(unittest.TestCase):
                     b"Transfer-Encoding: chunked\r\n\r\n",
                     piece=b"1\r\nx\r\n")
         threading.Event().wait(0.5)
-        status, elapsed = _s2_fresh_request(server.address)
+        status, elapsed = _hs_fresh_request(server.address)
         self.assertEqual(status, 200)
         self.assertLess(elapsed, 2.0)
         self.assertEqual(server.stop(), 0)
