@@ -5907,14 +5907,10 @@ class _ConnectionIO:
             return False
 
 
-class _Connection(_ConnectionIO):
-    """One client connection.
-
-    While it waits for a request head, and then for a body the server
-    buffers, the selector loop owns it (``feed``, ``take_head``,
-    ``prepare``, ``body_step``); a worker thread then serves the request
-    (``serve``) and hands it back to the loop to wait for the next one.
-    """
+class _ConnectionReader(_ConnectionIO):
+    """A client connection as the selector loop sees it: waiting for a
+    request head (``feed``, ``take_head``), then for a body the server
+    buffers (``prepare``, ``body_step``)."""
 
     __slots__ = ("scan", "base", "deadline", "started", "head", "refused",
                  "req", "body")
@@ -6060,7 +6056,15 @@ class _Connection(_ConnectionIO):
             return True
         return False
 
-    # -- serving requests (worker thread) --
+
+
+class _Connection(_ConnectionReader):
+    """One client connection: the selector loop owns it while it waits
+    (``_ConnectionReader``); a worker thread then serves the request
+    (``serve``) and hands it back to the loop to wait for the next one.
+    """
+
+    __slots__ = ()
 
     def serve(self) -> bool:
         """Serve the prepared request and any pipelined after it.
@@ -6176,7 +6180,7 @@ class _Connection(_ConnectionIO):
         return True
 
 
-def _parse_head(conn: _Connection, head: bytes) -> tuple:
+def _parse_head(conn: _ConnectionReader, head: bytes) -> tuple:
     """The WSGI environ of a request head, and whether it is HTTP/1.1."""
     srv = conn.srv
     text = head.decode("latin-1")
@@ -6367,7 +6371,7 @@ class _LengthBody:
         self.expect = b""  # the part of a 100 Continue still owed
         self.broken = False  # EOF or deadline before the end
 
-    def advance(self, conn: _Connection) -> bool:
+    def advance(self, conn: _ConnectionReader) -> bool:
         """Take the buffered input that belongs to the body; True when it is
         complete (what follows is the next request's)."""
         need = self.remaining
@@ -6411,7 +6415,7 @@ class _ChunkedBody:
         self.max_headers = srv.max_headers
         self.max_trailer = srv.max_header_bytes
 
-    def advance(self, conn: _Connection) -> bool:
+    def advance(self, conn: _ConnectionReader) -> bool:
         """Decode the buffered input as far as it goes; True when the body
         is complete.  Raises _Refused for bad framing or a body over the
         limit (413)."""
