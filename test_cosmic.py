@@ -1865,6 +1865,8 @@ class _cl_RawServer:
     ``close()``, so a handler can hold a connection with ``stop.wait()``.
     """
 
+    family, host, url_host = socket.AF_INET, "127.0.0.1", "127.0.0.1"
+
     def __init__(self, handler):
         self.handler = handler
         self.requests = []
@@ -1875,11 +1877,11 @@ class _cl_RawServer:
         self.closed_one = threading.Event()
         self._open = []
         self._threads = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = socket.socket(self.family, socket.SOCK_STREAM)
+        self.sock.bind((self.host, 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "http://%s:%d" % (self.url_host, self.port)
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
         self._acceptor.start()
         self.ready.wait(5)
@@ -4504,24 +4506,7 @@ def _sv_ids(next_id):
 class _cl_Raw6(_cl_RawServer):
     """``_cl_RawServer`` listening on [::1] (IPv6 loopback)."""
 
-    def __init__(self, handler):
-        self.handler = handler
-        self.requests = []
-        self.connections = 0
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        self.stop = threading.Event()
-        self.closed_one = threading.Event()
-        self._open = []
-        self._threads = []
-        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        self.sock.bind(("::1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.url = "http://[::1]:%d" % self.port
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-        self.ready.wait(5)
+    family, host, url_host = socket.AF_INET6, "::1", "[::1]"
 
 
 def _cl_head(status="200 OK", headers=()):
