@@ -6083,7 +6083,7 @@ class _Connection(_ConnectionReader):
                     return False
                 if not self.take_head() and not self.next_soon():
                     break
-                if not self.prepare():
+                if not self.prepare() and not self.body_soon():
                     break  # its body is still to come: the loop reads it
             self.sock.setblocking(False)
             return True
@@ -6098,6 +6098,17 @@ class _Connection(_ConnectionReader):
         """Wait a moment for the next request on this thread (a client that
         sends one right after its answer skips a round trip through the
         loop); only while no request waits for a worker."""
+        return self._recv_soon() and self.take_head()
+
+    def body_soon(self) -> bool:
+        """Wait a moment for the rest of a small body on this thread (a
+        client that writes its head and its body separately, as
+        http.client does, skips a round trip through the loop)."""
+        return self._recv_soon() and self.body_step()
+
+    def _recv_soon(self) -> bool:
+        """Take bytes that arrive within _NEXT_REQUEST_WAIT into the
+        buffer; False on a timeout, EOF, or when others wait for a worker."""
         srv = self.srv
         if srv._pending or srv.closing:
             return False
@@ -6111,7 +6122,7 @@ class _Connection(_ConnectionReader):
             return False
         self.buf = self.buf[self.pos:] + data
         self.pos = self.scan = 0
-        return self.take_head()
+        return True
 
     def request(self) -> bool:
         """Serve the prepared request: finish its body if a worker must,
