@@ -22139,31 +22139,6 @@ class TestReviewAuthSpecDiff(unittest.TestCase):
         self.assertEqual(cosmic.diff(_au_api(), _au_api()), [])
 
 
-def _rv_call(app, method, path, body=b"", headers=None, query=""):
-    """Call a WSGI app in-process: (status, lower-case headers, body)."""
-    env = {"REQUEST_METHOD": method, "PATH_INFO": path,
-           "QUERY_STRING": query, "SCRIPT_NAME": "",
-           "wsgi.input": io.BytesIO(body)}
-    if body:
-        env["CONTENT_LENGTH"] = str(len(body))
-    for name, value in (headers or {}).items():
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            key = "HTTP_" + key
-        env[key] = value
-    setup_testing_defaults(env)
-    seen = {}
-
-    def start_response(status, response_headers, exc_info=None):
-        seen["status"] = status
-        seen["headers"] = response_headers
-        return lambda data: None
-
-    data = b"".join(app(env, start_response))
-    return (int(seen["status"].split(" ", 1)[0]),
-            {name.lower(): value for name, value in seen["headers"]}, data)
-
-
 def _rv_api(**api_options):
     """A protected API: bearer token "tok", a Town model with ETags whose
     writes need the token, and an action ``bump``."""
@@ -22216,7 +22191,7 @@ class TestReviewAuthSeams(unittest.TestCase):
         # (Fetch hides every header not listed in Expose-Headers).
         api, _ = _rv_api()
         app = Server(api, cors_origins=["https://a.example"]).wsgi_app
-        status, headers, _ = _rv_call(
+        status, headers, _ = _wsgi(
             app, "POST", "/actions/bump", b"1",
             {"Content-Type": "application/json",
              "Origin": "https://a.example"})
@@ -22261,9 +22236,9 @@ class TestReviewAuthSeams(unittest.TestCase):
 
         api.models.Town.update = update
         app = Server(api).wsgi_app
-        status, headers, _ = _rv_call(app, "GET", "/Town/1")
+        status, headers, _ = _wsgi(app, "GET", "/Town/1")
         tag = headers["etag"]
-        status, _, body = _rv_call(
+        status, _, body = _wsgi(
             app, "PUT", "/Town/1", b'{"name": "Two"}',
             {"Content-Type": "application/json", "If-Match": tag,
              "Authorization": "Bearer tok"})
@@ -22310,15 +22285,15 @@ class TestReviewAuthSeams(unittest.TestCase):
 
         api.models.Town.update = update
         app = Server(api, handler_timeout=10).wsgi_app
-        _, headers, _ = _rv_call(app, "GET", "/Town/1")
-        status, _, body = _rv_call(
+        _, headers, _ = _wsgi(app, "GET", "/Town/1")
+        status, _, body = _wsgi(
             app, "PUT", "/Town/1", b'{"name": "Two"}',
             {"Content-Type": "application/json", "If-Match": headers["etag"],
              "Authorization": "Bearer tok"})
         self.assertEqual(status, 200, body)
         self.assertEqual(notes[same], {"text": "new"})
         # The tag is still checked, in the handler's thread.
-        status, _, body = _rv_call(
+        status, _, body = _wsgi(
             app, "PUT", "/Town/1", b'{"name": "Three"}',
             {"Content-Type": "application/json", "If-Match": headers["etag"],
              "Authorization": "Bearer tok"})
@@ -22371,12 +22346,12 @@ class TestReviewServerAnswers(unittest.TestCase):
 
         app = Server(api).wsgi_app
         with self.assertLogs("cosmic", "ERROR") as logs:
-            status, headers, body = _rv_call(
+            status, headers, body = _wsgi(
                 app, "POST", "/Thing", b'{"name": "x"}',
                 {"Content-Type": "application/json"})
             self.assertEqual(status, 500, body)
             self.assertNotIn("location", headers)
-            status, _, body = _rv_call(app, "GET", "/Thing")
+            status, _, body = _wsgi(app, "GET", "/Thing")
             self.assertEqual(status, 500, body)
         self.assertIn("Thing.create", "\n".join(logs.output))
         self.assertIn("Invalid id", "\n".join(logs.output))
