@@ -1173,6 +1173,7 @@ class _Container(_Type):
 
     param: Any
     _rules: dict = {}
+    _check: Callable | None = None
     _load: Any
     _dump: Any
 
@@ -1181,7 +1182,7 @@ class _Container(_Type):
         self._rules = _rules(self, _RULE_KINDS[self.type_name], rules)
         if not self._rules:
             return
-        check = _checker(self._rules)[0]
+        check = self._check = _checker(self._rules)[0]
         load: Callable = self._load
         dump: Callable = self._dump
 
@@ -1199,9 +1200,9 @@ class _Container(_Type):
         self._dump = checked_dump
 
     def _rules_errors(self, datum, path, out):
-        if self._rules:
+        if self._check is not None:
             try:
-                _checker(self._rules)[0](datum)
+                self._check(datum)
             except ValidationError as err:
                 out.append(err._entry(path))
 
