@@ -5380,11 +5380,9 @@ def _printable(line: str) -> str:
     return line.encode("unicode_escape").decode("ascii").replace('"', '\\"')
 
 
-def _log_access(host: str, line: str, code: int, size: int,
+def _log_access(logger: Any, host: str, line: str, code: int, size: int,
                 request_id: str | None = None) -> None:
     """One Common Log Format line, then the request id the app echoed."""
-    import logging
-    logger = logging.getLogger("cosmic")
     if request_id is None:
         logger.info('%s - - [%s] "%s" %d %s', host, _http_dates()[2],
                     _printable(line), code, size or "-")
@@ -5613,7 +5611,7 @@ class _ResponseWriter:
 
     def _framing(self, data: bytes, final: bool) -> tuple:
         """(body mode, extra header text, keep alive) for the response."""
-        keep = self.keep and not self.app_close and not self.conn.srv.draining
+        keep = self.keep and not self.app_close and not self.conn.srv.closing
         extra = ""
         # RFC 9110 §6.4.1: 204 and 304 have no content; HEAD sends none.
         if self.code == 204 or self.code == 304:
@@ -5856,7 +5854,7 @@ class _ConnectionIO:
         self.linger = True
         srv = self.srv
         if srv.access_log and srv.logger.isEnabledFor(20):  # INFO
-            _log_access(self.host, self.rline, code,
+            _log_access(srv.logger, self.host, self.rline, code,
                         len(data) - data.index(b"\r\n\r\n") - 4)
 
     def close(self) -> None:
@@ -5956,6 +5954,13 @@ class _ConnectionReader(_ConnectionIO):
             # within one socket timeout of its first byte.
             self.started = True
             self.deadline = now + self.srv.socket_timeout
+        self._append(data)
+        return True
+
+    def _append(self, data: bytes) -> None:
+        """Add received bytes to the buffer, dropping what was taken
+        (``scan``, where the search for a head's end goes on, moves
+        along)."""
         if self.pos < len(self.buf):
             self.buf = self.buf[self.pos:] + data
             self.scan -= self.pos
@@ -5963,7 +5968,6 @@ class _ConnectionReader(_ConnectionIO):
             self.buf = data
             self.scan = 0
         self.pos = 0
-        return True
 
     def take_head(self) -> bool:
         """Move a complete head out of the buffer into ``self.head``.
@@ -6121,8 +6125,7 @@ class _Connection(_ConnectionReader):
             return False  # a timeout, or an error the loop will see again
         if not data:
             return False
-        self.buf = self.buf[self.pos:] + data
-        self.pos = self.scan = 0
+        self._append(data)
         return True
 
     def request(self) -> bool:
@@ -6152,7 +6155,7 @@ class _Connection(_ConnectionReader):
         srv = self.srv
         ex.run(srv.app, env, self.rline)
         if srv.access_log and srv.logger.isEnabledFor(20):  # INFO
-            _log_access(self.host, self.rline, ex.code, ex.sent,
+            _log_access(srv.logger, self.host, self.rline, ex.code, ex.sent,
                         ex.request_id)
         return self.after(ex, inp)
 
@@ -6171,8 +6174,7 @@ class _Connection(_ConnectionReader):
                     return False
                 body.broken = True  # the app sees a short body (400)
                 return True
-            self.buf = self.buf[self.pos:] + data
-            self.pos = 0
+            self._append(data)
         return True
 
     def after(self, ex: _Exchange, inp: Any) -> bool:
@@ -6795,7 +6797,7 @@ class _DevServer(_AcceptLoop):
         self._fd_warned = False
         self._sel: Any = None
         self.waiting: dict = {}  # connections waiting for a head, oldest first
-        self.closing = self.draining = False
+        self.closing = False
         self.header_keys: dict = {}
         self.response_kinds: dict = {}
         self.statuses: dict = {}
@@ -6873,7 +6875,7 @@ class _DevServer(_AcceptLoop):
         """Stop accepting; close the waiting connections (idle keep-alive
         and incomplete heads).  Requests being served go on: see drain()."""
         with self._lock:
-            self.closing = self.draining = True
+            self.closing = True
             back, self._returned = self._returned, []
             self._held -= len(back)
             if not self._held:
