@@ -3392,7 +3392,8 @@ def _spec_schemes(spec: dict) -> list:
 def _spec_needs(spec: dict) -> dict:
     """The requirement of every call a spec declares (native or JSON
     form), as _requirement gives them: keys are action names,
-    ``(Model, method)`` pairs, "spec" and "openapi"; empty without auth."""
+    ``(Model, method)`` pairs, and the routes "/spec.json" and
+    "/openapi.json" (never an action's name); empty without auth."""
     auth = spec.get("auth")
     if not auth:
         return {}
@@ -3401,8 +3402,8 @@ def _spec_needs(spec: dict) -> dict:
     if isinstance(actions.get("order"), list):  # the JSON form
         actions, models = _ordered(actions), _ordered(models)
     needs: dict = {}
-    needs["spec"] = needs["openapi"] = () if auth.get("protect_spec") \
-        else None
+    spec_need = () if auth.get("protect_spec") else None
+    needs["/spec.json"] = needs["/openapi.json"] = spec_need
     for name, entry in actions.items():
         needs[name] = _requirement_of(entry["requires"]) \
             if "requires" in entry else default
@@ -3495,25 +3496,19 @@ def _guard(serve: Callable, authenticate: Callable, schemes: tuple,
     return guarded
 
 
-def _needs(api: Any) -> dict:
-    """The requirement of every call of an API with schemes, as its spec
-    declares it (the server enforces what the spec tells its callers)."""
-    return _spec_needs(api.spec)
-
-
 def _protect_routes(routes: Any, api: Any) -> None:
     """Put every endpoint of ``routes`` behind its requirement."""
     schemes = api._schemes
     authenticate = _authenticator(schemes)
-    needs = _needs(api)
+    needs = _spec_needs(api.spec)  # the server enforces what its spec says
     realm = _re.sub(r'[^\x20-\x7e]|["\\]', "_", api.name)  # a quoted-string
 
     def protect(endpoint, key):
         endpoint._serve = _guard(endpoint._serve, authenticate, schemes,
                                  realm, needs[key])
 
-    protect(routes.spec.methods["GET"], "spec")
-    protect(routes.openapi.methods["GET"], "openapi")
+    protect(routes.spec.methods["GET"], "/spec.json")
+    protect(routes.openapi.methods["GET"], "/openapi.json")
     for name, route in routes.actions.items():
         protect(route.methods["POST"], name)
     for table in (routes.items, routes.lists):
@@ -8258,9 +8253,7 @@ def _oa_security(api: Any, ops: list, shared: dict, doc: dict) -> None:
         return [{name: list(need)} for name in names]
 
     needs = _spec_needs(api.spec)
-    for op, _, fallback, _ in ops:
-        head, _, tail = fallback.partition(".")
-        key = tail if head in ("actions", "cosmic") else (head, tail)
+    for op, _, _, _, key in ops:
         need = needs[key]
         op["security"] = requirement(need)
         if need is None:
@@ -8431,13 +8424,15 @@ def _oa_model_paths(name: str, model: dict, names: tuple, shared: dict,
     if collection:
         for verb, op in collection.items():
             ops.append((op, "%s_%s" % (name, method_names[verb]),
-                        "%s.%s" % (name, method_names[verb]), name))
+                        "%s.%s" % (name, method_names[verb]), name,
+                        (name, method_names[verb])))
         paths["/" + name] = collection
     method_names = {"get": "get_by_id", "put": "update", "delete": "delete"}
     if item:
         for verb, op in item.items():
             ops.append((op, "%s_%s" % (name, method_names[verb]),
-                        "%s.%s" % (name, method_names[verb]), name))
+                        "%s.%s" % (name, method_names[verb]), name,
+                        (name, method_names[verb])))
         paths["/%s/{id}" % name] = dict({"parameters": [{
             "name": "id", "in": "path", "required": True,
             "description": "The object's id",
@@ -8542,7 +8537,7 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
         else:
             ok = {"204": {"description": "Done; the action returns nothing"}}
         op["responses"] = _oa_responses(ok, ("400", "413", "500"), shared)
-        ops.append((op, name, "actions." + name, "actions"))
+        ops.append((op, name, "actions." + name, "actions", name))
         paths["/actions/" + name] = {"post": op}
     for name, model in models.items():
         paths.update(_oa_model_paths(name, model, names[name], shared, refs,
@@ -8555,14 +8550,14 @@ def openapi(api: BaseAPI, servers: Iterable | None = None) -> dict:
         op = {"summary": summary, "responses": _oa_responses({"200": {
             "description": summary, "content": _oa_json(schema)}},
             ("500",), shared)}
-        ops.append((op, op_id, "cosmic." + op_id, None))
+        ops.append((op, op_id, "cosmic." + op_id, None, route))
         paths[route] = {"get": op}
 
     counts: dict = {}
-    for _op, preferred, _fallback, _tag in ops:
+    for _op, preferred, _fallback, _tag, _key in ops:
         counts[preferred] = counts.get(preferred, 0) + 1
     tags: list = []
-    for op, preferred, fallback, tag in ops:
+    for op, preferred, fallback, tag, _key in ops:
         op_id = preferred if counts[preferred] == 1 else fallback
         # operationId and tags first, for readers of the JSON.
         head = {"operationId": op_id}
@@ -9768,7 +9763,7 @@ def _diff_auth(old: dict, new: dict, out: _Changes) -> None:
 
 def _diff_calls(spec: dict) -> list:
     """Every call of a spec (JSON form), as _spec_needs names them."""
-    calls: list = ["spec", "openapi"]
+    calls: list = ["/spec.json", "/openapi.json"]
     calls += list(_ordered(spec["actions"]))
     for name, model in _ordered(spec["models"]).items():
         calls += [(name, method) for method in MODEL_METHODS
@@ -9788,8 +9783,8 @@ def _diff_need(key: Any, was: Any, now: Any, out: _Changes) -> None:
         return
     if isinstance(key, tuple):
         path = "models.%s %s requires" % key
-    elif key in ("spec", "openapi"):
-        path = "%s.json requires" % key
+    elif key in ("/spec.json", "/openapi.json"):
+        path = "%s requires" % key[1:]
     else:
         path = "actions.%s requires" % key
     message = "%s -> %s" % (_need_text(was), _need_text(now))

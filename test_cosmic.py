@@ -21815,7 +21815,7 @@ class TestReviewAuthSpecShape(unittest.TestCase):
                 client.actions.ping()
             self.assertEqual(cm.exception.code, 401)
             self.assertEqual(client.models.Box.get_by_id("1"), {"n": 1})
-        self.assertEqual(cosmic._needs(api)[("Box", "create")], ("admin",))
+        self.assertEqual(cosmic._spec_needs(api.spec)[("Box", "create")], ("admin",))
 
     def test_malformed_declarations_are_refused(self):
         good = APISpec.to_json(_au_api().spec)
@@ -22630,6 +22630,50 @@ class TestReviewSlowBodies(unittest.TestCase):
                         b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
             status, _, answer = _hs_read_response(raw)
             self.assertEqual((status, answer), (200, body))
+
+
+class TestReviewAuthKeys(unittest.TestCase):
+    """A call's requirement is looked up by a key no other call can have:
+    an action named ``spec`` or a model named ``cosmic`` takes nothing
+    from /spec.json's requirement, nor gives it theirs."""
+
+    def api(self):
+        api = API("rvkeys", auth=cosmic.BearerAuth(
+            lambda token: "me" if token == "tok" else None),
+            requires=True, protect_spec=True)
+
+        @api.action(returns=String, requires=False)
+        def spec():
+            return "x"
+
+        class Thing(BaseModel):
+            properties = [required("a", String)]
+            methods = ["get_by_id"]
+
+            @classmethod
+            def get_by_id(cls, id):
+                return {"a": "b"}
+
+        Thing.__name__ = "cosmic"
+        api.model(Thing)
+        return api
+
+    def test_server(self):
+        app = Server(self.api()).wsgi_app
+        self.assertEqual(_wsgi(app, "GET", "/spec.json").status, 401)
+        self.assertEqual(_wsgi(app, "POST", "/actions/spec").status, 200)
+        self.assertEqual(_wsgi(app, "GET", "/cosmic/1").status, 401)
+        self.assertEqual(_wsgi(app, "GET", "/cosmic/1",
+                               headers={"Authorization": "Bearer tok"})
+                         .status, 200)
+
+    def test_openapi(self):
+        paths = openapi(self.api())["paths"]
+        self.assertEqual(paths["/spec.json"]["get"]["security"],
+                         [{"bearerAuth": []}])
+        self.assertEqual(paths["/actions/spec"]["post"]["security"], [])
+        self.assertEqual(paths["/cosmic/{id}"]["get"]["security"],
+                         [{"bearerAuth": []}])
 
 
 # (end of review)
