@@ -2689,7 +2689,6 @@ def _type_hints(obj: Any, where: str, below: Any = None) -> dict:
 
 def _hint_type(hint: Any, where: str, name: str) -> tuple:
     """``(cosmic type, optional)`` for a type hint; SpecError if none fits."""
-    import datetime
     import typing
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -2714,8 +2713,6 @@ def _hint_type(hint: Any, where: str, name: str) -> tuple:
         return Map(_hint_type(args[1], where, name)[0]), False
     elif type(hint) is type and hint in _HINT_TYPES:
         return _HINT_TYPES[hint], False
-    elif hint is datetime.datetime:
-        return DateTime, False
     elif isinstance(hint, type) and (hint.__module__, hint.__name__) in (
             ("uuid", "UUID"), ("decimal", "Decimal")):
         return (UUID if hint.__name__ == "UUID" else Decimal), False
@@ -2740,7 +2737,7 @@ def _hint_text(hint: Any) -> str:
 
 
 _HINT_TYPES = {int: Integer, float: Float, bool: Boolean, str: String,
-               bytes: Binary}
+               bytes: Binary, _datetime.datetime: DateTime}
 
 
 def _typed_dict_type(cls: type, where: str) -> Struct:
@@ -7958,8 +7955,7 @@ class WsgiAPIClient(BaseAPIClient):
         # The API is at hand: send the credential as it declares, from the
         # first request on.
         credential = _Credential(auth)
-        credential.learn([(scheme.kind, scheme.header)
-                          for scheme in getattr(api, "_schemes", ())])
+        credential.learn(_spec_schemes(api.spec))
         return cls(app, auth=credential)
 
     def make_request(self, endpoint: Endpoint,
