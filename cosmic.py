@@ -4363,6 +4363,16 @@ class _ModelEndpoint(Endpoint):
     def _object(self, ident: str) -> str:
         return "%s %s" % (self.model_name, _short_repr(ident))
 
+    def _rep_response(self, ident: str, rep: Any,
+                      status: int = 200) -> Response:
+        """The representation of an object as an answer, with its ETag."""
+        response = _json_response(
+            self.representation._server_dump((ident, rep)), status)
+        if self.etags:
+            response.headers["ETag"] = self._current_tag(ident, rep,
+                                                         response.data)
+        return response
+
     def _current_tag(self, ident: str, rep: Any,
                      body: bytes | None = None) -> str:
         """The quoted ETag of an object: the model's own, or a hash of
@@ -4429,13 +4439,7 @@ class GetByIdEndpoint(_ModelEndpoint):
         return self.func(id)
 
     def build_response(self, func_input, func_output):
-        ident = func_input["id"]
-        response = _json_response(
-            self.representation._server_dump((ident, func_output)))
-        if self.etags:
-            response.headers["ETag"] = self._current_tag(
-                ident, func_output, response.data)
-        return response
+        return self._rep_response(func_input["id"], func_output)
 
     def _serve(self, request, url_args, timeout, hooks=None):
         environ = request.environ
@@ -4536,12 +4540,8 @@ class CreateEndpoint(_ModelEndpoint):
         except (TypeError, ValueError):
             raise ValidationError("create must return (id, rep)",
                                   func_output) from None
-        response = _json_response(
-            self.representation._server_dump((ident, rep)), 201)
+        response = self._rep_response(ident, rep, 201)
         response.headers["Location"] = self._href(ident)
-        if self.etags:
-            response.headers["ETag"] = self._current_tag(ident, rep,
-                                                         response.data)
         return response
 
     def build_request(self, /, *args: Any, **fields: Any) -> _ClientRequest:
@@ -4651,13 +4651,7 @@ class UpdateEndpoint(_WriteEndpoint):
         return self.func(id, **patch)
 
     def build_response(self, func_input, func_output):
-        ident = func_input["id"]
-        response = _json_response(
-            self.representation._server_dump((ident, func_output)))
-        if self.etags:
-            response.headers["ETag"] = self._current_tag(
-                ident, func_output, response.data)
-        return response
+        return self._rep_response(func_input["id"], func_output)
 
     def build_request(self, id: str, /, *args: Any,
                       _if_match: str | None = None, **fields: Any):
