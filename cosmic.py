@@ -2548,9 +2548,7 @@ def _check_spec_auth(spec: dict) -> None:
                     " most once; got %s" % _short_repr(kind))
             kinds.append(kind)
             if (kind == "api_key") != (header is not None) or \
-                    header is not None and (
-                        not _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) or
-                        header.lower() in _NOT_KEY_HEADERS):
+                    header is not None and not _key_header_ok(header):
                 raise ValidationError(
                     "auth: an api_key scheme names its header (such as "
                     "'X-API-Key'), and only it; got %s"
@@ -3333,6 +3331,13 @@ _NOT_KEY_HEADERS = frozenset((
     "cookie", "proxy-authorization", "proxy-connection"))
 
 
+def _key_header_ok(header: Any) -> bool:
+    """Whether an API key may travel in this header (a plain name)."""
+    return isinstance(header, str) and \
+        _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) is not None and \
+        header.lower() not in _NOT_KEY_HEADERS
+
+
 class APIKeyAuth(_Scheme):
     """An API key in a header of its own (``X-API-Key`` by default);
     ``verify(key)`` returns the identity, or None to refuse the key."""
@@ -3341,9 +3346,7 @@ class APIKeyAuth(_Scheme):
 
     def __init__(self, verify: Callable, header: str = "X-API-Key") -> None:
         super().__init__(verify)
-        if not isinstance(header, str) or \
-                not _re.match(r"[A-Za-z0-9-]{1,64}\Z", header) or \
-                header.lower() in _NOT_KEY_HEADERS:
+        if not _key_header_ok(header):
             raise SpecError("APIKeyAuth header must be a header name such as"
                             " 'X-API-Key', got %s" % _short_repr(header))
         self.header = header
